@@ -1,0 +1,327 @@
+/*
+** The sluice command. Like lua.c, main does little but run cli_main under
+** lua_pcall, so that no error can escape as a crash; the signal handler
+** only asks the loop to cancel the run. Output goes to stdout as JSON,
+** messages to stderr.
+*/
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "engine.h"
+#include "loader.h"
+#include "run.h"
+#include "scheduler.h"
+#include "value.h"
+
+/* Exit codes (SPEC.md). */
+#define EXIT_COMPLETED 0
+#define EXIT_FAILED 1
+#define EXIT_USAGE 2
+#define EXIT_PAUSED 3
+#define EXIT_INTERRUPTED 130
+
+typedef struct cli_opt {
+  const char *name;      /* "--input" */
+  int takes_value;
+  const char *value;     /* set by parsing; "1" for flags */
+} cli_opt;
+
+typedef struct cli {
+  int argc;
+  char **argv;
+  int code;              /* exit code cli_main decided */
+  const char *command;
+  const char *file;
+  sl_engine *e;
+  sl_run *run;
+  int interrupted;
+  uv_signal_t sigint;
+} cli;
+
+static const char *usage_main =
+  "usage: sluice <command> [options]\n"
+  "\n"
+  "commands:\n"
+  "  run FILE     run a pipeline and print its output as JSON\n"
+  "  check FILE   check a pipeline file without running it\n"
+  "  help [CMD]   show help for a command\n"
+  "  version      print the version\n"
+  "\n"
+  "Exit codes: 0 completed, 1 run failed or cancelled, 2 bad invocation,\n"
+  "script or input, 3 paused waiting for input, 130 interrupted.\n";
+
+static const char *usage_run =
+  "usage: sluice run FILE [--input JSON|@FILE|-] [--pipeline NAME] [--json]\n"
+  "\n"
+  "Runs a pipeline from FILE and prints its output as JSON.\n"
+  "  --input JSON     the pipeline's input: JSON text, @FILE to read a file,\n"
+  "                   or - to read standard input (default: no input)\n"
+  "  --pipeline NAME  the pipeline to run when FILE returns several\n"
+  "  --json           print the whole result (run_id, status, output,\n"
+  "                   error, usage, steps) instead of the output\n";
+
+static const char *usage_check =
+  "usage: sluice check FILE [--pipeline NAME]\n"
+  "\n"
+  "Loads FILE and checks every pipeline in it (every step's options and\n"
+  "kind) without running anything. Prints \"ok\" and the pipelines' names.\n";
+
+/* Raises a usage error: the message then exit code 2. */
+static int usage_error(lua_State *L, cli *c, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  c->code = EXIT_USAGE;
+  return lua_error(L);
+}
+
+static int levenshtein(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  if (la > 63 || lb > 63) return 99;
+  int d[64][64];
+  for (size_t i = 0; i <= la; i++) d[i][0] = (int)i;
+  for (size_t j = 0; j <= lb; j++) d[0][j] = (int)j;
+  for (size_t i = 1; i <= la; i++)
+    for (size_t j = 1; j <= lb; j++) {
+      int cost = a[i - 1] != b[j - 1];
+      int m = d[i - 1][j] + 1;
+      if (d[i][j - 1] + 1 < m) m = d[i][j - 1] + 1;
+      if (d[i - 1][j - 1] + cost < m) m = d[i - 1][j - 1] + cost;
+      d[i][j] = m;
+    }
+  return d[la][lb];
+}
+
+/* Parses argv[first..] into opts and one positional FILE. */
+static void parse_opts(lua_State *L, cli *c, int first, cli_opt *opts,
+                       const char *usage) {
+  for (int i = first; i < c->argc; i++) {
+    const char *a = c->argv[i];
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      fputs(usage, stdout);
+      c->code = EXIT_COMPLETED;
+      lua_pushnil(L);
+      lua_error(L);
+    }
+    if (a[0] == '-' && a[1] == '-') {
+      const char *eq = strchr(a, '=');
+      size_t n = eq ? (size_t)(eq - a) : strlen(a);
+      cli_opt *o = NULL;
+      for (cli_opt *p = opts; p->name; p++)
+        if (strlen(p->name) == n && strncmp(p->name, a, n) == 0) o = p;
+      if (o == NULL) {
+        const char *best = NULL;
+        int bestd = 3;
+        for (cli_opt *p = opts; p->name; p++) {
+          char given[64];
+          snprintf(given, sizeof given, "%.*s", (int)(n < 63 ? n : 63), a);
+          int d = levenshtein(given, p->name);
+          if (d < bestd) best = p->name, bestd = d;
+        }
+        char given[128];
+        snprintf(given, sizeof given, "%.*s", (int)(n < 127 ? n : 127), a);
+        if (best)
+          usage_error(L, c, "sluice %s: unknown option '%s' (did you mean '%s'?)",
+                      c->command, given, best);
+        usage_error(L, c, "sluice %s: unknown option '%s' (see sluice %s --help)",
+                    c->command, given, c->command);
+      }
+      if (o->takes_value) {
+        if (eq) o->value = eq + 1;
+        else if (i + 1 < c->argc) o->value = c->argv[++i];
+        else usage_error(L, c, "sluice %s: option '%s' needs a value", c->command, o->name);
+      } else {
+        if (eq) usage_error(L, c, "sluice %s: option '%s' takes no value", c->command, o->name);
+        o->value = "1";
+      }
+    } else if (c->file == NULL) {
+      c->file = a;
+    } else {
+      usage_error(L, c, "sluice %s: unexpected argument '%s'", c->command, a);
+    }
+  }
+  if (c->file == NULL)
+    usage_error(L, c, "sluice %s: missing FILE\n%s", c->command, usage);
+}
+
+/* Reads a whole stream into a Lua string pushed on L. */
+static void push_stream(lua_State *L, cli *c, FILE *f, const char *what) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  char chunk[8192];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) luaL_addlstring(&b, chunk, n);
+  if (ferror(f)) usage_error(L, c, "cannot read %s: %s", what, strerror(errno));
+  luaL_pushresult(&b);
+}
+
+/* Pushes the decoded --input (nil when absent). */
+static void push_input(lua_State *L, cli *c, const char *arg) {
+  if (arg == NULL) {
+    lua_pushnil(L);
+    return;
+  }
+  const char *what = "--input";
+  if (strcmp(arg, "-") == 0) {
+    push_stream(L, c, stdin, "standard input");
+    what = "--input - (standard input)";
+  } else if (arg[0] == '@') {
+    FILE *f = fopen(arg + 1, "rb");
+    if (f == NULL) usage_error(L, c, "--input: cannot open '%s': %s", arg + 1, strerror(errno));
+    push_stream(L, c, f, arg + 1);
+    fclose(f);
+    what = arg;
+  } else {
+    lua_pushstring(L, arg);
+  }
+  size_t len;
+  const char *text = lua_tolstring(L, -1, &len);
+  if (sl_json_decode(L, text, len) != 0)
+    usage_error(L, c, "%s: malformed JSON: %s", what, lua_tostring(L, -1));
+  lua_remove(L, -2);
+}
+
+/* Loads the file; a script that does not load is exit code 2. */
+static void load(lua_State *L, cli *c) {
+  c->code = EXIT_USAGE;
+  sl_engine_load_lua(L, c->e, c->file);
+}
+
+static void on_sigint(uv_signal_t *h, int signum) {
+  cli *c = h->data;
+  (void)signum;
+  c->interrupted = 1;
+  if (c->run != NULL) sl_run_abandon(c->run, "cancelled", "interrupted (SIGINT)");
+  sl_sched_drain(c->e);
+}
+
+static int cmd_run(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--input", 1, NULL}, {"--pipeline", 1, NULL},
+                    {"--json", 0, NULL}, {NULL, 0, NULL}};
+  parse_opts(L, c, 2, opts, usage_run);
+  load(L, c);                                           /* set */
+  sl_load_select(L, -1, opts[1].value);                 /* set step */
+  push_input(L, c, opts[0].value);                      /* set step input */
+  uv_signal_init(c->e->loop, &c->sigint);
+  c->sigint.data = c;
+  uv_signal_start(&c->sigint, on_sigint, SIGINT);
+  uv_unref((uv_handle_t *)&c->sigint);
+  c->code = EXIT_FAILED;
+  c->run = sl_run_start_lua(L, c->e, -2, -1);           /* ... run */
+  sl_sched_drain(c->e);
+  sl_run_wait_lua(L, c->run);
+  uv_signal_stop(&c->sigint);
+  sl_run *r = c->run;
+  if (opts[2].value != NULL) {
+    sl_engine_result_json(L, r, -1, 0);                 /* ... run json */
+    fwrite(lua_tostring(L, -1), 1, lua_rawlen(L, -1), stdout);
+    fputc('\n', stdout);
+    lua_pop(L, 1);
+  } else if (r->status == SL_RUN_COMPLETED) {
+    lua_getiuservalue(L, -1, SL_RUN_UV_OUTPUT);         /* ... run output */
+    sl_buf b;
+    char err[256];
+    sl_buf_init(&b);
+    if (sl_json_encode(L, -1, &b, 0, err, sizeof err) != 0) {
+      sl_buf_free(&b);
+      c->code = EXIT_FAILED;
+      return luaL_error(L, "run %s completed, but its output cannot be "
+                        "encoded as JSON: %s", r->id, err);
+    }
+    fwrite(b.data, 1, b.len, stdout);
+    fputc('\n', stdout);
+    sl_buf_free(&b);
+    lua_pop(L, 1);
+  }
+  if (r->status != SL_RUN_COMPLETED) {
+    lua_getiuservalue(L, -1, SL_RUN_UV_ERROR);
+    fprintf(stderr, "sluice: run %s %s: %s\n", r->id,
+            sl_run_status_name(r->status), luaL_tolstring(L, -1, NULL));
+    lua_pop(L, 2);
+  }
+  if (c->interrupted) c->code = EXIT_INTERRUPTED;
+  else if (r->status == SL_RUN_COMPLETED) c->code = EXIT_COMPLETED;
+  else if (r->status == SL_RUN_PAUSED) c->code = EXIT_PAUSED;
+  else c->code = EXIT_FAILED;
+  return 0;
+}
+
+static int cmd_check(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--pipeline", 1, NULL}, {NULL, 0, NULL}};
+  parse_opts(L, c, 2, opts, usage_check);
+  load(L, c);                                           /* set */
+  if (opts[0].value) sl_load_select(L, -1, opts[0].value);
+  printf("ok: %s", c->file);
+  const char *sep = " (";
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pop(L, 1);
+    printf("%s%s", sep, lua_tostring(L, -1));
+    sep = ", ";
+  }
+  printf("%s\n", strcmp(sep, ", ") == 0 ? ")" : "");
+  c->code = EXIT_COMPLETED;
+  return 0;
+}
+
+static int cli_main(lua_State *L) {
+  cli *c = lua_touserdata(L, 1);
+  c->code = EXIT_USAGE;
+  if (c->argc < 2) {
+    fputs(usage_main, stderr);
+    return 0;
+  }
+  c->command = c->argv[1];
+  if (strcmp(c->command, "run") == 0) return cmd_run(L, c);
+  if (strcmp(c->command, "check") == 0) return cmd_check(L, c);
+  if (strcmp(c->command, "version") == 0 || strcmp(c->command, "--version") == 0) {
+    printf("sluice %s (%s, libuv %s)\n", SLUICE_VERSION, LUA_RELEASE, uv_version_string());
+    c->code = EXIT_COMPLETED;
+    return 0;
+  }
+  if (strcmp(c->command, "help") == 0 || strcmp(c->command, "--help") == 0 ||
+      strcmp(c->command, "-h") == 0) {
+    const char *topic = c->argc > 2 ? c->argv[2] : "";
+    fputs(strcmp(topic, "run") == 0 ? usage_run
+          : strcmp(topic, "check") == 0 ? usage_check : usage_main, stdout);
+    c->code = EXIT_COMPLETED;
+    return 0;
+  }
+  static const char *commands[] = {"run", "check", "help", "version", NULL};
+  const char *best = NULL;
+  int bestd = 3;
+  for (const char **p = commands; *p; p++) {
+    int d = levenshtein(c->command, *p);
+    if (d < bestd) best = *p, bestd = d;
+  }
+  if (best) return usage_error(L, c, "sluice: unknown command '%s' (did you mean '%s'?)", c->command, best);
+  return usage_error(L, c, "sluice: unknown command '%s'\n%s", c->command, usage_main);
+}
+
+int main(int argc, char **argv) {
+  cli c;
+  memset(&c, 0, sizeof c);
+  c.argc = argc;
+  c.argv = argv;
+  if (sl_engine_new(&c.e, NULL) != SL_OK) return EXIT_USAGE;
+  lua_State *L = sl_engine_lua(c.e);
+  lua_pushcfunction(L, cli_main);
+  lua_pushlightuserdata(L, &c);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    if (!lua_isnil(L, -1))
+      fprintf(stderr, "%s\n", luaL_tolstring(L, -1, NULL));
+    if (c.code == EXIT_COMPLETED && !lua_isnil(L, -1)) c.code = EXIT_USAGE;
+  }
+  if (c.sigint.loop != NULL) uv_close((uv_handle_t *)&c.sigint, NULL);
+  fflush(stdout);
+  sl_engine_free(c.e);
+  return c.code;
+}

@@ -1,0 +1,144 @@
+/*
+** The ctx. A ctx is a plain table, so reading its fields costs a table
+** lookup; what is rarely read (run_id, state) is filled on first read by
+** __index, which is also where its methods come from.
+*/
+#include <stdio.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "ctx.h"
+#include "dispatch.h"
+#include "run.h"
+#include "state.h"
+
+static int ctx_run_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status; (void)kctx;
+  return 1;
+}
+
+/* ctx:run(step, input): runs a child step through the engine and returns
+   its output; its error is raised in the calling step. */
+static int ctx_run(lua_State *L) {
+  sl_task *t = sl_task_current(L, 1);
+  lua_settop(L, 3);
+  return sl_dispatch_run(L, t, 2, 3, ctx_run_k, 0);
+}
+
+/* ctx:spawn(step, input): starts a child step concurrently; returns its
+   task handle. */
+static int ctx_spawn(lua_State *L) {
+  sl_task *t = sl_task_current(L, 1);
+  lua_settop(L, 3);
+  sl_dispatch_spawn(L, t, 2, 3);
+  return 1;
+}
+
+/* ctx:await(task or list of tasks): waits for spawned tasks; returns the
+   output, or the outputs in the same order. */
+static int ctx_await(lua_State *L) {
+  sl_task *t = sl_task_current(L, 1);
+  lua_settop(L, 2);
+  return sl_dispatch_await(L, t, 2);
+}
+
+static int ctx_sleep_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)L; (void)status; (void)kctx;
+  return 0;
+}
+
+/* ctx:sleep(seconds): suspends only the calling step. */
+static int ctx_sleep(lua_State *L) {
+  sl_task *t = sl_task_current(L, 1);
+  lua_Number s = luaL_checknumber(L, 2);
+  luaL_argcheck(L, s >= 0 && s == s, 2, "seconds must be a non-negative number");
+  return sl_task_sleep(L, t, (double)s, ctx_sleep_k, 0);
+}
+
+/* ctx:log(...): writes one line to stderr naming the run and the step. */
+static int ctx_log(lua_State *L) {
+  sl_task *t = sl_task_current(L, 1);
+  int n = lua_gettop(L);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (int i = 2; i <= n; i++) {
+    if (i > 2) luaL_addchar(&b, '\t');
+    luaL_tolstring(L, i, NULL);
+    luaL_addvalue(&b);
+  }
+  luaL_pushresult(&b);
+  const char *name = t->run ? t->run->hist.recs[t->hist].name : "?";
+  fprintf(stderr, "[%s %s] %s\n", t->run ? t->run->id : "?", name,
+          lua_tostring(L, -1));
+  return 0;
+}
+
+/* Pushes the state table the step of task t sees without copying it: the
+   nearest copy an enclosing step made, or the run's own. */
+static void push_view(lua_State *L, sl_task *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->e->ref_ctxs);    /* ctxs */
+  for (sl_task *p = t->parent; p != NULL; p = p->parent) {
+    lua_rawgeti(L, -1, p->id);                          /* ctxs pctx */
+    lua_pushliteral(L, "state");
+    if (lua_rawget(L, -2) == LUA_TTABLE) {              /* ctxs pctx state */
+      lua_replace(L, -3);
+      lua_pop(L, 1);
+      return;
+    }
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->run->ref);       /* run */
+  lua_getiuservalue(L, -1, SL_RUN_UV_STATE);            /* run state */
+  lua_remove(L, -2);
+}
+
+static int ctx_index(lua_State *L) {
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  const char *k = lua_tostring(L, 2);
+  if (k == NULL || lua_type(L, 2) != LUA_TSTRING) return 1;
+  if (strcmp(k, "state") == 0) {
+    sl_task *t = sl_task_current(L, 1);
+    push_view(L, t);
+    sl_state_copy(L, -1);
+    lua_pushliteral(L, "state");
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
+    return 1;
+  }
+  if (strcmp(k, "run_id") == 0) {
+    sl_task *t = sl_task_current(L, 1);
+    lua_pushstring(L, t->run->id);
+    return 1;
+  }
+  return 1;  /* nil */
+}
+
+static const luaL_Reg ctx_methods[] = {
+  {"run", ctx_run},
+  {"spawn", ctx_spawn},
+  {"await", ctx_await},
+  {"sleep", ctx_sleep},
+  {"log", ctx_log},
+  {NULL, NULL}
+};
+
+static int ctx_tostring(lua_State *L) {
+  lua_getfield(L, 1, "step");
+  lua_pushfstring(L, "ctx of step '%s'", luaL_optstring(L, -1, "?"));
+  return 1;
+}
+
+void sl_ctx_open(lua_State *L, sl_engine *e) {
+  luaL_newmetatable(L, SL_CTX_MT);                      /* mt */
+  luaL_newlib(L, ctx_methods);                          /* mt methods */
+  lua_pushcclosure(L, ctx_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, ctx_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushliteral(L, "sluice.ctx");
+  lua_setfield(L, -2, "__name");
+  e->ref_ctxmt = luaL_ref(L, LUA_REGISTRYINDEX);
+}

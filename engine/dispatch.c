@@ -1,0 +1,427 @@
+/*
+** The dispatcher. One path serves every kind: look the kind up in the run's
+** policy table, prime a pooled task with (handler, step, input, ctx), resume
+** it, and when it ends record it and hand its outcome on. A child run with
+** ctx:run is resumed directly from its parent (no trip through the event
+** loop); only when it waits does the parent suspend too.
+*/
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "dispatch.h"
+#include "error.h"
+#include "run.h"
+#include "value.h"
+
+int sl_is_step(lua_State *L, int idx) {
+  if (!lua_getmetatable(L, idx)) return 0;
+  luaL_getmetatable(L, SL_STEP_MT);
+  int is = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return is;
+}
+
+static const char *task_name(sl_task *t) {
+  if (t->run == NULL || t->hist < 0) return NULL;
+  return t->run->hist.recs[t->hist].name;
+}
+
+/* Raises the error for a step whose kind the run's policy table lacks. */
+static int unknown_kind(lua_State *L, int si) {
+  lua_getfield(L, si, "name");
+  lua_getfield(L, si, "kind");
+  lua_getfield(L, si, "where");
+  return luaL_error(L, "step '%s'%s%s has kind '%s', which is not registered "
+                    "(register it with sl.kind)",
+                    luaL_optstring(L, -3, "?"),
+                    lua_isstring(L, -1) ? " defined at " : "",
+                    luaL_optstring(L, -1, ""), luaL_optstring(L, -2, "?"));
+}
+
+void sl_dispatch_check_kind(lua_State *L, int ref_kinds, int si) {
+  si = lua_absindex(L, si);
+  lua_getfield(L, si, "kind");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref_kinds);
+  lua_insert(L, -2);
+  if (lua_rawget(L, -2) == LUA_TNIL) unknown_kind(L, si);
+  lua_pop(L, 2);
+}
+
+/* Pushes the ctx table of task t. */
+static void push_ctx(lua_State *L, sl_task *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->e->ref_ctxs);
+  lua_rawgeti(L, -1, t->id);
+  lua_remove(L, -2);
+}
+
+/*
+** Makes a task for the step at si on the input at ii: finds the handler,
+** builds the ctx, opens the history record and leaves the coroutine primed
+** with (handler, step, input, ctx). hi is the index of the task handle for
+** a spawned task, or 0. Raises in L, before taking a task, on a bad step.
+*/
+static sl_task *prepare(lua_State *L, sl_run *r, sl_task *parent, int si,
+                        int ii, int deliver, int hi) {
+  sl_engine *e = r->e;
+  luaL_checkstack(L, 12, "dispatch");
+  si = lua_absindex(L, si);
+  ii = lua_absindex(L, ii);
+  if (!sl_is_step(L, si))
+    luaL_error(L, "a step made by sl.step or another constructor expected, "
+                  "got %s", luaL_typename(L, si));
+  int top = lua_gettop(L);
+  lua_getfield(L, si, "kind");                          /* kind */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref_kinds);      /* kind kinds */
+  lua_pushvalue(L, top + 1);
+  if (lua_rawget(L, top + 2) == LUA_TNIL)               /* kind kinds handler */
+    unknown_kind(L, si);
+  lua_getfield(L, si, "name");                          /* kind kinds handler name */
+  size_t klen = 0, nlen = 0;
+  const char *kind = lua_tolstring(L, top + 1, &klen);
+  const char *name = lua_tolstring(L, top + 4, &nlen);
+  if (kind == NULL) kind = "?";
+  if (name == NULL) name = kind, nlen = klen;
+
+  sl_task *t = sl_task_acquire(L, e, parent);
+  t->run = r;
+  t->deliver = (unsigned char)deliver;
+  t->t0 = sl_now();
+  t->hist = sl_hist_begin(&r->hist, parent ? parent->hist : -1, name, nlen,
+                          kind, klen, t->t0);
+
+  lua_createtable(L, SL_CTX_NSLOTS, 2);                 /* ... ctx */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_ctxmt);
+  lua_setmetatable(L, -2);
+  lua_pushlightuserdata(L, t);
+  lua_rawseti(L, -2, SL_CTX_TASK);
+  lua_pushvalue(L, si);
+  lua_rawseti(L, -2, SL_CTX_STEP);
+  lua_pushvalue(L, ii);
+  lua_rawseti(L, -2, SL_CTX_INPUT);
+  if (hi != 0) {
+    lua_pushvalue(L, hi);
+    lua_rawseti(L, -2, SL_CTX_HANDLE);
+  }
+  lua_pushvalue(L, top + 4);
+  lua_setfield(L, -2, "step");
+  lua_pushinteger(L, 1);
+  lua_setfield(L, -2, "attempt");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_ctxs);       /* ... ctx ctxs */
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, t->id);
+  lua_pop(L, 1);                                        /* ... ctx */
+
+  lua_pushvalue(L, top + 3);
+  lua_pushvalue(L, si);
+  lua_pushvalue(L, ii);
+  lua_pushvalue(L, top + 5);
+  lua_xmove(L, t->co, 4);
+  t->nargs = 3;
+  lua_settop(L, top);
+  return t;
+}
+
+/*
+** After t's coroutine returned from lua_resume with status: returns 1 when
+** the execution has ended, with its outcome (output, or error table) pushed
+** on L and *ok set; returns 0 when it is waiting. L must be able to call
+** functions: the resuming step's thread, or the engine's main thread.
+*/
+static int settle(lua_State *L, sl_task *t, int status, int nres, int *ok) {
+  lua_State *co = t->co;
+  if (status == LUA_OK) {
+    lua_settop(co, nres > 0 ? 1 : 0);
+    if (nres == 0) lua_pushnil(L);
+    else lua_xmove(co, L, 1);
+    *ok = 1;
+    return 1;
+  }
+  if (status == LUA_YIELD) {
+    if (t->wait != SL_WAIT_NONE) return 0;
+    /* Only engine waits may suspend a step's own coroutine. */
+    sl_error_push(L, "error", "the step yielded outside of an engine wait "
+                  "(coroutine.yield called in step code that is not inside "
+                  "a coroutine of its own)", task_name(t), NULL);
+    *ok = 0;
+    return 1;
+  }
+  lua_xmove(co, L, 1);
+  sl_error_normalize(L, -1, status, task_name(t));
+  *ok = 0;
+  return 1;
+}
+
+/* The execution t ended with its outcome on top of L: end what it left
+   running, record it, and pass its state on when it succeeded. */
+static void conclude(lua_State *L, sl_task *t, int ok) {
+  sl_run *r = t->run;
+  while (t->children != NULL)
+    sl_task_cancel(t->children, "cancelled", "its parent step ended", 1);
+  uint64_t now = sl_now();
+  if (!ok) {
+    const char *kind, *msg, *where;
+    sl_error_fields(L, -1, &kind, &msg, &where);
+    lua_getfield(L, -1, "step");
+    int cancelled = kind != NULL && strcmp(kind, "cancelled") == 0;
+    sl_hist_set_error(&r->hist, t->hist, kind, msg, where, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    sl_hist_end(&r->hist, t->hist, cancelled ? SL_STEP_CANCELLED : SL_STEP_FAILED, now);
+    return;
+  }
+  sl_hist_end(&r->hist, t->hist, SL_STEP_COMPLETED, now);
+  /* A step that touched ctx.state worked on its own copy; on success that
+     copy becomes what its parent sees (or the run's, or, for a spawned task,
+     is kept on its handle for the spawning step to merge). */
+  push_ctx(L, t);                                       /* ctx */
+  lua_pushliteral(L, "state");
+  if (lua_rawget(L, -2) != LUA_TTABLE) {                /* ctx state */
+    lua_pop(L, 2);
+    return;
+  }
+  switch (t->deliver) {
+    case SL_DELIVER_SYNC:
+      push_ctx(L, t->parent);                           /* ctx state pctx */
+      lua_pushliteral(L, "state");
+      lua_pushvalue(L, -3);
+      lua_rawset(L, -3);
+      lua_pop(L, 1);
+      break;
+    case SL_DELIVER_HANDLE:
+      lua_rawgeti(L, -2, SL_CTX_HANDLE);                /* ctx state handle */
+      lua_pushvalue(L, -2);
+      lua_setfield(L, -2, "state");
+      lua_pop(L, 1);
+      break;
+    case SL_DELIVER_ROOT:
+      lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);        /* ctx state run */
+      lua_pushvalue(L, -2);
+      lua_setiuservalue(L, -2, SL_RUN_UV_STATE);
+      lua_pop(L, 1);
+      break;
+  }
+  lua_pop(L, 2);
+}
+
+/* Fills the handle of the spawned task t with the outcome on top of L
+   (popped) and wakes the task awaiting it when that wait is over. */
+static void deliver_handle(lua_State *L, sl_task *t, int ok, int wake) {
+  push_ctx(L, t);                                       /* out ctx */
+  lua_rawgeti(L, -1, SL_CTX_HANDLE);                    /* out ctx handle */
+  lua_pushboolean(L, 1);
+  lua_setfield(L, -2, "done");
+  lua_pushboolean(L, ok);
+  lua_setfield(L, -2, "ok");
+  lua_pushinteger(L, ++t->e->seq);
+  lua_setfield(L, -2, "seq");
+  lua_pushnil(L);
+  lua_rawseti(L, -2, 1);
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, ok ? "output" : "error");
+  lua_pop(L, 3);
+  sl_task *a = t->awaiter;
+  t->awaiter = NULL;
+  if (a != NULL && wake && (--a->pending == 0 || !ok))
+    sl_task_wake(a, 0);
+}
+
+/* Hands the outcome on top of L (popped) of an execution that ended while
+   nobody was blocked on the C stack for it. */
+static void deliver(lua_State *L, sl_task *t, int ok, int wake) {
+  switch (t->deliver) {
+    case SL_DELIVER_SYNC: {
+      sl_task *p = t->parent;
+      if (!wake || p == NULL || p->wait != SL_WAIT_CHILD) {
+        lua_pop(L, 1);
+        return;
+      }
+      lua_pushboolean(p->co, ok);
+      lua_xmove(L, p->co, 1);
+      sl_task_wake(p, 2);
+      return;
+    }
+    case SL_DELIVER_HANDLE:
+      deliver_handle(L, t, ok, wake);
+      return;
+    default:
+      sl_run_finish(t->run, L, ok);
+      return;
+  }
+}
+
+void sl_dispatch_resumed(lua_State *L, sl_task *t, int status, int nres) {
+  int ok;
+  if (!settle(L, t, status, nres, &ok)) return;
+  conclude(L, t, ok);
+  deliver(L, t, ok, 1);
+  sl_task_release(t);
+}
+
+void sl_dispatch_cancelled(sl_task *t, const char *kind, const char *msg,
+                           int quiet) {
+  lua_State *L = t->e->L;
+  luaL_checkstack(L, 8, "cancel");
+  sl_error_push(L, kind, msg, task_name(t), NULL);
+  conclude(L, t, 0);
+  deliver(L, t, 0, !quiet);
+  sl_task_release(t);
+}
+
+void sl_dispatch_root(lua_State *L, sl_run *r, int si, int ii) {
+  sl_task *t = prepare(L, r, NULL, si, ii, SL_DELIVER_ROOT, 0);
+  r->root = t;
+  int nres, ok;
+  int status = sl_task_resume(t, L, &nres);
+  if (settle(L, t, status, nres, &ok)) {
+    conclude(L, t, ok);
+    deliver(L, t, ok, 1);
+    sl_task_release(t);
+  }
+}
+
+/* Continuation of a step whose ctx:run child waited: the scheduler resumed
+   it with (ok, outcome). */
+static int child_k(lua_State *L, int status, lua_KContext kctx) {
+  sl_task *p = (sl_task *)kctx;
+  (void)status;
+  if (!lua_toboolean(L, -2)) return lua_error(L);
+  lua_remove(L, -2);
+  return p->k(L, LUA_YIELD, p->kctx);
+}
+
+int sl_dispatch_run(lua_State *L, sl_task *parent, int si, int ii,
+                    lua_KFunction k, lua_KContext kctx) {
+  sl_task *t = prepare(L, parent->run, parent, si, ii, SL_DELIVER_SYNC, 0);
+  int nres, ok;
+  int status = sl_task_resume(t, L, &nres);
+  if (settle(L, t, status, nres, &ok)) {
+    conclude(L, t, ok);
+    sl_task_release(t);
+    if (!ok) return lua_error(L);
+    return 1;
+  }
+  if (L != parent->co || !lua_isyieldable(L))
+    sl_task_cancel(t, "cancelled", "its parent could not wait for it", 1);
+  parent->k = k;
+  parent->kctx = kctx;
+  return sl_task_suspend(L, parent, SL_WAIT_CHILD, child_k, (lua_KContext)parent);
+}
+
+void sl_dispatch_spawn(lua_State *L, sl_task *parent, int si, int ii) {
+  si = lua_absindex(L, si);
+  ii = lua_absindex(L, ii);
+  lua_createtable(L, 1, 5);                             /* handle */
+  luaL_setmetatable(L, SL_HANDLE_MT);
+  int hi = lua_gettop(L);
+  sl_task *t = prepare(L, parent->run, parent, si, ii, SL_DELIVER_HANDLE, hi);
+  lua_pushlightuserdata(L, t);
+  lua_rawseti(L, hi, 1);
+  lua_pushboolean(L, 0);
+  lua_setfield(L, hi, "done");
+  int nres, ok;
+  int status = sl_task_resume(t, L, &nres);
+  if (settle(L, t, status, nres, &ok)) {
+    conclude(L, t, ok);
+    deliver(L, t, ok, 1);
+    sl_task_release(t);
+  }
+}
+
+/* Pushes field k of the handle at h without metamethods. */
+static int handle_get(lua_State *L, int h, const char *k) {
+  h = lua_absindex(L, h);
+  lua_pushstring(L, k);
+  return lua_rawget(L, h);
+}
+
+static int is_handle(lua_State *L, int idx) {
+  if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return 0;
+  luaL_getmetatable(L, SL_HANDLE_MT);
+  int is = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return is;
+}
+
+/*
+** The body of ctx:await, and its continuation once woken: scans the
+** awaited handles; raises the earliest error among those that ended;
+** suspends while any is still running; otherwise pushes the outputs.
+*/
+static int await_k(lua_State *L, int status, lua_KContext kctx) {
+  sl_task *t = (sl_task *)kctx;
+  int idx = (int)t->kctx;
+  int single = is_handle(L, idx);
+  lua_Integer n = single ? 1 : (lua_Integer)lua_rawlen(L, idx);
+  lua_Integer failed = 0, failed_seq = 0;
+  int pending = 0;
+  (void)status;
+  luaL_checkstack(L, 6, "await");
+  for (lua_Integer i = 1; i <= n; i++) {
+    if (single) lua_pushvalue(L, idx);
+    else lua_rawgeti(L, idx, i);                        /* h */
+    int h = lua_gettop(L);
+    if (!is_handle(L, h))
+      luaL_error(L, "bad argument to 'await' (item %d is %s, not a task from "
+                 "ctx:spawn)", (int)i, luaL_typename(L, h));
+    handle_get(L, h, "done");
+    int done = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (done) {
+      handle_get(L, h, "ok");
+      if (!lua_toboolean(L, -1)) {
+        handle_get(L, h, "seq");
+        lua_Integer seq = lua_tointeger(L, -1);
+        if (failed == 0 || seq < failed_seq) failed = i, failed_seq = seq;
+        lua_pop(L, 1);
+      }
+      lua_pop(L, 1);
+    } else {
+      lua_rawgeti(L, h, 1);
+      sl_task *c = lua_touserdata(L, -1);
+      lua_pop(L, 1);
+      if (c == NULL || c->parent != t)
+        luaL_error(L, "bad argument to 'await' (item %d is a task this step "
+                   "did not spawn)", (int)i);
+      c->awaiter = t;
+      pending++;
+    }
+    lua_pop(L, 1);
+  }
+  if (failed != 0 || pending == 0) {
+    /* The wait is over: nothing may wake this step for it any more. */
+    for (sl_task *c = t->children; c != NULL; c = c->next_sib)
+      if (c->awaiter == t) c->awaiter = NULL;
+  }
+  if (failed != 0) {
+    if (single) lua_pushvalue(L, idx);
+    else lua_rawgeti(L, idx, failed);
+    handle_get(L, -1, "error");
+    return lua_error(L);
+  }
+  if (pending > 0) {
+    t->pending = pending;
+    return sl_task_suspend(L, t, SL_WAIT_AWAIT, await_k, kctx);
+  }
+  if (single) {
+    handle_get(L, idx, "output");
+    return 1;
+  }
+  lua_createtable(L, (int)n, 0);                        /* outputs */
+  sl_json_pusharraymt(L);
+  lua_setmetatable(L, -2);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, idx, i);
+    handle_get(L, -1, "output");
+    lua_rawseti(L, -3, i);
+    lua_pop(L, 1);
+  }
+  return 1;
+}
+
+int sl_dispatch_await(lua_State *L, sl_task *t, int idx) {
+  idx = lua_absindex(L, idx);
+  if (!is_handle(L, idx) && !lua_istable(L, idx))
+    luaL_typeerror(L, idx, "task or list of tasks");
+  t->kctx = idx;
+  return await_k(L, LUA_OK, (lua_KContext)t);
+}

@@ -1,0 +1,47 @@
+/*
+** The dispatcher: every step execution goes through here. It looks the
+** step's kind up in the run's policy table, gives it a task and a ctx,
+** records it in the history and delivers its outcome to whoever waits.
+*/
+#ifndef SL_DISPATCH_H
+#define SL_DISPATCH_H
+
+#include "scheduler.h"
+
+/* Starts the run's root step (the run's pipeline uservalue) on the run's
+   input from L. The step may end before this returns. Raises in L on a
+   step that cannot start. */
+void sl_dispatch_root(lua_State *L, sl_run *r, int si, int ii);
+
+/* ctx:run. Runs the step at si on the input at ii as a child of parent and
+   pushes its output, or raises its error table. When the child waits, the
+   caller (running on L) is suspended and continues in k with the output
+   pushed. */
+int sl_dispatch_run(lua_State *L, sl_task *parent, int si, int ii,
+                    lua_KFunction k, lua_KContext kctx);
+
+/* ctx:spawn. Starts the step at si on the input at ii as a child of parent
+   that runs concurrently, and pushes its task handle. */
+void sl_dispatch_spawn(lua_State *L, sl_task *parent, int si, int ii);
+
+/* ctx:await. Waits for the handle, or list of handles, at idx; pushes the
+   output, or a list of outputs in the same order. Raises the first error to
+   happen among them. */
+int sl_dispatch_await(lua_State *L, sl_task *t, int idx);
+
+/* The scheduler resumed t from the top level (on L, the engine's main
+   thread) and lua_resume returned status. */
+void sl_dispatch_resumed(lua_State *L, sl_task *t, int status, int nres);
+
+/* The scheduler cancelled t: record and deliver it, release it. */
+void sl_dispatch_cancelled(sl_task *t, const char *kind, const char *msg,
+                           int quiet);
+
+/* Raises the error for the step at si when the policy table (a registry
+   ref) has no handler for its kind. */
+void sl_dispatch_check_kind(lua_State *L, int ref_kinds, int si);
+
+/* Is the value at idx a step made by the DSL? */
+int sl_is_step(lua_State *L, int idx);
+
+#endif

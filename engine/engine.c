@@ -1,0 +1,461 @@
+/*
+** The composition root. It makes an engine out of a Lua state, an event
+** loop, a policy table and the scheduler's pools, and takes it apart again;
+** it also carries the public C API, each call a thin protected wrapper
+** around what the components do. No step-kind logic lives here.
+*/
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "engine.h"
+#include "ctx.h"
+#include "dispatch.h"
+#include "error.h"
+#include "kinds.h"
+#include "loader.h"
+#include "run.h"
+#include "scheduler.h"
+#include "value.h"
+
+#ifndef SLUICE_LUA_DIR
+#define SLUICE_LUA_DIR "lua"
+#endif
+
+#define DEFAULT_KEY "sluice.default"
+
+/* The Lua side of an engine: a box pointing at the C block. */
+typedef struct engine_box {
+  sl_engine *e;
+  int owns;            /* collecting the box tears the engine down */
+} engine_box;
+
+int sl_engine_fail(sl_engine *e, int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(e->errmsg, sizeof e->errmsg, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
+int sl_engine_protect(sl_engine *e, lua_CFunction fn, void *ud) {
+  lua_State *L = e->L;
+  lua_pushcfunction(L, fn);
+  lua_pushlightuserdata(L, ud);
+  int status = lua_pcall(L, 1, 0, 0);
+  if (status != LUA_OK) {
+    const char *msg = lua_tostring(L, -1);
+    sl_engine_fail(e, SL_EINVAL, "%s", msg ? msg : "engine error");
+    lua_pop(L, 1);
+  }
+  return status;
+}
+
+sl_engine *sl_engine_check(lua_State *L, int idx) {
+  engine_box *box = luaL_checkudata(L, idx, SL_ENGINE_MT);
+  if (box->e == NULL) luaL_error(L, "the engine has been closed");
+  return box->e;
+}
+
+static int new_ref_table(lua_State *L) {
+  lua_newtable(L);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* Makes an engine in L (on loop, or on a loop of its own when loop is
+   NULL) and pushes its box. Raises on failure. */
+static sl_engine *engine_create(lua_State *L, uv_loop_t *loop, int owns) {
+  engine_box *box = lua_newuserdatauv(L, sizeof *box, 0);   /* box */
+  box->e = NULL;
+  box->owns = owns;
+  luaL_setmetatable(L, SL_ENGINE_MT);
+  sl_engine *e = calloc(1, sizeof *e);
+  if (e == NULL) luaL_error(L, "not enough memory for an engine");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  e->L = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  if (loop != NULL) {
+    e->loop = loop;
+  } else {
+    int rc = uv_loop_init(&e->own_loop);
+    if (rc != 0) {
+      free(e);
+      luaL_error(L, "cannot create an event loop: %s", uv_strerror(rc));
+    }
+    e->loop = &e->own_loop;
+    e->owns_loop = 1;
+  }
+  box->e = e;
+  e->ref_threads = new_ref_table(L);
+  e->ref_ctxs = new_ref_table(L);
+  e->ref_pipelines = new_ref_table(L);
+  e->ref_runs = new_ref_table(L);
+  lua_newtable(L);
+  sl_kinds_register(L, -1);
+  e->ref_kinds = luaL_ref(L, LUA_REGISTRYINDEX);
+  sl_ctx_open(L, e);
+  lua_pushvalue(L, -1);
+  e->ref_box = luaL_ref(L, LUA_REGISTRYINDEX);
+  return e;
+}
+
+/* Frees the C block once nothing refers to it: the engine is torn down and
+   every handle it opened has closed. */
+static void engine_release(sl_engine *e) {
+  if (e->closing != 2 || e->handles_open > 0) return;
+  if (e->owns_loop) uv_loop_close(e->loop);
+  free(e);
+}
+
+void sl_engine_handle_closed(sl_engine *e) {
+  e->handles_open--;
+  engine_release(e);
+}
+
+/*
+** Tears the engine down: ends its runs, drops its registry refs and closes
+** its handles. On its own loop, the loop runs until they have closed; on a
+** host's loop, the block is freed by the last close callback.
+*/
+static void engine_destroy(sl_engine *e, int lua_alive) {
+  lua_State *L = e->L;
+  e->closing = 1;
+  if (lua_alive) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_box);
+    engine_box *box = lua_touserdata(L, -1);
+    if (box != NULL) box->e = NULL;
+    lua_pop(L, 1);
+    for (sl_run *r = e->runs; r != NULL; r = r->next)
+      if (r->status == SL_RUN_RUNNING)
+        sl_run_abandon(r, "cancelled", "the engine was shut down");
+    int refs[] = {e->ref_threads, e->ref_ctxs, e->ref_pipelines, e->ref_runs,
+                  e->ref_kinds, e->ref_ctxmt, e->ref_box};
+    for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++)
+      luaL_unref(L, LUA_REGISTRYINDEX, refs[i]);
+  }
+  for (sl_run *r = e->runs; r != NULL; r = r->next) r->e = NULL;
+  e->runs = NULL;
+  sl_sched_close(e);
+  /* On its own loop the engine runs the close callbacks now, while closing
+     is still 1 so that none of them frees the block under this frame. */
+  if (e->owns_loop) uv_run(e->loop, UV_RUN_DEFAULT);
+  e->closing = 2;
+  engine_release(e);
+}
+
+static int box_gc(lua_State *L) {
+  engine_box *box = luaL_checkudata(L, 1, SL_ENGINE_MT);
+  if (box->e != NULL && box->owns) {
+    sl_engine *e = box->e;
+    box->e = NULL;
+    engine_destroy(e, 1);
+  }
+  return 0;
+}
+
+/* Registers the metatables every engine in this state shares. */
+static void open_shared(lua_State *L) {
+  if (luaL_newmetatable(L, SL_ENGINE_MT)) {
+    lua_pushcfunction(L, box_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  luaL_newmetatable(L, SL_STEP_MT);
+  lua_pop(L, 1);
+  luaL_newmetatable(L, SL_HANDLE_MT);
+  lua_pop(L, 1);
+  sl_error_open(L);
+  sl_run_open(L);
+}
+
+/* Pushes the default engine of L's state, making one if needed. */
+void sl_engine_push_default(lua_State *L) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, DEFAULT_KEY) == LUA_TUSERDATA) return;
+  lua_pop(L, 1);
+  open_shared(L);
+  engine_create(L, NULL, 1);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, DEFAULT_KEY);
+}
+
+/* Pushes a new engine (own loop) owned by its box. */
+void sl_engine_push_new(lua_State *L) {
+  open_shared(L);
+  engine_create(L, NULL, 1);
+}
+
+void sl_engine_open_shared(lua_State *L) {
+  open_shared(L);
+}
+
+/* The public C API. */
+
+static int new_p(lua_State *L) {
+  uv_loop_t *loop = lua_touserdata(L, 1);
+  sl_engine **out = lua_touserdata(L, 2);
+  open_shared(L);
+  *out = engine_create(L, loop, 0);
+  lua_setfield(L, LUA_REGISTRYINDEX, DEFAULT_KEY);
+  /* The DSL module binds to the default engine and adds the kinds written
+     in Lua to it. */
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "sluice");
+  lua_call(L, 1, 0);
+  return 0;
+}
+
+/* Lets `require "sluice"` find the Lua side and the C module in a state
+   the engine made. */
+static void setup_paths(lua_State *L) {
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, luaopen_sluice_core);
+  lua_setfield(L, -2, "sluice.core");
+  lua_pop(L, 1);
+  const char *dir = getenv("SLUICE_LUA_DIR");
+  if (dir == NULL || *dir == '\0') dir = SLUICE_LUA_DIR;
+  lua_getfield(L, -1, "path");
+  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
+  lua_setfield(L, -3, "path");
+  lua_pop(L, 2);
+}
+
+int sl_engine_new(sl_engine **out, const sl_engine_options *opts) {
+  *out = NULL;
+  lua_State *L = opts && opts->L ? opts->L : NULL;
+  int owns_L = L == NULL;
+  if (owns_L) {
+    L = luaL_newstate();
+    if (L == NULL) return SL_ENOMEM;
+    luaL_openlibs(L);
+  }
+  setup_paths(L);
+  sl_engine *e = NULL;
+  lua_pushcfunction(L, new_p);
+  lua_pushlightuserdata(L, opts ? opts->loop : NULL);
+  lua_pushlightuserdata(L, &e);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    fprintf(stderr, "sluice: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    if (e != NULL) {
+      engine_destroy(e, 1);
+      e = NULL;
+    }
+    if (owns_L) lua_close(L);
+    return SL_ESCRIPT;
+  }
+  e->owns_L = owns_L;
+  *out = e;
+  return SL_OK;
+}
+
+void sl_engine_free(sl_engine *e) {
+  if (e == NULL) return;
+  lua_State *L = e->L;
+  int owns_L = e->owns_L;
+  lua_pushnil(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, DEFAULT_KEY);
+  engine_destroy(e, 1);
+  if (owns_L) lua_close(L);
+}
+
+const char *sl_engine_errmsg(const sl_engine *e) {
+  return e ? e->errmsg : "no engine";
+}
+
+lua_State *sl_engine_lua(sl_engine *e) {
+  return e->L;
+}
+
+static int load_p(lua_State *L) {
+  sl_engine *e = lua_touserdata(L, 1);
+  const char *path = lua_touserdata(L, 2);
+  sl_engine_load_lua(L, e, path);
+  return 0;
+}
+
+/* Loads and checks a pipeline file; only a file that loads and checks
+   whole replaces the engine's pipelines. Pushes them. */
+void sl_engine_load_lua(lua_State *L, sl_engine *e, const char *path) {
+  sl_load_file(L, path);                                /* set */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_kinds);      /* set kinds */
+  lua_pushnil(L);
+  while (lua_next(L, -3)) {
+    sl_load_check(L, -1, -3);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, LUA_REGISTRYINDEX, e->ref_pipelines);
+}
+
+int sl_engine_load(sl_engine *e, const char *path) {
+  lua_State *L = e->L;
+  lua_pushcfunction(L, load_p);
+  lua_pushlightuserdata(L, e);
+  lua_pushlightuserdata(L, (void *)path);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    sl_engine_fail(e, SL_ESCRIPT, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return SL_ESCRIPT;
+  }
+  return SL_OK;
+}
+
+typedef struct start_args {
+  sl_engine *e;
+  const char *name, *input;
+  sl_run *run;
+  int code;
+} start_args;
+
+static int start_p(lua_State *L) {
+  start_args *a = lua_touserdata(L, 1);
+  sl_engine *e = a->e;
+  a->code = SL_ENOTFOUND;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_pipelines);  /* set */
+  sl_load_select(L, -1, a->name);                       /* set step */
+  a->code = SL_EINPUT;
+  if (a->input == NULL) lua_pushnil(L);
+  else if (sl_json_decode(L, a->input, strlen(a->input)) != 0)
+    luaL_error(L, "bad input JSON: %s", lua_tostring(L, -1));
+  a->code = SL_EINVAL;
+  a->run = sl_run_start_lua(L, e, -2, -1);              /* set step input run */
+  a->run->ref_host = luaL_ref(L, LUA_REGISTRYINDEX);
+  a->code = SL_OK;
+  sl_sched_drain(e);
+  return 0;
+}
+
+int sl_run_start(sl_engine *e, const char *name, const char *input_json,
+                 sl_run **out) {
+  start_args a = {e, name, input_json, NULL, SL_EINVAL};
+  *out = NULL;
+  lua_State *L = e->L;
+  lua_pushcfunction(L, start_p);
+  lua_pushlightuserdata(L, &a);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    sl_engine_fail(e, a.code, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return a.code;
+  }
+  *out = a.run;
+  return SL_OK;
+}
+
+int sl_engine_poll(sl_engine *e) {
+  if (e->owns_loop && !e->in_uv_run) {
+    e->in_uv_run = 1;
+    uv_run(e->loop, UV_RUN_NOWAIT);
+    e->in_uv_run = 0;
+  }
+  sl_sched_drain(e);
+  return e->active_runs;
+}
+
+static int wait_p(lua_State *L) {
+  sl_run *r = lua_touserdata(L, 1);
+  sl_run_wait_lua(L, r);
+  return 0;
+}
+
+int sl_run_wait(sl_run *r) {
+  sl_engine *e = r->e;
+  if (r->status != SL_RUN_RUNNING || e == NULL) return r->status;
+  if (!e->owns_loop || e->in_uv_run)
+    return sl_engine_fail(e, SL_EBUSY, "cannot block on a run here");
+  lua_pushcfunction(e->L, wait_p);
+  lua_pushlightuserdata(e->L, r);
+  if (lua_pcall(e->L, 1, 0, 0) != LUA_OK) {
+    sl_engine_fail(e, SL_EBUSY, "%s", lua_tostring(e->L, -1));
+    lua_pop(e->L, 1);
+    return SL_EBUSY;
+  }
+  return r->status;
+}
+
+int sl_run_status(const sl_run *r) {
+  return r->status;
+}
+
+const char *sl_run_id(const sl_run *r) {
+  return r->id;
+}
+
+static int result_p(lua_State *L) {
+  sl_run *r = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref_host);       /* run */
+  sl_engine_result_json(L, r, -1, 0);                   /* run json */
+  size_t len;
+  const char *s = lua_tolstring(L, -1, &len);
+  r->result_json = malloc(len + 1);
+  if (r->result_json == NULL) return luaL_error(L, "not enough memory");
+  memcpy(r->result_json, s, len + 1);
+  return 0;
+}
+
+const char *sl_run_result_json(sl_run *r) {
+  if (r->status == SL_RUN_RUNNING) return NULL;
+  if (r->result_json != NULL) return r->result_json;
+  lua_State *L = r->e ? r->e->L : NULL;
+  if (L == NULL || r->ref_host == LUA_NOREF) return NULL;
+  lua_pushcfunction(L, result_p);
+  lua_pushlightuserdata(L, r);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    sl_engine_fail(r->e, SL_ENOMEM, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return NULL;
+  }
+  return r->result_json;
+}
+
+void sl_run_free(sl_run *r) {
+  if (r == NULL || r->e == NULL) return;
+  luaL_unref(r->e->L, LUA_REGISTRYINDEX, r->ref_host);
+  r->ref_host = LUA_NOREF;
+}
+
+/*
+** Pushes the JSON text of the result of the run at idx (the whole result
+** with its steps). An output that JSON cannot carry turns the result into
+** a failed one whose error says why, so a JSON reader never gets a result
+** that lies about its output.
+*/
+void sl_engine_result_json(lua_State *L, sl_run *r, int idx, int flags) {
+  idx = lua_absindex(L, idx);
+  sl_run_push_result(L, r, idx);                        /* result */
+  lua_getfield(L, -1, "steps");
+  lua_pop(L, 1);
+  sl_buf b;
+  char err[256];
+  sl_buf_init(&b);
+  if (sl_json_encode(L, -1, &b, flags, err, sizeof err) != 0) {
+    lua_getfield(L, -1, "output");
+    sl_buf_reset(&b);
+    int bad_output = sl_json_encode(L, -1, &b, 0, err, sizeof err) != 0;
+    lua_pop(L, 1);
+    sl_buf_reset(&b);
+    if (bad_output) {
+      char msg[400];
+      snprintf(msg, sizeof msg, "the output cannot be encoded as JSON: %s", err);
+      lua_pushnil(L);
+      lua_setfield(L, -2, "output");
+      lua_pushliteral(L, "failed");
+      lua_setfield(L, -2, "status");
+      sl_error_push(L, "error", msg, r->pipeline, NULL);
+      lua_setfield(L, -2, "error");
+      if (r->status == SL_RUN_COMPLETED) r->status = SL_RUN_FAILED;
+    }
+    if (sl_json_encode(L, -1, &b, flags, err, sizeof err) != 0) {
+      sl_buf_free(&b);
+      luaL_error(L, "the result cannot be encoded as JSON: %s", err);
+    }
+  }
+  lua_pushlstring(L, b.data, b.len);
+  sl_buf_free(&b);
+  lua_remove(L, -2);
+}

@@ -1,0 +1,94 @@
+/*
+** The engine: one Lua state, one event loop, the policy table and the
+** scheduler's pools. This header is private to the C core.
+*/
+#ifndef SL_ENGINE_H
+#define SL_ENGINE_H
+
+#include <stdint.h>
+#include <lua.h>
+#include <uv.h>
+
+#include "sluice.h"
+
+typedef struct sl_task sl_task;
+typedef struct sl_run sl_run;
+
+/* Names of the metatables every component shares, kept in the registry. */
+#define SL_ENGINE_MT "sluice.engine"
+#define SL_RUN_MT    "sluice.run"
+#define SL_STEP_MT   "sluice.Step"
+#define SL_CTX_MT    "sluice.ctx"
+#define SL_HANDLE_MT "sluice.task"
+#define SL_ERROR_MT  "sluice.error"
+
+struct sl_engine {
+  lua_State *L;            /* the main thread of the state the engine lives in */
+  uv_loop_t *loop;
+  uv_loop_t own_loop;
+  int owns_loop;
+  int owns_L;              /* created by sl_engine_new: closed by sl_engine_free */
+  int closing;             /* being torn down: start nothing new */
+  int in_uv_run;           /* inside uv_run on the engine's own loop */
+  int handles_open;        /* uv handles not yet closed; the block is freed at 0 */
+
+  /* Registry refs, each released once in sl_engine_free. */
+  int ref_box;             /* the engine's Lua userdata */
+  int ref_threads;         /* table: task id -> coroutine */
+  int ref_ctxs;            /* table: task id -> ctx of the execution it runs */
+  int ref_kinds;           /* the current policy table: kind name -> handler */
+  int ref_pipelines;       /* pipelines of the last loaded file, by name */
+  int ref_runs;            /* table: run userdata -> true, for active runs */
+  int ref_ctxmt;           /* cached metatables for the hot path */
+  int ref_errmt;
+
+  /* Scheduler state (sched.c). */
+  sl_task *free_tasks;     /* pooled tasks, each with its coroutine and timer */
+  sl_task *ready_head, *ready_tail;
+  int ntasks;              /* tasks ever created (ids 1..ntasks) */
+  int draining;            /* sl_sched_drain is on the C stack */
+  int active_runs;
+  sl_run *runs;            /* every run not yet collected, to detach at teardown */
+  lua_Integer seq;         /* orders task endings, for ctx:await */
+
+  char errmsg[1024];
+};
+
+/* Returns the engine whose box is at index idx, raising if it is not one
+   or has been freed. */
+sl_engine *sl_engine_check(lua_State *L, int idx);
+
+/* Records a failure message on the engine for the C API and returns code. */
+int sl_engine_fail(sl_engine *e, int code, const char *fmt, ...);
+
+/* Runs fn(L, ud) under lua_pcall on the engine's main thread, so that an
+   error or a memory failure in engine work started from an event loop
+   callback can never unwind through libuv. Returns the lua_pcall status; on
+   failure the message is recorded in e->errmsg. */
+int sl_engine_protect(sl_engine *e, lua_CFunction fn, void *ud);
+
+/* Called by the engine's handle close callbacks: frees the block once the
+   engine is torn down and the last handle has closed. */
+void sl_engine_handle_closed(sl_engine *e);
+
+/* Pushes the default engine of L's state, making one (with a loop of its
+   own) on first use. */
+void sl_engine_push_default(lua_State *L);
+
+/* Pushes a new engine, with a loop of its own, owned by its Lua box. */
+void sl_engine_push_new(lua_State *L);
+
+/* Registers the metatables all engines of a state share. */
+void sl_engine_open_shared(lua_State *L);
+
+/* Loads and checks a pipeline file into e and pushes its pipelines by name.
+   Raises, leaving e's pipelines as they were, when it does not load. */
+void sl_engine_load_lua(lua_State *L, sl_engine *e, const char *path);
+
+/* Pushes the run's result (run userdata at idx) as JSON text. */
+void sl_engine_result_json(lua_State *L, sl_run *r, int idx, int flags);
+
+/* Wall-clock-independent time in nanoseconds. */
+static inline uint64_t sl_now(void) { return uv_hrtime(); }
+
+#endif

@@ -1,0 +1,61 @@
+/*
+** Step history: one record per step execution of a run, kept as C structs so
+** recording costs a few stores on the hot path; turned into Lua tables only
+** when a result is asked for.
+*/
+#ifndef SL_HISTORY_H
+#define SL_HISTORY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <lua.h>
+
+enum { SL_STEP_RUNNING, SL_STEP_COMPLETED, SL_STEP_FAILED, SL_STEP_CANCELLED };
+
+typedef struct sl_hist_rec {
+  const char *name, *kind;            /* in the history's arena */
+  const char *err_kind, *err_msg, *err_where, *err_step;  /* NULL unless it failed */
+  uint64_t t0, t1;
+  int parent;                         /* index of the parent's record, -1 for the root */
+  int attempts;
+  unsigned char status, cached;
+} sl_hist_rec;
+
+typedef struct sl_hist_chunk sl_hist_chunk;
+
+/* Strings that repeat (names, kinds) are stored once: the cache maps a Lua
+   string's address to its copy, confirmed by content, so a reused address
+   can never alias a different name. */
+typedef struct sl_hist_intern { const char *src, *copy; size_t len; } sl_hist_intern;
+
+typedef struct sl_history {
+  sl_hist_rec *recs;
+  int n, cap;
+  sl_hist_chunk *arena;
+  sl_hist_intern intern[256];
+} sl_history;
+
+void sl_hist_init(sl_history *h);
+void sl_hist_free(sl_history *h);
+
+/* Appends a record for an execution that starts now; returns its index, or
+   -1 when memory is exhausted (the step still runs, unrecorded). */
+int sl_hist_begin(sl_history *h, int parent, const char *name, size_t nlen,
+                  const char *kind, size_t klen, uint64_t t0);
+
+/* Closes record i with a final status. */
+void sl_hist_end(sl_history *h, int i, int status, uint64_t t1);
+
+/* Attaches an error to record i (copies the strings; any may be NULL).
+   step names the step the error started in, which for a parent that failed
+   because a child did is the child. */
+void sl_hist_set_error(sl_history *h, int i, const char *kind,
+                       const char *msg, const char *where, const char *step);
+
+/* Pushes the history as an array of step tables ({name, kind, status,
+   attempts, cached, ms, id, parent, error}), ids being 1-based positions. */
+void sl_hist_push(lua_State *L, const sl_history *h);
+
+const char *sl_hist_status_name(int status);
+
+#endif

@@ -1,0 +1,100 @@
+/*
+** sluice: an orchestration engine for multi-step work, scripted in Lua 5.4.
+** This is the whole public C interface. Every function that can fail returns
+** 0 or a negative SL_E* code; the message of the last failure is available
+** from sl_engine_errmsg.
+*/
+#ifndef SLUICE_H
+#define SLUICE_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SLUICE_VERSION "0.1.0"
+
+struct uv_loop_s;
+struct lua_State;
+
+typedef struct sl_engine sl_engine;
+typedef struct sl_run sl_run;
+
+/* Error codes. */
+#define SL_OK         0
+#define SL_EINVAL    (-1)   /* a bad argument from the host */
+#define SL_ENOMEM    (-2)
+#define SL_ESCRIPT   (-3)   /* a pipeline file that does not load or check */
+#define SL_EINPUT    (-4)   /* malformed input (JSON) */
+#define SL_ENOTFOUND (-5)   /* no such pipeline, file or run */
+#define SL_EBUSY     (-6)   /* the engine cannot do that from where it was called */
+
+/* Run states, as reported by sl_run_status. */
+#define SL_RUN_RUNNING   0
+#define SL_RUN_COMPLETED 1
+#define SL_RUN_FAILED    2
+#define SL_RUN_PAUSED    3
+#define SL_RUN_CANCELLED 4
+
+typedef struct sl_engine_options {
+  /* The host's event loop. The engine adds its handles to it and never runs
+     or closes it; the host drives it. NULL: the engine owns a loop of its own. */
+  struct uv_loop_s *loop;
+  /* The host's Lua state. sluice is opened into it and lives there until
+     sl_engine_free. NULL: the engine creates and owns a state. */
+  struct lua_State *L;
+} sl_engine_options;
+
+/* Creates an engine. opts may be NULL. On failure *out is NULL. */
+int sl_engine_new(sl_engine **out, const sl_engine_options *opts);
+
+/* Cancels the engine's runs, releases its handles and frees it. With a host
+   loop, the last handle closes on the host's next turn of that loop. */
+void sl_engine_free(sl_engine *e);
+
+/* The message of the last failure on this engine ("" if none). */
+const char *sl_engine_errmsg(const sl_engine *e);
+
+/* Loads a pipeline file: compiles and runs it, and keeps the pipelines it
+   returns for sl_run_start. A file that does not load leaves the engine's
+   pipelines as they were. */
+int sl_engine_load(sl_engine *e, const char *path);
+
+/* Starts a run of the loaded pipeline called name (NULL when the file holds
+   one pipeline) on input_json (NULL for no input). The run belongs to the
+   caller until sl_run_free. */
+int sl_run_start(sl_engine *e, const char *name, const char *input_json,
+                 sl_run **out);
+
+/* Advances the engine without blocking; returns the number of runs still
+   active. With a host loop this is a no-op beyond counting: the host's loop
+   does the work. */
+int sl_engine_poll(sl_engine *e);
+
+/* Drives the engine's own loop until run r ends; returns its status.
+   SL_EBUSY with a host loop (the host drives it) or from inside a step. */
+int sl_run_wait(sl_run *r);
+
+/* The run's state (SL_RUN_*) and id. */
+int sl_run_status(const sl_run *r);
+const char *sl_run_id(const sl_run *r);
+
+/* The run's result as JSON text, shaped as `sluice run --json` prints it, or
+   NULL while the run is active. The text belongs to the run. */
+const char *sl_run_result_json(sl_run *r);
+
+/* Releases the caller's hold on a run. An active run goes on to its end. */
+void sl_run_free(sl_run *r);
+
+/* The engine's Lua state, for hosts that use the DSL from their own scripts. */
+struct lua_State *sl_engine_lua(sl_engine *e);
+
+/* Opens the "sluice.core" Lua module; `require "sluice"` calls it. */
+int luaopen_sluice_core(struct lua_State *L);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

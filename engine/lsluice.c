@@ -1,0 +1,251 @@
+/*
+** The "sluice.core" Lua module: engines, runs and JSON, for the DSL in
+** lua/sluice/ to build on. Misuse raises with the caller's position; a
+** failure at run time returns nil and a message.
+*/
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "engine.h"
+#include "error.h"
+#include "loader.h"
+#include "run.h"
+#include "scheduler.h"
+#include "value.h"
+
+/* Pushes the step to run: the step at idx, or the loaded pipeline it names. */
+static void push_target(lua_State *L, sl_engine *e, int idx) {
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_pipelines);
+    sl_load_select(L, -1, lua_tostring(L, idx));
+    lua_remove(L, -2);
+    return;
+  }
+  luaL_argexpected(L, lua_istable(L, idx), idx, "pipeline or pipeline name");
+  lua_pushvalue(L, idx);
+}
+
+/* engine:start(pipeline, input): starts a run and returns its handle at
+   once; the run may already have ended. */
+static int e_start(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  lua_settop(L, 3);
+  push_target(L, e, 2);                                 /* e p in step */
+  sl_run_start_lua(L, e, 4, 3);                         /* ... run */
+  sl_sched_drain(e);
+  return 1;
+}
+
+/* engine:run(pipeline, input): runs to the end and returns the result. */
+static int e_run(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  lua_settop(L, 3);
+  push_target(L, e, 2);                                 /* e p in step */
+  sl_run *r = sl_run_start_lua(L, e, 4, 3);             /* ... run */
+  sl_sched_drain(e);
+  sl_run_wait_lua(L, r);
+  sl_run_push_result(L, r, -1);
+  return 1;
+}
+
+/* engine:poll(): advances the engine without blocking; returns how many
+   runs are still active. */
+static int e_poll(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  if (e->owns_loop && !e->in_uv_run) {
+    e->in_uv_run = 1;
+    uv_run(e->loop, UV_RUN_NOWAIT);
+    e->in_uv_run = 0;
+  }
+  sl_sched_drain(e);
+  lua_pushinteger(L, e->active_runs);
+  return 1;
+}
+
+/* engine:load(path): loads and checks a pipeline file; returns its
+   pipelines by name, or nil and the message. */
+static int e_load(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  const char *path = luaL_checkstring(L, 2);
+  sl_engine_load_lua(L, e, path);
+  return 1;
+}
+
+/* engine:check(step): checks the tree under a step against the engine's
+   policy table; raises naming the first bad step. */
+static int e_check(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_kinds);
+  sl_load_check(L, 2, -1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* engine:kind(name, handler): adds or replaces a kind. The policy table is
+   copied and the copy swapped in, so runs in flight keep the one they
+   started with. */
+static int e_kind(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  luaL_checkstring(L, 2);
+  if (!lua_isfunction(L, 3)) {
+    int callable = 0;
+    if (luaL_getmetafield(L, 3, "__call") != LUA_TNIL) {
+      callable = 1;
+      lua_pop(L, 1);
+    }
+    luaL_argexpected(L, callable, 3, "function");
+  }
+  lua_settop(L, 3);
+  lua_newtable(L);                                      /* e name fn new */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_kinds);      /* ... new old */
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -5);
+  }
+  lua_pop(L, 1);                                        /* ... new */
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_rawset(L, -3);
+  lua_rawseti(L, LUA_REGISTRYINDEX, e->ref_kinds);
+  return 0;
+}
+
+/* engine:kinds(): a copy of the policy table. */
+static int e_kinds(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  lua_newtable(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_kinds);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -5);
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* engine:pipelines(): the pipelines of the last file loaded. */
+static int e_pipelines(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_pipelines);
+  return 1;
+}
+
+/* engine:active(): how many runs are active. */
+static int e_active(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  lua_pushinteger(L, e->active_runs);
+  return 1;
+}
+
+/* engine:result_json(run[, pretty]): the run's result as JSON text. */
+static int e_result_json(lua_State *L) {
+  sl_run *r = sl_run_check(L, 2);
+  if (r->status == SL_RUN_RUNNING) return luaL_error(L, "the run is still active");
+  sl_engine_result_json(L, r, 2, lua_toboolean(L, 3) ? SL_JSON_PRETTY : 0);
+  return 1;
+}
+
+static const luaL_Reg engine_methods[] = {
+  {"run", e_run},
+  {"start", e_start},
+  {"poll", e_poll},
+  {"load", e_load},
+  {"check", e_check},
+  {"kind", e_kind},
+  {"kinds", e_kinds},
+  {"pipelines", e_pipelines},
+  {"active", e_active},
+  {"result_json", e_result_json},
+  {NULL, NULL}
+};
+
+static int l_default_engine(lua_State *L) {
+  sl_engine_push_default(L);
+  return 1;
+}
+
+static int l_new_engine(lua_State *L) {
+  sl_engine_push_new(L);
+  return 1;
+}
+
+/* json_encode(value[, pretty]) -> text | nil, message */
+static int l_json_encode(lua_State *L) {
+  luaL_checkany(L, 1);
+  int flags = lua_toboolean(L, 2) ? SL_JSON_PRETTY : 0;
+  sl_buf b;
+  char err[256];
+  sl_buf_init(&b);
+  lua_settop(L, 1);
+  if (sl_json_encode(L, 1, &b, flags, err, sizeof err) != 0) {
+    sl_buf_free(&b);
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  lua_pushlstring(L, b.data, b.len);
+  sl_buf_free(&b);
+  return 1;
+}
+
+/* json_decode(text) -> value | nil, message */
+static int l_json_decode(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  if (sl_json_decode(L, s, len) != 0) {
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
+  }
+  return 1;
+}
+
+/* error(kind, message): an error table, for steps to raise a kind. */
+static int l_error(lua_State *L) {
+  const char *kind = luaL_checkstring(L, 1);
+  const char *msg = luaL_checkstring(L, 2);
+  luaL_where(L, 2);
+  const char *where = lua_tostring(L, -1);
+  size_t wl = strlen(where);
+  if (wl >= 2) lua_pushlstring(L, where, wl - 2);       /* drop ": " */
+  else lua_pushnil(L);
+  sl_error_push(L, kind, msg, NULL, lua_tostring(L, -1));
+  return 1;
+}
+
+static const luaL_Reg core_funcs[] = {
+  {"default_engine", l_default_engine},
+  {"new_engine", l_new_engine},
+  {"json_encode", l_json_encode},
+  {"json_decode", l_json_decode},
+  {"error", l_error},
+  {NULL, NULL}
+};
+
+int luaopen_sluice_core(lua_State *L) {
+  sl_engine_open_shared(L);
+  luaL_getmetatable(L, SL_ENGINE_MT);
+  luaL_newlib(L, engine_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_newlib(L, core_funcs);
+  luaL_getmetatable(L, SL_STEP_MT);
+  lua_setfield(L, -2, "step_mt");
+  luaL_getmetatable(L, SL_HANDLE_MT);
+  lua_setfield(L, -2, "task_mt");
+  luaL_getmetatable(L, SL_ERROR_MT);
+  lua_setfield(L, -2, "error_mt");
+  sl_json_pusharraymt(L);
+  lua_setfield(L, -2, "array_mt");
+  sl_json_pushnull(L);
+  lua_setfield(L, -2, "null");
+  lua_pushliteral(L, SLUICE_VERSION);
+  lua_setfield(L, -2, "version");
+  return 1;
+}

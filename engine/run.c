@@ -1,0 +1,331 @@
+/*
+** Runs. A run is a userdata (so its memory outlives any error) holding its
+** Lua values in uservalues; the engine anchors it while it is active, and
+** whoever started it holds it afterwards.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "run.h"
+#include "dispatch.h"
+#include "error.h"
+#include "value.h"
+
+const char *sl_run_status_name(int status) {
+  switch (status) {
+    case SL_RUN_COMPLETED: return "completed";
+    case SL_RUN_FAILED: return "failed";
+    case SL_RUN_PAUSED: return "paused";
+    case SL_RUN_CANCELLED: return "cancelled";
+    default: return "running";
+  }
+}
+
+/* Makes a run id that sorts by start time: 48 bits of milliseconds and 80
+   random bits, in Crockford's base 32 (26 characters, like a ULID). */
+static void make_id(char *out) {
+  static const char digits[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+  unsigned char bytes[16];
+  uint64_t ms = 0;
+  uv_timeval64_t tv;
+  if (uv_gettimeofday(&tv) == 0)
+    ms = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+  for (int i = 0; i < 6; i++) bytes[i] = (unsigned char)(ms >> (40 - 8 * i));
+  if (uv_random(NULL, NULL, bytes + 6, 10, 0, NULL) != 0) {
+    uint64_t x = uv_hrtime() ^ (uintptr_t)out;
+    for (int i = 6; i < 16; i++) {
+      x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+      bytes[i] = (unsigned char)(x >> 56);
+    }
+  }
+  /* 128 bits -> 26 base-32 digits, most significant first. */
+  int bit = 0;
+  for (int i = 0; i < 26; i++) {
+    int v = 0;
+    for (int j = 0; j < 5; j++, bit++) {
+      int b = bit - 2;  /* 130 bits of room: the top two are zero */
+      v <<= 1;
+      if (b >= 0) v |= (bytes[b / 8] >> (7 - b % 8)) & 1;
+    }
+    out[i] = digits[v];
+  }
+  out[26] = '\0';
+}
+
+sl_run *sl_run_check(lua_State *L, int idx) {
+  return luaL_checkudata(L, idx, SL_RUN_MT);
+}
+
+sl_run *sl_run_start_lua(lua_State *L, sl_engine *e, int si, int ii) {
+  si = lua_absindex(L, si);
+  ii = lua_absindex(L, ii);
+  if (e->closing) luaL_error(L, "the engine is shutting down");
+  if (!sl_is_step(L, si))
+    luaL_error(L, "a pipeline or step expected, got %s", luaL_typename(L, si));
+  /* Refuse a root of an unknown kind before anything is anchored. */
+  lua_getfield(L, si, "kind");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_kinds);
+  lua_insert(L, -2);
+  int known = lua_rawget(L, -2) != LUA_TNIL;
+  lua_pop(L, 2);
+  if (!known) sl_dispatch_check_kind(L, e->ref_kinds, si);
+  sl_run *r = lua_newuserdatauv(L, sizeof *r, SL_RUN_NUV);   /* run */
+  memset(r, 0, sizeof *r);
+  r->ref = r->ref_kinds = r->ref_host = LUA_NOREF;
+  sl_hist_init(&r->hist);
+  luaL_setmetatable(L, SL_RUN_MT);
+  r->e = e;
+  r->next = e->runs;
+  if (e->runs) e->runs->prev = r;
+  e->runs = r;
+  r->status = SL_RUN_RUNNING;
+  make_id(r->id);
+  lua_getfield(L, si, "name");
+  const char *name = lua_tostring(L, -1);
+  snprintf(r->pipeline, sizeof r->pipeline, "%s", name ? name : "?");
+  lua_pop(L, 1);
+  lua_pushvalue(L, si);
+  lua_setiuservalue(L, -2, SL_RUN_UV_PIPELINE);
+  lua_pushvalue(L, ii);
+  lua_setiuservalue(L, -2, SL_RUN_UV_INPUT);
+  lua_newtable(L);
+  lua_setiuservalue(L, -2, SL_RUN_UV_STATE);
+  lua_pushstring(L, r->id);
+  lua_setiuservalue(L, -2, SL_RUN_UV_ID);
+  /* The run keeps the policy table it starts with to its end. */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_kinds);
+  r->ref_kinds = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, -1);
+  r->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  e->active_runs++;
+  r->t_start = sl_now();
+  int top = lua_gettop(L);
+  lua_pushvalue(L, si);
+  lua_pushvalue(L, ii);
+  sl_dispatch_root(L, r, top + 1, top + 2);
+  lua_settop(L, top);
+  return r;
+}
+
+/* Drops the engine's hold on an ended run. */
+static void unanchor(lua_State *L, sl_run *r) {
+  sl_engine *e = r->e;
+  luaL_unref(L, LUA_REGISTRYINDEX, r->ref_kinds);
+  r->ref_kinds = LUA_NOREF;
+  luaL_unref(L, LUA_REGISTRYINDEX, r->ref);
+  r->ref = LUA_NOREF;
+  e->active_runs--;
+}
+
+void sl_run_finish(sl_run *r, lua_State *L, int ok) {
+  r->t_end = sl_now();
+  r->root = NULL;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);            /* out run */
+  lua_insert(L, -2);                                    /* run out */
+  if (ok) {
+    r->status = SL_RUN_COMPLETED;
+    lua_setiuservalue(L, -2, SL_RUN_UV_OUTPUT);
+  } else {
+    lua_getfield(L, -1, "kind");
+    const char *kind = lua_tostring(L, -1);
+    r->status = kind && strcmp(kind, "cancelled") == 0 ? SL_RUN_CANCELLED
+                                                       : SL_RUN_FAILED;
+    lua_pop(L, 1);
+    lua_setiuservalue(L, -2, SL_RUN_UV_ERROR);
+  }
+  lua_pop(L, 1);
+  unanchor(L, r);
+}
+
+void sl_run_abandon(sl_run *r, const char *kind, const char *msg) {
+  if (r->status != SL_RUN_RUNNING || r->e == NULL) return;
+  if (r->root != NULL) {
+    sl_task_cancel(r->root, kind, msg, 0);
+    return;
+  }
+  lua_State *L = r->e->L;
+  sl_error_push(L, kind, msg, NULL, NULL);
+  sl_run_finish(r, L, 0);
+}
+
+/* __index of a result table: builds the step history the first time
+   result.steps is read, so a host that never reads it never pays for it. */
+static int result_index(lua_State *L) {
+  const char *k = lua_tostring(L, 2);
+  if (k == NULL || strcmp(k, "steps") != 0) return 0;
+  lua_getfield(L, lua_upvalueindex(1), "__run");
+  lua_pushvalue(L, 1);
+  lua_rawget(L, -2);                                    /* weak: result -> run */
+  sl_run *r = luaL_testudata(L, -1, SL_RUN_MT);
+  if (r == NULL) return 0;
+  sl_hist_push(L, &r->hist);                            /* ... steps */
+  lua_pushliteral(L, "steps");
+  lua_pushvalue(L, -2);
+  lua_rawset(L, 1);
+  return 1;
+}
+
+/* Pushes the metatable shared by result tables, with a weak table mapping
+   each result to its run. */
+static void push_result_mt(lua_State *L) {
+  if (luaL_newmetatable(L, "sluice.result")) {          /* mt */
+    lua_newtable(L);                                    /* mt runs */
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, -2, "__run");
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, result_index, 1);
+    lua_setfield(L, -2, "__index");
+  }
+}
+
+void sl_run_push_result(lua_State *L, sl_run *r, int idx) {
+  idx = lua_absindex(L, idx);
+  if (lua_getiuservalue(L, idx, SL_RUN_UV_RESULT) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  if (r->status == SL_RUN_RUNNING) {
+    lua_pushnil(L);
+    return;
+  }
+  luaL_checkstack(L, 8, "result");
+  lua_createtable(L, 0, 8);                             /* result */
+  lua_getiuservalue(L, idx, SL_RUN_UV_ID);
+  lua_setfield(L, -2, "run_id");
+  lua_pushstring(L, r->pipeline);
+  lua_setfield(L, -2, "pipeline");
+  lua_pushstring(L, sl_run_status_name(r->status));
+  lua_setfield(L, -2, "status");
+  lua_getiuservalue(L, idx, SL_RUN_UV_OUTPUT);
+  lua_setfield(L, -2, "output");
+  lua_getiuservalue(L, idx, SL_RUN_UV_ERROR);
+  lua_setfield(L, -2, "error");
+  lua_newtable(L);
+  lua_setfield(L, -2, "usage");
+  lua_pushnumber(L, (double)(r->t_end - r->t_start) / 1e6);
+  lua_setfield(L, -2, "ms");
+  push_result_mt(L);                                    /* result mt */
+  lua_getfield(L, -1, "__run");                         /* result mt runs */
+  lua_pushvalue(L, -3);
+  lua_pushvalue(L, idx);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  lua_setmetatable(L, -2);                              /* result */
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, idx, SL_RUN_UV_RESULT);
+}
+
+void sl_run_wait_lua(lua_State *L, sl_run *r) {
+  sl_engine *e = r->e;
+  if (r->status != SL_RUN_RUNNING) return;
+  if (e == NULL) luaL_error(L, "the run's engine is gone");
+  if (e->in_uv_run)
+    luaL_error(L, "cannot block on a run from inside the engine's loop "
+                  "(from a step, use ctx:run; from a callback, use start/poll)");
+  if (!e->owns_loop)
+    luaL_error(L, "the engine runs on the host's loop: drive that loop and "
+                  "poll the run instead of blocking");
+  while (r->status == SL_RUN_RUNNING) {
+    e->in_uv_run = 1;
+    int alive = uv_run(e->loop, UV_RUN_ONCE);
+    e->in_uv_run = 0;
+    if (r->status == SL_RUN_RUNNING && !alive && e->ready_head == NULL)
+      sl_run_abandon(r, "error", "the run stalled: its steps wait on "
+                                 "nothing that can wake them");
+  }
+}
+
+/* Lua methods of a run handle. */
+
+static int run_status(lua_State *L) {
+  sl_run *r = sl_run_check(L, 1);
+  lua_pushstring(L, sl_run_status_name(r->status));
+  return 1;
+}
+
+static int run_result(lua_State *L) {
+  sl_run *r = sl_run_check(L, 1);
+  sl_run_push_result(L, r, 1);
+  return 1;
+}
+
+static int run_wait(lua_State *L) {
+  sl_run *r = sl_run_check(L, 1);
+  sl_run_wait_lua(L, r);
+  sl_run_push_result(L, r, 1);
+  return 1;
+}
+
+static int run_cancel(lua_State *L) {
+  sl_run *r = sl_run_check(L, 1);
+  const char *why = luaL_optstring(L, 2, "cancelled by the host");
+  if (r->status == SL_RUN_RUNNING && r->root != NULL && r->root->running)
+    return luaL_error(L, "a run cannot cancel itself from one of its steps");
+  sl_run_abandon(r, "cancelled", why);
+  if (r->e) sl_sched_drain(r->e);
+  return 0;
+}
+
+static int run_index(lua_State *L) {
+  sl_run *r = sl_run_check(L, 1);
+  const char *k = luaL_checkstring(L, 2);
+  if (strcmp(k, "id") == 0) {
+    lua_getiuservalue(L, 1, SL_RUN_UV_ID);
+    return 1;
+  }
+  (void)r;
+  lua_getmetatable(L, 1);
+  lua_getfield(L, -1, "methods");
+  lua_getfield(L, -1, k);
+  return 1;
+}
+
+static int run_gc(lua_State *L) {
+  sl_run *r = luaL_checkudata(L, 1, SL_RUN_MT);
+  /* Only lua_close collects a run that is still active: end it first. */
+  if (r->e != NULL && r->status == SL_RUN_RUNNING)
+    sl_run_abandon(r, "cancelled", "the Lua state was closed");
+  if (r->e != NULL) {
+    if (r->prev) r->prev->next = r->next;
+    else r->e->runs = r->next;
+    if (r->next) r->next->prev = r->prev;
+    r->e = NULL;
+  }
+  sl_hist_free(&r->hist);
+  free(r->result_json);
+  r->result_json = NULL;
+  return 0;
+}
+
+static int run_tostring(lua_State *L) {
+  sl_run *r = sl_run_check(L, 1);
+  lua_pushfstring(L, "sluice run %s (%s, %s)", r->id, r->pipeline,
+                  sl_run_status_name(r->status));
+  return 1;
+}
+
+static const luaL_Reg run_methods[] = {
+  {"status", run_status},
+  {"result", run_result},
+  {"wait", run_wait},
+  {"cancel", run_cancel},
+  {NULL, NULL}
+};
+
+void sl_run_open(lua_State *L) {
+  if (luaL_newmetatable(L, SL_RUN_MT)) {
+    luaL_newlib(L, run_methods);
+    lua_setfield(L, -2, "methods");
+    lua_pushcfunction(L, run_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, run_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, run_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+}

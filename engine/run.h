@@ -1,0 +1,65 @@
+/*
+** Runs: one execution of a pipeline, from start to its result, with the
+** history of every step execution in it.
+*/
+#ifndef SL_RUN_H
+#define SL_RUN_H
+
+#include "engine.h"
+#include "history.h"
+
+/* Uservalue slots of a run's userdata. */
+enum {
+  SL_RUN_UV_PIPELINE = 1,  /* the root step */
+  SL_RUN_UV_INPUT,
+  SL_RUN_UV_OUTPUT,
+  SL_RUN_UV_ERROR,         /* the error table of a failed run */
+  SL_RUN_UV_STATE,         /* the run's shared state table */
+  SL_RUN_UV_RESULT,        /* the result table, built once when asked for */
+  SL_RUN_UV_ID,            /* the id as a Lua string, shared by every ctx */
+  SL_RUN_NUV = SL_RUN_UV_ID
+};
+
+struct sl_run {
+  sl_engine *e;            /* NULL once the engine is gone */
+  sl_task *root;           /* the pipeline's task while it runs */
+  int status;              /* SL_RUN_* */
+  int ref;                 /* registry ref to the userdata while the run is active */
+  int ref_kinds;           /* the policy table the run started with */
+  int ref_host;            /* registry ref held for a C host (sl_run_start) */
+  sl_run *next, *prev;     /* the engine's list of runs not yet collected */
+  uint64_t t_start, t_end;
+  sl_history hist;
+  char *result_json;       /* built for the C API on first request */
+  char id[32];
+  char pipeline[128];      /* the root step's name */
+};
+
+/* Creates a run of the step at index si on input at ii, anchors it, pushes
+   its userdata and starts its root task. Raises on a bad step. */
+sl_run *sl_run_start_lua(lua_State *L, sl_engine *e, int si, int ii);
+
+/* Called by the dispatcher when the root task has ended with its outcome
+   (output or error table) on top of L, which it pops. */
+void sl_run_finish(sl_run *r, lua_State *L, int ok);
+
+/* Fails an active run from outside its steps (a stalled loop, engine
+   teardown) with an error of the given kind. */
+void sl_run_abandon(sl_run *r, const char *kind, const char *msg);
+
+/* Pushes the run's result table (the `--json` shape), building it once. */
+void sl_run_push_result(lua_State *L, sl_run *r, int idx);
+
+/* Returns the run userdata at idx, raising if it is not one. */
+sl_run *sl_run_check(lua_State *L, int idx);
+
+/* Drives the engine's own loop until the run at idx ends. Raises where the
+   engine cannot block (a host loop, or from inside a step). */
+void sl_run_wait_lua(lua_State *L, sl_run *r);
+
+/* Registers the run metatable and its methods. */
+void sl_run_open(lua_State *L);
+
+const char *sl_run_status_name(int status);
+
+#endif

@@ -1,0 +1,102 @@
+/*
+** The scheduler: tasks, each running one step execution on a pooled
+** coroutine, suspended at engine waits and resumed from the event loop.
+*/
+#ifndef SL_SCHEDULER_H
+#define SL_SCHEDULER_H
+
+#include "engine.h"
+
+/* Why a suspended task is waiting. A coroutine that yields with SL_WAIT_NONE
+   yielded by itself (a stray coroutine.yield in step code), which is an error. */
+enum {
+  SL_WAIT_NONE,
+  SL_WAIT_SLEEP,     /* its timer */
+  SL_WAIT_CHILD,     /* the child it runs through ctx:run */
+  SL_WAIT_AWAIT      /* spawned tasks, through ctx:await */
+};
+
+/* Where a task's outcome goes when it ends. */
+enum {
+  SL_DELIVER_SYNC,   /* to the parent blocked in ctx:run */
+  SL_DELIVER_HANDLE, /* to its task handle, for ctx:await */
+  SL_DELIVER_ROOT    /* to its run */
+};
+
+/* Slots in the array part of a ctx table, private to the engine. */
+enum {
+  SL_CTX_TASK = 1,   /* light userdata: the task; nil once the execution ended */
+  SL_CTX_STEP,       /* the step table */
+  SL_CTX_INPUT,
+  SL_CTX_HANDLE,     /* the task handle of a spawned task */
+  SL_CTX_NSLOTS = SL_CTX_HANDLE
+};
+
+struct sl_task {
+  sl_engine *e;
+  sl_run *run;
+  lua_State *co;             /* pooled with the task, anchored in e->ref_threads */
+  sl_task *parent;
+  sl_task *children;         /* live children: a ctx:run child or spawned tasks */
+  sl_task *next_sib, *prev_sib;
+  sl_task *next;             /* free list or ready queue */
+  sl_task *awaiter;          /* the task blocked in ctx:await on this one */
+  lua_KFunction k;           /* continuation to run when a wait ends */
+  lua_KContext kctx;
+  uint64_t t0;
+  int id;                    /* index in the engine's threads and ctxs tables */
+  int hist;                  /* index of the execution's history record */
+  int nargs;                 /* values pushed on co for its next resume */
+  int pending;               /* SL_WAIT_AWAIT: awaited tasks not yet ended */
+  unsigned char wait;        /* SL_WAIT_* */
+  unsigned char deliver;     /* SL_DELIVER_* */
+  unsigned char running;     /* on the C stack inside lua_resume */
+  unsigned char queued;      /* in the ready queue */
+  unsigned char timer_on;
+  uv_timer_t timer;          /* initialized once, closed with the engine */
+};
+
+/* Takes a task from the pool (or makes one) and links it under parent.
+   Raises a memory error in L on exhaustion. */
+sl_task *sl_task_acquire(lua_State *L, sl_engine *e, sl_task *parent);
+
+/* Unlinks a task that has ended, clears its ctx slot and returns it (and its
+   coroutine, reset if it failed) to the pool. */
+void sl_task_release(sl_task *t);
+
+/* Resumes t's coroutine with the t->nargs values on its stack. from is the
+   resuming thread (NULL at the top level). Returns lua_resume's status and
+   sets *nres. */
+int sl_task_resume(sl_task *t, lua_State *from, int *nres);
+
+/* Queues a suspended task to be resumed with the nargs values already pushed
+   on its coroutine. */
+void sl_task_wake(sl_task *t, int nargs);
+
+/* Resumes queued tasks until none are left. Runs at the top level only; a
+   nested call returns at once. */
+void sl_sched_drain(sl_engine *e);
+
+/* Suspends the calling step (whose coroutine is L, whose task is t) for
+   seconds on its timer. Does not return: the step continues in k. */
+int sl_task_sleep(lua_State *L, sl_task *t, double seconds,
+                  lua_KFunction k, lua_KContext kctx);
+
+/* Suspends t (running on L) until something wakes it; records why. */
+int sl_task_suspend(lua_State *L, sl_task *t, int wait,
+                    lua_KFunction k, lua_KContext kctx);
+
+/* Ends t and everything under it: stops its waits, runs the to-be-closed
+   variables of its suspended coroutines and records it as cancelled. Its
+   outcome is delivered as an error of the given kind and message unless
+   quiet (the caller already knows). */
+void sl_task_cancel(sl_task *t, const char *kind, const char *msg, int quiet);
+
+/* Finds the task running on L, the step's own coroutine, or raises a clear
+   error when L is a coroutine the step created itself. */
+sl_task *sl_task_current(lua_State *L, int ctxidx);
+
+/* Closes every pooled task's timer (engine teardown). */
+void sl_sched_close(sl_engine *e);
+
+#endif

@@ -1,0 +1,231 @@
+-- The DSL: constructors that build step tables and check them where they
+-- are written. Every mistake is reported at the user's file:line, naming
+-- the step and, for an unknown option, the closest valid one.
+
+local core = require "sluice.core"
+
+local M = {}
+
+local Step = core.step_mt
+Step.__name = "sluice.step"
+Step.__tostring = function(s)
+  return ("step '%s' (%s)"):format(tostring(rawget(s, "name")), tostring(rawget(s, "kind")))
+end
+
+local function is_step(v)
+  return getmetatable(v) == Step
+end
+M.is_step = is_step
+
+-- "file:line" of the function `level` frames above the caller.
+local function where(level)
+  local info = debug.getinfo(level + 1, "Sl")
+  if not info then return "?" end
+  return ("%s:%d"):format(info.short_src, info.currentline or 0)
+end
+M.where = where
+
+local function fail(w, fmt, ...)
+  error(w .. ": " .. fmt:format(...), 0)
+end
+M.fail = fail
+
+-- Levenshtein distance, for suggestions.
+local function distance(a, b)
+  local la, lb = #a, #b
+  local prev, cur = {}, {}
+  for j = 0, lb do prev[j] = j end
+  for i = 1, la do
+    cur[0] = i
+    local ca = a:byte(i)
+    for j = 1, lb do
+      local cost = (ca == b:byte(j)) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev, cur = cur, prev
+  end
+  return prev[lb]
+end
+
+--- " (did you mean 'x'?)" for the key of set closest to name, or "".
+function M.suggest(name, set)
+  name = tostring(name)
+  local best, bestd
+  for k in pairs(set) do
+    local d = distance(name, k)
+    if d <= math.max(2, #name // 3) and (not bestd or d < bestd or (d == bestd and k < best)) then
+      best, bestd = k, d
+    end
+  end
+  return best and (" (did you mean '%s'?)"):format(best) or ""
+end
+
+-- Option checkers: each returns true, or false and what was expected.
+local check = {}
+
+function check.string(v)
+  return type(v) == "string" and v ~= "", "a non-empty string"
+end
+
+function check.callable(v)
+  if type(v) == "function" then return true end
+  local mt = getmetatable(v)
+  return (type(mt) == "table" and mt.__call ~= nil), "a function"
+end
+
+function check.any()
+  return true
+end
+
+M.check = check
+
+-- Options every step takes, whatever its kind.
+local common = {
+  name = check.string,
+  kind = check.string,
+  description = check.string,
+}
+M.common = common
+
+-- Kinds the DSL knows: their options, whether they take positional steps,
+-- and a final check of the whole step.
+local kinds = {}
+
+kinds.step = {
+  options = { run = check.callable, agent = check.callable },
+  finish = function(s, w)
+    if s.run == nil and s.agent == nil then
+      fail(w, "step '%s' needs a run function or an agent", s.name)
+    end
+    if s.run ~= nil and s.agent ~= nil then
+      fail(w, "step '%s' takes run or agent, not both", s.name)
+    end
+    if s.run == nil then
+      local agent = s.agent
+      s.run = type(agent) == "function" and agent
+        or function(input, ctx) return agent(input, ctx) end
+    end
+  end,
+}
+
+kinds.pipeline = {
+  options = {},
+  positional = true,
+  finish = function(s, w)
+    if #s == 0 then
+      fail(w, "pipeline '%s' has no steps", s.name)
+    end
+  end,
+}
+
+--- Declares the options of a kind (spec.options: a list of names, or a
+--- table of name -> checker function). A kind with no declaration accepts
+--- any option.
+function M.declare_kind(name, spec, level)
+  if spec == nil then
+    if not kinds[name] then return end
+    spec = {}
+  end
+  local w = where(level + 1)
+  if type(spec) ~= "table" then
+    fail(w, "kind '%s': its spec must be a table, got %s", name, type(spec))
+  end
+  local options = {}
+  for k, v in pairs(spec.options or {}) do
+    if math.type(k) == "integer" then options[v] = check.any
+    elseif type(v) == "function" then options[k] = v
+    else options[k] = check.any end
+  end
+  kinds[name] = kinds[name] or {}
+  local def = kinds[name]
+  for k, v in pairs(options) do def.options = def.options or {}; def.options[k] = v end
+  def.options = def.options or {}
+  if spec.positional ~= nil then def.positional = spec.positional end
+  if spec.check ~= nil then def.finish = spec.check end
+end
+
+--- The known kind definitions (read-only use).
+M.kinds = kinds
+
+local function all_options(def)
+  local set = {}
+  for k in pairs(common) do set[k] = true end
+  for k in pairs(def and def.options or {}) do set[k] = true end
+  return set
+end
+
+--- Builds a step of the given kind from spec; level is the stack level of
+--- the user's call, for error positions.
+function M.build(kind, spec, level)
+  local w = where(level + 1)
+  if type(spec) ~= "table" then
+    fail(w, "sl.%s expects a table of options, got %s", kind, type(spec))
+  end
+  if getmetatable(spec) == Step then
+    fail(w, "sl.%s expects a table of options, got a step", kind)
+  end
+  local k = spec.kind or kind
+  if type(k) ~= "string" or k == "" then
+    fail(w, "%s: option 'kind' must be a non-empty string, got %s", kind, type(k))
+  end
+  local def = kinds[k]
+  local name = spec.name
+  if name == nil then
+    if k == "step" then
+      fail(w, "step needs a name (name = \"...\")")
+    end
+    name = k
+  end
+  local ok, expected = check.string(name)
+  if not ok then
+    fail(w, "%s: option 'name' must be %s, got %s", k, expected, type(name))
+  end
+  local s = setmetatable({ kind = k, name = name, where = w }, Step)
+  local n = #spec
+  for key, v in pairs(spec) do
+    if math.type(key) == "integer" and key >= 1 and key <= n then
+      if not (def and def.positional) and def ~= nil then
+        fail(w, "%s '%s': unexpected positional entry #%d (%s takes options by name)",
+          k, name, key, k)
+      end
+      if not is_step(v) then
+        fail(w, "%s '%s': entry #%d must be a step, got %s", k, name, key,
+          type(v) == "table" and "a plain table" or type(v))
+      end
+      s[key] = v
+    elseif type(key) ~= "string" then
+      fail(w, "%s '%s': option names must be strings, got %s", k, name, type(key))
+    elseif key ~= "name" and key ~= "kind" then
+      local checker = common[key] or (def and def.options[key])
+      if checker == nil and def ~= nil then
+        fail(w, "%s '%s': unknown option '%s'%s", k, name, key,
+          M.suggest(key, all_options(def)))
+      end
+      if checker ~= nil then
+        local good, what = checker(v)
+        if not good then
+          fail(w, "%s '%s': option '%s' must be %s, got %s", k, name, key,
+            what or "valid", type(v))
+        end
+      end
+      s[key] = v
+    end
+  end
+  if def and def.finish then def.finish(s, w) end
+  return s
+end
+
+function M.step(spec)
+  return M.build("step", spec, 2)
+end
+
+function M.pipeline(spec)
+  return M.build("pipeline", spec, 2)
+end
+
+--- The option names a kind accepts, for tools such as `sluice check`.
+function M.kind_options(kind)
+  return all_options(kinds[kind])
+end
+
+return M

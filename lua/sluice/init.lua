@@ -1,0 +1,86 @@
+-- sluice: the Lua side. The DSL (constructors that check their arguments
+-- when a pipeline is defined) and the module-level API, which drives the
+-- default engine of the C core.
+
+local core = require "sluice.core"
+local dsl = require "sluice.dsl"
+
+local sl = {}
+
+sl.version = core.version
+sl.null = core.null
+sl.array_mt = core.array_mt
+
+sl.step = dsl.step
+sl.pipeline = dsl.pipeline
+sl.kind_options = dsl.kind_options
+
+-- The engine the module-level functions use.
+local function default()
+  return core.default_engine()
+end
+
+-- Options sl.run, sl.start and sl.engine accept; later components add theirs.
+local run_options = {}
+
+local function check_opts(opts, fname)
+  if opts == nil then return end
+  if type(opts) ~= "table" then
+    error(("bad argument #3 to '%s' (table expected, got %s)"):format(fname, type(opts)), 3)
+  end
+  for k in pairs(opts) do
+    if not run_options[k] then
+      error(("bad argument #3 to '%s' (unknown option '%s'%s)"):format(
+        fname, tostring(k), dsl.suggest(k, run_options)), 3)
+    end
+  end
+end
+
+--- Runs a pipeline to completion and returns the result table.
+function sl.run(pipeline, input, opts)
+  check_opts(opts, "run")
+  return default():run(pipeline, input, opts)
+end
+
+--- Starts a run and returns its handle at once.
+function sl.start(pipeline, input, opts)
+  check_opts(opts, "start")
+  return default():start(pipeline, input, opts)
+end
+
+--- Advances the default engine without blocking; returns how many runs are
+--- still active.
+function sl.poll()
+  return default():poll()
+end
+
+--- Adds or replaces a step kind: handler(step, input, ctx) returns
+--- output[, usage]. spec.options lists the options its steps accept.
+function sl.kind(name, handler, spec)
+  if type(name) ~= "string" or name == "" then
+    error(("bad argument #1 to 'kind' (kind name expected, got %s)"):format(type(name)), 2)
+  end
+  local ok = type(handler) == "function"
+    or (getmetatable(handler) and getmetatable(handler).__call)
+  if not ok then
+    error(("bad argument #2 to 'kind' (function expected, got %s)"):format(type(handler)), 2)
+  end
+  dsl.declare_kind(name, spec, 2)
+  default():kind(name, handler)
+end
+
+--- Makes an engine of its own, with the same methods as the module plus
+--- load. opts: none yet beyond those sl.run takes.
+function sl.engine(opts)
+  check_opts(opts, "engine")
+  return core.new_engine()
+end
+
+--- Encodes a value as JSON text; nil and a message when it cannot.
+sl.encode = core.json_encode
+--- Decodes JSON text; nil and a message when it is malformed.
+sl.decode = core.json_decode
+--- An error table of a given kind, for a step to raise: error(sl.error("validation", "..."))
+sl.error = core.error
+
+return sl
