@@ -40,7 +40,25 @@ static int ctx_spawn(lua_State *L) {
 static int ctx_await(lua_State *L) {
   sl_task *t = sl_task_current(L, 1);
   lua_settop(L, 2);
-  return sl_dispatch_await(L, t, 2);
+  return sl_dispatch_await(L, t, 2, 0);
+}
+
+/* ctx:settle(tasks): waits for every task whatever happens; returns a list
+   of {ok, output, error} in the same order. */
+static int ctx_settle(lua_State *L) {
+  sl_task *t = sl_task_current(L, 1);
+  lua_settop(L, 2);
+  return sl_dispatch_await(L, t, 2, 1);
+}
+
+/* ctx:cancel(task[, why]): cancels a spawned task that is still running,
+   with everything under it. */
+static int ctx_cancel(lua_State *L) {
+  sl_task *t = sl_task_current(L, 1);
+  const char *why = luaL_optstring(L, 3, "cancelled by its parent step");
+  lua_settop(L, 3);
+  sl_dispatch_cancel(L, t, 2, why);
+  return 0;
 }
 
 static int ctx_sleep_k(lua_State *L, int status, lua_KContext kctx) {
@@ -120,6 +138,8 @@ static const luaL_Reg ctx_methods[] = {
   {"run", ctx_run},
   {"spawn", ctx_spawn},
   {"await", ctx_await},
+  {"settle", ctx_settle},
+  {"cancel", ctx_cancel},
   {"sleep", ctx_sleep},
   {"log", ctx_log},
   {NULL, NULL}
@@ -131,14 +151,25 @@ static int ctx_tostring(lua_State *L) {
   return 1;
 }
 
+void sl_ctx_register(lua_State *L, sl_engine *e, const luaL_Reg *methods) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_ctxmt);      /* mt */
+  lua_getfield(L, -1, "__index");                       /* mt index */
+  lua_getupvalue(L, -1, 1);                             /* mt index methods */
+  luaL_setfuncs(L, methods, 0);
+  lua_pop(L, 3);
+}
+
 void sl_ctx_open(lua_State *L, sl_engine *e) {
-  luaL_newmetatable(L, SL_CTX_MT);                      /* mt */
-  luaL_newlib(L, ctx_methods);                          /* mt methods */
-  lua_pushcclosure(L, ctx_index, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, ctx_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pushliteral(L, "sluice.ctx");
-  lua_setfield(L, -2, "__name");
+  /* One metatable serves every engine of the state: its methods find their
+     engine through the ctx. */
+  if (luaL_newmetatable(L, SL_CTX_MT)) {                /* mt */
+    luaL_newlib(L, ctx_methods);                        /* mt methods */
+    lua_pushcclosure(L, ctx_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, ctx_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "sluice.ctx");
+    lua_setfield(L, -2, "__name");
+  }
   e->ref_ctxmt = luaL_ref(L, LUA_REGISTRYINDEX);
 }

@@ -5,9 +5,15 @@
 #ifndef SL_CTX_H
 #define SL_CTX_H
 
+#include <lauxlib.h>
+
 #include "engine.h"
 
 /* Creates the ctx metatable and stores a ref to it in e->ref_ctxmt. */
 void sl_ctx_open(lua_State *L, sl_engine *e);
+
+/* Adds methods to every ctx of engine e (components that give steps a
+   service, such as processes or HTTP, register theirs here). */
+void sl_ctx_register(lua_State *L, sl_engine *e, const luaL_Reg *methods);
 
 #endif

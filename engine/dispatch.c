@@ -131,9 +131,14 @@ static sl_task *prepare(lua_State *L, sl_run *r, sl_task *parent, int si,
 static int settle(lua_State *L, sl_task *t, int status, int nres, int *ok) {
   lua_State *co = t->co;
   if (status == LUA_OK) {
-    lua_settop(co, nres > 0 ? 1 : 0);
-    if (nres == 0) lua_pushnil(L);
-    else lua_xmove(co, L, 1);
+    /* The results are the top nres values: keep the first, the output. */
+    if (nres == 0) {
+      lua_pushnil(L);
+    } else {
+      lua_pop(co, nres - 1);
+      lua_xmove(co, L, 1);
+    }
+    lua_settop(co, 0);
     *ok = 1;
     return 1;
   }
@@ -349,7 +354,7 @@ static int is_handle(lua_State *L, int idx) {
 */
 static int await_k(lua_State *L, int status, lua_KContext kctx) {
   sl_task *t = (sl_task *)kctx;
-  int idx = (int)t->kctx;
+  int idx = (int)(t->kctx >> 1), settle = (int)(t->kctx & 1);
   int single = is_handle(L, idx);
   lua_Integer n = single ? 1 : (lua_Integer)lua_rawlen(L, idx);
   lua_Integer failed = 0, failed_seq = 0;
@@ -387,6 +392,7 @@ static int await_k(lua_State *L, int status, lua_KContext kctx) {
     }
     lua_pop(L, 1);
   }
+  if (settle) failed = 0;
   if (failed != 0 || pending == 0) {
     /* The wait is over: nothing may wake this step for it any more. */
     for (sl_task *c = t->children; c != NULL; c = c->next_sib)
@@ -402,7 +408,7 @@ static int await_k(lua_State *L, int status, lua_KContext kctx) {
     t->pending = pending;
     return sl_task_suspend(L, t, SL_WAIT_AWAIT, await_k, kctx);
   }
-  if (single) {
+  if (single && !settle) {
     handle_get(L, idx, "output");
     return 1;
   }
@@ -410,18 +416,49 @@ static int await_k(lua_State *L, int status, lua_KContext kctx) {
   sl_json_pusharraymt(L);
   lua_setmetatable(L, -2);
   for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, idx, i);
-    handle_get(L, -1, "output");
+    if (single) lua_pushvalue(L, idx);
+    else lua_rawgeti(L, idx, i);                        /* outputs h */
+    if (settle) {
+      lua_createtable(L, 0, 3);                         /* outputs h r */
+      handle_get(L, -2, "ok");
+      lua_setfield(L, -2, "ok");
+      handle_get(L, -2, "output");
+      lua_setfield(L, -2, "output");
+      handle_get(L, -2, "error");
+      lua_setfield(L, -2, "error");
+    } else {
+      handle_get(L, -1, "output");
+    }
     lua_rawseti(L, -3, i);
     lua_pop(L, 1);
+  }
+  if (single) {
+    lua_rawgeti(L, -1, 1);
+    lua_remove(L, -2);
   }
   return 1;
 }
 
-int sl_dispatch_await(lua_State *L, sl_task *t, int idx) {
+int sl_dispatch_await(lua_State *L, sl_task *t, int idx, int settle) {
   idx = lua_absindex(L, idx);
   if (!is_handle(L, idx) && !lua_istable(L, idx))
     luaL_typeerror(L, idx, "task or list of tasks");
-  t->kctx = idx;
+  t->kctx = ((lua_KContext)idx << 1) | (settle ? 1 : 0);
   return await_k(L, LUA_OK, (lua_KContext)t);
+}
+
+void sl_dispatch_cancel(lua_State *L, sl_task *t, int idx, const char *why) {
+  idx = lua_absindex(L, idx);
+  if (!is_handle(L, idx))
+    luaL_typeerror(L, idx, "task from ctx:spawn");
+  handle_get(L, idx, "done");
+  int done = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (done) return;
+  lua_rawgeti(L, idx, 1);
+  sl_task *c = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (c == NULL || c->parent != t)
+    luaL_error(L, "bad argument to 'cancel' (a task this step did not spawn)");
+  sl_task_cancel(c, "cancelled", why, 1);
 }

@@ -26,8 +26,14 @@ void sl_dispatch_spawn(lua_State *L, sl_task *parent, int si, int ii);
 
 /* ctx:await. Waits for the handle, or list of handles, at idx; pushes the
    output, or a list of outputs in the same order. Raises the first error to
-   happen among them. */
-int sl_dispatch_await(lua_State *L, sl_task *t, int idx);
+   happen among them. With settle, waits for all of them whatever happens
+   and pushes a list of {ok, output, error}, one per task. */
+int sl_dispatch_await(lua_State *L, sl_task *t, int idx, int settle);
+
+/* ctx:cancel. Cancels the spawned task whose handle is at idx, with all
+   under it; its handle then holds an error of kind "cancelled". A task
+   that has ended is left as it is. */
+void sl_dispatch_cancel(lua_State *L, sl_task *t, int idx, const char *why);
 
 /* The scheduler resumed t from the top level (on L, the engine's main
    thread) and lua_resume returned status. */

@@ -47,6 +47,7 @@ struct sl_engine {
   sl_task *ready_head, *ready_tail;
   int ntasks;              /* tasks ever created (ids 1..ntasks) */
   int draining;            /* sl_sched_drain is on the C stack */
+  int depth;               /* steps on the C stack (inside lua_resume) */
   int active_runs;
   sl_run *runs;            /* every run not yet collected, to detach at teardown */
   lua_Integer seq;         /* orders task endings, for ctx:await */

@@ -41,6 +41,9 @@ static int e_start(lua_State *L) {
 static int e_run(lua_State *L) {
   sl_engine *e = sl_engine_check(L, 1);
   lua_settop(L, 3);
+  if (e->depth > 0 || e->in_uv_run)
+    return luaL_error(L, "cannot block on a run from inside the engine's loop "
+                         "(from a step, use ctx:run; from a callback, use start/poll)");
   push_target(L, e, 2);                                 /* e p in step */
   sl_run *r = sl_run_start_lua(L, e, 4, 3);             /* ... run */
   sl_sched_drain(e);
@@ -151,7 +154,25 @@ static int e_result_json(lua_State *L) {
   return 1;
 }
 
+/* engine:stats(): counters for benchmarks and diagnostics. */
+static int e_stats(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  int free_tasks = 0;
+  for (sl_task *t = e->free_tasks; t != NULL; t = t->next) free_tasks++;
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, e->ntasks);
+  lua_setfield(L, -2, "tasks");
+  lua_pushinteger(L, e->ntasks - free_tasks);
+  lua_setfield(L, -2, "live_tasks");
+  lua_pushinteger(L, (lua_Integer)sizeof(sl_task));
+  lua_setfield(L, -2, "task_bytes");
+  lua_pushinteger(L, e->active_runs);
+  lua_setfield(L, -2, "active_runs");
+  return 1;
+}
+
 static const luaL_Reg engine_methods[] = {
+  {"stats", e_stats},
   {"run", e_run},
   {"start", e_start},
   {"poll", e_poll},
@@ -219,7 +240,14 @@ static int l_error(lua_State *L) {
   return 1;
 }
 
+/* now(): monotonic time in seconds, for timing. */
+static int l_now(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e9);
+  return 1;
+}
+
 static const luaL_Reg core_funcs[] = {
+  {"now", l_now},
   {"default_engine", l_default_engine},
   {"new_engine", l_new_engine},
   {"json_encode", l_json_encode},

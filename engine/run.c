@@ -223,7 +223,7 @@ void sl_run_wait_lua(lua_State *L, sl_run *r) {
   sl_engine *e = r->e;
   if (r->status != SL_RUN_RUNNING) return;
   if (e == NULL) luaL_error(L, "the run's engine is gone");
-  if (e->in_uv_run)
+  if (e->in_uv_run || e->depth > 0)
     luaL_error(L, "cannot block on a run from inside the engine's loop "
                   "(from a step, use ctx:run; from a callback, use start/poll)");
   if (!e->owns_loop)

@@ -97,8 +97,10 @@ void sl_task_release(sl_task *t) {
   lua_pushnil(L);
   lua_rawseti(L, -2, t->id);
   lua_pop(L, 1);
-  if (lua_status(L) != LUA_OK || lua_gettop(L) != 0)
-    lua_resetthread(L);
+  /* Resetting a coroutine that failed leaves its error object behind in
+     Lua 5.4.4: clear the stack as well, so the next step starts empty. */
+  if (lua_status(L) != LUA_OK) lua_resetthread(L);
+  lua_settop(L, 0);
   t->run = NULL;
   t->wait = SL_WAIT_NONE;
   t->next = e->free_tasks;
@@ -109,8 +111,12 @@ int sl_task_resume(sl_task *t, lua_State *from, int *nres) {
   int nargs = t->nargs;
   t->nargs = 0;
   t->wait = SL_WAIT_NONE;
+  t->wait_cancel = NULL;
+  t->wait_data = NULL;
   t->running = 1;
+  t->e->depth++;
   int status = lua_resume(t->co, from, nargs, nres);
+  t->e->depth--;
   t->running = 0;
   return status;
 }
@@ -170,22 +176,35 @@ static void on_timer(uv_timer_t *h) {
   sl_sched_drain(t->e);
 }
 
+void sl_task_check_suspend(lua_State *L, sl_task *t) {
+  if (L != t->co)
+    luaL_error(L, "cannot wait inside a coroutine the step created; "
+                  "call ctx methods that wait from the step itself");
+  if (!lua_isyieldable(L))
+    luaL_error(L, "cannot wait here (inside a metamethod or a C "
+                  "callback such as table.sort's comparator)");
+}
+
 int sl_task_suspend(lua_State *L, sl_task *t, int wait,
                     lua_KFunction k, lua_KContext kctx) {
-  if (L != t->co)
-    return luaL_error(L, "cannot wait inside a coroutine the step created; "
-                         "call ctx methods that wait from the step itself");
-  if (!lua_isyieldable(L))
-    return luaL_error(L, "cannot wait here (inside a metamethod or a C "
-                         "callback such as table.sort's comparator)");
+  sl_task_check_suspend(L, t);
   t->wait = (unsigned char)wait;
+  return lua_yieldk(L, 0, kctx, k);
+}
+
+int sl_task_suspend_io(lua_State *L, sl_task *t, sl_wait_cancel cancel,
+                       void *data, lua_KFunction k, lua_KContext kctx) {
+  sl_task_check_suspend(L, t);
+  t->wait_cancel = cancel;
+  t->wait_data = data;
+  t->wait = SL_WAIT_IO;
   return lua_yieldk(L, 0, kctx, k);
 }
 
 int sl_task_sleep(lua_State *L, sl_task *t, double seconds,
                   lua_KFunction k, lua_KContext kctx) {
   uint64_t ms = seconds <= 0 ? 0 : (uint64_t)(seconds * 1000.0 + 0.5);
-  if (L != t->co) sl_task_suspend(L, t, SL_WAIT_SLEEP, k, kctx);  /* raises */
+  sl_task_check_suspend(L, t);
   uv_timer_start(&t->timer, on_timer, ms, 0);
   t->timer_on = 1;
   return sl_task_suspend(L, t, SL_WAIT_SLEEP, k, kctx);
@@ -197,6 +216,11 @@ void sl_task_cancel(sl_task *t, const char *kind, const char *msg, int quiet) {
   if (t->timer_on) {
     uv_timer_stop(&t->timer);
     t->timer_on = 0;
+  }
+  if (t->wait == SL_WAIT_IO && t->wait_cancel != NULL) {
+    sl_wait_cancel cancel = t->wait_cancel;
+    t->wait_cancel = NULL;
+    cancel(t, t->wait_data);
   }
   if (t->queued) unqueue(t);
   /* Closing the coroutine runs its pending to-be-closed variables; their

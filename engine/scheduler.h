@@ -7,13 +7,19 @@
 
 #include "engine.h"
 
+/* Called when a task waiting on a resource (a timer, a process, a request)
+   is cancelled: stops the resource and makes sure nothing it does later
+   wakes the task. */
+typedef void (*sl_wait_cancel)(sl_task *t, void *data);
+
 /* Why a suspended task is waiting. A coroutine that yields with SL_WAIT_NONE
    yielded by itself (a stray coroutine.yield in step code), which is an error. */
 enum {
   SL_WAIT_NONE,
   SL_WAIT_SLEEP,     /* its timer */
   SL_WAIT_CHILD,     /* the child it runs through ctx:run */
-  SL_WAIT_AWAIT      /* spawned tasks, through ctx:await */
+  SL_WAIT_AWAIT,     /* spawned tasks, through ctx:await */
+  SL_WAIT_IO         /* a resource with a cancel function (process, request) */
 };
 
 /* Where a task's outcome goes when it ends. */
@@ -41,6 +47,8 @@ struct sl_task {
   sl_task *next_sib, *prev_sib;
   sl_task *next;             /* free list or ready queue */
   sl_task *awaiter;          /* the task blocked in ctx:await on this one */
+  sl_wait_cancel wait_cancel;  /* SL_WAIT_IO: how to abandon the resource */
+  void *wait_data;
   lua_KFunction k;           /* continuation to run when a wait ends */
   lua_KContext kctx;
   uint64_t t0;
@@ -85,6 +93,17 @@ int sl_task_sleep(lua_State *L, sl_task *t, double seconds,
 /* Suspends t (running on L) until something wakes it; records why. */
 int sl_task_suspend(lua_State *L, sl_task *t, int wait,
                     lua_KFunction k, lua_KContext kctx);
+
+/* Checks that t, running on L, can be suspended here, raising a clear error
+   otherwise. Call it before starting a resource the wait will be for. */
+void sl_task_check_suspend(lua_State *L, sl_task *t);
+
+/* Suspends t on a resource already started. When the resource is done it
+   pushes its results on t->co and calls sl_task_wake(t, n) then
+   sl_sched_drain; if t is cancelled first, cancel(t, data) is called
+   instead and the resource must never touch t again. */
+int sl_task_suspend_io(lua_State *L, sl_task *t, sl_wait_cancel cancel,
+                       void *data, lua_KFunction k, lua_KContext kctx);
 
 /* Ends t and everything under it: stops its waits, runs the to-be-closed
    variables of its suspended coroutines and records it as cancelled. Its

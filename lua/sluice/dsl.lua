@@ -215,12 +215,16 @@ function M.build(kind, spec, level)
   return s
 end
 
+-- (No tail calls: the frame of the constructor must stay on the stack for
+-- `where` to find the user's line.)
 function M.step(spec)
-  return M.build("step", spec, 2)
+  local s = M.build("step", spec, 2)
+  return s
 end
 
 function M.pipeline(spec)
-  return M.build("pipeline", spec, 2)
+  local s = M.build("pipeline", spec, 2)
+  return s
 end
 
 --- The option names a kind accepts, for tools such as `sluice check`.

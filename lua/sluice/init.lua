@@ -10,6 +10,8 @@ local sl = {}
 sl.version = core.version
 sl.null = core.null
 sl.array_mt = core.array_mt
+--- Monotonic time in seconds.
+sl.now = core.now
 
 sl.step = dsl.step
 sl.pipeline = dsl.pipeline

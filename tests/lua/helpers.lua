@@ -1,0 +1,79 @@
+-- Shared helpers for the specs: running the sluice CLI as a real process,
+-- and writing throwaway pipeline files.
+local M = {}
+
+M.bin = os.getenv("SLUICE_BIN") or "build/sluice"
+M.build = os.getenv("SLUICE_BUILD") or "build"
+
+local tmpdir = os.getenv("TMPDIR") or "/tmp"
+local counter = 0
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+M.quote = shell_quote
+
+--- A fresh temporary directory, removed at process exit by the OS's tmp
+--- cleaning; specs remove what they make with M.rm.
+function M.tmpdir()
+  local p = os.tmpname()
+  os.remove(p)
+  assert(os.execute("mkdir -p " .. shell_quote(p)))
+  return p
+end
+
+function M.rm(path)
+  os.execute("rm -rf " .. shell_quote(path))
+end
+
+function M.read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function M.write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+--- Writes text to a new .lua file in dir (or a new temp dir) and returns
+--- its path.
+function M.script(text, dir, name)
+  counter = counter + 1
+  dir = dir or M.tmpdir()
+  local path = dir .. "/" .. (name or ("p" .. counter .. ".lua"))
+  return M.write(path, text)
+end
+
+--- Runs the CLI with the given argument list; returns exit code, stdout
+--- and stderr. opts.stdin feeds standard input; opts.env adds variables.
+function M.cli(args, opts)
+  opts = opts or {}
+  local out, err = os.tmpname(), os.tmpname()
+  local parts = {}
+  local child_asan = os.getenv("SLUICE_CHILD_ASAN_OPTIONS")
+  if child_asan then parts[#parts + 1] = "ASAN_OPTIONS=" .. shell_quote(child_asan) end
+  for k, v in pairs(opts.env or {}) do parts[#parts + 1] = k .. "=" .. shell_quote(v) end
+  parts[#parts + 1] = shell_quote(M.bin)
+  for _, a in ipairs(args) do parts[#parts + 1] = shell_quote(a) end
+  local cmd = table.concat(parts, " ")
+  if opts.stdin then
+    local inp = M.write(os.tmpname(), opts.stdin)
+    cmd = cmd .. " <" .. shell_quote(inp)
+  else
+    cmd = cmd .. " </dev/null"
+  end
+  cmd = cmd .. " >" .. shell_quote(out) .. " 2>" .. shell_quote(err)
+  local ok, how, code = os.execute(cmd)
+  local stdout, stderr = M.read(out), M.read(err)
+  os.remove(out)
+  os.remove(err)
+  if how == "signal" then code = 128 + code end
+  return code, stdout, stderr
+end
+
+return M
