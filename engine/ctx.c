@@ -18,20 +18,21 @@ static int ctx_run_k(lua_State *L, int status, lua_KContext kctx) {
   return 1;
 }
 
-/* ctx:run(step, input): runs a child step through the engine and returns
-   its output; its error is raised in the calling step. */
+/* ctx:run(step, input[, key]): runs a child step through the engine and
+   returns its output; its error is raised in the calling step. key names
+   the execution among its siblings in the history (an item, an iteration). */
 static int ctx_run(lua_State *L) {
   sl_task *t = sl_task_current(L, 1);
-  lua_settop(L, 3);
-  return sl_dispatch_run(L, t, 2, 3, ctx_run_k, 0);
+  lua_settop(L, 4);
+  return sl_dispatch_run(L, t, 2, 3, 4, ctx_run_k, 0);
 }
 
-/* ctx:spawn(step, input): starts a child step concurrently; returns its
-   task handle. */
+/* ctx:spawn(step, input[, key]): starts a child step concurrently; returns
+   its task handle. */
 static int ctx_spawn(lua_State *L) {
   sl_task *t = sl_task_current(L, 1);
-  lua_settop(L, 3);
-  sl_dispatch_spawn(L, t, 2, 3);
+  lua_settop(L, 4);
+  sl_dispatch_spawn(L, t, 2, 3, 4);
   return 1;
 }
 

@@ -62,11 +62,18 @@ static void push_ctx(lua_State *L, sl_task *t) {
 ** a spawned task, or 0. Raises in L, before taking a task, on a bad step.
 */
 static sl_task *prepare(lua_State *L, sl_run *r, sl_task *parent, int si,
-                        int ii, int deliver, int hi) {
+                        int ii, int deliver, int hi, int ki) {
   sl_engine *e = r->e;
   luaL_checkstack(L, 12, "dispatch");
   si = lua_absindex(L, si);
   ii = lua_absindex(L, ii);
+  if (ki != 0) {
+    ki = lua_absindex(L, ki);
+    int kt = lua_type(L, ki);
+    if (kt == LUA_TNIL) ki = 0;
+    else if (kt != LUA_TSTRING && kt != LUA_TNUMBER)
+      luaL_error(L, "a step key must be a string or a number, got %s", luaL_typename(L, ki));
+  }
   if (!sl_is_step(L, si))
     luaL_error(L, "a step made by sl.step or another constructor expected, "
                   "got %s", luaL_typename(L, si));
@@ -89,6 +96,11 @@ static sl_task *prepare(lua_State *L, sl_run *r, sl_task *parent, int si,
   t->t0 = sl_now();
   t->hist = sl_hist_begin(&r->hist, parent ? parent->hist : -1, name, nlen,
                           kind, klen, t->t0);
+  if (parent != NULL) {
+    size_t keylen = 0;
+    const char *key = ki != 0 ? lua_tolstring(L, ki, &keylen) : NULL;
+    sl_hist_set_key(&r->hist, t->hist, key, keylen, ++parent->nstarted);
+  }
 
   lua_createtable(L, SL_CTX_NSLOTS, 2);                 /* ... ctx */
   lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_ctxmt);
@@ -273,7 +285,7 @@ void sl_dispatch_cancelled(sl_task *t, const char *kind, const char *msg,
 }
 
 void sl_dispatch_root(lua_State *L, sl_run *r, int si, int ii) {
-  sl_task *t = prepare(L, r, NULL, si, ii, SL_DELIVER_ROOT, 0);
+  sl_task *t = prepare(L, r, NULL, si, ii, SL_DELIVER_ROOT, 0, 0);
   r->root = t;
   int nres, ok;
   int status = sl_task_resume(t, L, &nres);
@@ -294,9 +306,9 @@ static int child_k(lua_State *L, int status, lua_KContext kctx) {
   return p->k(L, LUA_YIELD, p->kctx);
 }
 
-int sl_dispatch_run(lua_State *L, sl_task *parent, int si, int ii,
+int sl_dispatch_run(lua_State *L, sl_task *parent, int si, int ii, int ki,
                     lua_KFunction k, lua_KContext kctx) {
-  sl_task *t = prepare(L, parent->run, parent, si, ii, SL_DELIVER_SYNC, 0);
+  sl_task *t = prepare(L, parent->run, parent, si, ii, SL_DELIVER_SYNC, 0, ki);
   int nres, ok;
   int status = sl_task_resume(t, L, &nres);
   if (settle(L, t, status, nres, &ok)) {
@@ -312,13 +324,14 @@ int sl_dispatch_run(lua_State *L, sl_task *parent, int si, int ii,
   return sl_task_suspend(L, parent, SL_WAIT_CHILD, child_k, (lua_KContext)parent);
 }
 
-void sl_dispatch_spawn(lua_State *L, sl_task *parent, int si, int ii) {
+void sl_dispatch_spawn(lua_State *L, sl_task *parent, int si, int ii, int ki) {
   si = lua_absindex(L, si);
   ii = lua_absindex(L, ii);
+  if (ki != 0) ki = lua_absindex(L, ki);
   lua_createtable(L, 1, 5);                             /* handle */
   luaL_setmetatable(L, SL_HANDLE_MT);
   int hi = lua_gettop(L);
-  sl_task *t = prepare(L, parent->run, parent, si, ii, SL_DELIVER_HANDLE, hi);
+  sl_task *t = prepare(L, parent->run, parent, si, ii, SL_DELIVER_HANDLE, hi, ki);
   lua_pushlightuserdata(L, t);
   lua_rawseti(L, hi, 1);
   lua_pushboolean(L, 0);

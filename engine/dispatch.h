@@ -14,15 +14,16 @@
 void sl_dispatch_root(lua_State *L, sl_run *r, int si, int ii);
 
 /* ctx:run. Runs the step at si on the input at ii as a child of parent and
-   pushes its output, or raises its error table. When the child waits, the
-   caller (running on L) is suspended and continues in k with the output
-   pushed. */
-int sl_dispatch_run(lua_State *L, sl_task *parent, int si, int ii,
+   pushes its output, or raises its error table. ki is the index of the
+   child's key (a string or number naming it among its siblings: a map
+   item, a loop iteration), or 0. When the child waits, the caller (running
+   on L) is suspended and continues in k with the output pushed. */
+int sl_dispatch_run(lua_State *L, sl_task *parent, int si, int ii, int ki,
                     lua_KFunction k, lua_KContext kctx);
 
 /* ctx:spawn. Starts the step at si on the input at ii as a child of parent
-   that runs concurrently, and pushes its task handle. */
-void sl_dispatch_spawn(lua_State *L, sl_task *parent, int si, int ii);
+   that runs concurrently, and pushes its task handle. ki as for ctx:run. */
+void sl_dispatch_spawn(lua_State *L, sl_task *parent, int si, int ii, int ki);
 
 /* ctx:await. Waits for the handle, or list of handles, at idx; pushes the
    output, or a list of outputs in the same order. Raises the first error to

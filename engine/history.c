@@ -79,11 +79,19 @@ int sl_hist_begin(sl_history *h, int parent, const char *name, size_t nlen,
   r->err_kind = r->err_msg = r->err_where = r->err_step = NULL;
   r->t0 = t0;
   r->t1 = 0;
+  r->key = NULL;
+  r->ordinal = 0;
   r->parent = parent;
   r->attempts = 1;
   r->status = SL_STEP_RUNNING;
   r->cached = 0;
   return h->n++;
+}
+
+void sl_hist_set_key(sl_history *h, int i, const char *key, size_t klen, int ordinal) {
+  if (i < 0) return;
+  h->recs[i].ordinal = ordinal;
+  if (key != NULL) h->recs[i].key = arena_copy(h, key, klen);
 }
 
 void sl_hist_end(sl_history *h, int i, int status, uint64_t t1) {
@@ -135,6 +143,11 @@ void sl_hist_push(lua_State *L, const sl_history *h) {
       lua_pushinteger(L, r->parent + 1);
       lua_setfield(L, -2, "parent");
     }
+    if (r->ordinal > 0) {
+      lua_pushinteger(L, r->ordinal);
+      lua_setfield(L, -2, "index");
+    }
+    set_str(L, "key", r->key);
     set_str(L, "name", r->name);
     set_str(L, "kind", r->kind);
     set_str(L, "status", sl_hist_status_name(r->status));

@@ -16,7 +16,9 @@ typedef struct sl_hist_rec {
   const char *name, *kind;            /* in the history's arena */
   const char *err_kind, *err_msg, *err_where, *err_step;  /* NULL unless it failed */
   uint64_t t0, t1;
+  const char *key;                    /* the key the parent gave it (a map item, a branch), or NULL */
   int parent;                         /* index of the parent's record, -1 for the root */
+  int ordinal;                        /* 1-based: the parent's how-many-th child this is */
   int attempts;
   unsigned char status, cached;
 } sl_hist_rec;
@@ -43,6 +45,9 @@ void sl_hist_free(sl_history *h);
 int sl_hist_begin(sl_history *h, int parent, const char *name, size_t nlen,
                   const char *kind, size_t klen, uint64_t t0);
 
+/* Sets the key and ordinal of record i (key may be NULL). */
+void sl_hist_set_key(sl_history *h, int i, const char *key, size_t klen, int ordinal);
+
 /* Closes record i with a final status. */
 void sl_hist_end(sl_history *h, int i, int status, uint64_t t1);
 
@@ -53,7 +58,8 @@ void sl_hist_set_error(sl_history *h, int i, const char *kind,
                        const char *msg, const char *where, const char *step);
 
 /* Pushes the history as an array of step tables ({name, kind, status,
-   attempts, cached, ms, id, parent, error}), ids being 1-based positions. */
+   attempts, cached, ms, id, parent, index, key, error}), ids being 1-based
+   positions and index the ordinal among its parent's children. */
 void sl_hist_push(lua_State *L, const sl_history *h);
 
 const char *sl_hist_status_name(int status);

@@ -41,7 +41,7 @@ static int pipeline_k(lua_State *L, int status, lua_KContext i) {
   while (i < n) {
     i++;
     lua_rawgeti(L, 1, i);                               /* step input ctx child */
-    sl_dispatch_run(L, t, 4, 2, pipeline_k, i);         /* ... child output */
+    sl_dispatch_run(L, t, 4, 2, 0, pipeline_k, i);      /* ... child output */
     lua_replace(L, 2);
     lua_settop(L, 3);
   }

@@ -46,6 +46,7 @@ sl_task *sl_task_acquire(lua_State *L, sl_engine *e, sl_task *parent) {
   t->hist = -1;
   t->nargs = 0;
   t->pending = 0;
+  t->nstarted = 0;
   if (parent != NULL) {
     t->next_sib = parent->children;
     if (parent->children) parent->children->prev_sib = t;

@@ -56,6 +56,7 @@ struct sl_task {
   int hist;                  /* index of the execution's history record */
   int nargs;                 /* values pushed on co for its next resume */
   int pending;               /* SL_WAIT_AWAIT: awaited tasks not yet ended */
+  int nstarted;              /* children started so far: the next one's ordinal */
   unsigned char wait;        /* SL_WAIT_* */
   unsigned char deliver;     /* SL_DELIVER_* */
   unsigned char running;     /* on the C stack inside lua_resume */

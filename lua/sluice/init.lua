@@ -17,9 +17,29 @@ sl.step = dsl.step
 sl.pipeline = dsl.pipeline
 sl.kind_options = dsl.kind_options
 
+-- Kinds written in Lua that every engine gets, by name. Components of the
+-- Lua side add theirs with builtin(); engines made before that are updated.
+local builtins = {}
+local engines = setmetatable({}, { __mode = "k" })
+
+local function adopt(eng)
+  if not engines[eng] then
+    engines[eng] = true
+    for name, handler in pairs(builtins) do eng:kind(name, handler) end
+  end
+  return eng
+end
+
+--- Registers a built-in kind written in Lua into every engine.
+function sl.builtin(name, handler, spec)
+  dsl.declare_kind(name, spec or {}, 2)
+  builtins[name] = handler
+  for eng in pairs(engines) do eng:kind(name, handler) end
+end
+
 -- The engine the module-level functions use.
 local function default()
-  return core.default_engine()
+  return adopt(core.default_engine())
 end
 
 -- Options sl.run, sl.start and sl.engine accept; later components add theirs.
@@ -75,7 +95,7 @@ end
 --- load. opts: none yet beyond those sl.run takes.
 function sl.engine(opts)
   check_opts(opts, "engine")
-  return core.new_engine()
+  return adopt(core.new_engine())
 end
 
 --- Encodes a value as JSON text; nil and a message when it cannot.
@@ -84,5 +104,11 @@ sl.encode = core.json_encode
 sl.decode = core.json_decode
 --- An error table of a given kind, for a step to raise: error(sl.error("validation", "..."))
 sl.error = core.error
+
+-- The kinds written in Lua.
+require("sluice.kinds").install(sl, dsl)
+
+-- An engine made by a C host already exists: give it the built-in kinds.
+default()
 
 return sl
