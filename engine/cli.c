@@ -16,6 +16,7 @@
 
 #include "engine.h"
 #include "loader.h"
+#include "memory.h"
 #include "run.h"
 #include "scheduler.h"
 #include "value.h"
@@ -59,13 +60,16 @@ static const char *usage_main =
 
 static const char *usage_run =
   "usage: sluice run FILE [--input JSON|@FILE|-] [--pipeline NAME] [--json]\n"
+  "                 [--memory-limit MB]\n"
   "\n"
   "Runs a pipeline from FILE and prints its output as JSON.\n"
   "  --input JSON     the pipeline's input: JSON text, @FILE to read a file,\n"
   "                   or - to read standard input (default: no input)\n"
   "  --pipeline NAME  the pipeline to run when FILE returns several\n"
   "  --json           print the whole result (run_id, status, output,\n"
-  "                   error, usage, steps) instead of the output\n";
+  "                   error, usage, steps) instead of the output\n"
+  "  --memory-limit MB  cap the memory of the engine's Lua state; a step that\n"
+  "                   allocates past it fails with kind \"limit\"\n";
 
 static const char *usage_check =
   "usage: sluice check FILE [--pipeline NAME]\n"
@@ -205,8 +209,17 @@ static void on_sigint(uv_signal_t *h, int signum) {
 
 static int cmd_run(lua_State *L, cli *c) {
   cli_opt opts[] = {{"--input", 1, NULL}, {"--pipeline", 1, NULL},
-                    {"--json", 0, NULL}, {NULL, 0, NULL}};
+                    {"--json", 0, NULL}, {"--memory-limit", 1, NULL},
+                    {NULL, 0, NULL}};
   parse_opts(L, c, 2, opts, usage_run);
+  if (opts[3].value != NULL) {
+    char *end;
+    double mb = strtod(opts[3].value, &end);
+    if (*end != '\0' || !(mb > 0))
+      usage_error(L, c, "sluice run: --memory-limit must be a positive number of MB, got '%s'",
+                  opts[3].value);
+    sl_memory_limit(L, (size_t)(mb * 1024 * 1024));
+  }
   load(L, c);                                           /* set */
   sl_load_select(L, -1, opts[1].value);                 /* set step */
   push_input(L, c, opts[0].value);                      /* set step input */

@@ -10,6 +10,7 @@
 #include <lauxlib.h>
 
 #include "dispatch.h"
+#include "attempt.h"
 #include "error.h"
 #include "run.h"
 #include "value.h"
@@ -55,6 +56,60 @@ static void push_ctx(lua_State *L, sl_task *t) {
   lua_remove(L, -2);
 }
 
+/* A fallback policy chooses steps as the run goes: refuse one that would
+   fall back into a step already falling back above it, or a chain deeper
+   than SL_MAX_FALLBACK_DEPTH. */
+static void check_fallback_chain(lua_State *L, sl_task *parent, int si) {
+  int depth = 0;
+  for (sl_task *p = parent; p != NULL; p = p->parent) {
+    if (!p->att_on || !p->att->in_fallback) continue;
+    depth++;
+    push_ctx(L, p);
+    lua_rawgeti(L, -1, SL_CTX_STEP);
+    int same = lua_rawequal(L, -1, si);
+    lua_pop(L, 2);
+    if (same) {
+      lua_getfield(L, si, "name");
+      luaL_error(L, "fallback cycle: step '%s' would run as a fallback inside "
+                    "its own fallback", luaL_optstring(L, -1, "?"));
+    }
+  }
+  if (depth > SL_MAX_FALLBACK_DEPTH)
+    luaL_error(L, "fallback chain deeper than %d", SL_MAX_FALLBACK_DEPTH);
+}
+
+/*
+** Pushes the body of t's next attempt and its arguments on its coroutine,
+** from the ctx: the handler (step, input, ctx); the attempt runner around
+** it when the step has validators (handler, step, input, ctx); or, once
+** attempts are spent, the fallback runner (step, input, ctx, error). Then
+** arms the attempt.
+*/
+static void prime(lua_State *L, sl_task *t) {
+  luaL_checkstack(L, 8, "dispatch");
+  push_ctx(L, t);                                       /* ctx */
+  int c = lua_gettop(L);
+  int wraps = sl_attempt_wraps(t);
+  if (wraps == 2) {
+    lua_getfield(L, LUA_REGISTRYINDEX, "sluice.fallback_runner");
+    lua_rawgeti(L, c, SL_CTX_STEP);
+    lua_rawgeti(L, c, SL_CTX_INPUT);
+    lua_pushvalue(L, c);
+    lua_getfield(L, c, "error");
+    t->nargs = 4;
+  } else {
+    if (wraps) lua_getfield(L, LUA_REGISTRYINDEX, "sluice.attempt_runner");
+    lua_rawgeti(L, c, SL_CTX_HANDLER);
+    lua_rawgeti(L, c, SL_CTX_STEP);
+    lua_rawgeti(L, c, SL_CTX_INPUT);
+    lua_pushvalue(L, c);
+    t->nargs = wraps ? 4 : 3;
+  }
+  lua_xmove(L, t->co, t->nargs + 1);
+  lua_pop(L, 1);
+  sl_attempt_arm(t);
+}
+
 /*
 ** Makes a task for the step at si on the input at ii: finds the handler,
 ** builds the ctx, opens the history record and leaves the coroutine primed
@@ -90,6 +145,8 @@ static sl_task *prepare(lua_State *L, sl_run *r, sl_task *parent, int si,
   if (kind == NULL) kind = "?";
   if (name == NULL) name = kind, nlen = klen;
 
+  if (parent != NULL && parent->att_on && parent->att->in_fallback)
+    check_fallback_chain(L, parent, si);
   sl_task *t = sl_task_acquire(L, e, parent);
   t->run = r;
   t->deliver = (unsigned char)deliver;
@@ -115,6 +172,8 @@ static sl_task *prepare(lua_State *L, sl_run *r, sl_task *parent, int si,
     lua_pushvalue(L, hi);
     lua_rawseti(L, -2, SL_CTX_HANDLE);
   }
+  lua_pushvalue(L, top + 3);
+  lua_rawseti(L, -2, SL_CTX_HANDLER);
   lua_pushvalue(L, top + 4);
   lua_setfield(L, -2, "step");
   lua_pushinteger(L, 1);
@@ -124,6 +183,15 @@ static sl_task *prepare(lua_State *L, sl_run *r, sl_task *parent, int si,
   lua_rawseti(L, -2, t->id);
   lua_pop(L, 1);                                        /* ... ctx */
 
+  /* A step with options (the DSL marks it) gets attempt state; a plain
+     one pays for this one lookup. */
+  if (lua_getfield(L, si, "_opts") != LUA_TNIL) sl_attempt_setup(L, t, si);
+  lua_pop(L, 1);
+  if (t->att_on || t->guarded || t->hooked) {
+    lua_settop(L, top);
+    prime(L, t);
+    return t;
+  }
   lua_pushvalue(L, top + 3);
   lua_pushvalue(L, si);
   lua_pushvalue(L, ii);
@@ -140,8 +208,18 @@ static sl_task *prepare(lua_State *L, sl_run *r, sl_task *parent, int si,
 ** on L and *ok set; returns 0 when it is waiting. L must be able to call
 ** functions: the resuming step's thread, or the engine's main thread.
 */
-static int settle(lua_State *L, sl_task *t, int status, int nres, int *ok) {
+static int outcome(lua_State *L, sl_task *t, int status, int nres, int *ok) {
   lua_State *co = t->co;
+  if (t->interrupt != SL_INT_NONE) {
+    /* Its time or work ran out: whatever the coroutine was doing ends. */
+    sl_task_stop(t);
+    sl_attempt_push_interrupt(L, t);
+    t->interrupt = SL_INT_NONE;
+    *ok = 0;
+    return 1;
+  }
+  if (status == LUA_YIELD && t->wait != SL_WAIT_NONE) return 0;
+  if (t->att_on) sl_attempt_disarm(t);
   if (status == LUA_OK) {
     /* The results are the top nres values: keep the first, the output. */
     if (nres == 0) {
@@ -155,8 +233,9 @@ static int settle(lua_State *L, sl_task *t, int status, int nres, int *ok) {
     return 1;
   }
   if (status == LUA_YIELD) {
-    if (t->wait != SL_WAIT_NONE) return 0;
     /* Only engine waits may suspend a step's own coroutine. */
+    lua_resetthread(co);
+    lua_settop(co, 0);
     sl_error_push(L, "error", "the step yielded outside of an engine wait "
                   "(coroutine.yield called in step code that is not inside "
                   "a coroutine of its own)", task_name(t), NULL);
@@ -164,9 +243,57 @@ static int settle(lua_State *L, sl_task *t, int status, int nres, int *ok) {
     return 1;
   }
   lua_xmove(co, L, 1);
+  /* A failed coroutine is dead: reset it so a next attempt can use it
+     (Lua 5.4.4 leaves the error object behind, hence the settop). */
+  lua_resetthread(co);
+  lua_settop(co, 0);
   sl_error_normalize(L, -1, status, task_name(t));
   *ok = 0;
   return 1;
+}
+
+/* Keeps the error on top of L in t's ctx, for the fallback runner. */
+static void keep_error(lua_State *L, sl_task *t) {
+  push_ctx(L, t);
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -2, "error");
+  lua_pop(L, 1);
+}
+
+/*
+** Drives t after its coroutine returned from lua_resume with status: when
+** an attempt failed and the step has options, starts the next attempt (at
+** once, or after a backoff) or its fallback. Returns 1 when the execution
+** has ended, with its outcome pushed on L and *ok set; 0 when it waits.
+** While its run is being aborted nothing ends: the run is cancelled from
+** the top.
+*/
+static int settle(lua_State *L, sl_task *t, int status, int nres, int *ok) {
+  for (;;) {
+    if (t->run->aborting) return 0;
+    if (!outcome(L, t, status, nres, ok)) return 0;
+    if (*ok || !t->att_on) return 1;
+    switch (sl_attempt_next(L, t)) {
+      case SL_NEXT_FINAL:
+        return 1;
+      case SL_NEXT_LATER:
+        lua_pop(L, 1);
+        prime(L, t);
+        sl_attempt_disarm(t);    /* armed again when the delay is over */
+        sl_task_backoff(t, t->att->delay);
+        return 0;
+      case SL_NEXT_FALLBACK:
+        keep_error(L, t);
+        lua_pop(L, 1);
+        prime(L, t);
+        break;
+      default:
+        lua_pop(L, 1);
+        prime(L, t);
+        break;
+    }
+    status = sl_task_resume(t, L, &nres);
+  }
 }
 
 /* The execution t ended with its outcome on top of L: end what it left
@@ -266,12 +393,46 @@ static void deliver(lua_State *L, sl_task *t, int ok, int wake) {
   }
 }
 
+/* At the top level, after t's coroutine returned: a task that yielded to
+   end an ancestor's attempt hands over to that ancestor, and an aborted
+   run is cancelled whole. */
+static void after_top(lua_State *L, sl_task *t, sl_run *r) {
+  if (t != NULL && t->wait == SL_WAIT_INTERRUPT && !r->aborting) {
+    for (sl_task *g = t->parent; g != NULL; g = g->parent)
+      if (g->interrupt != SL_INT_NONE && !g->running) {
+        sl_dispatch_resumed(L, g, LUA_YIELD, 0);
+        break;
+      }
+  }
+  if (r->aborting && r->status == SL_RUN_RUNNING && r->root != NULL &&
+      !r->root->running)
+    sl_run_abandon(r, "cancelled", r->abort_msg);
+}
+
 void sl_dispatch_resumed(lua_State *L, sl_task *t, int status, int nres) {
   int ok;
-  if (!settle(L, t, status, nres, &ok)) return;
+  sl_run *r = t->run;
+  if (!settle(L, t, status, nres, &ok)) {
+    after_top(L, t, r);
+    return;
+  }
   conclude(L, t, ok);
   deliver(L, t, ok, 1);
   sl_task_release(t);
+  after_top(L, NULL, r);
+}
+
+static int interrupt_p(lua_State *L) {
+  sl_task *t = lua_touserdata(L, 1);
+  sl_dispatch_resumed(L, t, LUA_YIELD, 0);
+  return 0;
+}
+
+void sl_dispatch_interrupt(sl_task *t) {
+  sl_engine *e = t->e;
+  if (t->running) return;  /* its own resumer will see the interrupt */
+  sl_engine_protect(e, interrupt_p, t);
+  sl_sched_drain(e);
 }
 
 void sl_dispatch_cancelled(sl_task *t, const char *kind, const char *msg,
@@ -293,7 +454,9 @@ void sl_dispatch_root(lua_State *L, sl_run *r, int si, int ii) {
     conclude(L, t, ok);
     deliver(L, t, ok, 1);
     sl_task_release(t);
+    return;
   }
+  after_top(L, t, r);
 }
 
 /* Continuation of a step whose ctx:run child waited: the scheduler resumed
@@ -342,6 +505,13 @@ void sl_dispatch_spawn(lua_State *L, sl_task *parent, int si, int ii, int ki) {
     conclude(L, t, ok);
     deliver(L, t, ok, 1);
     sl_task_release(t);
+    return;
+  }
+  /* The child stopped to end the run or an enclosing attempt: the spawning
+     step must stop too, rather than go on as if nothing happened. */
+  if (parent->run->aborting || t->wait == SL_WAIT_INTERRUPT) {
+    lua_pop(L, 1);
+    sl_task_suspend(L, parent, SL_WAIT_INTERRUPT, NULL, 0);
   }
 }
 

@@ -40,6 +40,10 @@ void sl_dispatch_cancel(lua_State *L, sl_task *t, int idx, const char *why);
    thread) and lua_resume returned status. */
 void sl_dispatch_resumed(lua_State *L, sl_task *t, int status, int nres);
 
+/* Ends t's current attempt because its interrupt is set (a deadline timer
+   fired, or a descendant found a bound spent), from the event loop. */
+void sl_dispatch_interrupt(sl_task *t);
+
 /* The scheduler cancelled t: record and deliver it, release it. */
 void sl_dispatch_cancelled(sl_task *t, const char *kind, const char *msg,
                            int quiet);

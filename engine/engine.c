@@ -18,6 +18,7 @@
 #include "error.h"
 #include "kinds.h"
 #include "loader.h"
+#include "memory.h"
 #include "run.h"
 #include "scheduler.h"
 #include "value.h"
@@ -139,6 +140,7 @@ static void engine_destroy(sl_engine *e, int lua_alive) {
   }
   for (sl_run *r = e->runs; r != NULL; r = r->next) r->e = NULL;
   e->runs = NULL;
+  if (e->capped && lua_alive) sl_memory_remove(L);
   sl_sched_close(e);
   /* On its own loop the engine runs the close callbacks now, while closing
      is still 1 so that none of them frees the block under this frame. */
@@ -183,9 +185,13 @@ void sl_engine_push_default(lua_State *L) {
 }
 
 /* Pushes a new engine (own loop) owned by its box. */
-void sl_engine_push_new(lua_State *L) {
+void sl_engine_push_new(lua_State *L, size_t memory_limit) {
   open_shared(L);
-  engine_create(L, NULL, 1);
+  sl_engine *e = engine_create(L, NULL, 1);
+  if (memory_limit > 0) {
+    sl_memory_limit(L, memory_limit);
+    e->capped = 1;
+  }
 }
 
 void sl_engine_open_shared(lua_State *L) {
@@ -195,10 +201,14 @@ void sl_engine_open_shared(lua_State *L) {
 /* The public C API. */
 
 static int new_p(lua_State *L) {
-  uv_loop_t *loop = lua_touserdata(L, 1);
+  const sl_engine_options *opts = lua_touserdata(L, 1);
   sl_engine **out = lua_touserdata(L, 2);
   open_shared(L);
-  *out = engine_create(L, loop, 0);
+  *out = engine_create(L, opts ? opts->loop : NULL, 0);
+  if (opts && opts->memory_limit > 0) {
+    sl_memory_limit(L, opts->memory_limit);
+    (*out)->capped = 1;
+  }
   lua_setfield(L, LUA_REGISTRYINDEX, DEFAULT_KEY);
   /* The DSL module binds to the default engine and adds the kinds written
      in Lua to it. */
@@ -236,7 +246,7 @@ int sl_engine_new(sl_engine **out, const sl_engine_options *opts) {
   setup_paths(L);
   sl_engine *e = NULL;
   lua_pushcfunction(L, new_p);
-  lua_pushlightuserdata(L, opts ? opts->loop : NULL);
+  lua_pushlightuserdata(L, (void *)opts);
   lua_pushlightuserdata(L, &e);
   if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
     fprintf(stderr, "sluice: %s\n", lua_tostring(L, -1));

@@ -28,6 +28,7 @@ struct sl_engine {
   uv_loop_t own_loop;
   int owns_loop;
   int owns_L;              /* created by sl_engine_new: closed by sl_engine_free */
+  int capped;              /* it put the memory cap on its state */
   int closing;             /* being torn down: start nothing new */
   int in_uv_run;           /* inside uv_run on the engine's own loop */
   int handles_open;        /* uv handles not yet closed; the block is freed at 0 */
@@ -76,8 +77,9 @@ void sl_engine_handle_closed(sl_engine *e);
    own) on first use. */
 void sl_engine_push_default(lua_State *L);
 
-/* Pushes a new engine, with a loop of its own, owned by its Lua box. */
-void sl_engine_push_new(lua_State *L);
+/* Pushes a new engine, with a loop of its own, owned by its Lua box;
+   memory_limit in bytes (0: none) caps the state's memory. */
+void sl_engine_push_new(lua_State *L, size_t memory_limit);
 
 /* Registers the metatables all engines of a state share. */
 void sl_engine_open_shared(lua_State *L);

@@ -64,6 +64,10 @@ static const char *intern(sl_history *h, const char *s, size_t len) {
   return copy;
 }
 
+static const char *copy_or_null(sl_history *h, const char *s) {
+  return s ? arena_copy(h, s, strlen(s)) : NULL;
+}
+
 int sl_hist_begin(sl_history *h, int parent, const char *name, size_t nlen,
                   const char *kind, size_t klen, uint64_t t0) {
   if (h->n == h->cap) {
@@ -80,6 +84,7 @@ int sl_hist_begin(sl_history *h, int parent, const char *name, size_t nlen,
   r->t0 = t0;
   r->t1 = 0;
   r->key = NULL;
+  r->fallback = NULL;
   r->ordinal = 0;
   r->parent = parent;
   r->attempts = 1;
@@ -94,15 +99,20 @@ void sl_hist_set_key(sl_history *h, int i, const char *key, size_t klen, int ord
   if (key != NULL) h->recs[i].key = arena_copy(h, key, klen);
 }
 
+void sl_hist_set_attempts(sl_history *h, int i, int n) {
+  if (i >= 0) h->recs[i].attempts = n;
+}
+
+void sl_hist_set_fallback(sl_history *h, int i, const char *why) {
+  if (i >= 0) h->recs[i].fallback = copy_or_null(h, why);
+}
+
 void sl_hist_end(sl_history *h, int i, int status, uint64_t t1) {
   if (i < 0) return;
   h->recs[i].status = (unsigned char)status;
   h->recs[i].t1 = t1;
 }
 
-static const char *copy_or_null(sl_history *h, const char *s) {
-  return s ? arena_copy(h, s, strlen(s)) : NULL;
-}
 
 void sl_hist_set_error(sl_history *h, int i, const char *kind,
                        const char *msg, const char *where, const char *step) {
@@ -148,6 +158,7 @@ void sl_hist_push(lua_State *L, const sl_history *h) {
       lua_setfield(L, -2, "index");
     }
     set_str(L, "key", r->key);
+    set_str(L, "fallback", r->fallback);
     set_str(L, "name", r->name);
     set_str(L, "kind", r->kind);
     set_str(L, "status", sl_hist_status_name(r->status));

@@ -16,6 +16,7 @@ typedef struct sl_hist_rec {
   const char *name, *kind;            /* in the history's arena */
   const char *err_kind, *err_msg, *err_where, *err_step;  /* NULL unless it failed */
   uint64_t t0, t1;
+  const char *fallback;               /* why its fallback ran, or NULL */
   const char *key;                    /* the key the parent gave it (a map item, a branch), or NULL */
   int parent;                         /* index of the parent's record, -1 for the root */
   int ordinal;                        /* 1-based: the parent's how-many-th child this is */
@@ -47,6 +48,12 @@ int sl_hist_begin(sl_history *h, int parent, const char *name, size_t nlen,
 
 /* Sets the key and ordinal of record i (key may be NULL). */
 void sl_hist_set_key(sl_history *h, int i, const char *key, size_t klen, int ordinal);
+
+/* Records that record i is on attempt n. */
+void sl_hist_set_attempts(sl_history *h, int i, int n);
+
+/* Records why record i's fallback ran. */
+void sl_hist_set_fallback(sl_history *h, int i, const char *why);
 
 /* Closes record i with a final status. */
 void sl_hist_end(sl_history *h, int i, int status, uint64_t t1);

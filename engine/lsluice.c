@@ -8,8 +8,10 @@
 #include <lauxlib.h>
 
 #include "engine.h"
+#include "attempt.h"
 #include "error.h"
 #include "loader.h"
+#include "memory.h"
 #include "run.h"
 #include "scheduler.h"
 #include "value.h"
@@ -191,8 +193,18 @@ static int l_default_engine(lua_State *L) {
   return 1;
 }
 
+/* new_engine([memory_limit_bytes]) */
 static int l_new_engine(lua_State *L) {
-  sl_engine_push_new(L);
+  lua_Integer limit = luaL_optinteger(L, 1, 0);
+  luaL_argcheck(L, limit >= 0, 1, "memory limit must not be negative");
+  sl_engine_push_new(L, (size_t)limit);
+  return 1;
+}
+
+/* memory_used(): the bytes the state holds, as the memory cap counts them
+   (0 when no cap was ever set). */
+static int l_memory_used(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)sl_memory_used(L));
   return 1;
 }
 
@@ -246,7 +258,29 @@ static int l_now(lua_State *L) {
   return 1;
 }
 
+/* abort(reason): ends the whole run of the calling step at once, with
+   status cancelled; no retry, validator, fallback or pcall catches it. */
+static int l_abort(lua_State *L) {
+  const char *why = luaL_optstring(L, 1, "aborted");
+  return sl_attempt_abort(L, why);
+}
+
+/* set_runners(attempt, fallback): the Lua functions that run an attempt
+   with validators and a step's fallback (lua/sluice/policies.lua). */
+static int l_set_runners(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "sluice.attempt_runner");
+  lua_pushvalue(L, 2);
+  lua_setfield(L, LUA_REGISTRYINDEX, "sluice.fallback_runner");
+  return 0;
+}
+
 static const luaL_Reg core_funcs[] = {
+  {"abort", l_abort},
+  {"memory_used", l_memory_used},
+  {"set_runners", l_set_runners},
   {"now", l_now},
   {"default_engine", l_default_engine},
   {"new_engine", l_new_engine},

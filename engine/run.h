@@ -31,6 +31,8 @@ struct sl_run {
   uint64_t t_start, t_end;
   sl_history hist;
   char *result_json;       /* built for the C API on first request */
+  int aborting;            /* sl.abort was called: cancel the run from the top */
+  char abort_msg[256];
   char id[32];
   char pipeline[128];      /* the root step's name */
 };

@@ -13,6 +13,9 @@
 #include "scheduler.h"
 #include "dispatch.h"
 #include "run.h"
+#include "attempt.h"
+
+sl_task *sl_current = NULL;
 
 /* The pool never hands out more than this many live tasks at once. */
 #define MAX_TASKS 10000000
@@ -47,6 +50,9 @@ sl_task *sl_task_acquire(lua_State *L, sl_engine *e, sl_task *parent) {
   t->nargs = 0;
   t->pending = 0;
   t->nstarted = 0;
+  t->att_on = 0;
+  t->interrupt = SL_INT_NONE;
+  t->guarded = parent != NULL && parent->guarded;
   if (parent != NULL) {
     t->next_sib = parent->children;
     if (parent->children) parent->children->prev_sib = t;
@@ -86,6 +92,8 @@ void sl_task_release(sl_task *t) {
     uv_timer_stop(&t->timer);
     t->timer_on = 0;
   }
+  sl_attempt_disarm(t);
+  t->att_on = 0;
   unlink_from_parent(t);
   /* Forget the ctx, so a ctx kept beyond its step raises instead of
      reaching a task that now runs something else. */
@@ -114,11 +122,14 @@ int sl_task_resume(sl_task *t, lua_State *from, int *nres) {
   t->wait = SL_WAIT_NONE;
   t->wait_cancel = NULL;
   t->wait_data = NULL;
+  sl_task *outer = sl_current;
+  sl_current = t;
   t->running = 1;
   t->e->depth++;
   int status = lua_resume(t->co, from, nargs, nres);
   t->e->depth--;
   t->running = 0;
+  sl_current = outer;
   return status;
 }
 
@@ -172,7 +183,8 @@ void sl_sched_drain(sl_engine *e) {
 static void on_timer(uv_timer_t *h) {
   sl_task *t = h->data;
   t->timer_on = 0;
-  if (t->wait != SL_WAIT_SLEEP) return;
+  if (t->wait != SL_WAIT_SLEEP && t->wait != SL_WAIT_BACKOFF) return;
+  if (t->wait == SL_WAIT_BACKOFF) sl_attempt_arm(t);
   sl_task_wake(t, 0);
   sl_sched_drain(t->e);
 }
@@ -212,8 +224,14 @@ int sl_task_sleep(lua_State *L, sl_task *t, double seconds,
 }
 
 void sl_task_cancel(sl_task *t, const char *kind, const char *msg, int quiet) {
+  sl_task_stop(t);
+  sl_dispatch_cancelled(t, kind, msg, quiet);
+}
+
+void sl_task_stop(sl_task *t) {
   while (t->children != NULL)
     sl_task_cancel(t->children, "cancelled", "its parent step ended", 1);
+  sl_attempt_disarm(t);
   if (t->timer_on) {
     uv_timer_stop(&t->timer);
     t->timer_on = 0;
@@ -227,8 +245,8 @@ void sl_task_cancel(sl_task *t, const char *kind, const char *msg, int quiet) {
   /* Closing the coroutine runs its pending to-be-closed variables; their
      errors have nowhere to go, so they are dropped with the coroutine. */
   if (!t->running && lua_status(t->co) == LUA_YIELD) lua_resetthread(t->co);
-  else if (!t->running) lua_settop(t->co, 0);
-  sl_dispatch_cancelled(t, kind, msg, quiet);
+  if (!t->running) lua_settop(t->co, 0);
+  t->wait = SL_WAIT_NONE;
 }
 
 sl_task *sl_task_current(lua_State *L, int ctxidx) {
@@ -255,7 +273,17 @@ void sl_sched_close(sl_engine *e) {
   e->free_tasks = NULL;
   while (t != NULL) {
     sl_task *next = t->next;
+    sl_attempt_close(t);
     uv_close((uv_handle_t *)&t->timer, on_timer_closed);
     t = next;
   }
+}
+
+/* Starts t's timer for a backoff delay before its next attempt, whose
+   coroutine the dispatcher has primed. */
+void sl_task_backoff(sl_task *t, double seconds) {
+  uint64_t ms = seconds <= 0 ? 0 : (uint64_t)(seconds * 1000.0 + 0.5);
+  uv_timer_start(&t->timer, on_timer, ms, 0);
+  t->timer_on = 1;
+  t->wait = SL_WAIT_BACKOFF;
 }

@@ -19,7 +19,9 @@ enum {
   SL_WAIT_SLEEP,     /* its timer */
   SL_WAIT_CHILD,     /* the child it runs through ctx:run */
   SL_WAIT_AWAIT,     /* spawned tasks, through ctx:await */
-  SL_WAIT_IO         /* a resource with a cancel function (process, request) */
+  SL_WAIT_IO,        /* a resource with a cancel function (process, request) */
+  SL_WAIT_BACKOFF,   /* its timer, before its next attempt */
+  SL_WAIT_INTERRUPT  /* nothing: it yielded to end its attempt (timeout, limit, abort) */
 };
 
 /* Where a task's outcome goes when it ends. */
@@ -35,8 +37,11 @@ enum {
   SL_CTX_STEP,       /* the step table */
   SL_CTX_INPUT,
   SL_CTX_HANDLE,     /* the task handle of a spawned task */
-  SL_CTX_NSLOTS = SL_CTX_HANDLE
+  SL_CTX_HANDLER,    /* the kind's handler, for the next attempt */
+  SL_CTX_NSLOTS = SL_CTX_HANDLER
 };
+
+typedef struct sl_attempts sl_attempts;
 
 struct sl_task {
   sl_engine *e;
@@ -51,6 +56,7 @@ struct sl_task {
   void *wait_data;
   lua_KFunction k;           /* continuation to run when a wait ends */
   lua_KContext kctx;
+  sl_attempts *att;          /* attempt state, kept with the task once made */
   uint64_t t0;
   int id;                    /* index in the engine's threads and ctxs tables */
   int hist;                  /* index of the execution's history record */
@@ -62,8 +68,15 @@ struct sl_task {
   unsigned char running;     /* on the C stack inside lua_resume */
   unsigned char queued;      /* in the ready queue */
   unsigned char timer_on;
+  unsigned char att_on;      /* att holds this execution's options */
+  unsigned char guarded;     /* it or an ancestor bounds time or work: hook it */
+  unsigned char hooked;      /* a count hook is set on co */
+  unsigned char interrupt;   /* SL_INT_*: why its attempt must end now */
   uv_timer_t timer;          /* initialized once, closed with the engine */
 };
+
+/* The task whose coroutine is running, innermost (NULL between steps). */
+extern sl_task *sl_current;
 
 /* Takes a task from the pool (or makes one) and links it under parent.
    Raises a memory error in L on exhaustion. */
@@ -112,9 +125,18 @@ int sl_task_suspend_io(lua_State *L, sl_task *t, sl_wait_cancel cancel,
    quiet (the caller already knows). */
 void sl_task_cancel(sl_task *t, const char *kind, const char *msg, int quiet);
 
+/* Ends what t's current attempt is doing without ending t: cancels its
+   children, stops its waits and resets its coroutine (running its
+   to-be-closed variables). */
+void sl_task_stop(sl_task *t);
+
 /* Finds the task running on L, the step's own coroutine, or raises a clear
    error when L is a coroutine the step created itself. */
 sl_task *sl_task_current(lua_State *L, int ctxidx);
+
+/* Waits seconds on t's timer before the attempt already primed on its
+   coroutine. */
+void sl_task_backoff(sl_task *t, double seconds);
 
 /* Closes every pooled task's timer (engine teardown). */
 void sl_sched_close(sl_engine *e);

@@ -44,6 +44,10 @@ typedef struct sl_engine_options {
   /* The host's Lua state. sluice is opened into it and lives there until
      sl_engine_free. NULL: the engine creates and owns a state. */
   struct lua_State *L;
+  /* Caps the memory of the Lua state the engine lives in, in bytes (0: no
+     cap). A step that allocates past it fails with kind "limit"; the engine
+     and other runs go on. */
+  size_t memory_limit;
 } sl_engine_options;
 
 /* Creates an engine. opts may be NULL. On failure *out is NULL. */

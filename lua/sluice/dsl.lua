@@ -77,6 +77,74 @@ function check.any()
   return true
 end
 
+function check.nonneg_integer(v)
+  return math.type(v) == "integer" and v >= 0, "a non-negative integer"
+end
+
+function check.positive_number(v)
+  return type(v) == "number" and v > 0 and v == v and v ~= math.huge,
+    "a positive number of seconds"
+end
+
+-- A table whose fields all pass their checkers: { field = checker }.
+local function record(fields, what)
+  return function(v)
+    if type(v) ~= "table" then return false, what end
+    for k, x in pairs(v) do
+      local f = fields[k]
+      if f == nil then
+        return false, what, ("a table with an unknown field '%s'%s"):format(
+          tostring(k), M.suggest(k, fields))
+      end
+      local ok, expected = f(x)
+      if not ok then
+        return false, what, ("a table whose field '%s' is not %s"):format(k, expected)
+      end
+    end
+    return true
+  end
+end
+
+local function nonneg_number(v)
+  return type(v) == "number" and v >= 0 and v == v, "a non-negative number"
+end
+
+check.backoff = record({ base = nonneg_number, max = nonneg_number,
+  jitter = function(v) return type(v) == "number" and v >= 0 and v <= 1, "a number from 0 to 1" end },
+  "a table {base=, max=, jitter=}")
+
+check.limits = record({ instructions = function(v)
+  return math.type(v) == "integer" and v > 0, "a positive integer" end },
+  "a table {instructions=}")
+
+function check.validate(v)
+  if type(v) == "function" then return true end
+  if type(v) ~= "table" or getmetatable(v) ~= nil or #v == 0 then
+    return false, "a function or a list of functions"
+  end
+  for i, f in pairs(v) do
+    if math.type(i) ~= "integer" or i < 1 or i > #v then
+      return false, "a function or a list of functions", "a table with a non-list key"
+    end
+    if type(f) ~= "function" then
+      return false, "a function or a list of functions", ("a list whose item #%d is a %s"):format(i, type(f))
+    end
+  end
+  return true
+end
+
+function check.fallback(v)
+  local what = "a step, a list of steps or a function"
+  if type(v) == "function" or getmetatable(v) == Step then return true end
+  if type(v) ~= "table" or getmetatable(v) ~= nil or #v == 0 then return false, what end
+  for i, f in pairs(v) do
+    if math.type(i) ~= "integer" or i < 1 or i > #v or getmetatable(f) ~= Step then
+      return false, what, ("a list whose item #%s is not a step"):format(tostring(i))
+    end
+  end
+  return true
+end
+
 M.check = check
 
 -- Options every step takes, whatever its kind.
@@ -84,8 +152,41 @@ local common = {
   name = check.string,
   kind = check.string,
   description = check.string,
+  retries = check.nonneg_integer,
+  backoff = check.backoff,
+  timeout = check.positive_number,
+  validate = check.validate,
+  fallback = check.fallback,
+  limits = check.limits,
 }
 M.common = common
+
+-- Options the engine acts on for every step: a step with any of them is
+-- marked, so the dispatcher reads them only for such steps.
+local engine_options = { retries = true, backoff = true, timeout = true,
+  validate = true, fallback = true, limits = true }
+M.engine_options = engine_options
+
+-- The deepest chain of fallbacks one step may have.
+local MAX_FALLBACK_DEPTH = 8
+
+-- Walks a step's fallbacks, refusing chains deeper than the bound.
+local function check_fallbacks(s, w, depth, seen)
+  local fb = rawget(s, "fallback")
+  if fb == nil or type(fb) == "function" then return end
+  local list = getmetatable(fb) == Step and { fb } or fb
+  for _, f in ipairs(list) do
+    if seen[f] then
+      fail(w, "step '%s': fallback cycle: step '%s' falls back to itself", s.name, f.name)
+    end
+    if depth >= MAX_FALLBACK_DEPTH then
+      fail(w, "step '%s': fallback chain deeper than %d", s.name, MAX_FALLBACK_DEPTH)
+    end
+    seen[f] = true
+    check_fallbacks(f, w, depth + 1, seen)
+    seen[f] = nil
+  end
+end
 
 -- Kinds the DSL knows: their options, whether they take positional steps,
 -- and a final check of the whole step.
@@ -202,15 +303,18 @@ function M.build(kind, spec, level)
           M.suggest(key, all_options(def)))
       end
       if checker ~= nil then
-        local good, what = checker(v)
+        local good, what, got = checker(v)
         if not good then
           fail(w, "%s '%s': option '%s' must be %s, got %s", k, name, key,
-            what or "valid", type(v))
+            what or "valid", got or type(v))
         end
       end
       s[key] = v
+      if engine_options[key] then s._opts = true end
     end
   end
+  if type(s.validate) == "function" then s.validate = { s.validate } end
+  if s.fallback ~= nil then check_fallbacks(s, w, 1, { [s] = true }) end
   if def and def.finish then def.finish(s, w) end
   return s
 end

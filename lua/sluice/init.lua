@@ -4,6 +4,9 @@
 
 local core = require "sluice.core"
 local dsl = require "sluice.dsl"
+local policies = require "sluice.policies"
+
+core.set_runners(policies.attempt_runner, policies.fallback_runner)
 
 local sl = {}
 
@@ -91,12 +94,36 @@ function sl.kind(name, handler, spec)
   default():kind(name, handler)
 end
 
+local engine_options = { memory_limit = true }
+
 --- Makes an engine of its own, with the same methods as the module plus
---- load. opts: none yet beyond those sl.run takes.
+--- load. opts.memory_limit (MB) caps the memory of the Lua state the engine
+--- lives in: a step that allocates past it fails with kind "limit".
 function sl.engine(opts)
-  check_opts(opts, "engine")
-  return adopt(core.new_engine())
+  if opts ~= nil then
+    if type(opts) ~= "table" then
+      error(("bad argument #1 to 'engine' (table expected, got %s)"):format(type(opts)), 2)
+    end
+    for k in pairs(opts) do
+      if not engine_options[k] then
+        error(("bad argument #1 to 'engine' (unknown option '%s'%s)"):format(
+          tostring(k), dsl.suggest(k, engine_options)), 2)
+      end
+    end
+  end
+  local limit = opts and opts.memory_limit
+  if limit ~= nil and (type(limit) ~= "number" or limit <= 0) then
+    error("bad argument #1 to 'engine' (memory_limit must be a positive number of MB)", 2)
+  end
+  return adopt(core.new_engine(limit and math.floor(limit * 1024 * 1024) or 0))
 end
+
+--- Ends the whole run of the calling step at once, with status cancelled
+--- and this reason. No retry, validator, fallback or pcall catches it.
+sl.abort = core.abort
+
+--- Ready fallback policies: by_kind, value, first, when.
+sl.fallbacks = policies.fallbacks
 
 --- Encodes a value as JSON text; nil and a message when it cannot.
 sl.encode = core.json_encode
