@@ -17,6 +17,7 @@
 #include "engine.h"
 #include "loader.h"
 #include "memory.h"
+#include "reload.h"
 #include "run.h"
 #include "scheduler.h"
 #include "value.h"
@@ -34,7 +35,11 @@ typedef struct cli_opt {
   const char *value;     /* set by parsing; "1" for flags */
 } cli_opt;
 
-typedef struct cli {
+typedef struct cli cli;
+static void dev_start(cli *c);
+static int load_only_p(lua_State *L);
+
+struct cli {
   int argc;
   char **argv;
   int code;              /* exit code cli_main decided */
@@ -44,13 +49,19 @@ typedef struct cli {
   sl_run *run;
   int interrupted;
   uv_signal_t sigint;
-} cli;
+  /* sluice dev */
+  const char *pipeline;
+  int ref_input;           /* the decoded --input, reused by every run */
+  int runs;                /* runs started so far */
+  int ref_run;             /* the dev run in flight */
+};
 
 static const char *usage_main =
   "usage: sluice <command> [options]\n"
   "\n"
   "commands:\n"
   "  run FILE     run a pipeline and print its output as JSON\n"
+  "  dev FILE     run a pipeline again each time its files change\n"
   "  check FILE   check a pipeline file without running it\n"
   "  help [CMD]   show help for a command\n"
   "  version      print the version\n"
@@ -70,6 +81,14 @@ static const char *usage_run =
   "                   error, usage, steps) instead of the output\n"
   "  --memory-limit MB  cap the memory of the engine's Lua state; a step that\n"
   "                   allocates past it fails with kind \"limit\"\n";
+
+static const char *usage_dev =
+  "usage: sluice dev FILE [--input JSON|@FILE|-] [--pipeline NAME] [--debounce MS]\n"
+  "\n"
+  "Runs a pipeline, then watches FILE and every file it imports and, on each\n"
+  "save, reloads it and runs again. A file that does not load leaves the\n"
+  "previous version in place and prints the error. Ctrl-C exits.\n"
+  "  --debounce MS    wait this long after the last change (default 20)\n";
 
 static const char *usage_check =
   "usage: sluice check FILE [--pipeline NAME]\n"
@@ -203,8 +222,155 @@ static void on_sigint(uv_signal_t *h, int signum) {
   cli *c = h->data;
   (void)signum;
   c->interrupted = 1;
-  if (c->run != NULL) sl_run_abandon(c->run, "cancelled", "interrupted (SIGINT)");
+  if (c->run != NULL && c->run->status == SL_RUN_RUNNING)
+    sl_run_abandon(c->run, "cancelled", "interrupted (SIGINT)");
   sl_sched_drain(c->e);
+  if (strcmp(c->command, "dev") == 0) {
+    /* Nothing else may keep the loop alive: the watch and this handler go. */
+    sl_reload_unwatch(c->e);
+    uv_close((uv_handle_t *)&c->sigint, NULL);
+  }
+}
+
+/* Prints what a dev run did: its output or error, then each step and
+   whether it ran or came from the cache. */
+static int dev_report_p(lua_State *L) {
+  cli *c = lua_touserdata(L, 1);
+  sl_run *r = c->run;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref_run);        /* run */
+  sl_run_push_result(L, r, -1);                          /* run result */
+  lua_getfield(L, -1, "steps");                          /* run result steps */
+  int ran = 0, cached = 0;
+  lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    lua_getfield(L, -1, "cached");
+    int hit = lua_toboolean(L, -1);
+    lua_getfield(L, -2, "name");
+    lua_getfield(L, -3, "status");
+    lua_getfield(L, -4, "ms");
+    fprintf(stderr, "  %-9s %-24s %s %.2f ms\n", hit ? "cached" : "ran",
+            lua_tostring(L, -3), lua_tostring(L, -2), lua_tonumber(L, -1));
+    if (hit) cached++;
+    else ran++;
+    lua_pop(L, 5);
+  }
+  fprintf(stderr, "run %d (%s): %s, %d step(s) ran, %d from cache\n", c->runs, r->id,
+          sl_run_status_name(r->status), ran, cached);
+  if (r->status == SL_RUN_COMPLETED) {
+    lua_getfield(L, -2, "output");
+    sl_buf b;
+    char err[256];
+    sl_buf_init(&b);
+    if (sl_json_encode(L, -1, &b, 0, err, sizeof err) == 0)
+      printf("%s\n", b.data);
+    else
+      fprintf(stderr, "the output cannot be encoded as JSON: %s\n", err);
+    sl_buf_free(&b);
+  } else {
+    lua_getfield(L, -2, "error");
+    fprintf(stderr, "%s\n", luaL_tolstring(L, -1, NULL));
+  }
+  fflush(stdout);
+  return 0;
+}
+
+static void dev_on_end(sl_run *r, void *ud) {
+  cli *c = ud;
+  (void)r;
+  sl_engine_protect(c->e, dev_report_p, c);
+}
+
+static int dev_start_p(lua_State *L) {
+  cli *c = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->e->ref_pipelines);
+  sl_load_select(L, -1, c->pipeline);                   /* set step */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref_input);      /* set step input */
+  c->runs++;
+  c->run = sl_run_start_lua(L, c->e, -2, -1);           /* ... run */
+  luaL_unref(L, LUA_REGISTRYINDEX, c->ref_run);
+  c->ref_run = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->run->on_end = dev_on_end;
+  c->run->on_end_ud = c;
+  if (c->run->status != SL_RUN_RUNNING) dev_on_end(c->run, c);
+  return 0;
+}
+
+/* Starts a dev run on the pipelines loaded now, cancelling one in flight. */
+static void dev_start(cli *c) {
+  if (c->run != NULL && c->run->status == SL_RUN_RUNNING) {
+    c->run->on_end = NULL;
+    sl_run_abandon(c->run, "cancelled", "the file changed");
+  }
+  if (sl_engine_protect(c->e, dev_start_p, c) != LUA_OK)
+    fprintf(stderr, "%s\n", c->e->errmsg);
+  sl_sched_drain(c->e);
+}
+
+static void dev_on_reload(sl_engine *e, int status, const char *msg, void *ud) {
+  cli *c = ud;
+  (void)e;
+  if (status != 0) {
+    fprintf(stderr, "reload failed, keeping the previous version: %s\n", msg);
+    return;
+  }
+  fprintf(stderr, "reloaded %s\n", c->file);
+  dev_start(c);
+}
+
+static int cmd_dev(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--input", 1, NULL}, {"--pipeline", 1, NULL},
+                    {"--debounce", 1, NULL}, {NULL, 0, NULL}};
+  parse_opts(L, c, 2, opts, usage_dev);
+  int debounce = 20;
+  if (opts[2].value != NULL) {
+    char *end;
+    long ms = strtol(opts[2].value, &end, 10);
+    if (*end != '\0' || ms < 0 || ms > 60000)
+      usage_error(L, c, "sluice dev: --debounce must be a number of ms from 0 to 60000");
+    debounce = (int)ms;
+  }
+  c->pipeline = opts[1].value;
+  push_input(L, c, opts[0].value);
+  c->ref_input = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->ref_run = LUA_NOREF;
+  /* A file that does not load yet is reported, and watched until it does. */
+  int loaded = 1;
+  lua_pushcfunction(L, load_only_p);
+  lua_pushlightuserdata(L, c);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    fprintf(stderr, "%s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    loaded = 0;
+  }
+  if (c->e->load_path == NULL) {
+    /* Nothing ever loaded: watch the file itself through a fake load path. */
+    c->e->load_path = strdup(c->file);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->e->ref_files);
+    lua_pushstring(L, c->file);
+    lua_rawseti(L, -2, 1);
+    lua_pop(L, 1);
+  }
+  uv_signal_init(c->e->loop, &c->sigint);
+  c->sigint.data = c;
+  uv_signal_start(&c->sigint, on_sigint, SIGINT);
+  if (sl_reload_watch(c->e, debounce, dev_on_reload, c) != 0)
+    usage_error(L, c, "sluice dev: cannot watch %s", c->file);
+  fprintf(stderr, "watching %s (Ctrl-C to stop)\n", c->file);
+  if (loaded) dev_start(c);
+  c->e->in_uv_run = 1;
+  uv_run(c->e->loop, UV_RUN_DEFAULT);
+  c->e->in_uv_run = 0;
+  luaL_unref(L, LUA_REGISTRYINDEX, c->ref_input);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->ref_run);
+  c->code = c->interrupted ? EXIT_INTERRUPTED : EXIT_COMPLETED;
+  return 0;
+}
+
+static int load_only_p(lua_State *L) {
+  cli *c = lua_touserdata(L, 1);
+  sl_engine_load_lua(L, c->e, c->file);
+  return 0;
 }
 
 static int cmd_run(lua_State *L, cli *c) {
@@ -295,6 +461,7 @@ static int cli_main(lua_State *L) {
   c->command = c->argv[1];
   if (strcmp(c->command, "run") == 0) return cmd_run(L, c);
   if (strcmp(c->command, "check") == 0) return cmd_check(L, c);
+  if (strcmp(c->command, "dev") == 0) return cmd_dev(L, c);
   if (strcmp(c->command, "version") == 0 || strcmp(c->command, "--version") == 0) {
     printf("sluice %s (%s, libuv %s)\n", SLUICE_VERSION, LUA_RELEASE, uv_version_string());
     c->code = EXIT_COMPLETED;
@@ -304,11 +471,12 @@ static int cli_main(lua_State *L) {
       strcmp(c->command, "-h") == 0) {
     const char *topic = c->argc > 2 ? c->argv[2] : "";
     fputs(strcmp(topic, "run") == 0 ? usage_run
+          : strcmp(topic, "dev") == 0 ? usage_dev
           : strcmp(topic, "check") == 0 ? usage_check : usage_main, stdout);
     c->code = EXIT_COMPLETED;
     return 0;
   }
-  static const char *commands[] = {"run", "check", "help", "version", NULL};
+  static const char *commands[] = {"run", "dev", "check", "help", "version", NULL};
   const char *best = NULL;
   int bestd = 3;
   for (const char **p = commands; *p; p++) {
@@ -333,7 +501,8 @@ int main(int argc, char **argv) {
       fprintf(stderr, "%s\n", luaL_tolstring(L, -1, NULL));
     if (c.code == EXIT_COMPLETED && !lua_isnil(L, -1)) c.code = EXIT_USAGE;
   }
-  if (c.sigint.loop != NULL) uv_close((uv_handle_t *)&c.sigint, NULL);
+  if (c.sigint.loop != NULL && !uv_is_closing((uv_handle_t *)&c.sigint))
+    uv_close((uv_handle_t *)&c.sigint, NULL);
   fflush(stdout);
   sl_engine_free(c.e);
   return c.code;

@@ -16,9 +16,12 @@
 #include "ctx.h"
 #include "dispatch.h"
 #include "error.h"
+#include "exec.h"
+#include "http.h"
 #include "kinds.h"
 #include "loader.h"
 #include "memory.h"
+#include "reload.h"
 #include "run.h"
 #include "scheduler.h"
 #include "value.h"
@@ -94,11 +97,14 @@ static sl_engine *engine_create(lua_State *L, uv_loop_t *loop, int owns) {
   e->ref_threads = new_ref_table(L);
   e->ref_ctxs = new_ref_table(L);
   e->ref_pipelines = new_ref_table(L);
+  e->ref_files = new_ref_table(L);
+  e->ref_watch_cb = LUA_NOREF;
   e->ref_runs = new_ref_table(L);
   lua_newtable(L);
   sl_kinds_register(L, -1);
   e->ref_kinds = luaL_ref(L, LUA_REGISTRYINDEX);
   sl_ctx_open(L, e);
+  sl_exec_open(L, e); sl_http_open(L, e);
   lua_pushvalue(L, -1);
   e->ref_box = luaL_ref(L, LUA_REGISTRYINDEX);
   return e;
@@ -133,14 +139,19 @@ static void engine_destroy(sl_engine *e, int lua_alive) {
     for (sl_run *r = e->runs; r != NULL; r = r->next)
       if (r->status == SL_RUN_RUNNING)
         sl_run_abandon(r, "cancelled", "the engine was shut down");
+    sl_http_close(e);
     int refs[] = {e->ref_threads, e->ref_ctxs, e->ref_pipelines, e->ref_runs,
-                  e->ref_kinds, e->ref_ctxmt, e->ref_box};
+                  e->ref_kinds, e->ref_ctxmt, e->ref_box, e->ref_files,
+                  e->ref_watch_cb};
     for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++)
       luaL_unref(L, LUA_REGISTRYINDEX, refs[i]);
   }
   for (sl_run *r = e->runs; r != NULL; r = r->next) r->e = NULL;
   e->runs = NULL;
   if (e->capped && lua_alive) sl_memory_remove(L);
+  sl_reload_unwatch(e);
+  free(e->load_path);
+  e->load_path = NULL;
   sl_sched_close(e);
   /* On its own loop the engine runs the close callbacks now, while closing
      is still 1 so that none of them frees the block under this frame. */
@@ -288,19 +299,11 @@ static int load_p(lua_State *L) {
   return 0;
 }
 
-/* Loads and checks a pipeline file; only a file that loads and checks
-   whole replaces the engine's pipelines. Pushes them. */
+/* Loads and checks a pipeline file (reload.c): only a file that loads and
+   checks whole replaces the engine's pipelines and policy table. Pushes the
+   pipelines. */
 void sl_engine_load_lua(lua_State *L, sl_engine *e, const char *path) {
-  sl_load_file(L, path);                                /* set */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_kinds);      /* set kinds */
-  lua_pushnil(L);
-  while (lua_next(L, -3)) {
-    sl_load_check(L, -1, -3);
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
-  lua_pushvalue(L, -1);
-  lua_rawseti(L, LUA_REGISTRYINDEX, e->ref_pipelines);
+  sl_reload_load(L, e, path);
 }
 
 int sl_engine_load(sl_engine *e, const char *path) {
@@ -314,6 +317,29 @@ int sl_engine_load(sl_engine *e, const char *path) {
     return SL_ESCRIPT;
   }
   return SL_OK;
+}
+
+static int reload_p(lua_State *L) {
+  sl_engine *e = lua_touserdata(L, 1);
+  sl_reload_again(L, e);
+  return 0;
+}
+
+int sl_engine_reload(sl_engine *e) {
+  if (sl_engine_protect(e, reload_p, e) != LUA_OK) return SL_ESCRIPT;
+  return SL_OK;
+}
+
+int sl_engine_watch(sl_engine *e, int debounce_ms, sl_watch_fn fn, void *ud) {
+  if (e->load_path == NULL)
+    return sl_engine_fail(e, SL_EINVAL, "nothing to watch: no file was loaded");
+  int rc = sl_reload_watch(e, debounce_ms, (sl_reload_cb)fn, ud);
+  if (rc != 0) return sl_engine_fail(e, SL_EINVAL, "cannot watch: %s", uv_strerror(rc));
+  return SL_OK;
+}
+
+void sl_engine_unwatch(sl_engine *e) {
+  sl_reload_unwatch(e);
 }
 
 typedef struct start_args {

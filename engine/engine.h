@@ -13,6 +13,7 @@
 
 typedef struct sl_task sl_task;
 typedef struct sl_run sl_run;
+typedef struct sl_watch sl_watch;
 
 /* Names of the metatables every component shares, kept in the registry. */
 #define SL_ENGINE_MT "sluice.engine"
@@ -39,6 +40,10 @@ struct sl_engine {
   int ref_ctxs;            /* table: task id -> ctx of the execution it runs */
   int ref_kinds;           /* the current policy table: kind name -> handler */
   int ref_pipelines;       /* pipelines of the last loaded file, by name */
+  int ref_files;           /* the files the last load read */
+  int ref_watch_cb;        /* the Lua function engine:watch calls, or LUA_NOREF */
+  char *load_path;         /* the file last loaded, for reload */
+  sl_watch *watch;         /* what engine:watch watches, or NULL */
   int ref_runs;            /* table: run userdata -> true, for active runs */
   int ref_ctxmt;           /* cached metatables for the hot path */
   int ref_errmt;

@@ -12,6 +12,7 @@
 #include "error.h"
 #include "loader.h"
 #include "memory.h"
+#include "reload.h"
 #include "run.h"
 #include "scheduler.h"
 #include "value.h"
@@ -103,6 +104,18 @@ static int e_kind(lua_State *L) {
     luaL_argexpected(L, callable, 3, "function");
   }
   lua_settop(L, 3);
+  /* During a load of this engine, registrations go to the snapshot being
+     built; it is swapped in whole, or not at all. */
+  sl_reload_push_loading(L);                            /* e name fn box? */
+  if (lua_rawequal(L, -1, 1)) {
+    lua_getfield(L, LUA_REGISTRYINDEX, "sluice.loading");
+    lua_getfield(L, -1, "kinds");
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    lua_rawset(L, -3);
+    return 0;
+  }
+  lua_settop(L, 3);
   lua_newtable(L);                                      /* e name fn new */
   lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_kinds);      /* ... new old */
   lua_pushnil(L);
@@ -173,7 +186,73 @@ static int e_stats(lua_State *L) {
   return 1;
 }
 
+/* engine:reload(): loads again the file last loaded, as engine:load does:
+   all or nothing. Returns the pipelines, or raises with file:line. */
+static int e_reload(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  sl_reload_again(L, e);
+  return 1;
+}
+
+/* engine:files(): the files the last load read (the file and its imports). */
+static int e_files(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  sl_reload_push_files(L, e);
+  return 1;
+}
+
+/* Calls the Lua function of engine:watch after each reload the watcher did:
+   f(true) or f(false, message). Its errors are reported, not raised. */
+static int watch_call_p(lua_State *L) {
+  sl_engine *e = lua_touserdata(L, 1);
+  const char *msg = lua_touserdata(L, 2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_watch_cb);
+  lua_pushboolean(L, msg == NULL);
+  if (msg) lua_pushstring(L, msg);
+  else lua_pushnil(L);
+  lua_call(L, 2, 0);
+  return 0;
+}
+
+static void watch_to_lua(sl_engine *e, int status, const char *msg, void *ud) {
+  (void)status; (void)ud;
+  if (e->ref_watch_cb == LUA_NOREF) return;
+  sl_engine_protect(e, watch_call_p, (void *)(msg ? msg : NULL));
+}
+
+/* engine:watch([callback[, debounce_ms]]): reloads when the file last
+   loaded, or one it imports, changes on disk; calls callback(ok, err)
+   after each reload. engine:watch(false) stops watching. */
+static int e_watch(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  if (lua_type(L, 2) == LUA_TBOOLEAN && !lua_toboolean(L, 2)) {
+    sl_reload_unwatch(e);
+    return 0;
+  }
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+  int ms = (int)luaL_optinteger(L, 3, 20);
+  luaL_argcheck(L, ms >= 0, 3, "debounce must not be negative");
+  if (e->load_path == NULL) return luaL_error(L, "nothing to watch: no file was loaded");
+  luaL_unref(L, LUA_REGISTRYINDEX, e->ref_watch_cb);
+  e->ref_watch_cb = LUA_NOREF;
+  if (!lua_isnoneornil(L, 2)) {
+    lua_pushvalue(L, 2);
+    e->ref_watch_cb = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  int rc = sl_reload_watch(e, ms, watch_to_lua, NULL);
+  if (rc != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, uv_strerror(rc));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static const luaL_Reg engine_methods[] = {
+  {"reload", e_reload},
+  {"files", e_files},
+  {"watch", e_watch},
   {"stats", e_stats},
   {"run", e_run},
   {"start", e_start},
@@ -277,7 +356,22 @@ static int l_set_runners(lua_State *L) {
   return 0;
 }
 
+/* loading_engine(): the engine whose load is in progress, or nil. */
+static int l_loading_engine(lua_State *L) {
+  sl_reload_push_loading(L);
+  return 1;
+}
+
+/* note_file(path): the load in progress also depends on path (an import),
+   so a watch reloads when it changes. */
+static int l_note_file(lua_State *L) {
+  sl_reload_note_file(L, luaL_checkstring(L, 1));
+  return 0;
+}
+
 static const luaL_Reg core_funcs[] = {
+  {"loading_engine", l_loading_engine},
+  {"note_file", l_note_file},
   {"abort", l_abort},
   {"memory_used", l_memory_used},
   {"set_runners", l_set_runners},

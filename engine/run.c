@@ -138,6 +138,7 @@ void sl_run_finish(sl_run *r, lua_State *L, int ok) {
   }
   lua_pop(L, 1);
   unanchor(L, r);
+  if (r->on_end != NULL) r->on_end(r, r->on_end_ud);
 }
 
 void sl_run_abandon(sl_run *r, const char *kind, const char *msg) {

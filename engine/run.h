@@ -31,6 +31,8 @@ struct sl_run {
   uint64_t t_start, t_end;
   sl_history hist;
   char *result_json;       /* built for the C API on first request */
+  void (*on_end)(sl_run *r, void *ud);   /* called once when the run ends */
+  void *on_end_ud;
   int aborting;            /* sl.abort was called: cancel the run from the top */
   char abort_msg[256];
   char id[32];

@@ -65,6 +65,25 @@ const char *sl_engine_errmsg(const sl_engine *e);
    pipelines as they were. */
 int sl_engine_load(sl_engine *e, const char *path);
 
+/* Loads again the file last loaded, with the same all-or-nothing rule: on
+   failure the engine keeps the pipelines and kinds it had, and the message
+   (file:line) is available from sl_engine_errmsg. Runs in flight keep the
+   snapshot they started with. */
+int sl_engine_reload(sl_engine *e);
+
+/* Called after each reload a watch made: status SL_OK, or SL_ESCRIPT with
+   the message of what failed. */
+typedef void (*sl_watch_fn)(sl_engine *e, int status, const char *message,
+                            void *ud);
+
+/* Watches the file last loaded and every file it imports (libuv fs events,
+   debounced by debounce_ms) and reloads when one changes, then calls fn.
+   The events arrive through the engine's loop. */
+int sl_engine_watch(sl_engine *e, int debounce_ms, sl_watch_fn fn, void *ud);
+
+/* Stops watching. */
+void sl_engine_unwatch(sl_engine *e);
+
 /* Starts a run of the loaded pipeline called name (NULL when the file holds
    one pipeline) on input_json (NULL for no input). The run belongs to the
    caller until sl_run_free. */

@@ -91,7 +91,10 @@ function sl.kind(name, handler, spec)
     error(("bad argument #2 to 'kind' (function expected, got %s)"):format(type(handler)), 2)
   end
   dsl.declare_kind(name, spec, 2)
-  default():kind(name, handler)
+  -- Inside a file being loaded, the kind belongs to the snapshot that load
+  -- builds, which is swapped in only if the whole file loads.
+  local eng = core.loading_engine() or default()
+  eng:kind(name, handler)
 end
 
 local engine_options = { memory_limit = true }
