@@ -32,6 +32,7 @@ struct sl_engine {
   int capped;              /* it put the memory cap on its state */
   int closing;             /* being torn down: start nothing new */
   int in_uv_run;           /* inside uv_run on the engine's own loop */
+  int blocking;            /* sl_run_wait_lua is driving the loop for a run */
   int handles_open;        /* uv handles not yet closed; the block is freed at 0 */
 
   /* Registry refs, each released once in sl_engine_free. */

@@ -3,6 +3,7 @@
 ** lua/sluice/ to build on. Misuse raises with the caller's position; a
 ** failure at run time returns nil and a message.
 */
+#include <stdio.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -203,9 +204,12 @@ static int e_files(lua_State *L) {
 
 /* Calls the Lua function of engine:watch after each reload the watcher did:
    f(true) or f(false, message). Its errors are reported, not raised. */
+typedef struct watch_event { sl_engine *e; const char *msg; } watch_event;
+
 static int watch_call_p(lua_State *L) {
-  sl_engine *e = lua_touserdata(L, 1);
-  const char *msg = lua_touserdata(L, 2);
+  watch_event *ev = lua_touserdata(L, 1);
+  sl_engine *e = ev->e;
+  const char *msg = ev->msg;
   lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_watch_cb);
   lua_pushboolean(L, msg == NULL);
   if (msg) lua_pushstring(L, msg);
@@ -217,7 +221,9 @@ static int watch_call_p(lua_State *L) {
 static void watch_to_lua(sl_engine *e, int status, const char *msg, void *ud) {
   (void)status; (void)ud;
   if (e->ref_watch_cb == LUA_NOREF) return;
-  sl_engine_protect(e, watch_call_p, (void *)(msg ? msg : NULL));
+  watch_event ev = {e, msg};
+  if (sl_engine_protect(e, watch_call_p, &ev) != LUA_OK)
+    fprintf(stderr, "sluice: the watch callback failed: %s\n", e->errmsg);
 }
 
 /* engine:watch([callback[, debounce_ms]]): reloads when the file last

@@ -138,6 +138,10 @@ void sl_run_finish(sl_run *r, lua_State *L, int ok) {
   }
   lua_pop(L, 1);
   unanchor(L, r);
+  /* A blocking wait runs the loop once at a time; with other handles alive
+     (a watch, a host's) that turn would go on to block in poll after this
+     callback. Stop it so the waiter sees the run has ended. */
+  if (r->e->blocking) uv_stop(r->e->loop);
   if (r->on_end != NULL) r->on_end(r, r->on_end_ud);
 }
 
@@ -232,7 +236,9 @@ void sl_run_wait_lua(lua_State *L, sl_run *r) {
                   "poll the run instead of blocking");
   while (r->status == SL_RUN_RUNNING) {
     e->in_uv_run = 1;
+    e->blocking = 1;
     int alive = uv_run(e->loop, UV_RUN_ONCE);
+    e->blocking = 0;
     e->in_uv_run = 0;
     if (r->status == SL_RUN_RUNNING && !alive && e->ready_head == NULL)
       sl_run_abandon(r, "error", "the run stalled: its steps wait on "
