@@ -1,0 +1,388 @@
+/*
+** The store: durable runs, step checkpoints, human-in-the-loop waits and
+** the persistent cache tier.
+**
+** The engine sees only the sl_store_* functions below. Behind them sits one
+** backend, chosen by sl_store_open from the path it is given; the embedded
+** SQLite file is the only one today, and a server backend (PostgreSQL) is
+** added by writing another struct sl_store_ops, without touching the engine.
+**
+** Everything in and out is plain C: strings, integers, and JSON as text
+** (the engine converts Lua values with value.c). The store never parses
+** the JSON it keeps.
+**
+** Writes are batched. Every write joins one open transaction, and nothing
+** is durable, nor visible to other processes, until sl_store_flush commits
+** it (or the store does so by itself after sl_store_set_autoflush's count,
+** or on close). A flush is all or nothing: after a crash the store holds
+** exactly what the last successful flush committed. When a write or a flush
+** fails in a way that ends the transaction (a full disk, an I/O error), the
+** writes made since the last successful flush are discarded together and
+** the message says so, so the store never keeps half a batch.
+**
+** A store handle belongs to one thread. Every function returns 0 or a
+** negative SL_STORE_E* code; sl_store_errmsg gives the message of the last
+** failure, which starts with the store's path and says what failed.
+*/
+#ifndef SL_STORE_H
+#define SL_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "value.h"
+
+
+/* Error codes. The first three have the values of their SL_E* namesakes
+   in sluice.h, so the engine can pass them on unchanged. */
+#define SL_STORE_OK         0
+#define SL_STORE_EINVAL    (-1)   /* bad argument, or a write the schema refuses */
+#define SL_STORE_ENOMEM    (-2)
+#define SL_STORE_ENOTFOUND (-5)   /* no such run, checkpoint, wait or live cache entry */
+#define SL_STORE_EBUSY     (-20)  /* locked by another process past the busy timeout */
+#define SL_STORE_ECORRUPT  (-21)  /* not a database, damaged, or not a sluice store */
+#define SL_STORE_EFULL     (-22)  /* disk full, or the store reached max_bytes */
+#define SL_STORE_EIO       (-23)  /* cannot open, read or write the file */
+#define SL_STORE_EVERSION  (-24)  /* written by a newer sluice (unknown schema) */
+
+/* Length of a cache key, in bytes (a 128-bit hash). */
+#define SL_STORE_KEYLEN 16
+
+typedef struct sl_store sl_store;
+
+typedef struct sl_store_options {
+  int busy_timeout_ms;   /* how long to wait for another process's lock;
+                            0 means the default, 5000 */
+  int autoflush;         /* commit by itself after this many pending writes;
+                            0: only sl_store_flush and close commit */
+  int64_t max_bytes;     /* the file never grows past this (writes beyond
+                            fail with EFULL); 0: no limit */
+  int skip_check;        /* 1: skip the integrity check (PRAGMA
+                            quick_check) on open, which reads the whole file */
+} sl_store_options;
+
+
+/*
+** One run. As an argument every string but id, pipeline and status may be
+** NULL; as a result, strings are NULL where nothing was stored.
+*/
+typedef struct sl_store_run {
+  const char *id;          /* the run id; ids sort by start time */
+  const char *pipeline;    /* the root step's name */
+  const char *file;        /* the pipeline file, or NULL */
+  const char *def_hash;    /* hash of the pipeline's definition, or NULL */
+  const char *status;      /* "running", "completed", "failed", "paused"
+                              or "cancelled" */
+  const char *input, *output, *error, *usage, *budget;   /* JSON text */
+  int64_t started_ms;      /* Unix time, milliseconds */
+  int64_t ended_ms;        /* Unix time, milliseconds; 0 while not ended */
+} sl_store_run;
+
+typedef struct sl_store_run_filter {
+  const char *status;      /* only runs with this status, or NULL for all */
+  const char *pipeline;    /* only runs of this pipeline, or NULL for all */
+  int64_t limit;           /* at most this many; 0 for no limit */
+  int64_t offset;          /* after skipping this many */
+} sl_store_run_filter;
+
+/*
+** One step execution. path names it in the run's tree by ordinals: "1" is
+** the root, "1/3" the root's third child, "1/3/2" that child's second.
+*/
+typedef struct sl_store_checkpoint {
+  const char *run_id, *path;
+  const char *parent;      /* the parent's path, NULL for the root */
+  const char *name, *kind;
+  const char *key;         /* the key its parent gave it (a map item, a
+                              branch), or NULL */
+  const char *status;      /* as the history names it: "running",
+                              "completed", "failed", "cancelled", ... */
+  int attempts;
+  int cached;              /* 1 if its output came from the cache */
+  const char *output, *state, *usage, *error;   /* JSON text, or NULL */
+  int64_t t0, t1;          /* start and end on the engine's clock, in ns;
+                              stored as given */
+} sl_store_checkpoint;
+
+/* A step waiting for a person (sl.human). */
+typedef struct sl_store_wait {
+  const char *run_id, *path;   /* the waiting step's checkpoint path */
+  const char *message;         /* what to ask, or NULL */
+  const char *schema;          /* JSON text, or NULL */
+  const char *answer;          /* JSON text; NULL until answered */
+  int64_t created_ms;
+} sl_store_wait;
+
+typedef struct sl_store_cache_totals {
+  int64_t entries, bytes, hits;
+} sl_store_cache_totals;
+
+
+/*
+** Listing callbacks. The record and its strings are valid only during the
+** call. A callback returns 0 to go on; any other value stops the listing,
+** which then returns that value. A callback may call other store
+** functions, but not start the same listing again.
+*/
+typedef int (*sl_store_run_cb) (void *ud, const sl_store_run *r);
+typedef int (*sl_store_checkpoint_cb) (void *ud, const sl_store_checkpoint *c);
+typedef int (*sl_store_wait_cb) (void *ud, const sl_store_wait *w);
+typedef int (*sl_store_cache_step_cb) (void *ud, const char *step,
+                                       const sl_store_cache_totals *st);
+
+
+/*
+** {======================================================
+** Opening and committing
+** =======================================================
+*/
+
+/*
+** Opens the store at path; opts may be NULL. ":memory:" is a store in
+** memory that lasts until it is closed. Any other path is an SQLite file,
+** created with its parent directories when missing, and brought to the
+** current schema: migrations that have not run yet run on open, all in one
+** transaction, so an open that fails leaves the file as it was.
+** On success *out is the store; on failure *out is NULL and err (errlen
+** bytes, may be NULL/0) holds a message naming the file, e.g.
+** ".sluice/state.db: is not a sluice store or is damaged (file is not a
+** database)". Fails with ECORRUPT (garbage, a failed quick_check, another
+** application's database), EVERSION, EBUSY ("locked"), EIO.
+*/
+int sl_store_open (sl_store **out, const char *path,
+                   const sl_store_options *opts, char *err, size_t errlen);
+
+/*
+** Commits the pending writes, then closes the store and frees it, even
+** when that commit fails. Returns the commit's result; on failure err holds
+** the message (err may be NULL). s may be NULL.
+*/
+int sl_store_close (sl_store *s, char *err, size_t errlen);
+
+/*
+** Commits every pending write, making it durable and visible to other
+** processes. Costs one WAL commit; returns at once when nothing is pending.
+** On failure the pending writes are discarded (see the top of this file).
+*/
+int sl_store_flush (sl_store *s);
+
+/* Makes the store commit by itself once max_pending writes are pending;
+   0 turns that off. */
+int sl_store_set_autoflush (sl_store *s, int max_pending);
+
+/* The number of writes made since the last commit. */
+int sl_store_pending (const sl_store *s);
+
+/* The message of the last failure on s ("" if none). */
+const char *sl_store_errmsg (const sl_store *s);
+
+/* The store's path as it was opened. */
+const char *sl_store_path (const sl_store *s);
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Runs
+** =======================================================
+*/
+
+/* Records a new run (every field of r). EINVAL if the id exists already
+   or the status is not one of the five. */
+int sl_store_run_begin (sl_store *s, const sl_store_run *r);
+
+/*
+** Sets a run's status, output, error, usage and end time, all together: a
+** NULL string stores NULL, ended_ms 0 stores "not ended" (as when a paused
+** run is resumed). ENOTFOUND if there is no such run.
+*/
+int sl_store_run_update (sl_store *s, const char *id, const char *status,
+                         const char *output, const char *error,
+                         const char *usage, int64_t ended_ms);
+
+/* Reads a run. *out is one allocation, freed with sl_store_run_free.
+   ENOTFOUND if there is no such run (*out is then NULL). */
+int sl_store_run_get (sl_store *s, const char *id, sl_store_run **out);
+
+void sl_store_run_free (sl_store_run *r);
+
+/* Calls cb for each run that passes the filter (f may be NULL), newest
+   first. */
+int sl_store_run_list (sl_store *s, const sl_store_run_filter *f,
+                       sl_store_run_cb cb, void *ud);
+
+/* Deletes a run with its checkpoints and waits. ENOTFOUND if there is no
+   such run. */
+int sl_store_run_delete (sl_store *s, const char *id);
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Checkpoints
+** =======================================================
+*/
+
+/*
+** Records a step execution, replacing the record at the same (run_id,
+** path). A replaced record keeps its place in sl_store_checkpoint_list.
+** EINVAL if there is no such run. This is the hot path: a few
+** microseconds, no disk access until the next commit.
+*/
+int sl_store_checkpoint_put (sl_store *s, const sl_store_checkpoint *c);
+
+/* Reads one checkpoint into one allocation, freed with
+   sl_store_checkpoint_free. ENOTFOUND if there is none (*out is NULL). */
+int sl_store_checkpoint_get (sl_store *s, const char *run_id,
+                             const char *path, sl_store_checkpoint **out);
+
+void sl_store_checkpoint_free (sl_store_checkpoint *c);
+
+/* Calls cb for each checkpoint of the run, in the order they were first
+   put. A run without checkpoints (or no run) gives no call. */
+int sl_store_checkpoint_list (sl_store *s, const char *run_id,
+                              sl_store_checkpoint_cb cb, void *ud);
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Waits (a run paused for a person's answer)
+** =======================================================
+*/
+
+/* Records a wait, replacing the one at the same (run_id, path), answer
+   included. EINVAL if there is no such run. */
+int sl_store_wait_put (sl_store *s, const sl_store_wait *w);
+
+/* Calls cb for each wait of the run, oldest first. */
+int sl_store_wait_list (sl_store *s, const char *run_id,
+                        sl_store_wait_cb cb, void *ud);
+
+/* Stores the answer (JSON text) of a wait, replacing an earlier answer.
+   ENOTFOUND if there is no such wait. */
+int sl_store_wait_answer (sl_store *s, const char *run_id, const char *path,
+                          const char *answer);
+
+/* Removes the run's waits; *removed (may be NULL) is how many. */
+int sl_store_wait_clear (sl_store *s, const char *run_id, int64_t *removed);
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Cache (shared by every run and process using the store)
+** =======================================================
+** Entries outlive the process that made them, so every time here
+** (now_ms, expires_ms) is Unix time in milliseconds, not a monotonic
+** clock. A key is 16 bytes the store does not interpret; the engine
+** should write an sl_key (cache.h) high half first, each half big-endian,
+** so that a file means the same on every machine.
+*/
+
+/*
+** Looks up a key at time now_ms. On a hit appends the value to b and
+** counts the hit; returns 0. ENOTFOUND on a miss. An entry that has
+** expired (expires_ms <= now_ms) is a miss and is deleted. On failure b
+** is as it was.
+*/
+int sl_store_cache_get (sl_store *s, const unsigned char key[SL_STORE_KEYLEN],
+                        int64_t now_ms, sl_buf *b);
+
+/* Stores value (JSON text) under key for step, replacing any entry there
+   (its hit count restarts at 0). expires_ms 0 means never. */
+int sl_store_cache_put (sl_store *s, const unsigned char key[SL_STORE_KEYLEN],
+                        const char *step, const char *value,
+                        int64_t now_ms, int64_t expires_ms);
+
+/* Removes the entries of step, or every entry when step is NULL;
+   *removed (may be NULL) is how many. */
+int sl_store_cache_clear (sl_store *s, const char *step, int64_t *removed);
+
+/* Removes the entries expired at now_ms; *removed (may be NULL) is how
+   many. */
+int sl_store_cache_purge (sl_store *s, int64_t now_ms, int64_t *removed);
+
+/* Fills *total (may be NULL) with the number of entries, their value bytes
+   and hits, and calls cb (may be NULL) with the same for each step, in
+   step name order. */
+int sl_store_cache_stats (sl_store *s, sl_store_cache_totals *total,
+                          sl_store_cache_step_cb cb, void *ud);
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** Backends
+** =======================================================
+** A backend embeds struct sl_store as the first member of its own handle
+** and fills an ops table. The sl_store_* functions check their arguments
+** and then call the op, so an op may assume non-NULL required arguments.
+** Ops return 0 or an SL_STORE_E* code and set the message with
+** sl_store_seterr.
+*/
+
+struct sl_store_ops {
+  const char *name;                   /* "sqlite" */
+  /* Does this backend open paths like this one? */
+  int (*accepts) (const char *path);
+  int (*open) (sl_store **out, const char *path, const sl_store_options *o,
+               char *err, size_t errlen);
+  void (*close) (sl_store *s);        /* frees s, discarding what was not
+                                         flushed (the front flushes first) */
+  int (*flush) (sl_store *s);
+  int (*run_begin) (sl_store *s, const sl_store_run *r);
+  int (*run_update) (sl_store *s, const char *id, const char *status,
+                     const char *output, const char *error, const char *usage,
+                     int64_t ended_ms);
+  int (*run_get) (sl_store *s, const char *id, sl_store_run **out);
+  int (*run_list) (sl_store *s, const sl_store_run_filter *f,
+                   sl_store_run_cb cb, void *ud);
+  int (*run_delete) (sl_store *s, const char *id);
+  int (*checkpoint_put) (sl_store *s, const sl_store_checkpoint *c);
+  int (*checkpoint_get) (sl_store *s, const char *run_id, const char *path,
+                         sl_store_checkpoint **out);
+  int (*checkpoint_list) (sl_store *s, const char *run_id,
+                          sl_store_checkpoint_cb cb, void *ud);
+  int (*wait_put) (sl_store *s, const sl_store_wait *w);
+  int (*wait_list) (sl_store *s, const char *run_id, sl_store_wait_cb cb,
+                    void *ud);
+  int (*wait_answer) (sl_store *s, const char *run_id, const char *path,
+                      const char *answer);
+  int (*wait_clear) (sl_store *s, const char *run_id, int64_t *removed);
+  int (*cache_get) (sl_store *s, const unsigned char *key, int64_t now_ms,
+                    sl_buf *b);
+  int (*cache_put) (sl_store *s, const unsigned char *key, const char *step,
+                    const char *value, int64_t now_ms, int64_t expires_ms);
+  int (*cache_clear) (sl_store *s, const char *step, int64_t *removed);
+  int (*cache_purge) (sl_store *s, int64_t now_ms, int64_t *removed);
+  int (*cache_stats) (sl_store *s, sl_store_cache_totals *total,
+                      sl_store_cache_step_cb cb, void *ud);
+};
+
+struct sl_store {
+  const struct sl_store_ops *ops;
+  char *path;              /* as opened; owned */
+  int pending;             /* writes since the last commit */
+  int autoflush;           /* commit after this many; 0: never by itself */
+  char errmsg[512];
+};
+
+/* Sets s's message to "<path>: <formatted text>" and returns code. */
+int sl_store_seterr (sl_store *s, int code, const char *fmt, ...);
+
+/* Fills the base of a backend's handle; 0 or SL_STORE_ENOMEM. */
+int sl_store_base_init (sl_store *s, const struct sl_store_ops *ops,
+                        const char *path, const sl_store_options *o);
+
+/* Frees what sl_store_base_init allocated. */
+void sl_store_base_free (sl_store *s);
+
+/* }====================================================== */
+
+#endif
