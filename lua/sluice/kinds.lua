@@ -1,9 +1,862 @@
--- The control-flow kinds written in Lua, built on ctx:run, ctx:spawn and
--- ctx:await like any user kind.
+-- The control-flow kinds written in Lua: parallel, map, loop, branch,
+-- router, dag and import. Each is an entry of the policy table built on
+-- ctx:run, ctx:spawn, ctx:await and ctx:cancel like any user kind, plus a
+-- constructor (sl.parallel{...}) whose checks run where the step is
+-- written, so a mistake is reported at the user's file:line.
+--
+-- Concurrent children (branches, items, routes, nodes) each work on their
+-- own copy of ctx.state, taken from the construct's state; what they change
+-- is merged back when the construct succeeds (see merge.lua).
+
+local core = require "sluice.core"
+local merge = require "sluice.merge"
+
 local M = {}
 
+local array_mt, error_mt, null = core.array_mt, core.error_mt, core.null
+local setmetatable, pcall, type, next, tostring, error =
+  setmetatable, pcall, type, next, tostring, error
+local sort, concat = table.sort, table.concat
+
+-- Plans: what a construct works out from its step once (sorted names, child
+-- lists, dependency counts), cached per step table. Steps do not change
+-- after they are built, and a reload makes new ones.
+local plans = setmetatable({}, { __mode = "k" })
+
+-- "map 'm' (defined at f.lua:3)": how runtime messages name a construct.
+local function label(step)
+  return ("%s '%s' (defined at %s)"):format(step.kind, tostring(step.name),
+    tostring(step.where))
+end
+
+-- A value as it reads in a message.
+local function show(v)
+  if type(v) == "string" then return "'" .. v .. "'" end
+  if type(v) == "number" or type(v) == "boolean" or v == nil then return tostring(v) end
+  return "a " .. type(v)
+end
+
+-- Raises an error of the construct itself, kind "error".
+local function fail(step, fmt, ...)
+  error(setmetatable({ kind = "error", message = label(step) .. ": " .. fmt:format(...) },
+    error_mt))
+end
+
+-- kind, message and where of a raised value, however it was raised.
+local function error_parts(e)
+  if type(e) == "table" then
+    return e.kind or "error", tostring(e.message or "error object is a table"), e.where
+  end
+  local msg = tostring(e)
+  if msg == "not enough memory" then return "limit", "memory limit reached (not enough memory)" end
+  local where, rest = msg:match("^([^%s:]+:%d+): (.*)$")
+  if where == nil then where, rest = msg:match("^(%[.-%]:%d+): (.*)$") end
+  if where then return "error", rest, where end
+  return "error", msg
+end
+
+-- Calls a function the user gave a construct (over, on, choose, ...); its
+-- error is raised again naming the construct, keeping where it was raised.
+local function call(step, what, fn, a, b, c)
+  local ok, r = pcall(fn, a, b, c)
+  if ok then return r end
+  local kind, msg, where = error_parts(r)
+  error(setmetatable({ kind = kind, where = where,
+    message = ("%s: %s raised: %s"):format(label(step), what, msg) }, error_mt))
+end
+
+-- The error of a construct whose child failed: the child's kind, step and
+-- position, with a message naming the construct and which child it was.
+local function child_failed(step, noun, name, err)
+  local kind, msg, where = error_parts(err)
+  return setmetatable({ kind = kind, where = where, step = type(err) == "table" and err.step or nil,
+    message = ("%s '%s': %s %s failed: %s"):format(step.kind, tostring(step.name), noun,
+      show(name), msg) }, error_mt)
+end
+
+-- The error of a construct whose children were all waited for and some
+-- failed: lists every failure, in declaration order.
+local function children_failed(step, noun, nouns, names, n, errs)
+  local parts, nbad, kind = {}, 0, nil
+  for i = 1, n do
+    local e = errs[i]
+    if e ~= nil then
+      local k, msg = error_parts(e)
+      nbad = nbad + 1
+      parts[nbad] = ("%s %s: %s"):format(noun, show(names and names[i] or i), msg)
+      if kind == nil then kind = k elseif kind ~= k then kind = "error" end
+    end
+  end
+  return setmetatable({ kind = kind,
+    message = ("%s '%s': %d of %d %s failed: %s"):format(step.kind, tostring(step.name),
+      nbad, n, nouns, concat(parts, "; ")) }, error_mt)
+end
+
+--[[
+Runs n children concurrently, at most limit (nil or 0: all) at a time, and waits
+for them. Child i is children[i] (or body for all) on inputs[i] (or input
+for all), keyed keys[i] (or i) in the history. As each ends, its output is
+kept and its handle dropped, so memory follows the running children, not n.
+
+Without settle_all, the first failure cancels the children still running
+and nothing more starts. Returns:
+  out     outputs by position (an array)
+  states  position -> state of the successful children that touched
+          ctx.state, or nil when none did
+  failed  the position of the failure that stopped it (without settle_all)
+  errs    position -> error of every child that failed, or nil
+
+No way to wait for "any one" of several tasks exists, so when more children
+remain to start, the oldest running one is waited for and every slot freed
+meanwhile is refilled at once; once all have started, all are waited for
+together, which wakes at the first failure.
+]]
+local function fan(ctx, n, children, body, inputs, input, keys, limit, settle_all, noun)
+  local spawn, await, cancel = ctx.spawn, ctx.await, ctx.cancel
+  local out = setmetatable({}, array_mt)
+  local states, errs
+  local pend, pidx, np = {}, {}, 0    -- running handles and their positions
+  local i = 0
+  if limit == nil or limit == 0 or limit > n then limit = n end
+  while true do
+    while i < n and np < limit do
+      i = i + 1
+      local inp = input
+      if inputs then inp = inputs[i] end
+      local h = spawn(ctx, children and children[i] or body, inp, keys and keys[i] or i)
+      if not h.done then
+        np = np + 1
+        pend[np], pidx[np] = h, i
+      elseif h.ok then
+        out[i] = h.output
+        local st = h.state
+        if st ~= nil then
+          states = states or {}
+          states[i] = st
+        end
+      else
+        errs = errs or {}
+        errs[i] = h.error
+        if not settle_all then
+          local why = ("cancelled because %s %s failed"):format(noun, show(keys and keys[i] or i))
+          for r = 1, np do cancel(ctx, pend[r], why) end
+          return out, states, i, errs
+        end
+      end
+    end
+    if np == 0 then break end
+    local ok, e
+    if i < n then ok, e = pcall(await, ctx, pend[1])
+    else ok, e = pcall(await, ctx, pend) end
+    local w, failed, failed_seq = 0, nil, nil
+    for r = 1, np do
+      local h = pend[r]
+      if not h.done then
+        w = w + 1
+        pend[w], pidx[w] = h, pidx[r]
+      else
+        local j = pidx[r]
+        if h.ok then
+          out[j] = h.output
+          local st = h.state
+          if st ~= nil then
+            states = states or {}
+            states[j] = st
+          end
+        else
+          errs = errs or {}
+          errs[j] = h.error
+          if failed == nil or h.seq < failed_seq then failed, failed_seq = j, h.seq end
+        end
+      end
+    end
+    for r = w + 1, np do pend[r], pidx[r] = nil, nil end
+    np = w
+    -- A failed wait with no child failed is the wait's own error.
+    if not ok and failed == nil then error(e, 0) end
+    if failed and not settle_all then
+      local why = ("cancelled because %s %s failed"):format(noun,
+        show(keys and keys[failed] or failed))
+      for r = 1, np do cancel(ctx, pend[r], why) end
+      return out, states, failed, errs
+    end
+  end
+  return out, states, nil, errs
+end
+
+-- Merges the children's states into the construct's own (base, its
+-- ctx.state read before any child started).
+local function merge_back(step, ctx, base, states, n, labels, nouns)
+  local strategy = step.merge
+  if strategy == nil or type(strategy) == "string" then
+    local ok, e = pcall(merge.apply, base, states, n, labels, strategy, label(step), nouns)
+    if not ok then
+      error(setmetatable({ kind = "error", message = tostring(e) }, error_mt))
+    end
+    return
+  end
+  local result = call(step, "its merge function", strategy, base,
+    merge.by_label(states, n, labels))
+  if result ~= nil then
+    if type(result) ~= "table" then
+      fail(step, "its merge function must return a table or nil, got %s", type(result))
+    end
+    ctx.state = result
+  end
+end
+
+-- Ends a construct whose children ran through fan: raises what failed.
+local function check_fan(step, noun, nouns, names, n, failed, errs)
+  if failed then
+    error(child_failed(step, noun, names and names[failed] or failed, errs[failed]))
+  end
+  if errs then error(children_failed(step, noun, nouns, names, n, errs)) end
+end
+
+-- Sorted names and the steps under them, of a table of named steps.
+local function named(t)
+  local names, n = {}, 0
+  for k in next, t do n = n + 1; names[n] = k end
+  sort(names)
+  local steps = {}
+  for i = 1, n do steps[i] = t[names[i]] end
+  return { n = n, names = names, steps = steps }
+end
+
+-- The handlers.
+
+local function run_parallel(step, input, ctx)
+  local plan = plans[step]
+  if plan == nil then
+    plan = named(step.branches)
+    plans[step] = plan
+  end
+  local n, names = plan.n, plan.names
+  local base = ctx.state
+  local out, states, failed, errs = fan(ctx, n, plan.steps, nil, nil, input, names,
+    step.limit, step.on_failure == "all_settled", "branch")
+  check_fan(step, "branch", "branches", names, n, failed, errs)
+  local result = {}
+  for i = 1, n do result[names[i]] = out[i] end
+  if states then merge_back(step, ctx, base, states, n, names, "branches") end
+  return result
+end
+
+-- The number of items of a list: a table whose keys are exactly 1..n.
+-- Returns nil and why when t is not one.
+local function list_length(t)
+  if type(t) ~= "table" then return nil, "a " .. type(t) end
+  local n, count = #t, 0
+  for k in next, t do
+    if math.type(k) ~= "integer" or k < 1 or k > n then
+      return nil, ("a table with key %s, which is not a list index"):format(show(k))
+    end
+    count = count + 1
+  end
+  if count ~= n then return nil, "a list with holes" end
+  return n
+end
+
+local function run_map(step, input, ctx)
+  local items = input
+  if step.over ~= nil then items = call(step, "over", step.over, input, ctx) end
+  local n, why = list_length(items)
+  if n == nil then
+    if step.over ~= nil then
+      fail(step, "over must return a list (a table with keys 1..n), got %s", why)
+    end
+    fail(step, "its input must be a list (a table with keys 1..n) when it has no over, got %s", why)
+  end
+  if n == 0 then return setmetatable({}, array_mt) end
+  local base = ctx.state
+  local out, states, failed, errs = fan(ctx, n, nil, step.body, items, nil, nil,
+    step.limit, step.on_failure == "all_settled", "item")
+  check_fan(step, "item", "items", nil, n, failed, errs)
+  if states then merge_back(step, ctx, base, states, n, nil, "items") end
+  -- One entry per item: an item with no output holds null, so the list
+  -- keeps its length (and its JSON its positions).
+  for i = 1, n do
+    if out[i] == nil then out[i] = null end
+  end
+  return out
+end
+
+local function run_loop(step, input, ctx)
+  local run, body, stop = ctx.run, step.body, step.stop_when
+  local max = step.max or 10
+  local value = input
+  for i = 1, max do
+    value = run(ctx, body, value, i)
+    if stop ~= nil and call(step, "stop_when", stop, value, ctx, i) then return value end
+  end
+  if stop ~= nil and step.on_max ~= "return" then
+    fail(step, "reached max = %d iterations without stop_when returning true "
+      .. "(set on_max = \"return\" to return the last output instead)", max)
+  end
+  return value
+end
+
+-- The sorted keys of t, as they read in a message.
+local function key_list(t)
+  local keys = {}
+  for k in next, t do keys[#keys + 1] = k end
+  sort(keys, function(a, b)
+    if type(a) == type(b) then return a < b end
+    return type(a) == "number"
+  end)
+  for i = 1, #keys do keys[i] = tostring(keys[i]) end
+  return concat(keys, ", ")
+end
+
+local function run_branch(step, input, ctx)
+  local key = call(step, "on", step.on, input, ctx)
+  local case = nil
+  if key ~= nil and key == key then case = step.cases[key] end
+  local kt = type(key)
+  local hkey = (kt == "string" or kt == "number") and key or nil
+  if case ~= nil then return ctx:run(case, input, hkey) end
+  if step.default ~= nil then return ctx:run(step.default, input, hkey) end
+  fail(step, "on returned %s, which is not one of its cases (%s) and it has no default",
+    show(key), key_list(step.cases))
+end
+
+local function run_router(step, input, ctx)
+  local chosen = call(step, "choose", step.choose, input, ctx)
+  if type(chosen) == "string" then chosen = { chosen } end
+  local n, why = list_length(chosen)
+  if n == nil then
+    fail(step, "choose must return a list of route names, got %s", why)
+  end
+  local routes = step.routes
+  local names, seen = {}, {}
+  for i = 1, n do
+    local r = chosen[i]
+    if type(r) ~= "string" or routes[r] == nil then
+      fail(step, "choose returned %s, which is not one of its routes (%s)", show(r),
+        key_list(routes))
+    end
+    if seen[r] then fail(step, "choose returned route '%s' twice", r) end
+    seen[r] = true
+    names[i] = r
+  end
+  if n == 0 then return {} end
+  sort(names)
+  local children = {}
+  for i = 1, n do children[i] = routes[names[i]] end
+  local base = ctx.state
+  local out, states, failed, errs = fan(ctx, n, children, nil, nil, input, names, nil,
+    false, "route")
+  check_fan(step, "route", "routes", names, n, failed, errs)
+  local result = {}
+  for i = 1, n do result[names[i]] = out[i] end
+  if states then merge_back(step, ctx, base, states, n, names, "routes") end
+  return result
+end
+
+-- A dag's plan: its nodes by sorted name, for each the positions of the
+-- nodes it comes after and of those that come after it.
+local function dag_plan(step)
+  local plan = named(step.nodes)
+  local pos = {}
+  for i = 1, plan.n do pos[plan.names[i]] = i end
+  local deps, dependents, indegree = {}, {}, {}
+  for i = 1, plan.n do deps[i], dependents[i], indegree[i] = {}, {}, 0 end
+  for node, list in next, step.after or {} do
+    if type(list) == "string" then list = { list } end
+    local i = pos[node]
+    for _, d in ipairs(list) do
+      local j = pos[d]
+      deps[i][#deps[i] + 1] = j
+      dependents[j][#dependents[j] + 1] = i
+      indegree[i] = indegree[i] + 1
+    end
+  end
+  for i = 1, plan.n do
+    sort(deps[i])
+    sort(dependents[i])
+  end
+  plan.deps, plan.dependents, plan.indegree = deps, dependents, indegree
+  return plan
+end
+
+--[[
+Runs a dag: a node starts once every node it comes after has ended, at most
+limit nodes at a time. Roots get the dag's input, other nodes a table of
+their dependencies' outputs by name. Like fan, it waits for the oldest
+running node while more could start, and for all of them at the end; a
+failure cancels the running nodes and nothing after them starts.
+]]
+local function run_dag(step, input, ctx)
+  local plan = plans[step]
+  if plan == nil then
+    plan = dag_plan(step)
+    plans[step] = plan
+  end
+  local n, names, nodes = plan.n, plan.names, plan.steps
+  local deps, dependents = plan.deps, plan.dependents
+  local spawn, await, cancel = ctx.spawn, ctx.await, ctx.cancel
+  local limit = step.limit
+  if limit == nil or limit == 0 then limit = n end
+  local base = ctx.state
+  local waiting = {}                    -- dependencies not yet ended, by node
+  local ready, rh, rt = {}, 1, 0        -- nodes that may start, in order
+  for i = 1, n do
+    waiting[i] = plan.indegree[i]
+    if waiting[i] == 0 then rt = rt + 1; ready[rt] = i end
+  end
+  local out, states = {}, nil
+  local pend, pidx, np = {}, {}, 0
+  local started = 0
+
+  -- Node j ended with handle h: keep its output and ready what follows it.
+  -- Returns its error when it failed.
+  local function finish(j, h)
+    if not h.ok then return h.error end
+    out[names[j]] = h.output
+    if h.state ~= nil then
+      states = states or {}
+      states[j] = h.state
+    end
+    local after = dependents[j]
+    for k = 1, #after do
+      local d = after[k]
+      waiting[d] = waiting[d] - 1
+      if waiting[d] == 0 then rt = rt + 1; ready[rt] = d end
+    end
+  end
+
+  local function stop(j, err)
+    local why = ("cancelled because node '%s' failed"):format(names[j])
+    for r = 1, np do cancel(ctx, pend[r], why) end
+    error(child_failed(step, "node", names[j], err))
+  end
+
+  while true do
+    while rh <= rt and np < limit do
+      local j = ready[rh]
+      ready[rh] = nil
+      rh = rh + 1
+      local inp = input
+      local dj = deps[j]
+      if #dj > 0 then
+        inp = {}
+        for k = 1, #dj do inp[names[dj[k]]] = out[names[dj[k]]] end
+      end
+      started = started + 1
+      local h = spawn(ctx, nodes[j], inp, names[j])
+      if h.done then
+        local err = finish(j, h)
+        if err ~= nil then stop(j, err) end
+      else
+        np = np + 1
+        pend[np], pidx[np] = h, j
+      end
+    end
+    if np == 0 then break end
+    local ok, e
+    if started < n then ok, e = pcall(await, ctx, pend[1])
+    else ok, e = pcall(await, ctx, pend) end
+    local w, failed, failed_seq, failed_err = 0, nil, nil, nil
+    for r = 1, np do
+      local h = pend[r]
+      if not h.done then
+        w = w + 1
+        pend[w], pidx[w] = h, pidx[r]
+      else
+        local err = finish(pidx[r], h)
+        if err ~= nil and (failed == nil or h.seq < failed_seq) then
+          failed, failed_seq, failed_err = pidx[r], h.seq, err
+        end
+      end
+    end
+    for r = w + 1, np do pend[r], pidx[r] = nil, nil end
+    np = w
+    if not ok and failed == nil then error(e, 0) end
+    if failed then stop(failed, failed_err) end
+  end
+  if states then merge_back(step, ctx, base, states, n, names, "nodes") end
+  return out
+end
+
+local function run_import(step, input, ctx)
+  return ctx:run(step.target, input)
+end
+
+-- Definition-time checks. Each raises with dsl.fail(where, ...), so the
+-- message starts with the user's file:line and names the construct.
+
+local dsl            -- set by install
+local is_step
+
+local function describe(v)
+  if is_step(v) then return "a step" end
+  if type(v) == "table" then return "a plain table" end
+  return type(v)
+end
+
+-- Is v a whole number (an integer, or a float such as 2.0) of at least min?
+local function whole(v, min)
+  local t = math.type(v)
+  return (t == "integer" or (t == "float" and v % 1 == 0)) and v >= min
+end
+
+local function positive_integer(v)
+  return whole(v, 1), "a positive integer"
+end
+
+-- A concurrency limit: how many children may run at once, 0 for no limit.
+local function a_limit(v)
+  return whole(v, 0), "a non-negative integer (0 for no limit)"
+end
+
+local function a_table(v)
+  return type(v) == "table" and not is_step(v), "a table"
+end
+
+local function a_step(v)
+  return is_step(v), "a step (made by sl.step or another constructor)"
+end
+
+-- Checks the option key of s is a non-empty table of steps with string names.
+local function check_named_steps(s, w, key, noun)
+  local t = s[key]
+  if t == nil then
+    dsl.fail(w, "%s '%s' needs %s (%s = { name = step, ... })", s.kind, s.name, key, key)
+  end
+  local n = 0
+  for k, v in next, t do
+    if type(k) ~= "string" then
+      dsl.fail(w, "%s '%s': %s must be keyed by name, got key %s (write %s = { name = step, ... })",
+        s.kind, s.name, key, show(k), key)
+    end
+    if not is_step(v) then
+      dsl.fail(w, "%s '%s': %s '%s' must be a step, got %s", s.kind, s.name, noun, k, describe(v))
+    end
+    n = n + 1
+  end
+  if n == 0 then dsl.fail(w, "%s '%s' has no %s", s.kind, s.name, key) end
+end
+
+-- Makes a whole float option (limit = 2.0) an integer, so counts and
+-- history keys read 2, not 2.0.
+local function integral(s, key)
+  if s[key] ~= nil then s[key] = math.tointeger(s[key]) or s[key] end
+end
+
+local function check_required(s, w, key, what)
+  if s[key] == nil then dsl.fail(w, "%s '%s' needs %s", s.kind, s.name, what) end
+end
+
+local function check_choice(s, w, key, choices)
+  local v = s[key]
+  if v == nil then return end
+  for i = 1, #choices do if v == choices[i] then return end end
+  local quoted = {}
+  for i = 1, #choices do quoted[i] = '"' .. choices[i] .. '"' end
+  dsl.fail(w, "%s '%s': option '%s' must be %s, got %s", s.kind, s.name, key,
+    concat(quoted, " or "), type(v) == "string" and ('"' .. v .. '"') or type(v))
+end
+
+local function check_merge(s, w)
+  local m = s.merge
+  if m == nil or dsl.check.callable(m) then return end
+  if type(m) == "string" and merge.strategies[m] then return end
+  dsl.fail(w, "%s '%s': option 'merge' must be \"error_on_conflict\", \"last_wins\" "
+    .. "or a function(state, branch_states), got %s", s.kind, s.name,
+    type(m) == "string" and ('"' .. m .. '"') or type(m))
+end
+
+local on_failure = { "fail_fast", "all_settled" }
+
+local function check_parallel(s, w)
+  check_named_steps(s, w, "branches", "branch")
+  integral(s, "limit")
+  check_choice(s, w, "on_failure", on_failure)
+  check_merge(s, w)
+end
+
+local function check_map(s, w)
+  check_required(s, w, "body", "a body (body = step)")
+  integral(s, "limit")
+  check_choice(s, w, "on_failure", on_failure)
+  check_merge(s, w)
+end
+
+local function check_loop(s, w)
+  check_required(s, w, "body", "a body (body = step)")
+  if s.stop_when == nil and s.max == nil then
+    dsl.fail(w, "loop '%s' needs stop_when or max (it would never stop)", s.name)
+  end
+  integral(s, "max")
+  check_choice(s, w, "on_max", { "error", "return" })
+end
+
+local function check_branch(s, w)
+  check_required(s, w, "on", "an on function (on = function(input, ctx) return key end)")
+  local cases = s.cases
+  if cases == nil then
+    dsl.fail(w, "branch '%s' needs cases (cases = { key = step, ... })", s.name)
+  end
+  local n = 0
+  for k, v in next, cases do
+    if type(k) ~= "string" and type(k) ~= "number" then
+      dsl.fail(w, "branch '%s': case keys must be strings or numbers, got %s", s.name, type(k))
+    end
+    if not is_step(v) then
+      dsl.fail(w, "branch '%s': case %s must be a step, got %s", s.name, show(k), describe(v))
+    end
+    n = n + 1
+  end
+  if n == 0 then dsl.fail(w, "branch '%s' has no cases", s.name) end
+end
+
+local function check_router(s, w)
+  check_required(s, w, "choose",
+    "a choose function (choose = function(input, ctx) return {route, ...} end)")
+  check_named_steps(s, w, "routes", "route")
+  check_merge(s, w)
+end
+
+-- Finds a cycle among a dag's nodes: returns it as a list of names, each
+-- running after the one before it, the first repeated at the end.
+local function find_cycle(names, dependents)
+  local color, path = {}, {}
+  local function visit(u)
+    color[u] = 1
+    path[#path + 1] = u
+    local list = dependents[u] or {}
+    for i = 1, #list do
+      local v = list[i]
+      if color[v] == 1 then
+        local cycle = {}
+        for j = 1, #path do
+          if path[j] == v then
+            for k = j, #path do cycle[#cycle + 1] = path[k] end
+            break
+          end
+        end
+        cycle[#cycle + 1] = v
+        return cycle
+      elseif color[v] == nil then
+        local c = visit(v)
+        if c then return c end
+      end
+    end
+    path[#path] = nil
+    color[u] = 2
+  end
+  for i = 1, #names do
+    if color[names[i]] == nil then
+      local c = visit(names[i])
+      if c then return c end
+    end
+  end
+end
+
+local function check_dag(s, w)
+  check_named_steps(s, w, "nodes", "node")
+  integral(s, "limit")
+  check_merge(s, w)
+  local after = s.after
+  if after == nil then return end
+  local nodes = s.nodes
+  local dependents = {}
+  for node, list in next, after do
+    if nodes[node] == nil then
+      dsl.fail(w, "dag '%s': after names %s, which is not one of its nodes (%s)", s.name,
+        show(node), key_list(nodes))
+    end
+    if type(list) == "string" then list = { list } end
+    if type(list) ~= "table" or is_step(list) then
+      dsl.fail(w, "dag '%s': after.%s must be a list of node names, got %s", s.name,
+        tostring(node), describe(list))
+    end
+    for i = 1, #list do
+      local d = list[i]
+      if nodes[d] == nil then
+        dsl.fail(w, "dag '%s': node '%s' comes after %s, which is not one of its nodes (%s)",
+          s.name, node, show(d), key_list(nodes))
+      end
+      dependents[d] = dependents[d] or {}
+      dependents[d][#dependents[d] + 1] = node
+    end
+  end
+  for _, list in next, dependents do sort(list) end
+  local names = {}
+  for k in next, nodes do names[#names + 1] = k end
+  sort(names)
+  local cycle = find_cycle(names, dependents)
+  if cycle then
+    dsl.fail(w, "dag '%s' has a dependency cycle: %s (each node comes after the one before it)",
+      s.name, concat(cycle, " -> "))
+  end
+end
+
+-- Imports. A file is loaded when the import is defined, so a bad one is
+-- reported when the importing file loads. The files being imported, outer
+-- first, catch a file that imports itself through others.
+
+local importing = {}
+local own_sources = {}   -- the sluice Lua files, skipped to find the user's
+
+-- The path of the file whose code is defining the step: the first frame
+-- up the stack that is not sluice's own Lua. nil for code not from a file.
+local function defining_file()
+  for level = 3, 60 do
+    local info = debug.getinfo(level, "S")
+    if info == nil then return nil end
+    if info.what ~= "C" and not own_sources[info.source] then
+      local src = info.source
+      if src:sub(1, 1) == "@" then return src:sub(2) end
+      return nil
+    end
+  end
+end
+
+-- Removes "." and "x/.." parts of a path.
+local function normalize(path)
+  local absolute = path:sub(1, 1) == "/"
+  local parts = {}
+  for part in path:gmatch("[^/]+") do
+    if part == ".." and #parts > 0 and parts[#parts] ~= ".." then
+      parts[#parts] = nil
+    elseif part ~= "." and not (part == ".." and absolute) then
+      parts[#parts + 1] = part
+    end
+  end
+  local s = concat(parts, "/")
+  if absolute then return "/" .. s end
+  return s == "" and "." or s
+end
+
+local function resolve(from, file)
+  if file:sub(1, 1) == "/" then return normalize(file) end
+  local dir = from and from:match("^(.*)/[^/]*$") or "."
+  return normalize(dir .. "/" .. file)
+end
+
+-- Loads path and picks the pipeline wanted (nil: the only one). Returns
+-- the step, or nil and a message.
+local function load_pipeline(path, wanted)
+  local f, oerr = io.open(path, "r")
+  if f == nil then
+    return nil, ("cannot open '%s': %s"):format(path, oerr:match(": ([^:]*)$") or oerr)
+  end
+  f:close()
+  local chunk, lerr = loadfile(path, "t")
+  if chunk == nil then return nil, lerr end
+  local ok, ret = pcall(chunk)
+  if not ok then return nil, tostring(ret) end
+  local set = {}
+  if is_step(ret) then
+    set[ret.name] = ret
+  elseif type(ret) == "table" then
+    for k, v in next, ret do
+      if type(k) ~= "string" or not is_step(v) then
+        return nil, ("'%s' must return a pipeline or a table of named pipelines, but "
+          .. "its entry %s is %s"):format(path, show(k), describe(v))
+      end
+      set[k] = v
+    end
+  else
+    return nil, ("'%s' must return a pipeline (sl.pipeline{...}) or a table of named "
+      .. "pipelines, got %s"):format(path, type(ret))
+  end
+  if wanted ~= nil then
+    if set[wanted] == nil then
+      return nil, ("'%s' has no pipeline named '%s' (it has: %s)"):format(path, wanted,
+        key_list(set))
+    end
+    return set[wanted]
+  end
+  local only, count = nil, 0
+  for _, v in next, set do only, count = v, count + 1 end
+  if count == 0 then return nil, ("'%s' holds no pipelines"):format(path) end
+  if count > 1 then
+    return nil, ("'%s' holds several pipelines (%s): choose one with pipeline = \"NAME\""):format(
+      path, key_list(set))
+  end
+  return only
+end
+
+local function check_import(s, w)
+  local file = s.file
+  if file == nil then dsl.fail(w, "import '%s' needs a file (file = \"other.lua\")", s.name) end
+  local from = defining_file()
+  local path = resolve(from, file)
+  local depth = #importing
+  if from ~= nil and importing[depth] ~= normalize(from) then
+    importing[depth + 1] = normalize(from)
+  end
+  for k = 1, #importing do
+    if importing[k] == path then
+      local chain = {}
+      for j = k, #importing do chain[#chain + 1] = importing[j] end
+      chain[#chain + 1] = path
+      for j = #importing, depth + 1, -1 do importing[j] = nil end
+      dsl.fail(w, "import '%s': import cycle: %s", s.name, concat(chain, " -> "))
+    end
+  end
+  importing[#importing + 1] = path
+  -- An engine loading the importing file reloads when this one changes too.
+  core.note_file(path)
+  local target, err = load_pipeline(path, s.pipeline)
+  for j = #importing, depth + 1, -1 do importing[j] = nil end
+  if target == nil then dsl.fail(w, "import '%s': %s", s.name, err) end
+  s.target = target
+  s.path = path
+end
+
 --- Adds the constructors to sl and registers the kinds' handlers.
-function M.install(sl, dsl)
+function M.install(sl, d)
+  dsl = d
+  is_step = d.is_step
+  own_sources[debug.getinfo(1, "S").source] = true
+  own_sources[debug.getinfo(d.build, "S").source] = true
+  own_sources[debug.getinfo(sl.builtin, "S").source] = true
+
+  local check = d.check
+  sl.builtin("parallel", run_parallel, {
+    options = { branches = a_table, limit = a_limit, on_failure = check.string,
+      merge = check.any },
+    check = check_parallel,
+  })
+  sl.builtin("map", run_map, {
+    options = { over = check.callable, body = a_step, limit = a_limit,
+      on_failure = check.string, merge = check.any },
+    check = check_map,
+  })
+  sl.builtin("loop", run_loop, {
+    options = { body = a_step, stop_when = check.callable, max = positive_integer,
+      on_max = check.string },
+    check = check_loop,
+  })
+  sl.builtin("branch", run_branch, {
+    options = { on = check.callable, cases = a_table, default = a_step },
+    check = check_branch,
+  })
+  sl.builtin("router", run_router, {
+    options = { choose = check.callable, routes = a_table, merge = check.any },
+    check = check_router,
+  })
+  sl.builtin("dag", run_dag, {
+    options = { nodes = a_table, after = a_table, limit = a_limit, merge = check.any },
+    check = check_dag,
+  })
+  sl.builtin("import", run_import, {
+    options = { file = check.string, pipeline = check.string },
+    check = check_import,
+  })
+
+  -- No tail calls: the constructor's frame must stay on the stack for the
+  -- DSL to find the user's line.
+  function sl.parallel(spec) local s = d.build("parallel", spec, 2); return s end
+  function sl.map(spec) local s = d.build("map", spec, 2); return s end
+  function sl.loop(spec) local s = d.build("loop", spec, 2); return s end
+  function sl.branch(spec) local s = d.build("branch", spec, 2); return s end
+  function sl.router(spec) local s = d.build("router", spec, 2); return s end
+  function sl.dag(spec) local s = d.build("dag", spec, 2); return s end
+  function sl.import(spec) local s = d.build("import", spec, 2); return s end
 end
 
 return M
