@@ -41,7 +41,17 @@ static int ctx_spawn(lua_State *L) {
 static int ctx_await(lua_State *L) {
   sl_task *t = sl_task_current(L, 1);
   lua_settop(L, 2);
-  return sl_dispatch_await(L, t, 2, 0);
+  return sl_dispatch_await(L, t, 2, SL_AWAIT_ALL);
+}
+
+/* ctx:await_any(tasks): waits until one of the tasks has ended; returns the
+   position in the list of the first to end. Its failure is not raised:
+   read it from ctx:await or ctx:settle on that task. */
+static int ctx_await_any(lua_State *L) {
+  sl_task *t = sl_task_current(L, 1);
+  lua_settop(L, 2);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  return sl_dispatch_await(L, t, 2, SL_AWAIT_ANY);
 }
 
 /* ctx:settle(tasks): waits for every task whatever happens; returns a list
@@ -49,7 +59,7 @@ static int ctx_await(lua_State *L) {
 static int ctx_settle(lua_State *L) {
   sl_task *t = sl_task_current(L, 1);
   lua_settop(L, 2);
-  return sl_dispatch_await(L, t, 2, 1);
+  return sl_dispatch_await(L, t, 2, SL_AWAIT_SETTLE);
 }
 
 /* ctx:cancel(task[, why]): cancels a spawned task that is still running,
@@ -140,6 +150,7 @@ static const luaL_Reg ctx_methods[] = {
   {"spawn", ctx_spawn},
   {"await", ctx_await},
   {"settle", ctx_settle},
+  {"await_any", ctx_await_any},
   {"cancel", ctx_cancel},
   {"sleep", ctx_sleep},
   {"log", ctx_log},

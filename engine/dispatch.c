@@ -365,7 +365,7 @@ static void deliver_handle(lua_State *L, sl_task *t, int ok, int wake) {
   lua_pop(L, 3);
   sl_task *a = t->awaiter;
   t->awaiter = NULL;
-  if (a != NULL && wake && (--a->pending == 0 || !ok))
+  if (a != NULL && wake && (--a->pending == 0 || !ok || a->await_any))
     sl_task_wake(a, 0);
 }
 
@@ -537,10 +537,11 @@ static int is_handle(lua_State *L, int idx) {
 */
 static int await_k(lua_State *L, int status, lua_KContext kctx) {
   sl_task *t = (sl_task *)kctx;
-  int idx = (int)(t->kctx >> 1), settle = (int)(t->kctx & 1);
+  int idx = (int)(t->kctx >> 2), mode = (int)(t->kctx & 3);
+  int settle = mode == SL_AWAIT_SETTLE, any = mode == SL_AWAIT_ANY;
   int single = is_handle(L, idx);
   lua_Integer n = single ? 1 : (lua_Integer)lua_rawlen(L, idx);
-  lua_Integer failed = 0, failed_seq = 0;
+  lua_Integer failed = 0, failed_seq = 0, first = 0, first_seq = 0;
   int pending = 0;
   (void)status;
   luaL_checkstack(L, 6, "await");
@@ -555,13 +556,13 @@ static int await_k(lua_State *L, int status, lua_KContext kctx) {
     int done = lua_toboolean(L, -1);
     lua_pop(L, 1);
     if (done) {
+      handle_get(L, h, "seq");
+      lua_Integer seq = lua_tointeger(L, -1);
+      lua_pop(L, 1);
+      if (first == 0 || seq < first_seq) first = i, first_seq = seq;
       handle_get(L, h, "ok");
-      if (!lua_toboolean(L, -1)) {
-        handle_get(L, h, "seq");
-        lua_Integer seq = lua_tointeger(L, -1);
-        if (failed == 0 || seq < failed_seq) failed = i, failed_seq = seq;
-        lua_pop(L, 1);
-      }
+      if (!lua_toboolean(L, -1) && (failed == 0 || seq < failed_seq))
+        failed = i, failed_seq = seq;
       lua_pop(L, 1);
     } else {
       lua_rawgeti(L, h, 1);
@@ -575,8 +576,10 @@ static int await_k(lua_State *L, int status, lua_KContext kctx) {
     }
     lua_pop(L, 1);
   }
-  if (settle) failed = 0;
-  if (failed != 0 || pending == 0) {
+  if (settle || any) failed = 0;
+  int over = failed != 0 || pending == 0 || (any && first != 0);
+  t->await_any = (unsigned char)(any && !over);
+  if (over) {
     /* The wait is over: nothing may wake this step for it any more. */
     for (sl_task *c = t->children; c != NULL; c = c->next_sib)
       if (c->awaiter == t) c->awaiter = NULL;
@@ -587,10 +590,15 @@ static int await_k(lua_State *L, int status, lua_KContext kctx) {
     handle_get(L, -1, "error");
     return lua_error(L);
   }
+  if (any && first != 0) {
+    lua_pushinteger(L, first);
+    return 1;
+  }
   if (pending > 0) {
     t->pending = pending;
     return sl_task_suspend(L, t, SL_WAIT_AWAIT, await_k, kctx);
   }
+  if (any) return 0;  /* an empty list: nothing to wait for */
   if (single && !settle) {
     handle_get(L, idx, "output");
     return 1;
@@ -622,11 +630,11 @@ static int await_k(lua_State *L, int status, lua_KContext kctx) {
   return 1;
 }
 
-int sl_dispatch_await(lua_State *L, sl_task *t, int idx, int settle) {
+int sl_dispatch_await(lua_State *L, sl_task *t, int idx, int mode) {
   idx = lua_absindex(L, idx);
   if (!is_handle(L, idx) && !lua_istable(L, idx))
     luaL_typeerror(L, idx, "task or list of tasks");
-  t->kctx = ((lua_KContext)idx << 1) | (settle ? 1 : 0);
+  t->kctx = ((lua_KContext)idx << 2) | mode;
   return await_k(L, LUA_OK, (lua_KContext)t);
 }
 

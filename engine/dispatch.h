@@ -27,9 +27,12 @@ void sl_dispatch_spawn(lua_State *L, sl_task *parent, int si, int ii, int ki);
 
 /* ctx:await. Waits for the handle, or list of handles, at idx; pushes the
    output, or a list of outputs in the same order. Raises the first error to
-   happen among them. With settle, waits for all of them whatever happens
-   and pushes a list of {ok, output, error}, one per task. */
-int sl_dispatch_await(lua_State *L, sl_task *t, int idx, int settle);
+   happen among them. SL_AWAIT_SETTLE waits for all of them whatever
+   happens and pushes a list of {ok, output, error}, one per task;
+   SL_AWAIT_ANY waits for the first to end and pushes its position in the
+   list (nothing for an empty list), never raising its error. */
+enum { SL_AWAIT_ALL, SL_AWAIT_SETTLE, SL_AWAIT_ANY };
+int sl_dispatch_await(lua_State *L, sl_task *t, int idx, int mode);
 
 /* ctx:cancel. Cancels the spawned task whose handle is at idx, with all
    under it; its handle then holds an error of kind "cancelled". A task

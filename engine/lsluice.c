@@ -328,7 +328,7 @@ static int l_json_decode(lua_State *L) {
 static int l_error(lua_State *L) {
   const char *kind = luaL_checkstring(L, 1);
   const char *msg = luaL_checkstring(L, 2);
-  luaL_where(L, 2);
+  luaL_where(L, 1);
   const char *where = lua_tostring(L, -1);
   size_t wl = strlen(where);
   if (wl >= 2) lua_pushlstring(L, where, wl - 2);       /* drop ": " */

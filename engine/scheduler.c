@@ -50,6 +50,7 @@ sl_task *sl_task_acquire(lua_State *L, sl_engine *e, sl_task *parent) {
   t->nargs = 0;
   t->pending = 0;
   t->nstarted = 0;
+  t->await_any = 0;
   t->att_on = 0;
   t->interrupt = SL_INT_NONE;
   t->guarded = parent != NULL && parent->guarded;

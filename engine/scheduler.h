@@ -72,6 +72,7 @@ struct sl_task {
   unsigned char guarded;     /* it or an ancestor bounds time or work: hook it */
   unsigned char hooked;      /* a count hook is set on co */
   unsigned char interrupt;   /* SL_INT_*: why its attempt must end now */
+  unsigned char await_any;   /* in ctx:await_any: the first ending wakes it */
   uv_timer_t timer;          /* initialized once, closed with the engine */
 };
 

@@ -106,13 +106,12 @@ and nothing more starts. Returns:
   failed  the position of the failure that stopped it (without settle_all)
   errs    position -> error of every child that failed, or nil
 
-No way to wait for "any one" of several tasks exists, so when more children
-remain to start, the oldest running one is waited for and every slot freed
-meanwhile is refilled at once; once all have started, all are waited for
-together, which wakes at the first failure.
+While more children remain to start, ctx:await_any wakes at the first to
+end and every slot freed meanwhile is refilled at once; once all have
+started, all are waited for together, which wakes at the first failure.
 ]]
 local function fan(ctx, n, children, body, inputs, input, keys, limit, settle_all, noun)
-  local spawn, await, cancel = ctx.spawn, ctx.await, ctx.cancel
+  local spawn, await, await_any, cancel = ctx.spawn, ctx.await, ctx.await_any, ctx.cancel
   local out = setmetatable({}, array_mt)
   local states, errs
   local pend, pidx, np = {}, {}, 0    -- running handles and their positions
@@ -146,7 +145,7 @@ local function fan(ctx, n, children, body, inputs, input, keys, limit, settle_al
     end
     if np == 0 then break end
     local ok, e
-    if i < n then ok, e = pcall(await, ctx, pend[1])
+    if i < n then ok, e = pcall(await_any, ctx, pend)
     else ok, e = pcall(await, ctx, pend) end
     local w, failed, failed_seq = 0, nil, nil
     for r = 1, np do
@@ -394,7 +393,7 @@ local function run_dag(step, input, ctx)
   end
   local n, names, nodes = plan.n, plan.names, plan.steps
   local deps, dependents = plan.deps, plan.dependents
-  local spawn, await, cancel = ctx.spawn, ctx.await, ctx.cancel
+  local spawn, await, await_any, cancel = ctx.spawn, ctx.await, ctx.await_any, ctx.cancel
   local limit = step.limit
   if limit == nil or limit == 0 then limit = n end
   local base = ctx.state
@@ -454,7 +453,7 @@ local function run_dag(step, input, ctx)
     end
     if np == 0 then break end
     local ok, e
-    if started < n then ok, e = pcall(await, ctx, pend[1])
+    if started < n then ok, e = pcall(await_any, ctx, pend)
     else ok, e = pcall(await, ctx, pend) end
     local w, failed, failed_seq, failed_err = 0, nil, nil, nil
     for r = 1, np do

@@ -44,6 +44,12 @@ describe("sl.run", function()
     assert.matches("step 'boom' failed: kaboom", tostring(r.error), 1, true)
   end)
 
+  it("places an error made with sl.error at the line that made it", function()
+    local r = sl.run(pipe("p", step("typed", function() error(sl.error("validation", "bad")) end)))
+    assert.equal("validation", r.error.kind)
+    assert.matches("core_spec.lua:%d+$", r.error.where)
+  end)
+
   it("keeps a table a step raises as its error fields", function()
     local r = sl.run(pipe("p", step("t", function() error({ kind = "validation", message = "bad" }) end)))
     assert.same({ "validation", "bad", "t" }, { r.error.kind, r.error.message, r.error.step })
@@ -194,6 +200,22 @@ describe("the scheduler", function()
     assert.equal(1, r.output[1].output)
     assert.equal(false, r.output[2].ok)
     assert.equal("no", r.output[2].error.message)
+  end)
+
+  it("wakes ctx:await_any at the first task to end, without raising its failure", function()
+    local delay = step("d", function(x, ctx) ctx:sleep(x / 1000); if x == 10 then error("ten") end; return x end)
+    local seen = {}
+    sl.kind("core_any", function(s, input, ctx)
+      local ts = {}
+      for i, v in ipairs(input) do ts[i] = ctx:spawn(s.child, v) end
+      local first = ctx:await_any(ts)
+      seen[#seen + 1] = first
+      local r = ctx:settle(ts)
+      return r[first].ok
+    end)
+    local r = sl.run(sl.step{ kind = "core_any", name = "any", child = delay }, { 30, 10, 20 })
+    assert.same({ 2 }, seen)
+    assert.is_false(r.output)
   end)
 
   it("cancels a spawned task, running its to-be-closed variables, and leaves nothing running", function()
