@@ -80,6 +80,24 @@ void sl_attempt_setup(lua_State *L, sl_task *t, int si) {
   lua_pop(L, 1);
   a->fallback = lua_getfield(L, si, "fallback") != LUA_TNIL;
   lua_pop(L, 1);
+  a->cache_on = t->e->cache_all;
+  a->cache_hit = 0;
+  a->memo = 0;
+  a->ttl_ms = 0;
+  int ct = lua_getfield(L, si, "cache");
+  if (ct == LUA_TBOOLEAN) a->cache_on = a->cache_on || lua_toboolean(L, -1);
+  else if (ct == LUA_TTABLE) {
+    a->cache_on = 1;
+    if (lua_getfield(L, -1, "ttl") != LUA_TNIL)
+      a->ttl_ms = (uint64_t)(lua_tonumber(L, -1) * 1000.0 + 0.5);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  a->background = 0;
+  int bt = lua_getfield(L, si, "background");
+  if (bt == LUA_TSTRING) a->background = 2;
+  else if (bt == LUA_TBOOLEAN && lua_toboolean(L, -1)) a->background = 1;
+  lua_pop(L, 1);
   t->att_on = 1;
   if (a->timeout_ns > 0 || a->instr_limit > 0) t->guarded = 1;
 }
@@ -269,6 +287,7 @@ int sl_attempt_abort(lua_State *L, const char *why) {
   sl_run *r = t->run;
   if (!r->aborting) {
     r->aborting = 1;
+    snprintf(r->abort_kind, sizeof r->abort_kind, "cancelled");
     snprintf(r->abort_msg, sizeof r->abort_msg, "%s", why);
   }
   if (L == t->co && lua_isyieldable(L)) {

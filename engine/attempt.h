@@ -9,6 +9,7 @@
 #define SL_ATTEMPT_H
 
 #include "scheduler.h"
+#include "cache.h"
 
 /* Why an attempt must end before its code returns. */
 enum { SL_INT_NONE, SL_INT_TIMEOUT, SL_INT_LIMIT, SL_INT_ABORT };
@@ -33,6 +34,12 @@ struct sl_attempts {
   lua_Integer instr_limit, instr_used;
   unsigned char validators, fallback, in_fallback, timer_on;
   double delay;              /* the backoff chosen for the next attempt */
+  unsigned char cache_on;    /* look the output up, and store it */
+  unsigned char memo;        /* SL_MEMO_*: its part in the cache lookup */
+  unsigned char cache_hit;   /* the output came from the cache */
+  unsigned char background;  /* 1: runs beside the run; 2: and must succeed */
+  uint64_t ttl_ms;           /* how long a stored output lives (0: ever) */
+  sl_key key;
   uv_timer_t timer;          /* the deadline of the attempt */
 };
 

@@ -17,6 +17,7 @@
 #include "engine.h"
 #include "loader.h"
 #include "memory.h"
+#include "quota.h"
 #include "reload.h"
 #include "run.h"
 #include "scheduler.h"
@@ -71,7 +72,7 @@ static const char *usage_main =
 
 static const char *usage_run =
   "usage: sluice run FILE [--input JSON|@FILE|-] [--pipeline NAME] [--json]\n"
-  "                 [--memory-limit MB]\n"
+  "                 [--memory-limit MB] [--budget cost=0.5,tokens=20000,requests=100]\n"
   "\n"
   "Runs a pipeline from FILE and prints its output as JSON.\n"
   "  --input JSON     the pipeline's input: JSON text, @FILE to read a file,\n"
@@ -80,7 +81,9 @@ static const char *usage_run =
   "  --json           print the whole result (run_id, status, output,\n"
   "                   error, usage, steps) instead of the output\n"
   "  --memory-limit MB  cap the memory of the engine's Lua state; a step that\n"
-  "                   allocates past it fails with kind \"limit\"\n";
+  "                   allocates past it fails with kind \"limit\"\n"
+  "  --budget DIMS    the run's budget, overriding the pipeline's: a step whose\n"
+  "                   estimate does not fit fails with kind \"quota\"\n";
 
 static const char *usage_dev =
   "usage: sluice dev FILE [--input JSON|@FILE|-] [--pipeline NAME] [--debounce MS]\n"
@@ -287,7 +290,7 @@ static int dev_start_p(lua_State *L) {
   sl_load_select(L, -1, c->pipeline);                   /* set step */
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref_input);      /* set step input */
   c->runs++;
-  c->run = sl_run_start_lua(L, c->e, -2, -1);           /* ... run */
+  c->run = sl_run_start_lua(L, c->e, -2, -1, 0);        /* ... run */
   luaL_unref(L, LUA_REGISTRYINDEX, c->ref_run);
   c->ref_run = luaL_ref(L, LUA_REGISTRYINDEX);
   c->run->on_end = dev_on_end;
@@ -376,7 +379,7 @@ static int load_only_p(lua_State *L) {
 static int cmd_run(lua_State *L, cli *c) {
   cli_opt opts[] = {{"--input", 1, NULL}, {"--pipeline", 1, NULL},
                     {"--json", 0, NULL}, {"--memory-limit", 1, NULL},
-                    {NULL, 0, NULL}};
+                    {"--budget", 1, NULL}, {NULL, 0, NULL}};
   parse_opts(L, c, 2, opts, usage_run);
   if (opts[3].value != NULL) {
     char *end;
@@ -393,8 +396,30 @@ static int cmd_run(lua_State *L, cli *c) {
   c->sigint.data = c;
   uv_signal_start(&c->sigint, on_sigint, SIGINT);
   uv_unref((uv_handle_t *)&c->sigint);
+  int bi = 0;
+  if (opts[4].value != NULL) {
+    /* --budget: exact decimals, handed to the run as its budget table. */
+    sl_usage limit;
+    unsigned mask;
+    char err[200];
+    if (sl_budget_parse(opts[4].value, &limit, &mask, err, sizeof err) != 0)
+      usage_error(L, c, "sluice run: --budget: %s", err);
+    lua_newtable(L);
+    for (int d = 0; d < SL_NDIMS; d++) {
+      if (!(mask & (1u << d))) continue;
+      if (d == SL_DIM_COST) {
+        char dec[40];
+        sl_cost_format(limit.cost_nanos, dec, sizeof dec);
+        lua_pushnumber(L, strtod(dec, NULL));
+      } else {
+        lua_pushinteger(L, (lua_Integer)sl_usage_get(&limit, d));
+      }
+      lua_setfield(L, -2, sl_usage_dimname(d));
+    }
+    bi = lua_gettop(L);
+  }
   c->code = EXIT_FAILED;
-  c->run = sl_run_start_lua(L, c->e, -2, -1);           /* ... run */
+  c->run = sl_run_start_lua(L, c->e, bi ? -3 : -2, bi ? -2 : -1, bi);  /* ... run */
   sl_sched_drain(c->e);
   sl_run_wait_lua(L, c->run);
   uv_signal_stop(&c->sigint);

@@ -10,6 +10,7 @@
 
 #include "ctx.h"
 #include "dispatch.h"
+#include "meter.h"
 #include "run.h"
 #include "state.h"
 
@@ -85,6 +86,15 @@ static int ctx_sleep(lua_State *L) {
   return sl_task_sleep(L, t, (double)s, ctx_sleep_k, 0);
 }
 
+/* ctx:charge(usage): records usage ({cost=, tokens=, requests=}) at once,
+   against the run's budget. Usage past the budget fails the run after
+   this step. */
+static int ctx_charge(lua_State *L) {
+  sl_task *t = sl_task_current(L, 1);
+  sl_meter_charge(L, t, 2);
+  return 0;
+}
+
 /* ctx:log(...): writes one line to stderr naming the run and the step. */
 static int ctx_log(lua_State *L) {
   sl_task *t = sl_task_current(L, 1);
@@ -154,6 +164,7 @@ static const luaL_Reg ctx_methods[] = {
   {"cancel", ctx_cancel},
   {"sleep", ctx_sleep},
   {"log", ctx_log},
+  {"charge", ctx_charge},
   {NULL, NULL}
 };
 

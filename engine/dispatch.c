@@ -11,6 +11,8 @@
 
 #include "dispatch.h"
 #include "attempt.h"
+#include "memo.h"
+#include "meter.h"
 #include "error.h"
 #include "run.h"
 #include "value.h"
@@ -110,6 +112,99 @@ static void prime(lua_State *L, sl_task *t) {
   sl_attempt_arm(t);
 }
 
+/* Bodies for an execution that does not run its handler: one that returns
+   its argument (an output found in the cache) and one that raises it (a
+   reservation refused). */
+static int return_arg(lua_State *L) {
+  return 1;
+}
+
+static int raise_arg(lua_State *L) {
+  return lua_error(L);
+}
+
+/* Primes t's coroutine with body applied to the value on top of L (popped). */
+static void prime_with(lua_State *L, sl_task *t, lua_CFunction body) {
+  lua_pushcfunction(L, body);
+  lua_insert(L, -2);
+  lua_xmove(L, t->co, 2);
+  t->nargs = 1;
+}
+
+static void follow_leave(sl_task *t, void *data) {
+  (void)data;
+  sl_memo_leave(t);
+}
+
+/* A follower woke: its leader ended. The output is in the cache, or the
+   follower must look again (the leader failed, or its output could not be
+   stored). */
+static int follow_k(lua_State *L, int status, lua_KContext kctx) {
+  sl_task *t = (sl_task *)kctx;
+  (void)status;
+  if (sl_memo_recheck(L, t)) {
+    t->att->cache_hit = 1;
+    t->att->memo = SL_MEMO_NONE;
+    return 1;
+  }
+  t->att->memo = SL_MEMO_AGAIN;
+  return 0;
+}
+
+/* The body of a follower: waits for its leader. */
+static int follow_body(lua_State *L) {
+  sl_task *t = sl_current;
+  return sl_task_suspend_io(L, t, follow_leave, NULL, follow_k, (lua_KContext)t);
+}
+
+/*
+** Starts the execution of a step with options, in the order the core
+** promises for every step: reserve its estimate (a refusal fails it with
+** kind "quota" before it runs), look its output up in the cache (a hit
+** ends it at once; a concurrent identical execution is waited for), else
+** run its first attempt. ci is the index of its ctx.
+*/
+static void begin(lua_State *L, sl_task *t, int si, int ii, int ci) {
+  if (!t->metered && !sl_meter_reserve(L, t, si)) {
+    prime_with(L, t, raise_arg);
+    return;
+  }
+  switch (sl_memo_lookup(L, t, si, ii, ci)) {
+    case SL_MEMO_HIT:
+      t->att->cache_hit = 1;
+      prime_with(L, t, return_arg);
+      return;
+    case SL_MEMO_FOLLOW:
+      lua_pushcfunction(t->co, follow_body);
+      t->nargs = 0;
+      return;
+    default:
+      prime(L, t);
+  }
+}
+
+/* Begins t again from its ctx (a follower that found nothing). */
+static void begin_again(lua_State *L, sl_task *t) {
+  push_ctx(L, t);                                       /* ctx */
+  int c = lua_gettop(L);
+  lua_rawgeti(L, c, SL_CTX_STEP);
+  lua_rawgeti(L, c, SL_CTX_INPUT);
+  begin(L, t, c + 1, c + 2, c);
+  lua_settop(L, c - 1);
+}
+
+/* A background step belongs to its run, not to the step that started it:
+   it goes on after that step ends, and the run ends only after it. */
+static void detach(sl_task *t) {
+  sl_run *r = t->run;
+  sl_task_unlink(t);
+  t->deliver = SL_DELIVER_BACKGROUND;
+  t->next_sib = r->background;
+  if (r->background) r->background->prev_sib = t;
+  r->background = t;
+  r->nbackground++;
+}
+
 /*
 ** Makes a task for the step at si on the input at ii: finds the handler,
 ** builds the ctx, opens the history record and leaves the coroutine primed
@@ -185,9 +280,16 @@ static sl_task *prepare(lua_State *L, sl_run *r, sl_task *parent, int si,
 
   /* A step with options (the DSL marks it) gets attempt state; a plain
      one pays for this one lookup. */
-  if (lua_getfield(L, si, "_opts") != LUA_TNIL) sl_attempt_setup(L, t, si);
+  if (lua_getfield(L, si, "_opts") != LUA_TNIL || e->cache_all)
+    sl_attempt_setup(L, t, si);
   lua_pop(L, 1);
-  if (t->att_on || t->guarded || t->hooked) {
+  if (t->att_on) {
+    if (t->att->background && deliver == SL_DELIVER_SYNC) detach(t);
+    begin(L, t, si, ii, top + 5);
+    lua_settop(L, top);
+    return t;
+  }
+  if (t->guarded || t->hooked) {
     lua_settop(L, top);
     prime(L, t);
     return t;
@@ -221,12 +323,22 @@ static int outcome(lua_State *L, sl_task *t, int status, int nres, int *ok) {
   if (status == LUA_YIELD && t->wait != SL_WAIT_NONE) return 0;
   if (t->att_on) sl_attempt_disarm(t);
   if (status == LUA_OK) {
-    /* The results are the top nres values: keep the first, the output. */
+    /* The results are the top nres values: the output, then its usage. */
     if (nres == 0) {
       lua_pushnil(L);
-    } else {
-      lua_pop(co, nres - 1);
+    } else if (nres == 1) {
       lua_xmove(co, L, 1);
+    } else {
+      lua_pop(co, nres - 2);
+      lua_xmove(co, L, 2);                              /* output usage */
+      if (!lua_isnil(L, -1) && !sl_meter_returned(L, t, -1)) {
+        lua_replace(L, -3);                             /* err usage */
+        lua_pop(L, 1);
+        lua_settop(co, 0);
+        *ok = 0;
+        return 1;
+      }
+      lua_pop(L, 1);
     }
     lua_settop(co, 0);
     *ok = 1;
@@ -272,6 +384,12 @@ static int settle(lua_State *L, sl_task *t, int status, int nres, int *ok) {
   for (;;) {
     if (t->run->aborting) return 0;
     if (!outcome(L, t, status, nres, ok)) return 0;
+    if (*ok && t->att_on && t->att->memo == SL_MEMO_AGAIN) {
+      lua_pop(L, 1);
+      begin_again(L, t);
+      status = sl_task_resume(t, L, &nres);
+      continue;
+    }
     if (*ok || !t->att_on) return 1;
     switch (sl_attempt_next(L, t)) {
       case SL_NEXT_FINAL:
@@ -302,6 +420,13 @@ static void conclude(lua_State *L, sl_task *t, int ok) {
   sl_run *r = t->run;
   while (t->children != NULL)
     sl_task_cancel(t->children, "cancelled", "its parent step ended", 1);
+  if (t->att_on) {
+    sl_attempts *a = t->att;
+    if (a->cache_hit) sl_hist_set_cached(&r->hist, t->hist);
+    if (a->memo == SL_MEMO_LEAD) sl_memo_end(L, t, ok, lua_gettop(L));
+    else if (a->memo == SL_MEMO_FOLLOW) sl_memo_leave(t);
+  }
+  if (t->metered) sl_meter_reconcile(t);
   uint64_t now = sl_now();
   if (!ok) {
     const char *kind, *msg, *where;
@@ -336,6 +461,8 @@ static void conclude(lua_State *L, sl_task *t, int ok) {
       lua_pushvalue(L, -2);
       lua_setfield(L, -2, "state");
       lua_pop(L, 1);
+      break;
+    case SL_DELIVER_BACKGROUND:
       break;
     case SL_DELIVER_ROOT:
       lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);        /* ctx state run */
@@ -387,6 +514,10 @@ static void deliver(lua_State *L, sl_task *t, int ok, int wake) {
     case SL_DELIVER_HANDLE:
       deliver_handle(L, t, ok, wake);
       return;
+    case SL_DELIVER_BACKGROUND:
+      sl_run_background_ended(t->run, t, L, ok,
+                              t->att_on && t->att->background == 2);
+      return;
     default:
       sl_run_finish(t->run, L, ok);
       return;
@@ -406,7 +537,7 @@ static void after_top(lua_State *L, sl_task *t, sl_run *r) {
   }
   if (r->aborting && r->status == SL_RUN_RUNNING && r->root != NULL &&
       !r->root->running)
-    sl_run_abandon(r, "cancelled", r->abort_msg);
+    sl_run_abandon(r, r->abort_kind[0] ? r->abort_kind : "cancelled", r->abort_msg);
 }
 
 void sl_dispatch_resumed(lua_State *L, sl_task *t, int status, int nres) {
@@ -471,9 +602,23 @@ static int child_k(lua_State *L, int status, lua_KContext kctx) {
 
 int sl_dispatch_run(lua_State *L, sl_task *parent, int si, int ii, int ki,
                     lua_KFunction k, lua_KContext kctx) {
+  /* A run that is ending starts nothing more: the caller stops here. */
+  if (parent->run->aborting)
+    return sl_task_suspend(L, parent, SL_WAIT_INTERRUPT, NULL, 0);
+  ii = lua_absindex(L, ii);
   sl_task *t = prepare(L, parent->run, parent, si, ii, SL_DELIVER_SYNC, 0, ki);
   int nres, ok;
   int status = sl_task_resume(t, L, &nres);
+  if (t->deliver == SL_DELIVER_BACKGROUND) {
+    /* It goes on by itself; the caller goes on at once with its input. */
+    if (settle(L, t, status, nres, &ok)) {
+      conclude(L, t, ok);
+      deliver(L, t, ok, 1);
+      sl_task_release(t);
+    }
+    lua_pushvalue(L, ii);
+    return 1;
+  }
   if (settle(L, t, status, nres, &ok)) {
     conclude(L, t, ok);
     sl_task_release(t);
@@ -488,6 +633,8 @@ int sl_dispatch_run(lua_State *L, sl_task *parent, int si, int ii, int ki,
 }
 
 void sl_dispatch_spawn(lua_State *L, sl_task *parent, int si, int ii, int ki) {
+  if (parent->run->aborting)
+    sl_task_suspend(L, parent, SL_WAIT_INTERRUPT, NULL, 0);
   si = lua_absindex(L, si);
   ii = lua_absindex(L, ii);
   if (ki != 0) ki = lua_absindex(L, ki);

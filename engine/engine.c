@@ -20,6 +20,7 @@
 #include "http.h"
 #include "kinds.h"
 #include "loader.h"
+#include "cache.h"
 #include "memory.h"
 #include "reload.h"
 #include "run.h"
@@ -105,6 +106,7 @@ static sl_engine *engine_create(lua_State *L, uv_loop_t *loop, int owns) {
   e->ref_kinds = luaL_ref(L, LUA_REGISTRYINDEX);
   sl_ctx_open(L, e);
   sl_exec_open(L, e); sl_http_open(L, e);
+  if (sl_cache_new(L, 0, &e->cache) != 0) e->cache = NULL;  /* runs uncached */
   lua_pushvalue(L, -1);
   e->ref_box = luaL_ref(L, LUA_REGISTRYINDEX);
   return e;
@@ -150,6 +152,8 @@ static void engine_destroy(sl_engine *e, int lua_alive) {
   e->runs = NULL;
   if (e->capped && lua_alive) sl_memory_remove(L);
   sl_reload_unwatch(e);
+  if (e->cache != NULL && lua_alive) sl_cache_free(e->cache);
+  e->cache = NULL;
   free(e->load_path);
   e->load_path = NULL;
   sl_sched_close(e);
@@ -360,7 +364,7 @@ static int start_p(lua_State *L) {
   else if (sl_json_decode(L, a->input, strlen(a->input)) != 0)
     luaL_error(L, "bad input JSON: %s", lua_tostring(L, -1));
   a->code = SL_EINVAL;
-  a->run = sl_run_start_lua(L, e, -2, -1);              /* set step input run */
+  a->run = sl_run_start_lua(L, e, -2, -1, 0);              /* set step input run */
   a->run->ref_host = luaL_ref(L, LUA_REGISTRYINDEX);
   a->code = SL_OK;
   sl_sched_drain(e);

@@ -14,6 +14,7 @@
 typedef struct sl_task sl_task;
 typedef struct sl_run sl_run;
 typedef struct sl_watch sl_watch;
+typedef struct sl_cache sl_cache;
 
 /* Names of the metatables every component shares, kept in the registry. */
 #define SL_ENGINE_MT "sluice.engine"
@@ -45,6 +46,8 @@ struct sl_engine {
   int ref_watch_cb;        /* the Lua function engine:watch calls, or LUA_NOREF */
   char *load_path;         /* the file last loaded, for reload */
   sl_watch *watch;         /* what engine:watch watches, or NULL */
+  sl_cache *cache;         /* the in-memory tier of the step cache */
+  int cache_all;           /* cache every step (sluice dev) */
   int ref_runs;            /* table: run userdata -> true, for active runs */
   int ref_ctxmt;           /* cached metatables for the hot path */
   int ref_errmt;

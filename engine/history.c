@@ -90,6 +90,8 @@ int sl_hist_begin(sl_history *h, int parent, const char *name, size_t nlen,
   r->attempts = 1;
   r->status = SL_STEP_RUNNING;
   r->cached = 0;
+  r->has_usage = 0;
+  memset(&r->usage, 0, sizeof r->usage);
   return h->n++;
 }
 
@@ -101,6 +103,16 @@ void sl_hist_set_key(sl_history *h, int i, const char *key, size_t klen, int ord
 
 void sl_hist_set_attempts(sl_history *h, int i, int n) {
   if (i >= 0) h->recs[i].attempts = n;
+}
+
+void sl_hist_set_usage(sl_history *h, int i, const sl_usage *u) {
+  if (i < 0) return;
+  h->recs[i].usage = *u;
+  h->recs[i].has_usage = 1;
+}
+
+void sl_hist_set_cached(sl_history *h, int i) {
+  if (i >= 0) h->recs[i].cached = 1;
 }
 
 void sl_hist_set_fallback(sl_history *h, int i, const char *why) {
@@ -159,6 +171,10 @@ void sl_hist_push(lua_State *L, const sl_history *h) {
     }
     set_str(L, "key", r->key);
     set_str(L, "fallback", r->fallback);
+    if (r->has_usage) {
+      sl_usage_push(L, &r->usage);
+      lua_setfield(L, -2, "usage");
+    }
     set_str(L, "name", r->name);
     set_str(L, "kind", r->kind);
     set_str(L, "status", sl_hist_status_name(r->status));

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <lua.h>
 
+#include "quota.h"
+
 enum { SL_STEP_RUNNING, SL_STEP_COMPLETED, SL_STEP_FAILED, SL_STEP_CANCELLED };
 
 typedef struct sl_hist_rec {
@@ -21,7 +23,8 @@ typedef struct sl_hist_rec {
   int parent;                         /* index of the parent's record, -1 for the root */
   int ordinal;                        /* 1-based: the parent's how-many-th child this is */
   int attempts;
-  unsigned char status, cached;
+  sl_usage usage;                     /* what it reported */
+  unsigned char status, cached, has_usage;
 } sl_hist_rec;
 
 typedef struct sl_hist_chunk sl_hist_chunk;
@@ -51,6 +54,12 @@ void sl_hist_set_key(sl_history *h, int i, const char *key, size_t klen, int ord
 
 /* Records that record i is on attempt n. */
 void sl_hist_set_attempts(sl_history *h, int i, int n);
+
+/* Records the usage record i reported so far. */
+void sl_hist_set_usage(sl_history *h, int i, const sl_usage *u);
+
+/* Marks record i as served from the cache. */
+void sl_hist_set_cached(sl_history *h, int i);
 
 /* Records why record i's fallback ran. */
 void sl_hist_set_fallback(sl_history *h, int i, const char *why);

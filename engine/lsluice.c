@@ -32,11 +32,31 @@ static void push_target(lua_State *L, sl_engine *e, int idx) {
 
 /* engine:start(pipeline, input): starts a run and returns its handle at
    once; the run may already have ended. */
+/* Pushes opts.budget of the options table at oi (nil when absent) and
+   checks the options' names. */
+static int push_budget(lua_State *L, int oi) {
+  if (lua_isnoneornil(L, oi)) {
+    lua_pushnil(L);
+    return lua_gettop(L);
+  }
+  luaL_checktype(L, oi, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, oi)) {
+    lua_pop(L, 1);
+    const char *k = lua_tostring(L, -1);
+    if (lua_type(L, -1) != LUA_TSTRING || strcmp(k, "budget") != 0)
+      luaL_error(L, "bad run option '%s' (known: budget)", k ? k : "?");
+  }
+  lua_getfield(L, oi, "budget");
+  return lua_gettop(L);
+}
+
 static int e_start(lua_State *L) {
   sl_engine *e = sl_engine_check(L, 1);
-  lua_settop(L, 3);
-  push_target(L, e, 2);                                 /* e p in step */
-  sl_run_start_lua(L, e, 4, 3);                         /* ... run */
+  lua_settop(L, 4);
+  push_target(L, e, 2);                                 /* e p in opts step */
+  int bi = push_budget(L, 4);
+  sl_run_start_lua(L, e, 5, 3, bi);                     /* ... run */
   sl_sched_drain(e);
   return 1;
 }
@@ -44,12 +64,13 @@ static int e_start(lua_State *L) {
 /* engine:run(pipeline, input): runs to the end and returns the result. */
 static int e_run(lua_State *L) {
   sl_engine *e = sl_engine_check(L, 1);
-  lua_settop(L, 3);
+  lua_settop(L, 4);
   if (e->depth > 0 || e->in_uv_run)
     return luaL_error(L, "cannot block on a run from inside the engine's loop "
                          "(from a step, use ctx:run; from a callback, use start/poll)");
-  push_target(L, e, 2);                                 /* e p in step */
-  sl_run *r = sl_run_start_lua(L, e, 4, 3);             /* ... run */
+  push_target(L, e, 2);                                 /* e p in opts step */
+  int bi = push_budget(L, 4);
+  sl_run *r = sl_run_start_lua(L, e, 5, 3, bi);         /* ... run */
   sl_sched_drain(e);
   sl_run_wait_lua(L, r);
   sl_run_push_result(L, r, -1);

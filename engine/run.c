@@ -12,6 +12,7 @@
 #include "run.h"
 #include "dispatch.h"
 #include "error.h"
+#include "meter.h"
 #include "value.h"
 
 const char *sl_run_status_name(int status) {
@@ -59,9 +60,10 @@ sl_run *sl_run_check(lua_State *L, int idx) {
   return luaL_checkudata(L, idx, SL_RUN_MT);
 }
 
-sl_run *sl_run_start_lua(lua_State *L, sl_engine *e, int si, int ii) {
+sl_run *sl_run_start_lua(lua_State *L, sl_engine *e, int si, int ii, int bi) {
   si = lua_absindex(L, si);
   ii = lua_absindex(L, ii);
+  if (bi != 0) bi = lua_absindex(L, bi);
   if (e->closing) luaL_error(L, "the engine is shutting down");
   if (!sl_is_step(L, si))
     luaL_error(L, "a pipeline or step expected, got %s", luaL_typename(L, si));
@@ -95,6 +97,7 @@ sl_run *sl_run_start_lua(lua_State *L, sl_engine *e, int si, int ii) {
   lua_setiuservalue(L, -2, SL_RUN_UV_STATE);
   lua_pushstring(L, r->id);
   lua_setiuservalue(L, -2, SL_RUN_UV_ID);
+  sl_meter_budget(L, r, si, bi);
   /* The run keeps the policy table it starts with to its end. */
   lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_kinds);
   r->ref_kinds = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -120,21 +123,24 @@ static void unanchor(lua_State *L, sl_run *r) {
   e->active_runs--;
 }
 
-void sl_run_finish(sl_run *r, lua_State *L, int ok) {
+/* The run ends with what its root ended with, unless a background task
+   that had to succeed failed. */
+static void finalize(sl_run *r, lua_State *L) {
   r->t_end = sl_now();
-  r->root = NULL;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);            /* out run */
-  lua_insert(L, -2);                                    /* run out */
-  if (ok) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);            /* run */
+  if (r->root_ok && lua_getiuservalue(L, -1, SL_RUN_UV_ERROR) == LUA_TTABLE)
+    r->root_ok = 0;                                     /* a required background failed */
+  else if (!r->root_ok) lua_pushnil(L);
+  lua_pop(L, 1);
+  if (r->root_ok) {
     r->status = SL_RUN_COMPLETED;
-    lua_setiuservalue(L, -2, SL_RUN_UV_OUTPUT);
   } else {
+    lua_getiuservalue(L, -1, SL_RUN_UV_ERROR);
     lua_getfield(L, -1, "kind");
     const char *kind = lua_tostring(L, -1);
     r->status = kind && strcmp(kind, "cancelled") == 0 ? SL_RUN_CANCELLED
                                                        : SL_RUN_FAILED;
-    lua_pop(L, 1);
-    lua_setiuservalue(L, -2, SL_RUN_UV_ERROR);
+    lua_pop(L, 2);
   }
   lua_pop(L, 1);
   unanchor(L, r);
@@ -145,12 +151,48 @@ void sl_run_finish(sl_run *r, lua_State *L, int ok) {
   if (r->on_end != NULL) r->on_end(r, r->on_end_ud);
 }
 
+void sl_run_finish(sl_run *r, lua_State *L, int ok) {
+  r->root = NULL;
+  r->root_done = 1;
+  r->root_ok = ok;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);            /* out run */
+  lua_insert(L, -2);                                    /* run out */
+  lua_setiuservalue(L, -2, ok ? SL_RUN_UV_OUTPUT : SL_RUN_UV_ERROR);
+  lua_pop(L, 1);
+  if (r->nbackground == 0) finalize(r, L);
+}
+
+void sl_run_background_ended(sl_run *r, sl_task *t, lua_State *L, int ok,
+                             int required) {
+  if (t->prev_sib) t->prev_sib->next_sib = t->next_sib;
+  else r->background = t->next_sib;
+  if (t->next_sib) t->next_sib->prev_sib = t->prev_sib;
+  t->prev_sib = t->next_sib = NULL;
+  r->nbackground--;
+  /* Its failure is in the history either way; it fails the run only when
+     it was required, and then the first such failure is the run's error. */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);            /* out run */
+  if (!ok && required && (!r->root_done || r->root_ok) &&
+      lua_getiuservalue(L, -1, SL_RUN_UV_ERROR) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, -2);
+    lua_setiuservalue(L, -2, SL_RUN_UV_ERROR);
+  } else if (!ok && required) {
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
+  if (r->root_done && r->nbackground == 0) finalize(r, L);
+}
+
 void sl_run_abandon(sl_run *r, const char *kind, const char *msg) {
   if (r->status != SL_RUN_RUNNING || r->e == NULL) return;
+  while (r->background != NULL)
+    sl_task_cancel(r->background, kind, msg, 0);
   if (r->root != NULL) {
     sl_task_cancel(r->root, kind, msg, 0);
     return;
   }
+  if (r->root_done) return;   /* the last background task finalized it */
   lua_State *L = r->e->L;
   sl_error_push(L, kind, msg, NULL, NULL);
   sl_run_finish(r, L, 0);
@@ -209,7 +251,7 @@ void sl_run_push_result(lua_State *L, sl_run *r, int idx) {
   lua_setfield(L, -2, "output");
   lua_getiuservalue(L, idx, SL_RUN_UV_ERROR);
   lua_setfield(L, -2, "error");
-  lua_newtable(L);
+  sl_usage_push(L, &r->quota.spent);
   lua_setfield(L, -2, "usage");
   lua_pushnumber(L, (double)(r->t_end - r->t_start) / 1e6);
   lua_setfield(L, -2, "ms");

@@ -7,6 +7,7 @@
 
 #include "engine.h"
 #include "history.h"
+#include "quota.h"
 
 /* Uservalue slots of a run's userdata. */
 enum {
@@ -33,19 +34,36 @@ struct sl_run {
   char *result_json;       /* built for the C API on first request */
   void (*on_end)(sl_run *r, void *ud);   /* called once when the run ends */
   void *on_end_ud;
-  int aborting;            /* sl.abort was called: cancel the run from the top */
-  char abort_msg[256];
+  int aborting;            /* end the run from the top (sl.abort, an overrun) */
+  char abort_kind[16];     /* the error kind it ends with: cancelled, quota */
+  char abort_msg[300];
+  sl_quota quota;          /* its budget, and what it spent and reserved */
+  sl_task *background;     /* background tasks still running (a list) */
+  int nbackground;
+  int root_done, root_ok;  /* the root ended while background tasks ran */
   char id[32];
   char pipeline[128];      /* the root step's name */
 };
 
 /* Creates a run of the step at index si on input at ii, anchors it, pushes
-   its userdata and starts its root task. Raises on a bad step. */
-sl_run *sl_run_start_lua(lua_State *L, sl_engine *e, int si, int ii);
+   its userdata and starts its root task. bi is the index of a budget table
+   ({cost=, tokens=, requests=}) that overrides the root's budget option,
+   or 0. Raises on a bad step or budget. */
+sl_run *sl_run_start_lua(lua_State *L, sl_engine *e, int si, int ii, int bi);
+
+/* The background task t of run r ended with its outcome on top of L
+   (popped); required: its failure fails the run. */
+void sl_run_background_ended(sl_run *r, sl_task *t, lua_State *L, int ok,
+                             int required);
 
 /* Called by the dispatcher when the root task has ended with its outcome
    (output or error table) on top of L, which it pops. */
 void sl_run_finish(sl_run *r, lua_State *L, int ok);
+
+/* The background task t of run r ended with its outcome on top of L
+   (popped); required: its failure fails the run. */
+void sl_run_background_ended(sl_run *r, sl_task *t, lua_State *L, int ok,
+                             int required);
 
 /* Fails an active run from outside its steps (a stalled loop, engine
    teardown) with an error of the given kind. */

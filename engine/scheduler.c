@@ -51,6 +51,10 @@ sl_task *sl_task_acquire(lua_State *L, sl_engine *e, sl_task *parent) {
   t->pending = 0;
   t->nstarted = 0;
   t->await_any = 0;
+  t->metered = 0;
+  memset(&t->held, 0, sizeof t->held);
+  memset(&t->used, 0, sizeof t->used);
+  memset(&t->returned, 0, sizeof t->returned);
   t->att_on = 0;
   t->interrupt = SL_INT_NONE;
   t->guarded = parent != NULL && parent->guarded;
@@ -62,7 +66,7 @@ sl_task *sl_task_acquire(lua_State *L, sl_engine *e, sl_task *parent) {
   return t;
 }
 
-static void unlink_from_parent(sl_task *t) {
+void sl_task_unlink(sl_task *t) {
   sl_task *p = t->parent;
   if (p == NULL) return;
   if (t->prev_sib) t->prev_sib->next_sib = t->next_sib;
@@ -95,7 +99,7 @@ void sl_task_release(sl_task *t) {
   }
   sl_attempt_disarm(t);
   t->att_on = 0;
-  unlink_from_parent(t);
+  sl_task_unlink(t);
   /* Forget the ctx, so a ctx kept beyond its step raises instead of
      reaching a task that now runs something else. */
   lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_ctxs);       /* ctxs */
@@ -136,6 +140,10 @@ int sl_task_resume(sl_task *t, lua_State *from, int *nres) {
 
 void sl_task_wake(sl_task *t, int nargs) {
   sl_engine *e = t->e;
+  /* Whatever it waited on is done: a cancel before it resumes must not
+     reach a resource that is already released. */
+  t->wait_cancel = NULL;
+  t->wait_data = NULL;
   t->nargs += nargs;
   if (t->queued) return;
   t->queued = 1;

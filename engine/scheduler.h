@@ -6,6 +6,7 @@
 #define SL_SCHEDULER_H
 
 #include "engine.h"
+#include "quota.h"
 
 /* Called when a task waiting on a resource (a timer, a process, a request)
    is cancelled: stops the resource and makes sure nothing it does later
@@ -28,7 +29,8 @@ enum {
 enum {
   SL_DELIVER_SYNC,   /* to the parent blocked in ctx:run */
   SL_DELIVER_HANDLE, /* to its task handle, for ctx:await */
-  SL_DELIVER_ROOT    /* to its run */
+  SL_DELIVER_ROOT,   /* to its run */
+  SL_DELIVER_BACKGROUND  /* to its run, which ends only after it */
 };
 
 /* Slots in the array part of a ctx table, private to the engine. */
@@ -57,6 +59,9 @@ struct sl_task {
   lua_KFunction k;           /* continuation to run when a wait ends */
   lua_KContext kctx;
   sl_attempts *att;          /* attempt state, kept with the task once made */
+  sl_usage held;             /* what it still holds of its reservation */
+  sl_usage used;             /* the usage it reported: charges and return */
+  sl_usage returned;         /* the usage its last attempt returned */
   uint64_t t0;
   int id;                    /* index in the engine's threads and ctxs tables */
   int hist;                  /* index of the execution's history record */
@@ -73,6 +78,7 @@ struct sl_task {
   unsigned char hooked;      /* a count hook is set on co */
   unsigned char interrupt;   /* SL_INT_*: why its attempt must end now */
   unsigned char await_any;   /* in ctx:await_any: the first ending wakes it */
+  unsigned char metered;     /* held, used or returned is not all zero */
   uv_timer_t timer;          /* initialized once, closed with the engine */
 };
 
@@ -82,6 +88,9 @@ extern sl_task *sl_current;
 /* Takes a task from the pool (or makes one) and links it under parent.
    Raises a memory error in L on exhaustion. */
 sl_task *sl_task_acquire(lua_State *L, sl_engine *e, sl_task *parent);
+
+/* Takes t out of its parent's children, leaving it with no parent. */
+void sl_task_unlink(sl_task *t);
 
 /* Unlinks a task that has ended, clears its ctx slot and returns it (and its
    coroutine, reset if it failed) to the pool. */

@@ -145,6 +145,39 @@ function check.fallback(v)
   return true
 end
 
+local function usage_fields()
+  local whole = function(v) return math.type(v) == "integer" and v >= 0, "a non-negative integer" end
+  return { cost = nonneg_number, tokens = whole, requests = whole }
+end
+
+check.estimate = record(usage_fields(), "a table {cost=, tokens=, requests=}")
+check.budget = record(usage_fields(), "a table {cost=, tokens=, requests=}")
+
+function check.cache(v)
+  if v == true then return true end
+  local what = "true or a table {ttl=, key=}"
+  if type(v) ~= "table" then return false, what end
+  for k, x in pairs(v) do
+    if k == "ttl" then
+      if type(x) ~= "number" or not (x > 0) then
+        return false, what, "a table whose field 'ttl' is not a positive number of seconds"
+      end
+    elseif k == "key" then
+      if type(x) ~= "function" then
+        return false, what, "a table whose field 'key' is not a function"
+      end
+    else
+      return false, what, ("a table with an unknown field '%s'%s"):format(
+        tostring(k), M.suggest(k, { ttl = true, key = true }))
+    end
+  end
+  return true
+end
+
+function check.background(v)
+  return v == true or v == false or v == "required", 'true, false or "required"'
+end
+
 M.check = check
 
 -- Options every step takes, whatever its kind.
@@ -158,13 +191,18 @@ local common = {
   validate = check.validate,
   fallback = check.fallback,
   limits = check.limits,
+  estimate = check.estimate,
+  cache = check.cache,
+  background = check.background,
+  budget = check.budget,
 }
 M.common = common
 
 -- Options the engine acts on for every step: a step with any of them is
 -- marked, so the dispatcher reads them only for such steps.
 local engine_options = { retries = true, backoff = true, timeout = true,
-  validate = true, fallback = true, limits = true }
+  validate = true, fallback = true, limits = true, estimate = true,
+  cache = true, background = true }
 M.engine_options = engine_options
 
 -- The deepest chain of fallbacks one step may have.

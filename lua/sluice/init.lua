@@ -45,8 +45,8 @@ local function default()
   return adopt(core.default_engine())
 end
 
--- Options sl.run, sl.start and sl.engine accept; later components add theirs.
-local run_options = {}
+-- Options sl.run and sl.start accept.
+local run_options = { budget = true }
 
 local function check_opts(opts, fname)
   if opts == nil then return end

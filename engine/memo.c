@@ -1,0 +1,115 @@
+/*
+** Memo.
+*/
+#include <stdio.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "memo.h"
+#include "attempt.h"
+#include "cache.h"
+#include "run.h"
+#include "value.h"
+
+static uint64_t wall_ms(void) {
+  uv_timeval64_t tv;
+  if (uv_gettimeofday(&tv) != 0) return uv_hrtime() / 1000000;
+  return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+static const char *name_of(sl_task *t) {
+  return t->hist >= 0 ? t->run->hist.recs[t->hist].name : "?";
+}
+
+/* Raises a key failure naming the step and where it was defined. */
+static int key_error(lua_State *L, int si, sl_task *t, const char *what) {
+  lua_getfield(L, si, "where");
+  return luaL_error(L, "%s%sstep '%s': cannot make its cache key: %s",
+                    luaL_optstring(L, -1, ""), lua_isstring(L, -1) ? ": " : "",
+                    name_of(t), what);
+}
+
+int sl_memo_lookup(lua_State *L, sl_task *t, int si, int ii, int ci) {
+  sl_attempts *a = t->att;
+  sl_engine *e = t->e;
+  char err[256];
+  a->memo = SL_MEMO_NONE;
+  if (!a->cache_on || e->cache == NULL) return SL_MEMO_NONE;
+  si = lua_absindex(L, si);
+  ii = lua_absindex(L, ii);
+  ci = lua_absindex(L, ci);
+  int top = lua_gettop(L);
+  sl_key version;
+  if (sl_step_version(L, si, &version, err, sizeof err) != 0)
+    key_error(L, si, t, err);
+  int vi = ii;
+  if (lua_getfield(L, si, "cache") == LUA_TTABLE &&
+      lua_getfield(L, -1, "key") == LUA_TFUNCTION) {
+    /* The key function runs in the caller's frame: it may not wait. */
+    lua_pushvalue(L, ii);
+    lua_pushvalue(L, ci);
+    if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+      const char *msg = lua_tostring(L, -1);
+      char why[300];
+      snprintf(why, sizeof why, "its key function raised: %s", msg ? msg : "?");
+      key_error(L, si, t, why);
+    }
+    if (lua_type(L, -1) == LUA_TFUNCTION)
+      key_error(L, si, t, "its key function returned a function");
+    vi = lua_gettop(L);
+  }
+  if (sl_cache_key(e->cache, L, vi, (const char *)&version, sizeof version,
+                   &a->key, err, sizeof err) != 0) {
+    char why[300];
+    snprintf(why, sizeof why, "the %s cannot be hashed: %s",
+             vi == ii ? "input" : "key", err);
+    key_error(L, si, t, why);
+  }
+  lua_settop(L, top);
+  if (sl_cache_get(e->cache, L, &a->key, wall_ms())) {
+    a->memo = SL_MEMO_HIT;
+    return SL_MEMO_HIT;
+  }
+  int role = sl_cache_flight_begin(e->cache, &a->key, t);
+  a->memo = role == SL_FLIGHT_FOLLOWER ? SL_MEMO_FOLLOW : SL_MEMO_LEAD;
+  return a->memo;
+}
+
+int sl_memo_recheck(lua_State *L, sl_task *t) {
+  sl_engine *e = t->e;
+  return e->cache != NULL && sl_cache_get(e->cache, L, &t->att->key, wall_ms());
+}
+
+static void wake_follower(void *waiter, void *ud) {
+  sl_task *f = waiter;
+  (void)ud;
+  sl_task_wake(f, 0);
+}
+
+void sl_memo_end(lua_State *L, sl_task *t, int ok, int idx) {
+  sl_attempts *a = t->att;
+  sl_engine *e = t->e;
+  if (a == NULL || a->memo != SL_MEMO_LEAD || e->cache == NULL) return;
+  a->memo = SL_MEMO_NONE;
+  if (ok) {
+    /* Only what JSON can carry is stored: the same rule the persistent
+       tier has, and the measure of its size. */
+    sl_buf b;
+    char err[200];
+    sl_buf_init(&b);
+    if (sl_json_encode(L, idx, &b, 0, err, sizeof err) == 0) {
+      uint64_t expires = a->ttl_ms > 0 ? wall_ms() + a->ttl_ms : 0;
+      const char *name = name_of(t);
+      sl_cache_put(e->cache, L, &a->key, idx, b.len, expires, name, strlen(name));
+    }
+    sl_buf_free(&b);
+  }
+  sl_cache_flight_end(e->cache, &a->key, wake_follower, NULL);
+}
+
+void sl_memo_leave(sl_task *t) {
+  if (t->att != NULL && t->att->memo == SL_MEMO_FOLLOW && t->e->cache != NULL)
+    sl_cache_flight_leave(t->e->cache, &t->att->key, t);
+  if (t->att != NULL) t->att->memo = SL_MEMO_NONE;
+}
