@@ -1,0 +1,375 @@
+/*
+** Trace: step executions written as OpenTelemetry spans, one JSON object
+** per line. See trace.h for the format and the contract.
+*/
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "trace.h"
+#include "value.h"
+
+
+struct sl_trace {
+  FILE *f;
+  char *path;              /* as opened; owned */
+  sl_buf line;             /* the span being written, reused */
+  int failed;              /* a write failed: the file's tail is unknown,
+                              so every later span fails too */
+  char errmsg[512];
+};
+
+
+/* Formats "<path>: <text>" into err (errlen bytes; err may be NULL). */
+static void format_error (char *err, size_t errlen, const char *path,
+                          const char *fmt, ...) {
+  va_list ap;
+  int n;
+  if (err == NULL || errlen == 0)
+    return;
+  n = snprintf(err, errlen, "%s: ", path);
+  if (n < 0 || (size_t)n >= errlen)
+    return;
+  va_start(ap, fmt);
+  vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+  va_end(ap);
+}
+
+
+/*
+** {======================================================
+** Ids
+** =======================================================
+*/
+
+static void put_hex64 (char *out, uint64_t v) {
+  static const char hex[] = "0123456789abcdef";
+  int i;
+  for (i = 15; i >= 0; i--) {
+    out[i] = hex[v & 0xf];
+    v >>= 4;
+  }
+}
+
+
+void sl_trace_trace_id (const char *run_id,
+                        char out[SL_TRACE_TRACEID_HEX + 1]) {
+  XXH128_hash_t h = XXH3_128bits(run_id, strlen(run_id));
+  if (h.high64 == 0 && h.low64 == 0)
+    h.low64 = 1;  /* all zeros means "no trace" in OTLP */
+  put_hex64(out, h.high64);
+  put_hex64(out + 16, h.low64);
+  out[SL_TRACE_TRACEID_HEX] = '\0';
+}
+
+
+void sl_trace_span_id (const char *run_id, int index,
+                       char out[SL_TRACE_SPANID_HEX + 1]) {
+  uint64_t h = XXH3_64bits_withSeed(run_id, strlen(run_id),
+                                    (XXH64_hash_t)(uint64_t)index);
+  if (h == 0)
+    h = 1;  /* all zeros means "no span" in OTLP */
+  put_hex64(out, h);
+  out[SL_TRACE_SPANID_HEX] = '\0';
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
+** JSON text
+** =======================================================
+** Each helper appends to b and returns 0, or -1 when memory ran out;
+** callers OR the results together and check once per span.
+*/
+
+static int put_lit (sl_buf *b, const char *s) {
+  return sl_buf_add(b, s, strlen(s));
+}
+
+
+/* The length of the valid UTF-8 sequence at p, or 0 if there is none. */
+static size_t utf8_seq (const unsigned char *p, const unsigned char *end) {
+  size_t left = (size_t)(end - p);
+  unsigned c = p[0];
+  if (c < 0x80)
+    return 1;
+  if (c < 0xC2)
+    return 0;                                  /* continuation, overlong */
+  if (c < 0xE0)
+    return (left >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
+  if (c < 0xF0) {
+    if (left < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80)
+      return 0;
+    if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] >= 0xA0))
+      return 0;                                /* overlong, surrogate */
+    return 3;
+  }
+  if (c < 0xF5) {
+    if (left < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80
+        || (p[3] & 0xC0) != 0x80)
+      return 0;
+    if ((c == 0xF0 && p[1] < 0x90) || (c == 0xF4 && p[1] >= 0x90))
+      return 0;                                /* overlong, past U+10FFFF */
+    return 4;
+  }
+  return 0;
+}
+
+
+/* Writes s as a quoted JSON string; invalid UTF-8 becomes U+FFFD. */
+static int put_string (sl_buf *b, const char *s) {
+  static const char hex[] = "0123456789abcdef";
+  const unsigned char *p = (const unsigned char *)s;
+  const unsigned char *end = p + strlen(s);
+  int rc = sl_buf_addc(b, '"');
+  while (p < end) {
+    const unsigned char *run = p;
+    size_t n;
+    /* The longest stretch that needs no escaping, copied at once. */
+    while (p < end && *p >= 0x20 && *p != '"' && *p != '\\'
+           && (n = utf8_seq(p, end)) > 0)
+      p += n;
+    if (p > run)
+      rc |= sl_buf_add(b, (const char *)run, (size_t)(p - run));
+    if (p == end)
+      break;
+    switch (*p) {
+      case '"':  rc |= put_lit(b, "\\\""); break;
+      case '\\': rc |= put_lit(b, "\\\\"); break;
+      case '\b': rc |= put_lit(b, "\\b"); break;
+      case '\f': rc |= put_lit(b, "\\f"); break;
+      case '\n': rc |= put_lit(b, "\\n"); break;
+      case '\r': rc |= put_lit(b, "\\r"); break;
+      case '\t': rc |= put_lit(b, "\\t"); break;
+      default:
+        if (*p < 0x20) {
+          char esc[7] = { '\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 0xf], 0 };
+          rc |= put_lit(b, esc);
+        }
+        else
+          rc |= put_lit(b, "\\ufffd");        /* not valid UTF-8 */
+    }
+    p++;
+  }
+  return rc | sl_buf_addc(b, '"');
+}
+
+
+/* Writes an int64 as OTLP/JSON does: a string of decimal digits. */
+static int put_int64 (sl_buf *b, int64_t v) {
+  char tmp[32];
+  snprintf(tmp, sizeof tmp, "\"%" PRId64 "\"", v);
+  return put_lit(b, tmp);
+}
+
+
+/* Writes a double as a JSON number that reads back as the same double;
+   NaN and the infinities as the strings proto3 JSON uses for them. */
+static int put_double (sl_buf *b, double d) {
+  char tmp[40];
+  char *c;
+  if (isnan(d))
+    return put_lit(b, "\"NaN\"");
+  if (isinf(d))
+    return put_lit(b, d > 0 ? "\"Infinity\"" : "\"-Infinity\"");
+  snprintf(tmp, sizeof tmp, "%.15g", d);
+  if (strtod(tmp, NULL) != d)
+    snprintf(tmp, sizeof tmp, "%.17g", d);
+  for (c = tmp; *c; c++)
+    if (*c == ',')
+      *c = '.';   /* a host's locale may use a decimal comma */
+  return put_lit(b, tmp);
+}
+
+
+/* {"key":"<key>","value":{"<type>":  -- the caller writes the value and
+   closes with "}}". A comma goes first unless this is the first. */
+static int put_attr_start (sl_buf *b, int *first, const char *key,
+                           const char *type) {
+  int rc = 0;
+  if (!*first)
+    rc |= sl_buf_addc(b, ',');
+  *first = 0;
+  rc |= put_lit(b, "{\"key\":");
+  rc |= put_string(b, key);
+  rc |= put_lit(b, ",\"value\":{\"");
+  rc |= put_lit(b, type);
+  return rc | put_lit(b, "\":");
+}
+
+static int attr_string (sl_buf *b, int *first, const char *key,
+                        const char *v) {
+  if (v == NULL)
+    return 0;
+  return put_attr_start(b, first, key, "stringValue") | put_string(b, v)
+         | put_lit(b, "}}");
+}
+
+static int attr_int (sl_buf *b, int *first, const char *key, int64_t v) {
+  return put_attr_start(b, first, key, "intValue") | put_int64(b, v)
+         | put_lit(b, "}}");
+}
+
+static int attr_bool (sl_buf *b, int *first, const char *key, int v) {
+  return put_attr_start(b, first, key, "boolValue")
+         | put_lit(b, v ? "true}}" : "false}}");
+}
+
+static int attr_double (sl_buf *b, int *first, const char *key, double v) {
+  return put_attr_start(b, first, key, "doubleValue") | put_double(b, v)
+         | put_lit(b, "}}");
+}
+
+/* }====================================================== */
+
+
+/* Writes span s as one line of JSON into b. Returns 0 or -1 (memory). */
+static int build_span (sl_buf *b, const sl_trace_span_info *s) {
+  char trace_id[SL_TRACE_TRACEID_HEX + 1], span_id[SL_TRACE_SPANID_HEX + 1];
+  int64_t end_ns = s->end_ns < s->start_ns ? s->start_ns : s->end_ns;
+  int failed = s->err_kind || s->err_msg || s->err_where;
+  int first = 1;
+  int rc = 0;
+
+  sl_trace_trace_id(s->run_id, trace_id);
+  sl_trace_span_id(s->run_id, s->index, span_id);
+  rc |= put_lit(b, "{\"traceId\":\"");
+  rc |= put_lit(b, trace_id);
+  rc |= put_lit(b, "\",\"spanId\":\"");
+  rc |= put_lit(b, span_id);
+  if (s->parent >= 0) {
+    sl_trace_span_id(s->run_id, s->parent, span_id);
+    rc |= put_lit(b, "\",\"parentSpanId\":\"");
+    rc |= put_lit(b, span_id);
+  }
+  rc |= put_lit(b, "\",\"name\":");
+  rc |= put_string(b, s->name ? s->name : "");
+  rc |= put_lit(b, ",\"kind\":\"SPAN_KIND_INTERNAL\",\"startTimeUnixNano\":");
+  rc |= put_int64(b, s->start_ns);
+  rc |= put_lit(b, ",\"endTimeUnixNano\":");
+  rc |= put_int64(b, end_ns);
+
+  rc |= put_lit(b, ",\"attributes\":[");
+  rc |= attr_string(b, &first, "sluice.run_id", s->run_id);
+  rc |= attr_string(b, &first, "sluice.kind", s->kind);
+  rc |= attr_string(b, &first, "sluice.key", s->key);
+  rc |= attr_int(b, &first, "sluice.attempts", s->attempts);
+  rc |= attr_bool(b, &first, "sluice.cached", s->cached);
+  if (s->has_usage) {
+    rc |= attr_double(b, &first, "sluice.usage.cost", s->cost);
+    rc |= attr_int(b, &first, "sluice.usage.tokens", s->tokens);
+    rc |= attr_int(b, &first, "sluice.usage.requests", s->requests);
+  }
+  rc |= attr_string(b, &first, "sluice.fallback", s->fallback);
+  rc |= attr_string(b, &first, "sluice.error.kind", s->err_kind);
+  rc |= attr_string(b, &first, "sluice.error.message", s->err_msg);
+  rc |= attr_string(b, &first, "sluice.error.where", s->err_where);
+  rc |= put_lit(b, "]");
+
+  if (failed) {
+    const char *msg = s->err_msg ? s->err_msg : s->err_kind ? s->err_kind : "";
+    rc |= put_lit(b, ",\"status\":{\"code\":\"STATUS_CODE_ERROR\",\"message\":");
+    rc |= put_string(b, msg);
+    rc |= put_lit(b, "}}\n");
+  }
+  else
+    rc |= put_lit(b, ",\"status\":{\"code\":\"STATUS_CODE_OK\"}}\n");
+  return rc ? -1 : 0;
+}
+
+
+int sl_trace_open (const char *path, sl_trace **out, char *err,
+                   size_t errlen) {
+  sl_trace *t;
+  if (err && errlen)
+    err[0] = '\0';
+  if (out == NULL)
+    return SL_TRACE_EINVAL;
+  *out = NULL;
+  if (path == NULL) {
+    format_error(err, errlen, "(null)", "no trace file given");
+    return SL_TRACE_EINVAL;
+  }
+  t = calloc(1, sizeof *t);
+  if (t == NULL || (t->path = strdup(path)) == NULL) {
+    free(t);
+    format_error(err, errlen, path, "out of memory");
+    return SL_TRACE_ENOMEM;
+  }
+  /* "e": close on exec, so processes started by ctx:exec do not inherit
+     the file. */
+  t->f = fopen(path, "ae");
+  if (t->f == NULL) {
+    format_error(err, errlen, path, "cannot open trace file: %s",
+                 strerror(errno));
+    free(t->path);
+    free(t);
+    return SL_TRACE_EIO;
+  }
+  setvbuf(t->f, NULL, _IOFBF, 64 * 1024);
+  sl_buf_init(&t->line);
+  *out = t;
+  return SL_TRACE_OK;
+}
+
+
+int sl_trace_span (sl_trace *t, const sl_trace_span_info *s) {
+  if (t == NULL || s == NULL || s->run_id == NULL || s->index < 0
+      || s->parent < -1)
+    return SL_TRACE_EINVAL;
+  if (t->failed)
+    return SL_TRACE_EIO;
+  sl_buf_reset(&t->line);
+  if (build_span(&t->line, s) != 0) {
+    format_error(t->errmsg, sizeof t->errmsg, t->path, "out of memory");
+    return SL_TRACE_ENOMEM;
+  }
+  if (fwrite(t->line.data, 1, t->line.len, t->f) != t->line.len) {
+    format_error(t->errmsg, sizeof t->errmsg, t->path,
+                 "cannot write trace file: %s", strerror(errno));
+    t->failed = 1;
+    return SL_TRACE_EIO;
+  }
+  return SL_TRACE_OK;
+}
+
+
+const char *sl_trace_errmsg (const sl_trace *t) {
+  return t ? t->errmsg : "";
+}
+
+
+int sl_trace_close (sl_trace *t, char *err, size_t errlen) {
+  int rc = SL_TRACE_OK;
+  if (err && errlen)
+    err[0] = '\0';
+  if (t == NULL)
+    return SL_TRACE_OK;
+  if (t->failed)
+    rc = SL_TRACE_EIO;
+  else if (fflush(t->f) != 0) {
+    format_error(t->errmsg, sizeof t->errmsg, t->path,
+                 "cannot write trace file: %s", strerror(errno));
+    rc = SL_TRACE_EIO;
+  }
+  if (fclose(t->f) != 0 && rc == SL_TRACE_OK) {
+    format_error(t->errmsg, sizeof t->errmsg, t->path,
+                 "cannot write trace file: %s", strerror(errno));
+    rc = SL_TRACE_EIO;
+  }
+  if (rc != SL_TRACE_OK && err && errlen)
+    snprintf(err, errlen, "%s", t->errmsg);
+  sl_buf_free(&t->line);
+  free(t->path);
+  free(t);
+  return rc;
+}

@@ -1,0 +1,350 @@
+-- What `sluice runs` and `sluice show RUN_ID` print: pure functions from
+-- plain tables (rows read from the store, or a run's result) to text for a
+-- terminal, or to tables ready for JSON.
+--
+-- A run (a row of `sluice runs`, or the run of `sluice show`):
+--   { run_id, pipeline, status, started_ms, ended_ms, usage, error }
+--   started_ms, ended_ms: Unix time in milliseconds; ended_ms nil (or 0, as
+--     the store keeps it) while the run has not ended
+--   usage: { cost = <number>, tokens = <integer>, requests = <integer> } or nil
+--   error: { kind, message, step, where } or nil
+-- A step execution, as in a result's steps:
+--   { id, parent, index, key, name, kind, status, attempts, cached, ms,
+--     usage, error = { kind, message, step, where }, fallback }
+--   parent is the parent's id (nil for a root); steps come in the order
+--   they started; cached may be a boolean or, as the store keeps it, 0 or 1.
+--
+-- opts (may be nil): utc = true prints times in UTC rather than local time.
+
+local core = require "sluice.core"
+
+local M = {}
+
+
+-- {======================================================
+-- Formatting values
+-- =======================================================
+
+-- Display width: characters, not bytes (the tree glyphs, "·" and "µ" are
+-- several bytes each).
+local function width(s)
+  return utf8.len(s) or #s
+end
+
+local function pad_right(s, w)
+  return s .. (" "):rep(w - width(s))
+end
+
+local function pad_left(s, w)
+  return (" "):rep(w - width(s)) .. s
+end
+
+-- A whole number with thousands separators: 1204 -> "1,204".
+local function thousands(n)
+  local digits = ("%d"):format(math.tointeger(n) or math.floor(n + 0.5))
+  local sign, rest = digits:match("^(-?)(%d+)$")
+  rest = rest:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", "")
+  return sign .. rest
+end
+M.thousands = thousands
+
+-- A cost as an exact decimal, as the engine writes costs (sl_cost_format):
+-- at least two decimals, more only when needed, at most nine.
+-- 0.0123 -> "0.0123", 0.5 -> "0.50", 3 -> "3.00".
+local function cost(c)
+  local nanos = math.tointeger(math.floor(math.abs(c) * 1e9 + 0.5))
+  if not nanos then return ("%.2f"):format(c) end
+  local frac = ("%09d"):format(nanos % 1000000000):gsub("0+$", "")
+  if #frac < 2 then frac = frac .. ("0"):rep(2 - #frac) end
+  return ("%s%d.%s"):format(c < 0 and "-" or "", nanos // 1000000000, frac)
+end
+M.cost = cost
+
+-- "cost 0.0123 · 1,204 tok · 3 req", leaving out what is zero; "" for none.
+local function usage(u)
+  if type(u) ~= "table" then return "" end
+  local parts = {}
+  if (u.cost or 0) > 0 then parts[#parts + 1] = "cost " .. cost(u.cost) end
+  if (u.tokens or 0) > 0 then parts[#parts + 1] = thousands(u.tokens) .. " tok" end
+  if (u.requests or 0) > 0 then parts[#parts + 1] = thousands(u.requests) .. " req" end
+  return table.concat(parts, " · ")
+end
+M.usage = usage
+
+-- A duration in milliseconds, to the precision a person reads:
+-- "40µs", "350ms", "1.2s", "2m05s", "1h02m".
+local function duration(ms)
+  if ms < 1 then
+    local us = math.floor(ms * 1000 + 0.5)
+    if us < 1000 then return ("%dµs"):format(us) end
+  end
+  local whole = math.floor(ms + 0.5)
+  if whole < 1000 then return ("%dms"):format(whole) end
+  local tenths = math.floor(ms / 100 + 0.5)
+  if tenths < 600 then return ("%d.%ds"):format(tenths // 10, tenths % 10) end
+  local s = math.floor(ms / 1000 + 0.5)
+  if s < 3600 then return ("%dm%02ds"):format(s // 60, s % 60) end
+  return ("%dh%02dm"):format(s // 3600, s % 3600 // 60)
+end
+M.duration = duration
+
+local function ended(run)
+  local e = run.ended_ms
+  if e == nil or e == 0 then return nil end
+  return e
+end
+
+-- A run's duration, or what it is doing while it has not ended.
+local function run_duration(run)
+  local e = ended(run)
+  if e and run.started_ms then return duration(e - run.started_ms) end
+  if run.status == "running" then return "running" end
+  return "-"
+end
+
+local function time(ms, opts)
+  if not ms then return "" end
+  local fmt = (opts and opts.utc) and "!%Y-%m-%d %H:%M:%S" or "%Y-%m-%d %H:%M:%S"
+  return os.date(fmt, ms // 1000)
+end
+
+-- "kind: message at where", any part may be missing; a string is taken as
+-- the message itself. It is always shown after the word "error", so the
+-- plain kind "error" is left out.
+local function error_text(e)
+  if type(e) ~= "table" then return tostring(e) end
+  local text = e.message and tostring(e.message) or ""
+  if e.kind and e.kind ~= "error" then
+    text = text == "" and tostring(e.kind) or (e.kind .. ": " .. text)
+  end
+  if e.where then text = text .. " at " .. tostring(e.where) end
+  return text
+end
+
+local function split_lines(s)
+  local lines = {}
+  for l in (s .. "\n"):gmatch("(.-)\n") do lines[#lines + 1] = l end
+  return lines
+end
+
+local function rstrip(s)
+  return (s:gsub("%s+$", ""))
+end
+
+-- }======================================================
+
+
+-- {======================================================
+-- sluice runs
+-- =======================================================
+
+--- The runs as a table for a terminal, one line per row in the order
+--- given, under a header: ID, PIPELINE, STATUS, STARTED, DURATION, USAGE.
+--- "no runs\n" when there are none.
+function M.runs(rows, opts)
+  if #rows == 0 then return "no runs\n" end
+  local cells = { { "ID", "PIPELINE", "STATUS", "STARTED", "DURATION", "USAGE" } }
+  for i, r in ipairs(rows) do
+    cells[i + 1] = {
+      tostring(r.run_id), tostring(r.pipeline), tostring(r.status),
+      time(r.started_ms, opts), run_duration(r), usage(r.usage),
+    }
+  end
+  local widths = {}
+  for _, line in ipairs(cells) do
+    for c, text in ipairs(line) do widths[c] = math.max(widths[c] or 0, width(text)) end
+  end
+  local out = {}
+  for i, line in ipairs(cells) do
+    local parts = {}
+    for c, text in ipairs(line) do
+      parts[c] = c == 5 and pad_left(text, widths[c]) or pad_right(text, widths[c])
+    end
+    out[i] = rstrip(table.concat(parts, "  "))
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- }======================================================
+
+
+-- {======================================================
+-- sluice show
+-- =======================================================
+
+-- The steps as a forest: roots (no parent, or a parent not among the
+-- steps) in order, and each step's children in the order they started.
+local function forest(steps)
+  local by_id, children, roots = {}, {}, {}
+  for _, s in ipairs(steps) do
+    if s.id ~= nil then by_id[s.id] = s end
+  end
+  for _, s in ipairs(steps) do
+    local p = s.parent ~= nil and by_id[s.parent] or nil
+    if p and p ~= s then
+      local list = children[p]
+      if not list then list = {}; children[p] = list end
+      list[#list + 1] = s
+    else
+      roots[#roots + 1] = s
+    end
+  end
+  return roots, children
+end
+
+-- A step's label: name, its key in brackets, its kind in parentheses.
+local function label(s)
+  local text = tostring(s.name or "?")
+  if s.key ~= nil then text = text .. "[" .. tostring(s.key) .. "]" end
+  return text .. " (" .. tostring(s.kind or "?") .. ")"
+end
+
+-- Does step s show its error? Only where the error started: a parent that
+-- failed because a child did carries the child's error, shown at the child.
+local function shows_error(s)
+  local e = s.error
+  if e == nil then return false end
+  if type(e) ~= "table" or e.step == nil then return true end
+  return e.step == s.name
+end
+
+-- Lines of the step tree: each { head, status, duration, extras, notes },
+-- head being the tree prefix and label, notes the lines shown beneath.
+local function tree_lines(steps)
+  local roots, children = forest(steps)
+  local lines, seen = {}, {}
+
+  local function visit(s, head_prefix, body_prefix)
+    if seen[s] then return end
+    seen[s] = true
+    local kids = children[s] or {}
+    local extras = {}
+    if (s.attempts or 1) > 1 then extras[#extras + 1] = ("%d attempts"):format(s.attempts) end
+    if s.cached == true or (type(s.cached) == "number" and s.cached ~= 0) then
+      extras[#extras + 1] = "cached"
+    end
+    local u = usage(s.usage)
+    if u ~= "" then extras[#extras + 1] = u end
+    if s.fallback then extras[#extras + 1] = "fallback: " .. tostring(s.fallback) end
+    local notes = {}
+    if shows_error(s) then
+      local under = body_prefix .. (#kids > 0 and "│ " or "  ")
+      for i, l in ipairs(split_lines(error_text(s.error))) do
+        notes[#notes + 1] = under .. (i == 1 and "error: " or "       ") .. l
+      end
+    end
+    lines[#lines + 1] = {
+      head = head_prefix .. label(s), status = tostring(s.status or "?"),
+      duration = s.ms and duration(s.ms) or "", extras = extras, notes = notes,
+    }
+    for i, c in ipairs(kids) do
+      local last = i == #kids
+      visit(c, body_prefix .. (last and "└─ " or "├─ "), body_prefix .. (last and "   " or "│  "))
+    end
+  end
+
+  for _, r in ipairs(roots) do visit(r, "", "") end
+  -- Steps on a cycle of parents are reached from no root: show them too.
+  for _, s in ipairs(steps) do visit(s, "", "") end
+  return lines
+end
+
+local function render_tree(steps)
+  local lines = tree_lines(steps)
+  local wh, ws, wd = 0, 0, 0
+  for _, l in ipairs(lines) do
+    wh = math.max(wh, width(l.head))
+    ws = math.max(ws, width(l.status))
+    wd = math.max(wd, width(l.duration))
+  end
+  local out = {}
+  for _, l in ipairs(lines) do
+    local parts = { pad_right(l.head, wh), pad_right(l.status, ws), pad_left(l.duration, wd) }
+    for _, e in ipairs(l.extras) do parts[#parts + 1] = e end
+    out[#out + 1] = rstrip(table.concat(parts, "  "))
+    for _, n in ipairs(l.notes) do out[#out + 1] = rstrip(n) end
+  end
+  return out
+end
+
+--- One run: a header (run, pipeline, status, started, duration, usage,
+--- and the error of a run that failed), a blank line, then the tree of
+--- its step executions, one line each: label (name[key] (kind)), status,
+--- duration, then attempts when more than one, "cached", usage and
+--- "fallback: why" when they apply, with a failed step's error beneath it.
+function M.run(run, steps, opts)
+  local header = {
+    { "run", tostring(run.run_id) },
+    { "pipeline", tostring(run.pipeline) },
+    { "status", tostring(run.status) },
+    { "started", time(run.started_ms, opts) },
+    { "duration", run_duration(run) },
+  }
+  local u = usage(run.usage)
+  if u ~= "" then header[#header + 1] = { "usage", u } end
+  if run.error ~= nil then
+    local text = error_text(run.error)
+    if type(run.error) == "table" and run.error.step then
+      text = text .. (" (step '%s')"):format(tostring(run.error.step))
+    end
+    header[#header + 1] = { "error", text }
+  end
+  local out = {}
+  for _, h in ipairs(header) do
+    for i, l in ipairs(split_lines(h[2])) do
+      out[#out + 1] = rstrip(pad_right(i == 1 and h[1] or "", 10) .. l)
+    end
+  end
+  out[#out + 1] = ""
+  if not steps or #steps == 0 then
+    out[#out + 1] = "no steps recorded"
+  else
+    for _, l in ipairs(render_tree(steps)) do out[#out + 1] = l end
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- }======================================================
+
+
+-- {======================================================
+-- --json
+-- =======================================================
+
+local function copy(t)
+  local c = {}
+  for k, v in next, t do c[k] = v end
+  return c
+end
+
+-- A run's fields for JSON: a copy, without an ended_ms of 0, with
+-- duration_ms once it has ended.
+local function run_record(r)
+  local c = copy(r)
+  c.ended_ms = ended(r)
+  if c.ended_ms and r.started_ms then c.duration_ms = c.ended_ms - r.started_ms end
+  return c
+end
+
+--- The runs for `sluice runs --json`: an array (core.array_mt) of copies of
+--- the rows, each with run_id, pipeline, status, started_ms and, once
+--- ended, ended_ms and duration_ms, plus whatever else the row holds.
+function M.runs_json(rows)
+  local list = setmetatable({}, core.array_mt)
+  for i, r in ipairs(rows) do list[i] = run_record(r) end
+  return list
+end
+
+--- One run for `sluice show --json`: the run's fields as in runs_json, and
+--- steps, an array of copies of the step records.
+function M.run_json(run, steps)
+  local r = run_record(run)
+  local list = setmetatable({}, core.array_mt)
+  for i, s in ipairs(steps or {}) do list[i] = copy(s) end
+  r.steps = list
+  return r
+end
+
+-- }======================================================
+
+return M
