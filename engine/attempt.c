@@ -30,7 +30,7 @@ static double num_field(lua_State *L, int idx, const char *k, double def) {
 
 static void on_deadline(uv_timer_t *h);
 
-void sl_attempt_setup(lua_State *L, sl_task *t, int si) {
+void sl_attempt_setup(lua_State *L, sl_task *t, int si, unsigned mask) {
   si = lua_absindex(L, si);
   sl_attempts *a = t->att;
   if (a == NULL) {
@@ -54,50 +54,56 @@ void sl_attempt_setup(lua_State *L, sl_task *t, int si) {
   a->instr_used = 0;
   a->in_fallback = 0;
   a->delay = 0;
-  if (lua_getfield(L, si, "retries") != LUA_TNIL) {
+  a->opts = mask;
+  a->validators = (mask & SL_OPT_VALIDATE) != 0;
+  a->fallback = (mask & SL_OPT_FALLBACK) != 0;
+  a->cache_on = t->e->cache_all;
+  a->cache_hit = 0;
+  a->memo = 0;
+  a->ttl_ms = 0;
+  a->background = 0;
+  if (mask & SL_OPT_RETRIES) {
+    lua_getfield(L, si, "retries");
     lua_Integer n = lua_tointeger(L, -1);
     if (n < 0) luaL_error(L, "option 'retries' must be a non-negative integer");
     a->max = (int)(n > 1000000 ? 1000000 : n) + 1;
+    lua_pop(L, 1);
   }
-  lua_pop(L, 1);
-  if (lua_getfield(L, si, "backoff") == LUA_TTABLE) {
+  if ((mask & SL_OPT_BACKOFF) && lua_getfield(L, si, "backoff") == LUA_TTABLE) {
     int b = lua_gettop(L);
     a->base = num_field(L, b, "base", a->base);
     a->cap = num_field(L, b, "max", a->cap > a->base ? a->cap : a->base);
     a->jitter = num_field(L, b, "jitter", 0);
   }
-  lua_pop(L, 1);
-  if (lua_getfield(L, si, "timeout") != LUA_TNIL)
+  if (mask & SL_OPT_BACKOFF) lua_pop(L, 1);
+  if (mask & SL_OPT_TIMEOUT) {
+    lua_getfield(L, si, "timeout");
     a->timeout_ns = (uint64_t)(lua_tonumber(L, -1) * 1e9);
-  lua_pop(L, 1);
-  if (lua_getfield(L, si, "limits") == LUA_TTABLE) {
+    lua_pop(L, 1);
+  }
+  if ((mask & SL_OPT_LIMITS) && lua_getfield(L, si, "limits") == LUA_TTABLE) {
     if (lua_getfield(L, -1, "instructions") != LUA_TNIL)
       a->instr_limit = lua_tointeger(L, -1);
     lua_pop(L, 1);
   }
-  lua_pop(L, 1);
-  a->validators = lua_getfield(L, si, "validate") == LUA_TTABLE;
-  lua_pop(L, 1);
-  a->fallback = lua_getfield(L, si, "fallback") != LUA_TNIL;
-  lua_pop(L, 1);
-  a->cache_on = t->e->cache_all;
-  a->cache_hit = 0;
-  a->memo = 0;
-  a->ttl_ms = 0;
-  int ct = lua_getfield(L, si, "cache");
-  if (ct == LUA_TBOOLEAN) a->cache_on = a->cache_on || lua_toboolean(L, -1);
-  else if (ct == LUA_TTABLE) {
-    a->cache_on = 1;
-    if (lua_getfield(L, -1, "ttl") != LUA_TNIL)
-      a->ttl_ms = (uint64_t)(lua_tonumber(L, -1) * 1000.0 + 0.5);
+  if (mask & SL_OPT_LIMITS) lua_pop(L, 1);
+  if (mask & SL_OPT_CACHE) {
+    int ct = lua_getfield(L, si, "cache");
+    if (ct == LUA_TBOOLEAN) a->cache_on = a->cache_on || lua_toboolean(L, -1);
+    else if (ct == LUA_TTABLE) {
+      a->cache_on = 1;
+      if (lua_getfield(L, -1, "ttl") != LUA_TNIL)
+        a->ttl_ms = (uint64_t)(lua_tonumber(L, -1) * 1000.0 + 0.5);
+      lua_pop(L, 1);
+    }
     lua_pop(L, 1);
   }
-  lua_pop(L, 1);
-  a->background = 0;
-  int bt = lua_getfield(L, si, "background");
-  if (bt == LUA_TSTRING) a->background = 2;
-  else if (bt == LUA_TBOOLEAN && lua_toboolean(L, -1)) a->background = 1;
-  lua_pop(L, 1);
+  if (mask & SL_OPT_BACKGROUND) {
+    int bt = lua_getfield(L, si, "background");
+    if (bt == LUA_TSTRING) a->background = 2;
+    else if (bt == LUA_TBOOLEAN && lua_toboolean(L, -1)) a->background = 1;
+    lua_pop(L, 1);
+  }
   t->att_on = 1;
   if (a->timeout_ns > 0 || a->instr_limit > 0) t->guarded = 1;
 }

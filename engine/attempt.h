@@ -22,6 +22,14 @@ enum {
   SL_NEXT_FALLBACK   /* the fallback, at once */
 };
 
+/* The bits of a step's _opts mask, set by the DSL (lua/sluice/dsl.lua):
+   which options the step has, so only those are read. */
+enum {
+  SL_OPT_RETRIES = 1, SL_OPT_BACKOFF = 2, SL_OPT_TIMEOUT = 4, SL_OPT_LIMITS = 8,
+  SL_OPT_VALIDATE = 16, SL_OPT_FALLBACK = 32, SL_OPT_CACHE = 64,
+  SL_OPT_BACKGROUND = 128, SL_OPT_ESTIMATE = 256
+};
+
 /* The most fallbacks that may run inside one another. */
 #define SL_MAX_FALLBACK_DEPTH 8
 
@@ -33,6 +41,7 @@ struct sl_attempts {
   uint64_t timeout_ns, deadline;
   lua_Integer instr_limit, instr_used;
   unsigned char validators, fallback, in_fallback, timer_on;
+  unsigned opts;             /* SL_OPT_* bits of the options the step has */
   double delay;              /* the backoff chosen for the next attempt */
   unsigned char cache_on;    /* look the output up, and store it */
   unsigned char memo;        /* SL_MEMO_*: its part in the cache lookup */
@@ -43,9 +52,10 @@ struct sl_attempts {
   uv_timer_t timer;          /* the deadline of the attempt */
 };
 
-/* Reads the options of the step at si into t (made once per task and kept
-   with it). Raises in L on an option the DSL would have refused. */
-void sl_attempt_setup(lua_State *L, sl_task *t, int si);
+/* Reads the options named by mask (SL_OPT_* bits) of the step at si into t
+   (made once per task and kept with it). Raises in L on an option the DSL
+   would have refused. */
+void sl_attempt_setup(lua_State *L, sl_task *t, int si, unsigned mask);
 
 /* Arms the attempt about to start: its deadline timer, and the count hook
    on its coroutine when it or an ancestor bounds time or work. */

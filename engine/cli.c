@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -19,6 +20,8 @@
 #include "memory.h"
 #include "quota.h"
 #include "reload.h"
+#include "durable.h"
+#include "trace.h"
 #include "run.h"
 #include "scheduler.h"
 #include "value.h"
@@ -38,6 +41,10 @@ typedef struct cli_opt {
 
 typedef struct cli cli;
 static void dev_start(cli *c);
+static int finish_run(lua_State *L, cli *c, int json);
+static void open_store(lua_State *L, cli *c, const char *flag);
+static void start_sigint(cli *c);
+static void open_trace(lua_State *L, cli *c, const char *path);
 static int load_only_p(lua_State *L);
 
 struct cli {
@@ -55,6 +62,8 @@ struct cli {
   int ref_input;           /* the decoded --input, reused by every run */
   int runs;                /* runs started so far */
   int ref_run;             /* the dev run in flight */
+  uv_timer_t progress;     /* redraws the progress line on a terminal */
+  int progress_shown;
 };
 
 static const char *usage_main =
@@ -63,7 +72,11 @@ static const char *usage_main =
   "commands:\n"
   "  run FILE     run a pipeline and print its output as JSON\n"
   "  dev FILE     run a pipeline again each time its files change\n"
+  "  resume ID    continue a paused or interrupted run\n"
+  "  runs         list stored runs\n"
+  "  show ID      show one run's step history\n"
   "  check FILE   check a pipeline file without running it\n"
+  "  graph FILE   draw a pipeline for Mermaid or Graphviz\n"
   "  help [CMD]   show help for a command\n"
   "  version      print the version\n"
   "\n"
@@ -73,6 +86,7 @@ static const char *usage_main =
 static const char *usage_run =
   "usage: sluice run FILE [--input JSON|@FILE|-] [--pipeline NAME] [--json]\n"
   "                 [--memory-limit MB] [--budget cost=0.5,tokens=20000,requests=100]\n"
+  "                 [--store PATH] [--trace FILE]\n"
   "\n"
   "Runs a pipeline from FILE and prints its output as JSON.\n"
   "  --input JSON     the pipeline's input: JSON text, @FILE to read a file,\n"
@@ -83,15 +97,48 @@ static const char *usage_run =
   "  --memory-limit MB  cap the memory of the engine's Lua state; a step that\n"
   "                   allocates past it fails with kind \"limit\"\n"
   "  --budget DIMS    the run's budget, overriding the pipeline's: a step whose\n"
-  "                   estimate does not fit fails with kind \"quota\"\n";
+  "                   estimate does not fit fails with kind \"quota\"\n"
+  "  --store PATH     where runs are recorded (default: SLUICE_STORE, else\n"
+  "                   .sluice/state.db; :memory: for none)\n"
+  "  --trace FILE     append one OpenTelemetry span per step execution (JSON lines)\n";
 
 static const char *usage_dev =
   "usage: sluice dev FILE [--input JSON|@FILE|-] [--pipeline NAME] [--debounce MS]\n"
   "\n"
   "Runs a pipeline, then watches FILE and every file it imports and, on each\n"
   "save, reloads it and runs again. A file that does not load leaves the\n"
-  "previous version in place and prints the error. Ctrl-C exits.\n"
+  "previous version in place and prints the error. Ctrl-C exits. Every step\n"
+  "is cached by its definition and input, so only what an edit changed (and\n"
+  "what depends on it) runs again.\n"
   "  --debounce MS    wait this long after the last change (default 20)\n";
+
+static const char *usage_resume =
+  "usage: sluice resume RUN_ID [--input JSON|@FILE|-] [--force] [--json] [--store PATH]\n"
+  "\n"
+  "Continues a paused or interrupted run. Steps that completed are not run\n"
+  "again: their outputs and state come from the store.\n"
+  "  --input JSON     the answer a paused run waits for (several waits: an\n"
+  "                   object keyed by step name)\n"
+  "  --force          resume even though the pipeline file changed\n"
+  "  --json           print the whole result\n"
+  "  --store PATH     the store (default: SLUICE_STORE or .sluice/state.db)\n";
+
+static const char *usage_runs =
+  "usage: sluice runs [--status S] [--pipeline NAME] [--limit N] [--json] [--store PATH]\n"
+  "\n"
+  "Lists stored runs, newest first: id, pipeline, status, started, duration, usage.\n";
+
+static const char *usage_show =
+  "usage: sluice show RUN_ID [--json] [--store PATH]\n"
+  "\n"
+  "Shows one run: its status, usage, error, and the tree of its step\n"
+  "executions with kind, status, attempts, time, cache hits and usage.\n";
+
+static const char *usage_graph =
+  "usage: sluice graph FILE [--format mermaid|dot] [--pipeline NAME]\n"
+  "\n"
+  "Prints the structure of the pipelines in FILE (kinds, names, nesting,\n"
+  "branch, case and route labels) for Mermaid (default) or Graphviz.\n";
 
 static const char *usage_check =
   "usage: sluice check FILE [--pipeline NAME]\n"
@@ -175,7 +222,9 @@ static void parse_opts(lua_State *L, cli *c, int first, cli_opt *opts,
     }
   }
   if (c->file == NULL)
-    usage_error(L, c, "sluice %s: missing FILE\n%s", c->command, usage);
+    usage_error(L, c, "sluice %s: missing %s\n%s", c->command,
+                strcmp(c->command, "resume") == 0 || strcmp(c->command, "show") == 0
+                  ? "RUN_ID" : "FILE", usage);
 }
 
 /* Reads a whole stream into a Lua string pushed on L. */
@@ -334,6 +383,9 @@ static int cmd_dev(lua_State *L, cli *c) {
     debounce = (int)ms;
   }
   c->pipeline = opts[1].value;
+  /* Every step is cached by its version: an edit re-runs only what
+     changed and what depends on it. */
+  c->e->cache_all = 1;
   push_input(L, c, opts[0].value);
   c->ref_input = luaL_ref(L, LUA_REGISTRYINDEX);
   c->ref_run = LUA_NOREF;
@@ -379,7 +431,8 @@ static int load_only_p(lua_State *L) {
 static int cmd_run(lua_State *L, cli *c) {
   cli_opt opts[] = {{"--input", 1, NULL}, {"--pipeline", 1, NULL},
                     {"--json", 0, NULL}, {"--memory-limit", 1, NULL},
-                    {"--budget", 1, NULL}, {NULL, 0, NULL}};
+                    {"--budget", 1, NULL}, {"--store", 1, NULL}, {"--trace", 1, NULL},
+                    {NULL, 0, NULL}};
   parse_opts(L, c, 2, opts, usage_run);
   if (opts[3].value != NULL) {
     char *end;
@@ -392,10 +445,9 @@ static int cmd_run(lua_State *L, cli *c) {
   load(L, c);                                           /* set */
   sl_load_select(L, -1, opts[1].value);                 /* set step */
   push_input(L, c, opts[0].value);                      /* set step input */
-  uv_signal_init(c->e->loop, &c->sigint);
-  c->sigint.data = c;
-  uv_signal_start(&c->sigint, on_sigint, SIGINT);
-  uv_unref((uv_handle_t *)&c->sigint);
+  open_store(L, c, opts[5].value);
+  open_trace(L, c, opts[6].value);
+  start_sigint(c);
   int bi = 0;
   if (opts[4].value != NULL) {
     /* --budget: exact decimals, handed to the run as its budget table. */
@@ -420,11 +472,69 @@ static int cmd_run(lua_State *L, cli *c) {
   }
   c->code = EXIT_FAILED;
   c->run = sl_run_start_lua(L, c->e, bi ? -3 : -2, bi ? -2 : -1, bi);  /* ... run */
+  return finish_run(L, c, opts[2].value != NULL);
+}
+
+/* Prints what a paused run waits for, and how to answer. */
+static void print_waits(lua_State *L, cli *c, sl_run *r) {
+  sl_durable_push_waits(L, c->e, r->id);                /* waits */
+  fprintf(stderr, "sluice: run %s paused, waiting for input:\n", r->id);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    if (lua_getfield(L, -1, "answer") == LUA_TNIL) {
+      lua_getfield(L, -2, "path");
+      lua_getfield(L, -3, "message");
+      fprintf(stderr, "  at %s: %s\n", lua_tostring(L, -2), luaL_optstring(L, -1, ""));
+      lua_pop(L, 2);
+    }
+    lua_pop(L, 2);
+  }
+  fprintf(stderr, "resume with: sluice resume %s --input JSON\n", r->id);
+  printf("%s\n", r->id);
+  lua_pop(L, 1);
+}
+
+/* The progress line: on a terminal, for a run that lasts more than about
+   a second, what is done and running, the time, and the usage so far. */
+static void on_progress(uv_timer_t *h) {
+  cli *c = h->data;
+  sl_run *r = c->run;
+  if (r == NULL || r->status != SL_RUN_RUNNING) return;
+  int done = 0, running = 0;
+  for (int i = 0; i < r->hist.n; i++) {
+    if (r->hist.recs[i].status == SL_STEP_RUNNING) running++;
+    else done++;
+  }
+  char cost[40];
+  sl_cost_format(r->quota.spent.cost_nanos, cost, sizeof cost);
+  double secs = (double)(sl_now() - r->t_start) / 1e9;
+  fprintf(stderr, "\r\033[K%s: %d done, %d running, %.1fs", r->pipeline, done, running, secs);
+  if (r->quota.spent.cost_nanos || r->quota.spent.tokens || r->quota.spent.requests)
+    fprintf(stderr, ", cost %s, %lld tokens, %lld requests", cost,
+            (long long)r->quota.spent.tokens, (long long)r->quota.spent.requests);
+  c->progress_shown = 1;
+}
+
+/* Waits for the run on top of L, prints its output (or with json its whole
+   result) and sets the exit code from its status. */
+static int finish_run(lua_State *L, cli *c, int json) {
   sl_sched_drain(c->e);
+  int progress = isatty(2) && c->run->status == SL_RUN_RUNNING;
+  if (progress) {
+    uv_timer_init(c->e->loop, &c->progress);
+    c->progress.data = c;
+    uv_timer_start(&c->progress, on_progress, 1000, 250);
+    uv_unref((uv_handle_t *)&c->progress);
+  }
   sl_run_wait_lua(L, c->run);
+  if (progress) {
+    uv_close((uv_handle_t *)&c->progress, NULL);
+    if (c->progress_shown) fputs("\r\033[K", stderr);
+  }
   uv_signal_stop(&c->sigint);
   sl_run *r = c->run;
-  if (opts[2].value != NULL) {
+  if (json) {
     sl_engine_result_json(L, r, -1, 0);                 /* ... run json */
     fwrite(lua_tostring(L, -1), 1, lua_rawlen(L, -1), stdout);
     fputc('\n', stdout);
@@ -445,7 +555,9 @@ static int cmd_run(lua_State *L, cli *c) {
     sl_buf_free(&b);
     lua_pop(L, 1);
   }
-  if (r->status != SL_RUN_COMPLETED) {
+  if (r->status == SL_RUN_PAUSED) {
+    if (!json) print_waits(L, c, r);
+  } else if (r->status != SL_RUN_COMPLETED) {
     lua_getiuservalue(L, -1, SL_RUN_UV_ERROR);
     fprintf(stderr, "sluice: run %s %s: %s\n", r->id,
             sl_run_status_name(r->status), luaL_tolstring(L, -1, NULL));
@@ -455,6 +567,114 @@ static int cmd_run(lua_State *L, cli *c) {
   else if (r->status == SL_RUN_COMPLETED) c->code = EXIT_COMPLETED;
   else if (r->status == SL_RUN_PAUSED) c->code = EXIT_PAUSED;
   else c->code = EXIT_FAILED;
+  return 0;
+}
+
+/* Opens the store the command works on: --store, else SLUICE_STORE, else
+   .sluice/state.db under the working directory (":memory:" for none). */
+static void open_store(lua_State *L, cli *c, const char *flag) {
+  const char *path = flag;
+  if (path == NULL) path = getenv("SLUICE_STORE");
+  if (path == NULL || *path == '\0') path = ".sluice/state.db";
+  c->code = EXIT_USAGE;
+  sl_engine_set_store(L, c->e, path);
+}
+
+/* --trace FILE: one OpenTelemetry span per step execution, as JSON lines. */
+static void open_trace(lua_State *L, cli *c, const char *path) {
+  if (path == NULL) return;
+  char err[300];
+  if (sl_trace_open(path, &c->e->trace, err, sizeof err) != 0) {
+    c->e->trace = NULL;
+    usage_error(L, c, "--trace: %s", err);
+  }
+}
+
+static void start_sigint(cli *c) {
+  uv_signal_init(c->e->loop, &c->sigint);
+  c->sigint.data = c;
+  uv_signal_start(&c->sigint, on_sigint, SIGINT);
+  uv_unref((uv_handle_t *)&c->sigint);
+}
+
+static int cmd_resume(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--input", 1, NULL}, {"--force", 0, NULL},
+                    {"--json", 0, NULL}, {"--store", 1, NULL}, {"--trace", 1, NULL},
+                    {NULL, 0, NULL}};
+  parse_opts(L, c, 2, opts, usage_resume);
+  open_store(L, c, opts[3].value);
+  open_trace(L, c, opts[4].value);
+  if (opts[0].value != NULL) push_input(L, c, opts[0].value);
+  else lua_pushnil(L);
+  int ii = lua_gettop(L);
+  start_sigint(c);
+  c->code = EXIT_USAGE;
+  c->run = sl_durable_resume(L, c->e, c->file, ii, opts[1].value != NULL);
+  c->code = EXIT_FAILED;
+  return finish_run(L, c, opts[2].value != NULL);
+}
+
+/* Calls the Lua side of the listing commands (lua/sluice/cli.lua). */
+static int call_cli_lua(lua_State *L, cli *c, const char *fn, int nargs) {
+  int base = lua_gettop(L) - nargs;
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "sluice.cli");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, fn);
+  lua_remove(L, -2);
+  lua_insert(L, base + 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->e->ref_box);
+  lua_insert(L, base + 2);
+  lua_call(L, nargs + 1, 2);                            /* text code */
+  fputs(lua_tostring(L, -2), stdout);
+  c->code = (int)lua_tointeger(L, -1);
+  return 0;
+}
+
+static int cmd_runs(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--json", 0, NULL}, {"--status", 1, NULL},
+                    {"--pipeline", 1, NULL}, {"--limit", 1, NULL},
+                    {"--store", 1, NULL}, {NULL, 0, NULL}};
+  c->file = "";  /* no FILE for this command */
+  parse_opts(L, c, 2, opts, usage_runs);
+  open_store(L, c, opts[4].value);
+  lua_createtable(L, 0, 4);
+  for (int i = 0; i < 4; i++) {
+    if (opts[i].value == NULL) continue;
+    lua_pushstring(L, opts[i].value);
+    lua_setfield(L, -2, opts[i].name + 2);
+  }
+  c->code = EXIT_USAGE;
+  return call_cli_lua(L, c, "runs", 1);
+}
+
+static int cmd_show(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--json", 0, NULL}, {"--store", 1, NULL}, {NULL, 0, NULL}};
+  parse_opts(L, c, 2, opts, usage_show);
+  open_store(L, c, opts[1].value);
+  lua_pushstring(L, c->file);
+  lua_pushboolean(L, opts[0].value != NULL);
+  c->code = EXIT_USAGE;
+  return call_cli_lua(L, c, "show", 2);
+}
+
+static int cmd_graph(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--format", 1, NULL}, {"--pipeline", 1, NULL}, {NULL, 0, NULL}};
+  parse_opts(L, c, 2, opts, usage_graph);
+  const char *format = opts[0].value ? opts[0].value : "mermaid";
+  if (strcmp(format, "mermaid") != 0 && strcmp(format, "dot") != 0)
+    usage_error(L, c, "sluice graph: --format must be mermaid or dot, got '%s'", format);
+  load(L, c);                                           /* set */
+  if (opts[1].value) sl_load_select(L, -1, opts[1].value);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "sluice.graph");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "render");
+  lua_pushvalue(L, -3);
+  lua_pushstring(L, format);
+  lua_call(L, 2, 1);
+  fputs(lua_tostring(L, -1), stdout);
+  c->code = EXIT_COMPLETED;
   return 0;
 }
 
@@ -487,6 +707,10 @@ static int cli_main(lua_State *L) {
   if (strcmp(c->command, "run") == 0) return cmd_run(L, c);
   if (strcmp(c->command, "check") == 0) return cmd_check(L, c);
   if (strcmp(c->command, "dev") == 0) return cmd_dev(L, c);
+  if (strcmp(c->command, "graph") == 0) return cmd_graph(L, c);
+  if (strcmp(c->command, "resume") == 0) return cmd_resume(L, c);
+  if (strcmp(c->command, "runs") == 0) return cmd_runs(L, c);
+  if (strcmp(c->command, "show") == 0) return cmd_show(L, c);
   if (strcmp(c->command, "version") == 0 || strcmp(c->command, "--version") == 0) {
     printf("sluice %s (%s, libuv %s)\n", SLUICE_VERSION, LUA_RELEASE, uv_version_string());
     c->code = EXIT_COMPLETED;
@@ -497,11 +721,16 @@ static int cli_main(lua_State *L) {
     const char *topic = c->argc > 2 ? c->argv[2] : "";
     fputs(strcmp(topic, "run") == 0 ? usage_run
           : strcmp(topic, "dev") == 0 ? usage_dev
+          : strcmp(topic, "graph") == 0 ? usage_graph
+          : strcmp(topic, "resume") == 0 ? usage_resume
+          : strcmp(topic, "runs") == 0 ? usage_runs
+          : strcmp(topic, "show") == 0 ? usage_show
           : strcmp(topic, "check") == 0 ? usage_check : usage_main, stdout);
     c->code = EXIT_COMPLETED;
     return 0;
   }
-  static const char *commands[] = {"run", "dev", "check", "help", "version", NULL};
+  static const char *commands[] = {"run", "dev", "resume", "runs", "show", "check",
+                                   "graph", "help", "version", NULL};
   const char *best = NULL;
   int bestd = 3;
   for (const char **p = commands; *p; p++) {

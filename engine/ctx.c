@@ -11,6 +11,7 @@
 #include "ctx.h"
 #include "dispatch.h"
 #include "meter.h"
+#include "durable.h"
 #include "run.h"
 #include "state.h"
 
@@ -95,6 +96,15 @@ static int ctx_charge(lua_State *L) {
   return 0;
 }
 
+/* ctx:human(message[, schema]): waits for a person's answer, which a
+   resume supplies (checked against schema); the run pauses meanwhile. */
+static int ctx_human(lua_State *L) {
+  sl_task *t = sl_task_current(L, 1);
+  luaL_checkstring(L, 2);
+  lua_settop(L, 3);
+  return sl_durable_human(L, t, 2, 3);
+}
+
 /* ctx:log(...): writes one line to stderr naming the run and the step. */
 static int ctx_log(lua_State *L) {
   sl_task *t = sl_task_current(L, 1);
@@ -165,6 +175,7 @@ static const luaL_Reg ctx_methods[] = {
   {"sleep", ctx_sleep},
   {"log", ctx_log},
   {"charge", ctx_charge},
+  {"human", ctx_human},
   {NULL, NULL}
 };
 

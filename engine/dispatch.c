@@ -11,6 +11,7 @@
 
 #include "dispatch.h"
 #include "attempt.h"
+#include "durable.h"
 #include "memo.h"
 #include "meter.h"
 #include "error.h"
@@ -112,15 +113,19 @@ static void prime(lua_State *L, sl_task *t) {
   sl_attempt_arm(t);
 }
 
-/* Bodies for an execution that does not run its handler: one that returns
-   its argument (an output found in the cache) and one that raises it (a
-   reservation refused). */
-static int return_arg(lua_State *L) {
-  return 1;
-}
-
+/* The body of an execution that must fail before its handler runs (a
+   reservation refused): raises its argument. */
 static int raise_arg(lua_State *L) {
   return lua_error(L);
+}
+
+/* Ends t without running anything: the value on top of L (popped) is its
+   output, as if its coroutine had returned it (a cache hit, a restored
+   step). */
+static void preset(lua_State *L, sl_task *t) {
+  lua_xmove(L, t->co, 1);
+  t->nargs = 0;
+  t->preset = 1;
 }
 
 /* Primes t's coroutine with body applied to the value on top of L (popped). */
@@ -165,14 +170,14 @@ static int follow_body(lua_State *L) {
 ** run its first attempt. ci is the index of its ctx.
 */
 static void begin(lua_State *L, sl_task *t, int si, int ii, int ci) {
-  if (!t->metered && !sl_meter_reserve(L, t, si)) {
+  if ((t->att->opts & SL_OPT_ESTIMATE) && !t->metered && !sl_meter_reserve(L, t, si)) {
     prime_with(L, t, raise_arg);
     return;
   }
   switch (sl_memo_lookup(L, t, si, ii, ci)) {
     case SL_MEMO_HIT:
       t->att->cache_hit = 1;
-      prime_with(L, t, return_arg);
+      preset(L, t);
       return;
     case SL_MEMO_FOLLOW:
       lua_pushcfunction(t->co, follow_body);
@@ -278,10 +283,19 @@ static sl_task *prepare(lua_State *L, sl_run *r, sl_task *parent, int si,
   lua_rawseti(L, -2, t->id);
   lua_pop(L, 1);                                        /* ... ctx */
 
+  if (r->durable) {
+    sl_durable_path(t);
+    if (r->replay && sl_durable_restore(L, t)) {
+      /* Completed in an earlier attempt at the run: its output comes back. */
+      preset(L, t);
+      lua_settop(L, top);
+      return t;
+    }
+  }
   /* A step with options (the DSL marks it) gets attempt state; a plain
      one pays for this one lookup. */
   if (lua_getfield(L, si, "_opts") != LUA_TNIL || e->cache_all)
-    sl_attempt_setup(L, t, si);
+    sl_attempt_setup(L, t, si, (unsigned)lua_tointeger(L, -1));
   lua_pop(L, 1);
   if (t->att_on) {
     if (t->att->background && deliver == SL_DELIVER_SYNC) detach(t);
@@ -436,9 +450,13 @@ static void conclude(lua_State *L, sl_task *t, int ok) {
     sl_hist_set_error(&r->hist, t->hist, kind, msg, where, lua_tostring(L, -1));
     lua_pop(L, 1);
     sl_hist_end(&r->hist, t->hist, cancelled ? SL_STEP_CANCELLED : SL_STEP_FAILED, now);
+    if (r->durable) sl_durable_checkpoint(L, t, 0);
+    if (t->e->trace) sl_run_trace_step(r, t->hist);
     return;
   }
   sl_hist_end(&r->hist, t->hist, SL_STEP_COMPLETED, now);
+  if (r->durable) sl_durable_checkpoint(L, t, 1);
+  if (t->e->trace) sl_run_trace_step(r, t->hist);
   /* A step that touched ctx.state worked on its own copy; on success that
      copy becomes what its parent sees (or the run's, or, for a spawned task,
      is kept on its handle for the spawning step to merge). */
@@ -535,6 +553,7 @@ static void after_top(lua_State *L, sl_task *t, sl_run *r) {
         break;
       }
   }
+  sl_run_check_pause(r);
   if (r->aborting && r->status == SL_RUN_RUNNING && r->root != NULL &&
       !r->root->running)
     sl_run_abandon(r, r->abort_kind[0] ? r->abort_kind : "cancelled", r->abort_msg);

@@ -20,6 +20,8 @@
 #include "http.h"
 #include "kinds.h"
 #include "loader.h"
+#include "durable.h"
+#include "trace.h"
 #include "cache.h"
 #include "memory.h"
 #include "reload.h"
@@ -152,6 +154,13 @@ static void engine_destroy(sl_engine *e, int lua_alive) {
   e->runs = NULL;
   if (e->capped && lua_alive) sl_memory_remove(L);
   sl_reload_unwatch(e);
+  sl_durable_close(e);
+  if (e->trace != NULL) {
+    char err[300];
+    if (sl_trace_close(e->trace, err, sizeof err) != 0)
+      fprintf(stderr, "sluice: closing the trace: %s\n", err);
+    e->trace = NULL;
+  }
   if (e->cache != NULL && lua_alive) sl_cache_free(e->cache);
   e->cache = NULL;
   free(e->load_path);
@@ -200,13 +209,19 @@ void sl_engine_push_default(lua_State *L) {
 }
 
 /* Pushes a new engine (own loop) owned by its box. */
-void sl_engine_push_new(lua_State *L, size_t memory_limit) {
+void sl_engine_push_new(lua_State *L, size_t memory_limit, const char *store) {
   open_shared(L);
   sl_engine *e = engine_create(L, NULL, 1);
   if (memory_limit > 0) {
     sl_memory_limit(L, memory_limit);
     e->capped = 1;
   }
+  if (sl_durable_open(e, store) != 0) luaL_error(L, "%s", e->errmsg);
+}
+
+void sl_engine_set_store(lua_State *L, sl_engine *e, const char *store) {
+  sl_durable_close(e);
+  if (sl_durable_open(e, store) != 0) luaL_error(L, "%s", e->errmsg);
 }
 
 void sl_engine_open_shared(lua_State *L) {
@@ -224,6 +239,8 @@ static int new_p(lua_State *L) {
     sl_memory_limit(L, opts->memory_limit);
     (*out)->capped = 1;
   }
+  if (opts && opts->store && sl_durable_open(*out, opts->store) != 0)
+    luaL_error(L, "%s", (*out)->errmsg);
   lua_setfield(L, LUA_REGISTRYINDEX, DEFAULT_KEY);
   /* The DSL module binds to the default engine and adds the kinds written
      in Lua to it. */

@@ -15,6 +15,8 @@ typedef struct sl_task sl_task;
 typedef struct sl_run sl_run;
 typedef struct sl_watch sl_watch;
 typedef struct sl_cache sl_cache;
+typedef struct sl_store sl_store;
+typedef struct sl_trace sl_trace;
 
 /* Names of the metatables every component shares, kept in the registry. */
 #define SL_ENGINE_MT "sluice.engine"
@@ -47,6 +49,9 @@ struct sl_engine {
   char *load_path;         /* the file last loaded, for reload */
   sl_watch *watch;         /* what engine:watch watches, or NULL */
   sl_cache *cache;         /* the in-memory tier of the step cache */
+  sl_store *store;         /* durable runs and the persistent cache, or NULL */
+  sl_trace *trace;         /* where spans go (--trace), or NULL */
+  uv_prepare_t *flush_prep;  /* commits the store's writes before each wait */
   int cache_all;           /* cache every step (sluice dev) */
   int ref_runs;            /* table: run userdata -> true, for active runs */
   int ref_ctxmt;           /* cached metatables for the hot path */
@@ -87,8 +92,13 @@ void sl_engine_handle_closed(sl_engine *e);
 void sl_engine_push_default(lua_State *L);
 
 /* Pushes a new engine, with a loop of its own, owned by its Lua box;
-   memory_limit in bytes (0: none) caps the state's memory. */
-void sl_engine_push_new(lua_State *L, size_t memory_limit);
+   memory_limit in bytes (0: none) caps the state's memory; store is the
+   path of its store (NULL or ":memory:": none). */
+void sl_engine_push_new(lua_State *L, size_t memory_limit, const char *store);
+
+/* Gives e the store at path (NULL or ":memory:": none), closing the one it
+   had. Raises with the store's message on failure. */
+void sl_engine_set_store(lua_State *L, sl_engine *e, const char *path);
 
 /* Registers the metatables all engines of a state share. */
 void sl_engine_open_shared(lua_State *L);

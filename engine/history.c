@@ -85,6 +85,8 @@ int sl_hist_begin(sl_history *h, int parent, const char *name, size_t nlen,
   r->t1 = 0;
   r->key = NULL;
   r->fallback = NULL;
+  r->path = NULL;
+  r->restored = 0;
   r->ordinal = 0;
   r->parent = parent;
   r->attempts = 1;
@@ -109,6 +111,14 @@ void sl_hist_set_usage(sl_history *h, int i, const sl_usage *u) {
   if (i < 0) return;
   h->recs[i].usage = *u;
   h->recs[i].has_usage = 1;
+}
+
+void sl_hist_set_path(sl_history *h, int i, const char *path) {
+  if (i >= 0) h->recs[i].path = copy_or_null(h, path);
+}
+
+void sl_hist_set_restored(sl_history *h, int i) {
+  if (i >= 0) h->recs[i].restored = 1;
 }
 
 void sl_hist_set_cached(sl_history *h, int i) {
@@ -171,6 +181,11 @@ void sl_hist_push(lua_State *L, const sl_history *h) {
     }
     set_str(L, "key", r->key);
     set_str(L, "fallback", r->fallback);
+    set_str(L, "path", r->path);
+    if (r->restored) {
+      lua_pushboolean(L, 1);
+      lua_setfield(L, -2, "restored");
+    }
     if (r->has_usage) {
       sl_usage_push(L, &r->usage);
       lua_setfield(L, -2, "usage");

@@ -19,12 +19,13 @@ typedef struct sl_hist_rec {
   const char *err_kind, *err_msg, *err_where, *err_step;  /* NULL unless it failed */
   uint64_t t0, t1;
   const char *fallback;               /* why its fallback ran, or NULL */
+  const char *path;                   /* its path in the tree ("1/3/2"), in durable runs */
   const char *key;                    /* the key the parent gave it (a map item, a branch), or NULL */
   int parent;                         /* index of the parent's record, -1 for the root */
   int ordinal;                        /* 1-based: the parent's how-many-th child this is */
   int attempts;
   sl_usage usage;                     /* what it reported */
-  unsigned char status, cached, has_usage;
+  unsigned char status, cached, has_usage, restored;
 } sl_hist_rec;
 
 typedef struct sl_hist_chunk sl_hist_chunk;
@@ -57,6 +58,13 @@ void sl_hist_set_attempts(sl_history *h, int i, int n);
 
 /* Records the usage record i reported so far. */
 void sl_hist_set_usage(sl_history *h, int i, const sl_usage *u);
+
+/* Sets record i's path in the tree. */
+void sl_hist_set_path(sl_history *h, int i, const char *path);
+
+/* Marks record i as restored from a checkpoint of an earlier attempt at
+   the run (resume). */
+void sl_hist_set_restored(sl_history *h, int i);
 
 /* Marks record i as served from the cache. */
 void sl_hist_set_cached(sl_history *h, int i);

@@ -14,6 +14,8 @@
 #include "loader.h"
 #include "memory.h"
 #include "reload.h"
+#include "durable.h"
+#include "store.h"
 #include "run.h"
 #include "scheduler.h"
 #include "value.h"
@@ -276,7 +278,140 @@ static int e_watch(lua_State *L) {
   return 1;
 }
 
+/* engine:set_store(path): opens the store at path (":memory:": none). */
+static int e_set_store(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  sl_engine_set_store(L, e, luaL_optstring(L, 2, NULL));
+  return 0;
+}
+
+/* engine:resume(run_id[, answer[, force]]): continues a paused or
+   interrupted run from the store; returns the run (wait on it, or poll). */
+static int e_resume(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  const char *id = luaL_checkstring(L, 2);
+  lua_settop(L, 4);
+  sl_durable_resume(L, e, id, 3, lua_toboolean(L, 4));
+  sl_sched_drain(e);
+  return 1;
+}
+
+static int push_run_row(void *ud, const sl_store_run *r) {
+  lua_State *L = ud;
+  lua_createtable(L, 0, 10);
+  lua_pushstring(L, r->id);
+  lua_setfield(L, -2, "run_id");
+  lua_pushstring(L, r->pipeline);
+  lua_setfield(L, -2, "pipeline");
+  lua_pushstring(L, r->status);
+  lua_setfield(L, -2, "status");
+  lua_pushinteger(L, r->started_ms);
+  lua_setfield(L, -2, "started_ms");
+  if (r->ended_ms) {
+    lua_pushinteger(L, r->ended_ms);
+    lua_setfield(L, -2, "ended_ms");
+  }
+  const char *json[] = {r->usage, r->error, r->output, r->input, r->file};
+  const char *names[] = {"usage", "error", "output", "input", "file"};
+  for (int i = 0; i < 5; i++) {
+    if (json[i] == NULL) continue;
+    if (i == 4) lua_pushstring(L, json[i]);
+    else if (sl_json_decode(L, json[i], strlen(json[i])) != 0) {
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_setfield(L, -2, names[i]);
+  }
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  return 0;
+}
+
+/* engine:runs([{status=, pipeline=, limit=}]): stored runs, newest first. */
+static int e_runs(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  if (e->store == NULL) return luaL_error(L, "the engine has no store");
+  sl_store_run_filter f = {0};
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "status");
+    lua_getfield(L, 2, "pipeline");
+    lua_getfield(L, 2, "limit");
+    f.status = lua_tostring(L, -3);
+    f.pipeline = lua_tostring(L, -2);
+    f.limit = lua_tointeger(L, -1);
+  }
+  lua_newtable(L);
+  sl_json_pusharraymt(L);
+  lua_setmetatable(L, -2);
+  if (sl_store_run_list(e->store, &f, push_run_row, L) < 0)
+    return luaL_error(L, "%s", sl_store_errmsg(e->store));
+  return 1;
+}
+
+static int push_checkpoint(void *ud, const sl_store_checkpoint *c) {
+  lua_State *L = ud;
+  lua_createtable(L, 0, 12);
+  const char *strs[] = {c->path, c->parent, c->name, c->kind, c->key, c->status};
+  const char *names[] = {"path", "parent_path", "name", "kind", "key", "status"};
+  for (int i = 0; i < 6; i++) {
+    if (strs[i] == NULL) continue;
+    lua_pushstring(L, strs[i]);
+    lua_setfield(L, -2, names[i]);
+  }
+  lua_pushinteger(L, c->attempts);
+  lua_setfield(L, -2, "attempts");
+  lua_pushboolean(L, c->cached);
+  lua_setfield(L, -2, "cached");
+  lua_pushnumber(L, (double)(c->t1 - c->t0) / 1e6);
+  lua_setfield(L, -2, "ms");
+  lua_pushinteger(L, c->t0);
+  lua_setfield(L, -2, "t0");
+  const char *json[] = {c->usage, c->error, c->output};
+  const char *jn[] = {"usage", "error", "output"};
+  for (int i = 0; i < 3; i++) {
+    if (json[i] == NULL) continue;
+    if (sl_json_decode(L, json[i], strlen(json[i])) != 0) {
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_setfield(L, -2, jn[i]);
+  }
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  return 0;
+}
+
+/* engine:show(run_id): the stored run and its step executions, or nil and
+   a message. */
+static int e_show(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  const char *id = luaL_checkstring(L, 2);
+  if (e->store == NULL) return luaL_error(L, "the engine has no store");
+  sl_store_run *row;
+  int rc = sl_store_run_get(e->store, id, &row);
+  if (rc != 0) {
+    lua_pushnil(L);
+    if (rc == SL_STORE_ENOTFOUND) lua_pushfstring(L, "no run with id '%s' in %s", id, sl_store_path(e->store));
+    else lua_pushstring(L, sl_store_errmsg(e->store));
+    return 2;
+  }
+  lua_newtable(L);
+  push_run_row(L, row);
+  sl_store_run_free(row);
+  lua_rawgeti(L, -1, 1);
+  lua_remove(L, -2);                                    /* run */
+  lua_newtable(L);
+  sl_json_pusharraymt(L);
+  lua_setmetatable(L, -2);
+  if (sl_store_checkpoint_list(e->store, id, push_checkpoint, L) < 0)
+    return luaL_error(L, "%s", sl_store_errmsg(e->store));
+  sl_durable_push_waits(L, e, id);
+  return 3;
+}
+
 static const luaL_Reg engine_methods[] = {
+  {"set_store", e_set_store},
+  {"resume", e_resume},
+  {"runs", e_runs},
+  {"show", e_show},
   {"reload", e_reload},
   {"files", e_files},
   {"watch", e_watch},
@@ -299,11 +434,11 @@ static int l_default_engine(lua_State *L) {
   return 1;
 }
 
-/* new_engine([memory_limit_bytes]) */
+/* new_engine([memory_limit_bytes[, store]]) */
 static int l_new_engine(lua_State *L) {
   lua_Integer limit = luaL_optinteger(L, 1, 0);
   luaL_argcheck(L, limit >= 0, 1, "memory limit must not be negative");
-  sl_engine_push_new(L, (size_t)limit);
+  sl_engine_push_new(L, (size_t)limit, luaL_optstring(L, 2, NULL));
   return 1;
 }
 

@@ -30,6 +30,18 @@ static int key_error(lua_State *L, int si, sl_task *t, const char *what) {
                     name_of(t), what);
 }
 
+/* The version of the policy table t's run uses: a step's output depends
+   on the kinds of every step under it, so a changed kind misses. cache.c
+   remembers it per table, and the table is replaced, never changed, when
+   a kind is added or swapped. */
+static void kinds_version(lua_State *L, sl_task *t, sl_key *out) {
+  char err[64];
+  memset(out, 0, sizeof *out);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->run->ref_kinds);
+  sl_step_version(L, -1, out, err, sizeof err);
+  lua_pop(L, 1);
+}
+
 int sl_memo_lookup(lua_State *L, sl_task *t, int si, int ii, int ci) {
   sl_attempts *a = t->att;
   sl_engine *e = t->e;
@@ -40,9 +52,12 @@ int sl_memo_lookup(lua_State *L, sl_task *t, int si, int ii, int ci) {
   ii = lua_absindex(L, ii);
   ci = lua_absindex(L, ci);
   int top = lua_gettop(L);
-  sl_key version;
-  if (sl_step_version(L, si, &version, err, sizeof err) != 0)
+  /* The identity: the step's version and its run's policy table's, so
+     editing either the step or a kind misses. */
+  sl_key version[2];
+  if (sl_step_version(L, si, &version[0], err, sizeof err) != 0)
     key_error(L, si, t, err);
+  kinds_version(L, t, &version[1]);
   int vi = ii;
   if (lua_getfield(L, si, "cache") == LUA_TTABLE &&
       lua_getfield(L, -1, "key") == LUA_TFUNCTION) {
@@ -59,7 +74,7 @@ int sl_memo_lookup(lua_State *L, sl_task *t, int si, int ii, int ci) {
       key_error(L, si, t, "its key function returned a function");
     vi = lua_gettop(L);
   }
-  if (sl_cache_key(e->cache, L, vi, (const char *)&version, sizeof version,
+  if (sl_cache_key(e->cache, L, vi, (const char *)version, sizeof version,
                    &a->key, err, sizeof err) != 0) {
     char why[300];
     snprintf(why, sizeof why, "the %s cannot be hashed: %s",

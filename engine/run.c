@@ -3,6 +3,7 @@
 ** Lua values in uservalues; the engine anchors it while it is active, and
 ** whoever started it holds it afterwards.
 */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,10 @@
 #include "run.h"
 #include "dispatch.h"
 #include "error.h"
+#include "cache.h"
 #include "meter.h"
+#include "durable.h"
+#include "trace.h"
 #include "value.h"
 
 const char *sl_run_status_name(int status) {
@@ -61,9 +65,29 @@ sl_run *sl_run_check(lua_State *L, int idx) {
 }
 
 sl_run *sl_run_start_lua(lua_State *L, sl_engine *e, int si, int ii, int bi) {
+  sl_run_opts o = {bi, NULL, 0};
+  return sl_run_start_ex(L, e, si, ii, &o);
+}
+
+/* Sets r->file when the root step is a pipeline the engine loaded from a
+   file, so the run can be resumed from that file. */
+static void note_file(lua_State *L, sl_run *r, int si) {
+  sl_engine *e = r->e;
+  if (e->load_path == NULL) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_pipelines);
+  lua_getfield(L, -1, r->pipeline);
+  if (lua_rawequal(L, -1, si) && realpath(e->load_path, r->file) == NULL)
+    r->file[0] = '\0';
+  lua_pop(L, 2);
+}
+
+sl_run *sl_run_start_ex(lua_State *L, sl_engine *e, int si, int ii,
+                        const sl_run_opts *o) {
+  int bi = o->bi;
   si = lua_absindex(L, si);
   ii = lua_absindex(L, ii);
   if (bi != 0) bi = lua_absindex(L, bi);
+  int ai = o->ai ? lua_absindex(L, o->ai) : 0;
   if (e->closing) luaL_error(L, "the engine is shutting down");
   if (!sl_is_step(L, si))
     luaL_error(L, "a pipeline or step expected, got %s", luaL_typename(L, si));
@@ -84,7 +108,12 @@ sl_run *sl_run_start_lua(lua_State *L, sl_engine *e, int si, int ii, int bi) {
   if (e->runs) e->runs->prev = r;
   e->runs = r;
   r->status = SL_RUN_RUNNING;
-  make_id(r->id);
+  if (o->id != NULL) {
+    snprintf(r->id, sizeof r->id, "%s", o->id);
+    r->replay = 1;
+  } else {
+    make_id(r->id);
+  }
   lua_getfield(L, si, "name");
   const char *name = lua_tostring(L, -1);
   snprintf(r->pipeline, sizeof r->pipeline, "%s", name ? name : "?");
@@ -97,6 +126,10 @@ sl_run *sl_run_start_lua(lua_State *L, sl_engine *e, int si, int ii, int bi) {
   lua_setiuservalue(L, -2, SL_RUN_UV_STATE);
   lua_pushstring(L, r->id);
   lua_setiuservalue(L, -2, SL_RUN_UV_ID);
+  if (ai != 0) lua_pushvalue(L, ai);
+  else lua_newtable(L);
+  lua_setiuservalue(L, -2, SL_RUN_UV_ANSWERS);
+  note_file(L, r, si);
   sl_meter_budget(L, r, si, bi);
   /* The run keeps the policy table it starts with to its end. */
   lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_kinds);
@@ -105,6 +138,19 @@ sl_run *sl_run_start_lua(lua_State *L, sl_engine *e, int si, int ii, int bi) {
   r->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   e->active_runs++;
   r->t_start = sl_now();
+  {
+    uv_timeval64_t tv;
+    if (uv_gettimeofday(&tv) == 0)
+      r->start_unix_ns = (int64_t)tv.tv_sec * 1000000000 + (int64_t)tv.tv_usec * 1000;
+    r->span_base = (int)(uv_hrtime() & 0x3fffffff) & ~0xfffff;
+  }
+  if (e->store != NULL) {
+    sl_key version;
+    char err[128];
+    if (sl_step_version(L, si, &version, err, sizeof err) == 0)
+      sl_key_hex(&version, r->def_hash);
+    sl_durable_run_begin(L, r, si, ii);
+  }
   int top = lua_gettop(L);
   lua_pushvalue(L, si);
   lua_pushvalue(L, ii);
@@ -139,10 +185,12 @@ static void finalize(sl_run *r, lua_State *L) {
     lua_getfield(L, -1, "kind");
     const char *kind = lua_tostring(L, -1);
     r->status = kind && strcmp(kind, "cancelled") == 0 ? SL_RUN_CANCELLED
-                                                       : SL_RUN_FAILED;
+              : kind && strcmp(kind, "paused") == 0 ? SL_RUN_PAUSED
+              : SL_RUN_FAILED;
     lua_pop(L, 2);
   }
   lua_pop(L, 1);
+  sl_durable_run_end(L, r);
   unanchor(L, r);
   /* A blocking wait runs the loop once at a time; with other handles alive
      (a watch, a host's) that turn would go on to block in poll after this
@@ -182,6 +230,31 @@ void sl_run_background_ended(sl_run *r, sl_task *t, lua_State *L, int ok,
   }
   lua_pop(L, 2);
   if (r->root_done && r->nbackground == 0) finalize(r, L);
+}
+
+/* Is any task under t still able to make progress by itself (waiting on a
+   timer, a process, a request, or queued to run)? */
+static int busy(sl_task *t) {
+  for (; t != NULL; t = t->next_sib) {
+    if (t->queued || t->running) return 1;
+    if (t->wait == SL_WAIT_SLEEP || t->wait == SL_WAIT_IO ||
+        t->wait == SL_WAIT_BACKOFF || t->wait == SL_WAIT_NONE)
+      return 1;
+    if (busy(t->children)) return 1;
+  }
+  return 0;
+}
+
+void sl_run_check_pause(sl_run *r) {
+  if (!r->pausing || r->status != SL_RUN_RUNNING || r->e == NULL) return;
+  if ((r->root != NULL && (r->root->queued || r->root->running ||
+                           r->root->wait == SL_WAIT_SLEEP || r->root->wait == SL_WAIT_IO ||
+                           r->root->wait == SL_WAIT_BACKOFF || busy(r->root->children))) ||
+      busy(r->background))
+    return;
+  /* Everything left waits for a person: the run pauses as a whole. Its
+     tasks end; a resume replays it from the store to the waiting points. */
+  sl_run_abandon(r, "paused", "the run waits for input: resume it with the answer");
 }
 
 void sl_run_abandon(sl_run *r, const char *kind, const char *msg) {
@@ -282,6 +355,7 @@ void sl_run_wait_lua(lua_State *L, sl_run *r) {
     int alive = uv_run(e->loop, UV_RUN_ONCE);
     e->blocking = 0;
     e->in_uv_run = 0;
+    sl_run_check_pause(r);
     if (r->status == SL_RUN_RUNNING && !alive && e->ready_head == NULL)
       sl_run_abandon(r, "error", "the run stalled: its steps wait on "
                                  "nothing that can wake them");
@@ -377,4 +451,32 @@ void sl_run_open(lua_State *L) {
     lua_setfield(L, -2, "__tostring");
   }
   lua_pop(L, 1);
+}
+
+void sl_run_trace_step(sl_run *r, int i) {
+  sl_engine *e = r->e;
+  if (e == NULL || e->trace == NULL || i < 0) return;
+  const sl_hist_rec *rec = &r->hist.recs[i];
+  sl_trace_span_info s;
+  memset(&s, 0, sizeof s);
+  s.run_id = r->id;
+  s.index = r->span_base + i;
+  s.parent = rec->parent >= 0 ? r->span_base + rec->parent : -1;
+  s.name = rec->name;
+  s.kind = rec->kind;
+  s.key = rec->key;
+  s.start_ns = r->start_unix_ns + (int64_t)(rec->t0 - r->t_start);
+  s.end_ns = r->start_unix_ns + (int64_t)((rec->t1 ? rec->t1 : rec->t0) - r->t_start);
+  s.attempts = rec->attempts;
+  s.cached = rec->cached || rec->restored;
+  s.has_usage = rec->has_usage;
+  s.cost = (double)rec->usage.cost_nanos / 1e9;
+  s.tokens = rec->usage.tokens;
+  s.requests = rec->usage.requests;
+  s.fallback = rec->fallback;
+  s.err_kind = rec->err_kind;
+  s.err_msg = rec->err_msg;
+  s.err_where = rec->err_where;
+  if (sl_trace_span(e->trace, &s) != 0)
+    fprintf(stderr, "sluice: %s\n", sl_trace_errmsg(e->trace));
 }

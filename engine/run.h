@@ -18,7 +18,8 @@ enum {
   SL_RUN_UV_STATE,         /* the run's shared state table */
   SL_RUN_UV_RESULT,        /* the result table, built once when asked for */
   SL_RUN_UV_ID,            /* the id as a Lua string, shared by every ctx */
-  SL_RUN_NUV = SL_RUN_UV_ID
+  SL_RUN_UV_ANSWERS,       /* a resumed run's answers to its waits, by path */
+  SL_RUN_NUV = SL_RUN_UV_ANSWERS
 };
 
 struct sl_run {
@@ -41,9 +42,32 @@ struct sl_run {
   sl_task *background;     /* background tasks still running (a list) */
   int nbackground;
   int root_done, root_ok;  /* the root ended while background tasks ran */
+  int durable;             /* recorded in the engine's store */
+  int replay;              /* a resumed run: completed steps come from the store */
+  int pausing;             /* a step waits for a person: pause once quiet */
+  char file[1024];         /* the pipeline file, for resume ("" if none) */
+  char def_hash[40];       /* the pipeline's definition hash */
+  int64_t start_unix_ns;   /* wall-clock start, for trace spans */
+  int span_base;           /* spans of this attempt at the run: ids apart from earlier ones */
   char id[32];
   char pipeline[128];      /* the root step's name */
 };
+
+/* How to start a run beyond its step and input. */
+typedef struct sl_run_opts {
+  int bi;                  /* index of a budget table overriding the root's, or 0 */
+  const char *id;          /* the id of a run to resume, or NULL for a new one */
+  int ai;                  /* index of the answers table (path -> answer), or 0 */
+} sl_run_opts;
+
+/* Starts a run as sl_run_start_lua does, with opts (resume: same id,
+   completed steps restored from the store). */
+sl_run *sl_run_start_ex(lua_State *L, sl_engine *e, int si, int ii,
+                        const sl_run_opts *o);
+
+/* Pauses run r if a step waits for a person and nothing else in it can
+   make progress: its tasks end, it is stored as paused. */
+void sl_run_check_pause(sl_run *r);
 
 /* Creates a run of the step at index si on input at ii, anchors it, pushes
    its userdata and starts its root task. bi is the index of a budget table
@@ -83,5 +107,8 @@ void sl_run_wait_lua(lua_State *L, sl_run *r);
 void sl_run_open(lua_State *L);
 
 const char *sl_run_status_name(int status);
+
+/* Writes the span of history record i of run r to the engine's trace. */
+void sl_run_trace_step(sl_run *r, int i);
 
 #endif

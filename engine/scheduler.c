@@ -52,6 +52,7 @@ sl_task *sl_task_acquire(lua_State *L, sl_engine *e, sl_task *parent) {
   t->nstarted = 0;
   t->await_any = 0;
   t->metered = 0;
+  t->preset = 0;
   memset(&t->held, 0, sizeof t->held);
   memset(&t->used, 0, sizeof t->used);
   memset(&t->returned, 0, sizeof t->returned);
@@ -122,6 +123,12 @@ void sl_task_release(sl_task *t) {
 }
 
 int sl_task_resume(sl_task *t, lua_State *from, int *nres) {
+  if (t->preset) {
+    /* Nothing to run: the output waits on the stack (a cache hit). */
+    t->preset = 0;
+    *nres = lua_gettop(t->co);
+    return LUA_OK;
+  }
   int nargs = t->nargs;
   t->nargs = 0;
   t->wait = SL_WAIT_NONE;

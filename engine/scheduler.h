@@ -22,7 +22,8 @@ enum {
   SL_WAIT_AWAIT,     /* spawned tasks, through ctx:await */
   SL_WAIT_IO,        /* a resource with a cancel function (process, request) */
   SL_WAIT_BACKOFF,   /* its timer, before its next attempt */
-  SL_WAIT_INTERRUPT  /* nothing: it yielded to end its attempt (timeout, limit, abort) */
+  SL_WAIT_INTERRUPT, /* nothing: it yielded to end its attempt (timeout, limit, abort) */
+  SL_WAIT_HUMAN      /* a person's answer: the run pauses for it */
 };
 
 /* Where a task's outcome goes when it ends. */
@@ -79,6 +80,7 @@ struct sl_task {
   unsigned char interrupt;   /* SL_INT_*: why its attempt must end now */
   unsigned char await_any;   /* in ctx:await_any: the first ending wakes it */
   unsigned char metered;     /* held, used or returned is not all zero */
+  unsigned char preset;      /* its output is already on co: resuming ends it */
   uv_timer_t timer;          /* initialized once, closed with the engine */
 };
 

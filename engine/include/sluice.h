@@ -48,6 +48,9 @@ typedef struct sl_engine_options {
      cap). A step that allocates past it fails with kind "limit"; the engine
      and other runs go on. */
   size_t memory_limit;
+  /* The store that keeps runs durable (an SQLite file, created if missing),
+     or NULL or ":memory:" for none. */
+  const char *store;
 } sl_engine_options;
 
 /* Creates an engine. opts may be NULL. On failure *out is NULL. */

@@ -200,9 +200,10 @@ M.common = common
 
 -- Options the engine acts on for every step: a step with any of them is
 -- marked, so the dispatcher reads them only for such steps.
-local engine_options = { retries = true, backoff = true, timeout = true,
-  validate = true, fallback = true, limits = true, estimate = true,
-  cache = true, background = true }
+-- The value is the option's bit in the step's _opts mask, which tells the
+-- dispatcher which options to read (engine/attempt.h names the same bits).
+local engine_options = { retries = 1, backoff = 2, timeout = 4, limits = 8,
+  validate = 16, fallback = 32, cache = 64, background = 128, estimate = 256 }
 M.engine_options = engine_options
 
 -- The deepest chain of fallbacks one step may have.
@@ -348,7 +349,8 @@ function M.build(kind, spec, level)
         end
       end
       s[key] = v
-      if engine_options[key] then s._opts = true end
+      local bit = engine_options[key]
+      if bit then s._opts = (s._opts or 0) | bit end
     end
   end
   if type(s.validate) == "function" then s.validate = { s.validate } end

@@ -40,9 +40,17 @@ function sl.builtin(name, handler, spec)
   for eng in pairs(engines) do eng:kind(name, handler) end
 end
 
--- The engine the module-level functions use.
+-- The engine the module-level functions use. Its store is the one
+-- SLUICE_STORE names, if any (the CLI defaults to .sluice/state.db).
+local default_ready = false
 local function default()
-  return adopt(core.default_engine())
+  local eng = core.default_engine()
+  if not default_ready then
+    default_ready = true
+    local store = os.getenv("SLUICE_STORE")
+    if store and store ~= "" then eng:set_store(store) end
+  end
+  return adopt(eng)
 end
 
 -- Options sl.run and sl.start accept.
@@ -73,6 +81,14 @@ function sl.start(pipeline, input, opts)
   return default():start(pipeline, input, opts)
 end
 
+--- Continues a paused or interrupted run from the default engine's store
+--- (answer: the input a paused run waits for) and returns its result.
+function sl.resume(run_id, answer, opts)
+  local force = opts and opts.force
+  local run = default():resume(run_id, answer, force)
+  return run:wait()
+end
+
 --- Advances the default engine without blocking; returns how many runs are
 --- still active.
 function sl.poll()
@@ -97,7 +113,7 @@ function sl.kind(name, handler, spec)
   eng:kind(name, handler)
 end
 
-local engine_options = { memory_limit = true }
+local engine_options = { memory_limit = true, store = true }
 
 --- Makes an engine of its own, with the same methods as the module plus
 --- load. opts.memory_limit (MB) caps the memory of the Lua state the engine
@@ -118,7 +134,11 @@ function sl.engine(opts)
   if limit ~= nil and (type(limit) ~= "number" or limit <= 0) then
     error("bad argument #1 to 'engine' (memory_limit must be a positive number of MB)", 2)
   end
-  return adopt(core.new_engine(limit and math.floor(limit * 1024 * 1024) or 0))
+  local store = opts and opts.store
+  if store ~= nil and type(store) ~= "string" then
+    error("bad argument #1 to 'engine' (store must be a path or \":memory:\")", 2)
+  end
+  return adopt(core.new_engine(limit and math.floor(limit * 1024 * 1024) or 0, store))
 end
 
 --- Ends the whole run of the calling step at once, with status cancelled
@@ -137,6 +157,9 @@ sl.error = core.error
 
 -- The kinds written in Lua.
 require("sluice.kinds").install(sl, dsl)
+
+-- Human in the loop.
+require("sluice.human").install(sl, dsl)
 
 -- An engine made by a C host already exists: give it the built-in kinds.
 default()

@@ -196,6 +196,22 @@ describe("sluice run", function()
   end)
 end)
 
+describe("sluice graph", function()
+  it("draws a pipeline for Mermaid and Graphviz", function()
+    local code, out = h.cli{ "graph", "scripts/examples/hello.lua" }
+    assert.equal(0, code)
+    assert.matches("flowchart", out, 1, true)
+    assert.matches('"step: greet"', out, 1, true)
+    code, out = h.cli{ "graph", "scripts/examples/hello.lua", "--format", "dot" }
+    assert.equal(0, code)
+    assert.matches("digraph", out, 1, true)
+    local err
+    code, out, err = h.cli{ "graph", "scripts/examples/hello.lua", "--format", "svg" }
+    assert.equal(2, code)
+    assert.matches("--format must be mermaid or dot", err, 1, true)
+  end)
+end)
+
 describe("sluice check", function()
   it("accepts a good file without running it", function()
     local p = script([[

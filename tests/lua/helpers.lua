@@ -33,6 +33,15 @@ function M.read(path)
   return s
 end
 
+--- The contents of a file, or "" when it does not exist (yet).
+function M.peek(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
 function M.write(path, text)
   local f = assert(io.open(path, "wb"))
   f:write(text)
@@ -51,10 +60,17 @@ end
 
 --- Runs the CLI with the given argument list; returns exit code, stdout
 --- and stderr. opts.stdin feeds standard input; opts.env adds variables.
+-- Every CLI the specs start uses a store of this process's own, unless a
+-- spec names one, so the specs never touch .sluice/ in the source tree.
+M.store = os.tmpname() .. ".db"
+
 function M.cli(args, opts)
   opts = opts or {}
   local out, err = os.tmpname(), os.tmpname()
   local parts = {}
+  if not (opts.env and opts.env.SLUICE_STORE) then
+    parts[#parts + 1] = "SLUICE_STORE=" .. shell_quote(M.store)
+  end
   local child_asan = os.getenv("SLUICE_CHILD_ASAN_OPTIONS")
   if child_asan then parts[#parts + 1] = "ASAN_OPTIONS=" .. shell_quote(child_asan) end
   for k, v in pairs(opts.env or {}) do parts[#parts + 1] = k .. "=" .. shell_quote(v) end
@@ -68,12 +84,37 @@ function M.cli(args, opts)
     cmd = cmd .. " </dev/null"
   end
   cmd = cmd .. " >" .. shell_quote(out) .. " 2>" .. shell_quote(err)
+  if opts.background then
+    -- Started and left running: returns its pid and the paths of its output.
+    local pid = io.popen(cmd .. " & echo $!"):read("l")
+    return tonumber(pid), out, err
+  end
   local ok, how, code = os.execute(cmd)
   local stdout, stderr = M.read(out), M.read(err)
   os.remove(out)
   os.remove(err)
   if how == "signal" then code = 128 + code end
   return code, stdout, stderr
+end
+
+--- Waits until pred() holds, polling every 5 ms, for about 10 seconds at
+--- most; returns whether it did.
+function M.wait_for(pred)
+  for _ = 1, 2000 do
+    if pred() then return true end
+    os.execute("sleep 0.005")
+  end
+  return false
+end
+
+--- The number of lines in a file (0 when it does not exist).
+function M.lines(path)
+  local f = io.open(path)
+  if not f then return 0 end
+  local n = 0
+  for _ in f:lines() do n = n + 1 end
+  f:close()
+  return n
 end
 
 return M

@@ -120,6 +120,32 @@ describe("engine:watch", function()
 end)
 
 describe("sluice dev", function()
+  it("re-executes only what an edit changed, serving the rest from the cache", function()
+    local dir = h.tmpdir()
+    local src = [[
+local sl = require "sluice"
+return sl.pipeline{ name = "p",
+  sl.step{ name = "stable", run = function(x) return x .. "+s" end },
+  sl.step{ name = "edited", run = function(x) return x .. "+EDIT" end } }
+]]
+    local file = h.write(dir .. "/p.lua", src:gsub("EDIT", "e1"))
+    local out, err = dir .. "/out", dir .. "/err"
+    local asan = os.getenv("SLUICE_CHILD_ASAN_OPTIONS")
+    local pid = io.popen(("%s %s dev %s --input '\"x\"' --debounce 5 >%s 2>%s & echo $!"):format(
+      asan and ("ASAN_OPTIONS=" .. h.quote(asan)) or "", h.quote(h.bin), h.quote(file),
+      h.quote(out), h.quote(err))):read("l")
+    assert.is_true(h.wait_for(function() return h.peek(out):find('"x+s+e1"', 1, true) end))
+    h.write(file, (src:gsub("EDIT", "e2")))
+    assert.is_true(h.wait_for(function() return h.peek(out):find('"x+s+e2"', 1, true) end))
+    os.execute("kill -INT " .. pid)
+    assert.is_true(h.wait_for(function() return not os.execute("kill -0 " .. pid .. " 2>/dev/null") end))
+    local second = h.read(err):match("reloaded.-$")
+    assert.matches("cached%s+stable", second)
+    assert.matches("ran%s+edited", second)
+    assert.matches("ran%s+p ", second)
+    h.rm(dir)
+  end)
+
   it("runs, reruns on save, keeps the previous version on a syntax error, and exits on Ctrl-C", function()
     local dir = h.tmpdir()
     local file = h.write(dir .. "/p.lua", version(1))

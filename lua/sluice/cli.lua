@@ -1,0 +1,65 @@
+-- The Lua side of the listing commands, `sluice runs` and `sluice show`:
+-- reading the store through an engine and formatting with sluice.show.
+-- Each returns the text to print and the exit code.
+local core = require "sluice.core"
+
+local M = {}
+
+local function encode(v)
+  local text, err = core.json_encode(v)
+  if not text then error(err, 0) end
+  return text .. "\n"
+end
+
+--- sluice runs: opts.status, opts.pipeline, opts.limit, opts.json.
+function M.runs(eng, opts)
+  local show = require "sluice.show"
+  local limit = opts.limit and tonumber(opts.limit)
+  if opts.limit and (not limit or limit < 0 or math.type(limit) ~= "integer") then
+    error("sluice runs: --limit must be a non-negative integer, got '" .. opts.limit .. "'", 0)
+  end
+  local rows = eng:runs{ status = opts.status, pipeline = opts.pipeline, limit = limit }
+  if opts.json then return encode(show.runs_json(rows)), 0 end
+  return show.runs(rows), 0
+end
+
+-- Turns stored checkpoints (keyed by path) into the steps shape of a
+-- result: ids in order, parents by id.
+local function steps_of(checkpoints)
+  -- Checkpoints are written as steps end, children before their parents;
+  -- the tree reads in the order steps started.
+  table.sort(checkpoints, function(a, b)
+    if a.t0 ~= b.t0 then return a.t0 < b.t0 end
+    return #a.path < #b.path
+  end)
+  local id_of, steps = {}, setmetatable({}, core.array_mt)
+  for i, c in ipairs(checkpoints) do id_of[c.path] = i end
+  for i, c in ipairs(checkpoints) do
+    steps[i] = { id = i, parent = c.parent_path and id_of[c.parent_path], path = c.path,
+      name = c.name, kind = c.kind, status = c.status, attempts = c.attempts,
+      cached = c.cached, ms = c.ms, usage = c.usage, error = c.error, key = c.key }
+  end
+  return steps
+end
+
+--- sluice show RUN_ID.
+function M.show(eng, id, json)
+  local show = require "sluice.show"
+  local run, checkpoints, waits = eng:show(id)
+  if not run then error(checkpoints, 0) end
+  local steps = steps_of(checkpoints)
+  if json then
+    local t = show.run_json(run, steps)
+    if #waits > 0 then t.waits = waits end
+    return encode(t), 0
+  end
+  local text = show.run(run, steps)
+  for _, w in ipairs(waits) do
+    if w.answer == nil then
+      text = text .. ("waiting at %s: %s\n"):format(w.path, w.message or "")
+    end
+  end
+  return text, 0
+end
+
+return M

@@ -1,0 +1,274 @@
+-- Durable runs: the store, resume after kill -9, human pauses, and the
+-- errors around them. These drive the real sluice command.
+local sl = require "sluice"
+local h = require "helpers"
+
+-- A pipeline whose steps each append their name to a side-effect file,
+-- then sleep, so a test can kill the process between steps.
+local function counted(dir)
+  return h.script(([[
+local sl = require "sluice"
+local log = %q
+local function mark(name)
+  local f = assert(io.open(log, "a")); f:write(name, "\n"); f:close()
+end
+local function step(name, nap)
+  return sl.step{ name = name, run = function(x, ctx)
+    mark(name)
+    ctx:sleep(nap or 0.05)
+    return x + 1
+  end }
+end
+local loop_body = sl.step{ name = "iter", run = function(x, ctx)
+  mark("iter" .. x); ctx:sleep(0.05); return x + 1 end }
+return sl.pipeline{ name = "counted",
+  step("a"), step("b"),
+  sl.parallel{ name = "fan", branches = { left = step("left", 0.08), right = step("right", 0.12) },
+    merge = "last_wins" },
+  sl.step{ name = "pick", run = function(x) return x.left end },
+  sl.loop{ name = "loop", body = loop_body, stop_when = function(out, ctx, i) return i >= 4 end },
+  step("z"),
+}
+]]):format(dir .. "/log"), dir, "counted.lua")
+end
+
+local function count(path, name)
+  local n = 0
+  local f = io.open(path)
+  if not f then return 0 end
+  for line in f:lines() do if line == name then n = n + 1 end end
+  f:close()
+  return n
+end
+
+describe("durable runs", function()
+  it("survive kill -9: a resume runs no completed step twice, inside parallel and loop too", function()
+    local dir = h.tmpdir()
+    local file = counted(dir)
+    local store = dir .. "/state.db"
+    local env = { SLUICE_STORE = store }
+    -- Uninterrupted, for the expected output.
+    local code, out = h.cli({ "run", file, "--input", "0" }, { env = { SLUICE_STORE = dir .. "/ref.db" } })
+    assert.equal(0, code)
+    local expected = out
+    os.remove(dir .. "/log")
+    -- Each kill lands while the steps named in `running` are in progress:
+    -- those may run again; every step that had completed must not.
+    for _, case in ipairs{ { at = { "b" }, running = { b = true } },
+                           { at = { "left", "right" }, running = { left = true, right = true } },
+                           { at = { "iter4" }, running = { iter4 = true } } } do
+      local kill_after = table.concat(case.at, "+")
+      local pid = h.cli({ "run", file, "--input", "0" }, { env = env, background = true })
+      assert.is_true(h.wait_for(function()
+        for _, name in ipairs(case.at) do if count(dir .. "/log", name) < 1 then return false end end
+        return true
+      end))
+      os.execute("kill -9 " .. pid)
+      assert.is_true(h.wait_for(function() return not os.execute("kill -0 " .. pid .. " 2>/dev/null") end))
+      local _, list = h.cli({ "runs", "--json", "--status", "running" }, { env = env })
+      local rows = sl.decode(list)
+      assert.equal(1, #rows)
+      code, out = h.cli({ "resume", rows[1].run_id }, { env = env })
+      assert.equal(0, code)
+      assert.equal(expected, out)
+      for _, name in ipairs{ "a", "b", "left", "right", "iter3", "iter4", "iter5", "iter6", "z" } do
+        local n = count(dir .. "/log", name)
+        if case.running[name] then
+          assert.is_true(n == 1 or n == 2, name .. " after a kill at " .. kill_after)
+        else
+          assert.equal(1, n, name .. " after a kill at " .. kill_after)
+        end
+      end
+      os.remove(dir .. "/log")
+    end
+    h.rm(dir)
+  end)
+
+  it("record runs and steps for runs and show", function()
+    local dir = h.tmpdir()
+    local env = { SLUICE_STORE = dir .. "/s.db" }
+    local code, out = h.cli({ "run", "scripts/examples/hello.lua", "--input", '{"name":"Ada"}', "--json" }, { env = env })
+    assert.equal(0, code)
+    local id = sl.decode(out).run_id
+    local _, list = h.cli({ "runs", "--json" }, { env = env })
+    local rows = sl.decode(list)
+    assert.equal(id, rows[1].run_id)
+    assert.equal("hello", rows[1].pipeline)
+    assert.equal("completed", rows[1].status)
+    local _, shown = h.cli({ "show", id, "--json" }, { env = env })
+    local s = sl.decode(shown)
+    assert.equal(id, s.run_id)
+    h.rm(dir)
+  end)
+end)
+
+describe("runs, show and traces", function()
+  it("list runs newest first, show the step tree, and write OpenTelemetry spans", function()
+    local dir = h.tmpdir()
+    local env = { SLUICE_STORE = dir .. "/s.db" }
+    local file = h.script([[
+local sl = require "sluice"
+return sl.pipeline{ name = "traced",
+  sl.step{ name = "a", run = function(x) return x + 1, { tokens = 1200, cost = 0.01 } end },
+  sl.map{ name = "each", over = function(x) return { x, x } end,
+    body = sl.step{ name = "item", run = function(v) return v * 2 end } },
+  sl.step{ name = "boom", run = function() error("late failure") end } }
+]], dir, "t.lua")
+    local trace = dir .. "/spans.jsonl"
+    local code = h.cli({ "run", file, "--input", "1", "--trace", trace }, { env = env })
+    assert.equal(1, code)
+    local code2, out2 = h.cli({ "run", "scripts/examples/hello.lua", "--input", '{"name":"B"}' }, { env = env })
+    assert.equal(0, code2)
+    local _, list = h.cli({ "runs" }, { env = env })
+    local first, second = list:find("hello", 1, true), list:find("traced", 1, true)
+    assert.is_truthy(first and second and first < second)
+    assert.matches("failed", list, 1, true)
+    local _, json = h.cli({ "runs", "--json", "--pipeline", "traced" }, { env = env })
+    local rows = sl.decode(json)
+    assert.equal(1, #rows)
+    local _, tree = h.cli({ "show", rows[1].run_id }, { env = env })
+    assert.matches("traced (pipeline)", tree, 1, true)
+    assert.matches("├─ a (step)", tree, 1, true)
+    assert.matches("item[1] (step)", tree, 1, true)
+    assert.matches("1,200 tok", tree, 1, true)
+    assert.matches("late failure", tree, 1, true)
+    local spans, ids = {}, {}
+    for line in io.lines(trace) do
+      local s = sl.decode(line)
+      spans[#spans + 1] = s
+      ids[s.spanId] = s
+    end
+    assert.equal(6, #spans)
+    for _, s in ipairs(spans) do
+      assert.matches("^%x+$", s.traceId)
+      assert.equal(32, #s.traceId)
+      assert.equal(16, #s.spanId)
+      assert.is_string(s.startTimeUnixNano)
+      assert.is_true(tonumber(s.endTimeUnixNano) >= tonumber(s.startTimeUnixNano))
+      if s.name ~= "traced" then assert.is_table(ids[s.parentSpanId]) end
+      local attrs = {}
+      for _, a in ipairs(s.attributes) do attrs[a.key] = a.value end
+      assert.is_table(attrs["sluice.kind"])
+      if s.name == "boom" then
+        assert.equal("STATUS_CODE_ERROR", s.status.code)
+        assert.equal("late failure", attrs["sluice.error.message"].stringValue)
+      end
+    end
+    local code3, _, err = h.cli({ "run", file, "--trace", "/nonexistent/dir/t.jsonl" }, { env = env })
+    assert.equal(2, code3)
+    assert.matches("--trace", err, 1, true)
+    h.rm(dir)
+  end)
+
+  it("refuses a store that is not a database", function()
+    local dir = h.tmpdir()
+    local bad = h.write(dir .. "/bad.db", ("garbage"):rep(1000))
+    local code, _, err = h.cli({ "run", "scripts/examples/hello.lua", "--input", '{"name":"A"}', "--store", bad })
+    assert.equal(2, code)
+    assert.matches("bad.db", err, 1, true)
+    h.rm(dir)
+  end)
+end)
+
+describe("resume", function()
+  local dir, env
+  before_each(function() dir = h.tmpdir(); env = { SLUICE_STORE = dir .. "/s.db" } end)
+  after_each(function() h.rm(dir) end)
+
+  it("refuses an unknown id, a completed run, and --input for a run that is not paused", function()
+    local code, _, err = h.cli({ "resume", "NOPE" }, { env = env })
+    assert.equal(2, code)
+    assert.matches("no run with id 'NOPE'", err, 1, true)
+    local _, out = h.cli({ "run", "scripts/examples/hello.lua", "--input", '{"name":"A"}', "--json" }, { env = env })
+    local id = sl.decode(out).run_id
+    code, _, err = h.cli({ "resume", id }, { env = env })
+    assert.equal(2, code)
+    assert.matches("run " .. id .. " has completed: only a paused or interrupted run can be resumed", err, 1, true)
+  end)
+
+  it("refuses a changed pipeline unless --force", function()
+    local file = h.script([[
+local sl = require "sluice"
+return sl.pipeline{ name = "p",
+  sl.step{ name = "ask", run = function(x, ctx) return ctx:human("go?") end },
+  sl.step{ name = "v1", run = function(x) return "v1:" .. tostring(x) end } }
+]], dir, "p.lua")
+    local code, id = h.cli({ "run", file }, { env = env })
+    assert.equal(3, code)
+    id = id:match("%S+")
+    h.write(file, (h.read(file):gsub("v1:", "v2:")))
+    local err
+    code, _, err = h.cli({ "resume", id, "--input", '"yes"' }, { env = env })
+    assert.equal(2, code)
+    assert.matches("changed since run " .. id .. " started", err, 1, true)
+    local out
+    code, out = h.cli({ "resume", id, "--input", '"yes"', "--force" }, { env = env })
+    assert.equal(0, code)
+    assert.equal('"v2:yes"\n', out)
+  end)
+end)
+
+describe("human in the loop", function()
+  local dir, env
+  before_each(function() dir = h.tmpdir(); env = { SLUICE_STORE = dir .. "/s.db" } end)
+  after_each(function() h.rm(dir) end)
+
+  it("pauses the run (exit 3, id and message), refuses a wrong answer, and goes on with a right one", function()
+    local file = h.script([[
+local sl = require "sluice"
+local calls = 0
+return sl.pipeline{ name = "approve",
+  sl.step{ name = "draft", run = function(x) return "draft of " .. x end },
+  sl.human{ name = "review", message = "Ship it?", schema = {
+    type = "object", required = { "ok" },
+    properties = { ok = { type = "boolean" }, note = { type = "string" } } } },
+  sl.step{ name = "after", run = function(a) return a.ok and ("shipped: " .. (a.note or "")) or "held" end },
+}
+]], dir, "h.lua")
+    local code, out, err = h.cli({ "run", file, "--input", '"x"' }, { env = env })
+    assert.equal(3, code)
+    local id = out:match("%S+")
+    assert.matches("run " .. id .. " paused", err, 1, true)
+    assert.matches("Ship it?", err, 1, true)
+    local _, list = h.cli({ "runs", "--json" }, { env = env })
+    assert.equal("paused", sl.decode(list)[1].status)
+    code, _, err = h.cli({ "resume", id }, { env = env })
+    assert.equal(2, code)
+    assert.matches("paused waiting for input", err, 1, true)
+    code, _, err = h.cli({ "resume", id, "--input", '{"ok":"yes"}' }, { env = env })
+    assert.equal(2, code)
+    assert.matches("the answer for step 'review' was refused, the run stays paused", err, 1, true)
+    assert.matches("$.ok", err, 1, true)
+    _, list = h.cli({ "runs", "--json" }, { env = env })
+    assert.equal("paused", sl.decode(list)[1].status)
+    code, out = h.cli({ "resume", id, "--input", '{"ok":true,"note":"fine"}' }, { env = env })
+    assert.equal(0, code)
+    assert.equal('"shipped: fine"\n', out)
+  end)
+
+  it("pauses a run as a whole with waits in parallel branches, resuming them all", function()
+    local file = h.script([[
+local sl = require "sluice"
+return sl.pipeline{ name = "two",
+  sl.parallel{ name = "both", branches = {
+    a = sl.human{ name = "ask_a", message = "A?" },
+    b = sl.human{ name = "ask_b", message = "B?" },
+    c = sl.step{ name = "calc", run = function(x, ctx) ctx:sleep(0.01); return 42 end } } },
+  sl.step{ name = "join", run = function(t) return t.a .. "/" .. t.b .. "/" .. t.c end } }
+]], dir, "two.lua")
+    local code, out, err = h.cli({ "run", file }, { env = env })
+    assert.equal(3, code)
+    local id = out:match("%S+")
+    assert.matches("A?", err, 1, true)
+    assert.matches("B?", err, 1, true)
+    code, out = h.cli({ "resume", id, "--input", '{"ask_a":"x","ask_b":"y"}' }, { env = env })
+    assert.equal(0, code)
+    assert.equal('"x/y/42"\n', out)
+  end)
+
+  it("needs a store", function()
+    local r = sl.run(sl.pipeline{ name = "p", sl.human{ name = "ask", message = "?" } })
+    assert.equal("failed", r.status)
+    assert.matches("needs a durable run", r.error.message, 1, true)
+  end)
+end)
