@@ -158,6 +158,9 @@ sl.error = core.error
 -- The kinds written in Lua.
 require("sluice.kinds").install(sl, dsl)
 
+-- Agents, prices and prompt templates.
+require("sluice.agent").install(sl)
+
 -- Human in the loop.
 require("sluice.human").install(sl, dsl)
 

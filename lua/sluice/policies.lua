@@ -31,11 +31,13 @@ function M.attempt_runner(handler, step, input, ctx)
   local validators = step.validate
   for i = 1, #validators do
     local ok, verdict, feedback = pcall(validators[i], out, ctx)
-    if not ok then
-      error(step_error(step, "validation", message_of(verdict)), 0)
-    elseif not verdict then
-      error(step_error(step, "validation",
-        feedback ~= nil and tostring(feedback) or ("validator #%d rejected the output"):format(i)), 0)
+    if not ok or not verdict then
+      -- A rejected attempt still spent what it reports.
+      if usage ~= nil then ctx:charge(usage) end
+      local msg = not ok and message_of(verdict)
+        or feedback ~= nil and tostring(feedback)
+        or ("validator #%d rejected the output"):format(i)
+      error(step_error(step, "validation", msg), 0)
     end
   end
   return out, usage

@@ -43,6 +43,15 @@ describe("quota", function()
     assert.same({ cost = 0.3, tokens = 1, requests = 0 }, r.steps[3].usage)
   end)
 
+  it("charges the usage of attempts a validator rejected", function()
+    local s = sl.step{ name = "v", retries = 2, backoff = { base = 0 },
+      run = function(_, ctx) return ctx.attempt, { tokens = 10 } end,
+      validate = function(out) return out >= 2, "too early" end }
+    local r = sl.run(pipe("p", s))
+    assert.equal(2, r.output)
+    assert.equal(20, r.usage.tokens)
+  end)
+
   it("fails the run after a step whose usage overruns the budget, with the figures", function()
     local next_ran = false
     local s = sl.step{ name = "greedy", estimate = { tokens = 10 }, run = function() return "x", { tokens = 150 } end }
