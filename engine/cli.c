@@ -77,6 +77,7 @@ static const char *usage_main =
   "  show ID      show one run's step history\n"
   "  check FILE   check a pipeline file without running it\n"
   "  graph FILE   draw a pipeline for Mermaid or Graphviz\n"
+  "  cache stats|clear  the persistent step cache\n"
   "  help [CMD]   show help for a command\n"
   "  version      print the version\n"
   "\n"
@@ -139,6 +140,13 @@ static const char *usage_graph =
   "\n"
   "Prints the structure of the pipelines in FILE (kinds, names, nesting,\n"
   "branch, case and route labels) for Mermaid (default) or Graphviz.\n";
+
+static const char *usage_cache =
+  "usage: sluice cache stats [--json] [--store PATH]\n"
+  "       sluice cache clear [--step NAME] [--store PATH]\n"
+  "\n"
+  "Shows or clears the persistent tier of the step cache, the one runs and\n"
+  "processes share through the store.\n";
 
 static const char *usage_check =
   "usage: sluice check FILE [--pipeline NAME]\n"
@@ -224,7 +232,8 @@ static void parse_opts(lua_State *L, cli *c, int first, cli_opt *opts,
   if (c->file == NULL)
     usage_error(L, c, "sluice %s: missing %s\n%s", c->command,
                 strcmp(c->command, "resume") == 0 || strcmp(c->command, "show") == 0
-                  ? "RUN_ID" : "FILE", usage);
+                  ? "RUN_ID" : strcmp(c->command, "cache") == 0 ? "stats or clear"
+                  : "FILE", usage);
 }
 
 /* Reads a whole stream into a Lua string pushed on L. */
@@ -658,6 +667,27 @@ static int cmd_show(lua_State *L, cli *c) {
   return call_cli_lua(L, c, "show", 2);
 }
 
+/* sluice cache stats | clear [--step NAME]: the persistent tier. */
+static int cmd_cache(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--step", 1, NULL}, {"--json", 0, NULL}, {"--store", 1, NULL},
+                    {NULL, 0, NULL}};
+  parse_opts(L, c, 2, opts, usage_cache);
+  const char *verb = c->file;
+  if (strcmp(verb, "stats") != 0 && strcmp(verb, "clear") != 0)
+    usage_error(L, c, "sluice cache: unknown action '%s' (stats or clear)", verb);
+  open_store(L, c, opts[2].value);
+  lua_pushstring(L, verb);
+  lua_createtable(L, 0, 2);
+  if (opts[0].value) {
+    lua_pushstring(L, opts[0].value);
+    lua_setfield(L, -2, "step");
+  }
+  lua_pushboolean(L, opts[1].value != NULL);
+  lua_setfield(L, -2, "json");
+  c->code = EXIT_USAGE;
+  return call_cli_lua(L, c, "cache", 2);
+}
+
 static int cmd_graph(lua_State *L, cli *c) {
   cli_opt opts[] = {{"--format", 1, NULL}, {"--pipeline", 1, NULL}, {NULL, 0, NULL}};
   parse_opts(L, c, 2, opts, usage_graph);
@@ -708,6 +738,7 @@ static int cli_main(lua_State *L) {
   if (strcmp(c->command, "check") == 0) return cmd_check(L, c);
   if (strcmp(c->command, "dev") == 0) return cmd_dev(L, c);
   if (strcmp(c->command, "graph") == 0) return cmd_graph(L, c);
+  if (strcmp(c->command, "cache") == 0) return cmd_cache(L, c);
   if (strcmp(c->command, "resume") == 0) return cmd_resume(L, c);
   if (strcmp(c->command, "runs") == 0) return cmd_runs(L, c);
   if (strcmp(c->command, "show") == 0) return cmd_show(L, c);
@@ -722,6 +753,7 @@ static int cli_main(lua_State *L) {
     fputs(strcmp(topic, "run") == 0 ? usage_run
           : strcmp(topic, "dev") == 0 ? usage_dev
           : strcmp(topic, "graph") == 0 ? usage_graph
+          : strcmp(topic, "cache") == 0 ? usage_cache
           : strcmp(topic, "resume") == 0 ? usage_resume
           : strcmp(topic, "runs") == 0 ? usage_runs
           : strcmp(topic, "show") == 0 ? usage_show
@@ -730,7 +762,7 @@ static int cli_main(lua_State *L) {
     return 0;
   }
   static const char *commands[] = {"run", "dev", "resume", "runs", "show", "check",
-                                   "graph", "help", "version", NULL};
+                                   "graph", "cache", "help", "version", NULL};
   const char *best = NULL;
   int bestd = 3;
   for (const char **p = commands; *p; p++) {

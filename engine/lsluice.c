@@ -16,6 +16,7 @@
 #include "reload.h"
 #include "durable.h"
 #include "store.h"
+#include "cache.h"
 #include "run.h"
 #include "scheduler.h"
 #include "value.h"
@@ -407,7 +408,77 @@ static int e_show(lua_State *L) {
   return 3;
 }
 
+static int push_cache_step(void *ud, const char *step, const sl_store_cache_totals *st) {
+  lua_State *L = ud;
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, step);
+  lua_setfield(L, -2, "step");
+  lua_pushinteger(L, st->entries);
+  lua_setfield(L, -2, "entries");
+  lua_pushinteger(L, st->bytes);
+  lua_setfield(L, -2, "bytes");
+  lua_pushinteger(L, st->hits);
+  lua_setfield(L, -2, "hits");
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  return 0;
+}
+
+/* engine:cache_stats(): the persistent tier's totals and per-step counts,
+   and the in-memory tier's. */
+static int e_cache_stats(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  lua_createtable(L, 0, 3);
+  if (e->store != NULL) {
+    sl_store_cache_totals total;
+    lua_newtable(L);
+    sl_json_pusharraymt(L);
+    lua_setmetatable(L, -2);
+    if (sl_store_cache_stats(e->store, &total, push_cache_step, L) < 0)
+      return luaL_error(L, "%s", sl_store_errmsg(e->store));
+    lua_setfield(L, -2, "steps");
+    lua_pushinteger(L, total.entries);
+    lua_setfield(L, -2, "entries");
+    lua_pushinteger(L, total.bytes);
+    lua_setfield(L, -2, "bytes");
+    lua_pushinteger(L, total.hits);
+    lua_setfield(L, -2, "hits");
+  }
+  if (e->cache != NULL) {
+    sl_cache_stats m;
+    sl_cache_get_stats(e->cache, &m);
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, (lua_Integer)m.entries);
+    lua_setfield(L, -2, "entries");
+    lua_pushinteger(L, (lua_Integer)m.bytes);
+    lua_setfield(L, -2, "bytes");
+    lua_pushinteger(L, (lua_Integer)m.hits);
+    lua_setfield(L, -2, "hits");
+    lua_pushinteger(L, (lua_Integer)m.misses);
+    lua_setfield(L, -2, "misses");
+    lua_pushinteger(L, (lua_Integer)m.evictions);
+    lua_setfield(L, -2, "evictions");
+    lua_setfield(L, -2, "memory");
+  }
+  return 1;
+}
+
+/* engine:cache_clear([step]): drops cached outputs (of one step, or all),
+   in both tiers; returns how many the store held. */
+static int e_cache_clear(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  const char *step = luaL_optstring(L, 2, NULL);
+  int64_t removed = 0;
+  if (e->cache != NULL) sl_cache_clear(e->cache, step);
+  if (e->store != NULL && sl_store_cache_clear(e->store, step, &removed) != 0)
+    return luaL_error(L, "%s", sl_store_errmsg(e->store));
+  if (e->store != NULL) sl_store_flush(e->store);
+  lua_pushinteger(L, removed);
+  return 1;
+}
+
 static const luaL_Reg engine_methods[] = {
+  {"cache_stats", e_cache_stats},
+  {"cache_clear", e_cache_clear},
   {"set_store", e_set_store},
   {"resume", e_resume},
   {"runs", e_runs},

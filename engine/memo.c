@@ -11,6 +11,7 @@
 #include "cache.h"
 #include "run.h"
 #include "value.h"
+#include "store.h"
 
 static uint64_t wall_ms(void) {
   uv_timeval64_t tv;
@@ -40,6 +41,38 @@ static void kinds_version(lua_State *L, sl_task *t, sl_key *out) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->run->ref_kinds);
   sl_step_version(L, -1, out, err, sizeof err);
   lua_pop(L, 1);
+}
+
+/* The store's form of a key: the high half first, each half big-endian. */
+static void key_bytes(const sl_key *k, unsigned char out[SL_STORE_KEYLEN]) {
+  for (int i = 0; i < 8; i++) {
+    out[i] = (unsigned char)(k->hi >> (56 - 8 * i));
+    out[8 + i] = (unsigned char)(k->lo >> (56 - 8 * i));
+  }
+}
+
+/* Looks key up in the store's persistent tier, shared by runs and
+   processes; a hit is pushed and put in the memory tier too. */
+static int store_get(lua_State *L, sl_task *t, const sl_key *key) {
+  sl_engine *e = t->e;
+  if (e->store == NULL) return 0;
+  unsigned char kb[SL_STORE_KEYLEN];
+  key_bytes(key, kb);
+  sl_buf b;
+  sl_buf_init(&b);
+  uint64_t now = wall_ms();
+  int hit = 0;
+  if (sl_store_cache_get(e->store, kb, (int64_t)now, &b) == 0 && b.data != NULL) {
+    hit = sl_json_decode(L, b.data, b.len) == 0;
+    if (!hit) lua_pop(L, 1);                            /* the decode's message */
+  }
+  if (hit) {
+    const char *name = name_of(t);
+    uint64_t expires = t->att->ttl_ms > 0 ? now + t->att->ttl_ms : 0;
+    sl_cache_put(e->cache, L, key, lua_gettop(L), b.len, expires, name, strlen(name));
+  }
+  sl_buf_free(&b);
+  return hit;
 }
 
 int sl_memo_lookup(lua_State *L, sl_task *t, int si, int ii, int ci) {
@@ -82,7 +115,7 @@ int sl_memo_lookup(lua_State *L, sl_task *t, int si, int ii, int ci) {
     key_error(L, si, t, why);
   }
   lua_settop(L, top);
-  if (sl_cache_get(e->cache, L, &a->key, wall_ms())) {
+  if (sl_cache_get(e->cache, L, &a->key, wall_ms()) || store_get(L, t, &a->key)) {
     a->memo = SL_MEMO_HIT;
     return SL_MEMO_HIT;
   }
@@ -114,9 +147,17 @@ void sl_memo_end(lua_State *L, sl_task *t, int ok, int idx) {
     char err[200];
     sl_buf_init(&b);
     if (sl_json_encode(L, idx, &b, 0, err, sizeof err) == 0) {
-      uint64_t expires = a->ttl_ms > 0 ? wall_ms() + a->ttl_ms : 0;
+      uint64_t now = wall_ms();
+      uint64_t expires = a->ttl_ms > 0 ? now + a->ttl_ms : 0;
       const char *name = name_of(t);
       sl_cache_put(e->cache, L, &a->key, idx, b.len, expires, name, strlen(name));
+      if (e->store != NULL) {
+        unsigned char kb[SL_STORE_KEYLEN];
+        key_bytes(&a->key, kb);
+        if (sl_store_cache_put(e->store, kb, name, b.data ? b.data : "null",
+                               (int64_t)now, (int64_t)expires) != 0)
+          fprintf(stderr, "sluice: %s\n", sl_store_errmsg(e->store));
+      }
     }
     sl_buf_free(&b);
   }

@@ -62,4 +62,27 @@ function M.show(eng, id, json)
   return text, 0
 end
 
+--- sluice cache stats | clear [--step NAME].
+function M.cache(eng, verb, opts)
+  if verb == "clear" then
+    local n = eng:cache_clear(opts.step)
+    return ("cleared %d cached output%s%s\n"):format(n, n == 1 and "" or "s",
+      opts.step and (" of step '" .. opts.step .. "'") or ""), 0
+  end
+  local st = eng:cache_stats()
+  if opts.json then
+    st.memory = nil   -- the command's own process has nothing in memory
+    return encode(st), 0
+  end
+  local show = require "sluice.show"
+  local lines = { ("%s cached output%s, %s bytes, %s hits"):format(
+    show.thousands(st.entries or 0), st.entries == 1 and "" or "s",
+    show.thousands(st.bytes or 0), show.thousands(st.hits or 0)) }
+  for _, s in ipairs(st.steps or {}) do
+    lines[#lines + 1] = ("  %-24s %6s entries %10s bytes %6s hits"):format(s.step,
+      show.thousands(s.entries), show.thousands(s.bytes), show.thousands(s.hits))
+  end
+  return table.concat(lines, "\n") .. "\n", 0
+end
+
 return M

@@ -210,6 +210,42 @@ describe("cache", function()
   end)
 end)
 
+describe("the persistent cache tier", function()
+  it("serves a step across processes through the store; cache stats and clear manage it", function()
+    local dir = h.tmpdir()
+    local env = { SLUICE_STORE = dir .. "/s.db" }
+    local file = h.script(([[
+local sl = require "sluice"
+return sl.pipeline{ name = "p", sl.step{ name = "costly", cache = true, run = function(x)
+  local f = assert(io.open(%q, "a")); f:write("ran\n"); f:close()
+  return x * 2
+end } }
+]]):format(dir .. "/log"), dir, "c.lua")
+    local code, out = h.cli({ "run", file, "--input", "21" }, { env = env })
+    assert.equal(0, code)
+    assert.equal("42\n", out)
+    code, out = h.cli({ "run", file, "--input", "21", "--json" }, { env = env })
+    assert.equal(0, code)
+    local r = sl.decode(out)
+    assert.equal(42, r.output)
+    assert.is_true(r.steps[2].cached)
+    assert.equal(1, h.lines(dir .. "/log"))
+    local _, stats = h.cli({ "cache", "stats", "--json" }, { env = env })
+    local st = sl.decode(stats)
+    assert.equal(1, st.entries)
+    assert.equal("costly", st.steps[1].step)
+    assert.equal(1, st.steps[1].hits)
+    local _, cleared = h.cli({ "cache", "clear", "--step", "costly" }, { env = env })
+    assert.matches("cleared 1 cached output of step 'costly'", cleared, 1, true)
+    h.cli({ "run", file, "--input", "21" }, { env = env })
+    assert.equal(2, h.lines(dir .. "/log"))
+    local c2, _, err = h.cli({ "cache", "purge" }, { env = env })
+    assert.equal(2, c2)
+    assert.matches("unknown action 'purge'", err, 1, true)
+    h.rm(dir)
+  end)
+end)
+
 describe("background steps", function()
   it("let the pipeline go on at once with the input; the run ends after them", function()
     local order = {}
