@@ -220,8 +220,6 @@ int sl_attempt_next(lua_State *L, sl_task *t) {
     sl_hist_set_attempts(&r->hist, t->hist, a->attempt);
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->e->ref_ctxs);   /* err ctxs */
     lua_rawgeti(L, -1, t->id);                           /* err ctxs ctx */
-    lua_pushinteger(L, a->attempt);
-    lua_setfield(L, -2, "attempt");
     if (kind != NULL && strcmp(kind, "validation") == 0) {
       lua_getfield(L, -3, "message");
       lua_setfield(L, -2, "feedback");
@@ -232,6 +230,7 @@ int sl_attempt_next(lua_State *L, sl_task *t) {
     lua_pushnil(L);
     lua_rawset(L, -3);
     lua_pop(L, 2);
+    t->state_on = 0;
     a->delay = backoff(a, a->attempt);
     return a->delay > 0 ? SL_NEXT_LATER : SL_NEXT_NOW;
   }

@@ -14,6 +14,7 @@
 #include "durable.h"
 #include "run.h"
 #include "state.h"
+#include "attempt.h"
 
 static int ctx_run_k(lua_State *L, int status, lua_KContext kctx) {
   (void)status; (void)kctx;
@@ -152,6 +153,7 @@ static int ctx_index(lua_State *L) {
     sl_task *t = sl_task_current(L, 1);
     push_view(L, t);
     sl_state_copy(L, -1);
+    t->state_on = 1;
     lua_pushliteral(L, "state");
     lua_pushvalue(L, -2);
     lua_rawset(L, 1);
@@ -162,7 +164,30 @@ static int ctx_index(lua_State *L) {
     lua_pushstring(L, t->run->id);
     return 1;
   }
+  /* step and attempt are read far less often than a ctx is made: they are
+     answered here rather than stored in every ctx. */
+  if (strcmp(k, "step") == 0) {
+    sl_task *t = sl_task_current(L, 1);
+    lua_pushstring(L, t->run->hist.recs[t->hist].name);
+    return 1;
+  }
+  if (strcmp(k, "attempt") == 0) {
+    sl_task *t = sl_task_current(L, 1);
+    lua_pushinteger(L, t->att_on ? t->att->attempt : 1);
+    return 1;
+  }
   return 1;  /* nil */
+}
+
+/* A step that assigns ctx.state replaces its copy of the state. */
+static int ctx_newindex(lua_State *L) {
+  lua_settop(L, 3);
+  lua_rawset(L, 1);
+  if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "state") == 0) {
+    sl_task *t = sl_task_current(L, 1);
+    t->state_on = 1;
+  }
+  return 0;
 }
 
 static const luaL_Reg ctx_methods[] = {
@@ -180,8 +205,12 @@ static const luaL_Reg ctx_methods[] = {
 };
 
 static int ctx_tostring(lua_State *L) {
-  lua_getfield(L, 1, "step");
-  lua_pushfstring(L, "ctx of step '%s'", luaL_optstring(L, -1, "?"));
+  if (lua_rawgeti(L, 1, SL_CTX_TASK) != LUA_TLIGHTUSERDATA) {
+    lua_pushliteral(L, "ctx of a step execution that has ended");
+    return 1;
+  }
+  sl_task *t = lua_touserdata(L, -1);
+  lua_pushfstring(L, "ctx of step '%s'", t->run->hist.recs[t->hist].name);
   return 1;
 }
 
@@ -202,6 +231,8 @@ void sl_ctx_open(lua_State *L, sl_engine *e) {
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, ctx_tostring);
     lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, ctx_newindex);
+    lua_setfield(L, -2, "__newindex");
     lua_pushliteral(L, "sluice.ctx");
     lua_setfield(L, -2, "__name");
   }

@@ -19,8 +19,16 @@
 #include "value.h"
 
 int sl_is_step(lua_State *L, int idx) {
+  static const char key = 0;   /* the registry slot of the Step metatable */
   if (!lua_getmetatable(L, idx)) return 0;
-  luaL_getmetatable(L, SL_STEP_MT);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &key) == LUA_TNIL) {
+    /* First use: keep it under a light userdata key, which costs no string
+       lookup on the hot path. */
+    lua_pop(L, 1);
+    luaL_getmetatable(L, SL_STEP_MT);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &key);
+  }
   int is = lua_rawequal(L, -1, -2);
   lua_pop(L, 2);
   return is;
@@ -259,7 +267,7 @@ static sl_task *prepare(lua_State *L, sl_run *r, sl_task *parent, int si,
     sl_hist_set_key(&r->hist, t->hist, key, keylen, ++parent->nstarted);
   }
 
-  lua_createtable(L, SL_CTX_NSLOTS, 2);                 /* ... ctx */
+  lua_createtable(L, SL_CTX_NSLOTS, 0);                 /* ... ctx */
   lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_ctxmt);
   lua_setmetatable(L, -2);
   lua_pushlightuserdata(L, t);
@@ -274,10 +282,6 @@ static sl_task *prepare(lua_State *L, sl_run *r, sl_task *parent, int si,
   }
   lua_pushvalue(L, top + 3);
   lua_rawseti(L, -2, SL_CTX_HANDLER);
-  lua_pushvalue(L, top + 4);
-  lua_setfield(L, -2, "step");
-  lua_pushinteger(L, 1);
-  lua_setfield(L, -2, "attempt");
   lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_ctxs);       /* ... ctx ctxs */
   lua_pushvalue(L, -2);
   lua_rawseti(L, -2, t->id);
@@ -457,6 +461,7 @@ static void conclude(lua_State *L, sl_task *t, int ok) {
   sl_hist_end(&r->hist, t->hist, SL_STEP_COMPLETED, now);
   if (r->durable) sl_durable_checkpoint(L, t, 1);
   if (t->e->trace) sl_run_trace_step(r, t->hist);
+  if (!t->state_on) return;
   /* A step that touched ctx.state worked on its own copy; on success that
      copy becomes what its parent sees (or the run's, or, for a spawned task,
      is kept on its handle for the spawning step to merge). */
@@ -468,6 +473,7 @@ static void conclude(lua_State *L, sl_task *t, int ok) {
   }
   switch (t->deliver) {
     case SL_DELIVER_SYNC:
+      t->parent->state_on = 1;
       push_ctx(L, t->parent);                           /* ctx state pctx */
       lua_pushliteral(L, "state");
       lua_pushvalue(L, -3);

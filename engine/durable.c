@@ -225,8 +225,12 @@ int sl_durable_restore(lua_State *L, sl_task *t) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_ctxs);
       lua_rawgeti(L, -1, t->id);                        /* out ctxs ctx */
       lua_pushliteral(L, "state");
-      if (sl_json_decode(L, c->state, strlen(c->state)) == 0) lua_rawset(L, -3);
-      else lua_pop(L, 2);
+      if (sl_json_decode(L, c->state, strlen(c->state)) == 0) {
+        lua_rawset(L, -3);
+        t->state_on = 1;
+      } else {
+        lua_pop(L, 2);
+      }
       lua_pop(L, 2);
     }
     if (c->usage != NULL && sl_json_decode(L, c->usage, strlen(c->usage)) == 0) {

@@ -53,6 +53,7 @@ sl_task *sl_task_acquire(lua_State *L, sl_engine *e, sl_task *parent) {
   t->await_any = 0;
   t->metered = 0;
   t->preset = 0;
+  t->state_on = 0;
   memset(&t->held, 0, sizeof t->held);
   memset(&t->used, 0, sizeof t->used);
   memset(&t->returned, 0, sizeof t->returned);

@@ -81,6 +81,7 @@ struct sl_task {
   unsigned char await_any;   /* in ctx:await_any: the first ending wakes it */
   unsigned char metered;     /* held, used or returned is not all zero */
   unsigned char preset;      /* its output is already on co: resuming ends it */
+  unsigned char state_on;    /* its ctx may hold a copy of the state */
   uv_timer_t timer;          /* initialized once, closed with the engine */
 };
 
