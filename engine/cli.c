@@ -586,7 +586,10 @@ static void open_store(lua_State *L, cli *c, const char *flag) {
   if (path == NULL) path = getenv("SLUICE_STORE");
   if (path == NULL || *path == '\0') path = ".sluice/state.db";
   c->code = EXIT_USAGE;
-  sl_engine_set_store(L, c->e, path);
+  /* Commands that only read the store skip the whole-file check. */
+  int reads = strcmp(c->command, "runs") == 0 || strcmp(c->command, "show") == 0 ||
+              strcmp(c->command, "cache") == 0;
+  sl_engine_set_store(L, c->e, path, !reads);
 }
 
 /* --trace FILE: one OpenTelemetry span per step execution, as JSON lines. */

@@ -37,11 +37,12 @@ static void on_prepare_closed(uv_handle_t *h) {
   sl_engine_handle_closed(e);
 }
 
-int sl_durable_open(sl_engine *e, const char *path) {
+int sl_durable_open(sl_engine *e, const char *path, int check) {
   if (path == NULL || strcmp(path, ":memory:") == 0) return 0;
   char err[512];
   sl_store_options opts = {0};
   opts.autoflush = AUTOFLUSH;
+  opts.skip_check = !check;
   int rc = sl_store_open(&e->store, path, &opts, err, sizeof err);
   if (rc != 0) {
     e->store = NULL;

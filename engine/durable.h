@@ -14,9 +14,11 @@
 
 #include "scheduler.h"
 
-/* Opens the store at path for engine e (":memory:" or NULL: none). Returns
-   0, or a negative code with the message in e->errmsg. */
-int sl_durable_open(sl_engine *e, const char *path);
+/* Opens the store at path for engine e (":memory:" or NULL: none). With
+   check, the whole file's integrity is checked first (a run writes to it);
+   a command that only reads skips that, relying on SQLite's own checks.
+   Returns 0, or a negative code with the message in e->errmsg. */
+int sl_durable_open(sl_engine *e, const char *path, int check);
 
 /* Commits pending writes and closes the store (engine teardown). */
 void sl_durable_close(sl_engine *e);

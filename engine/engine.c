@@ -216,12 +216,12 @@ void sl_engine_push_new(lua_State *L, size_t memory_limit, const char *store) {
     sl_memory_limit(L, memory_limit);
     e->capped = 1;
   }
-  if (sl_durable_open(e, store) != 0) luaL_error(L, "%s", e->errmsg);
+  if (sl_durable_open(e, store, 1) != 0) luaL_error(L, "%s", e->errmsg);
 }
 
-void sl_engine_set_store(lua_State *L, sl_engine *e, const char *store) {
+void sl_engine_set_store(lua_State *L, sl_engine *e, const char *store, int check) {
   sl_durable_close(e);
-  if (sl_durable_open(e, store) != 0) luaL_error(L, "%s", e->errmsg);
+  if (sl_durable_open(e, store, check) != 0) luaL_error(L, "%s", e->errmsg);
 }
 
 void sl_engine_open_shared(lua_State *L) {
@@ -239,7 +239,7 @@ static int new_p(lua_State *L) {
     sl_memory_limit(L, opts->memory_limit);
     (*out)->capped = 1;
   }
-  if (opts && opts->store && sl_durable_open(*out, opts->store) != 0)
+  if (opts && opts->store && sl_durable_open(*out, opts->store, 1) != 0)
     luaL_error(L, "%s", (*out)->errmsg);
   lua_setfield(L, LUA_REGISTRYINDEX, DEFAULT_KEY);
   /* The DSL module binds to the default engine and adds the kinds written

@@ -97,8 +97,9 @@ void sl_engine_push_default(lua_State *L);
 void sl_engine_push_new(lua_State *L, size_t memory_limit, const char *store);
 
 /* Gives e the store at path (NULL or ":memory:": none), closing the one it
-   had. Raises with the store's message on failure. */
-void sl_engine_set_store(lua_State *L, sl_engine *e, const char *path);
+   had; check: verify the file's integrity first (see sl_durable_open).
+   Raises with the store's message on failure. */
+void sl_engine_set_store(lua_State *L, sl_engine *e, const char *path, int check);
 
 /* Registers the metatables all engines of a state share. */
 void sl_engine_open_shared(lua_State *L);

@@ -282,7 +282,7 @@ static int e_watch(lua_State *L) {
 /* engine:set_store(path): opens the store at path (":memory:": none). */
 static int e_set_store(lua_State *L) {
   sl_engine *e = sl_engine_check(L, 1);
-  sl_engine_set_store(L, e, luaL_optstring(L, 2, NULL));
+  sl_engine_set_store(L, e, luaL_optstring(L, 2, NULL), 1);
   return 0;
 }
 
@@ -297,8 +297,9 @@ static int e_resume(lua_State *L) {
   return 1;
 }
 
-static int push_run_row(void *ud, const sl_store_run *r) {
-  lua_State *L = ud;
+/* Pushes a stored run as a table onto the list on top of L; a listing row
+   leaves out the input and output, which only `show` needs. */
+static int push_row(lua_State *L, const sl_store_run *r, int whole) {
   lua_createtable(L, 0, 10);
   lua_pushstring(L, r->id);
   lua_setfield(L, -2, "run_id");
@@ -312,11 +313,11 @@ static int push_run_row(void *ud, const sl_store_run *r) {
     lua_pushinteger(L, r->ended_ms);
     lua_setfield(L, -2, "ended_ms");
   }
-  const char *json[] = {r->usage, r->error, r->output, r->input, r->file};
-  const char *names[] = {"usage", "error", "output", "input", "file"};
-  for (int i = 0; i < 5; i++) {
+  const char *json[] = {r->usage, r->error, r->file, r->output, r->input};
+  const char *names[] = {"usage", "error", "file", "output", "input"};
+  for (int i = 0; i < (whole ? 5 : 3); i++) {
     if (json[i] == NULL) continue;
-    if (i == 4) lua_pushstring(L, json[i]);
+    if (i == 2) lua_pushstring(L, json[i]);
     else if (sl_json_decode(L, json[i], strlen(json[i])) != 0) {
       lua_pop(L, 1);
       continue;
@@ -325,6 +326,10 @@ static int push_run_row(void *ud, const sl_store_run *r) {
   }
   lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
   return 0;
+}
+
+static int push_run_row(void *ud, const sl_store_run *r) {
+  return push_row(ud, r, 0);
 }
 
 /* engine:runs([{status=, pipeline=, limit=}]): stored runs, newest first. */
@@ -395,7 +400,7 @@ static int e_show(lua_State *L) {
     return 2;
   }
   lua_newtable(L);
-  push_run_row(L, row);
+  push_row(L, row, 1);
   sl_store_run_free(row);
   lua_rawgeti(L, -1, 1);
   lua_remove(L, -2);                                    /* run */

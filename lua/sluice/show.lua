@@ -102,10 +102,20 @@ local function run_duration(run)
   return "-"
 end
 
+-- Formatted times by second, for one listing: listings hold many runs
+-- from the same second. M.runs starts each listing with an empty one.
+local time_memo = {}
+
 local function time(ms, opts)
   if not ms then return "" end
   local fmt = (opts and opts.utc) and "!%Y-%m-%d %H:%M:%S" or "%Y-%m-%d %H:%M:%S"
-  return os.date(fmt, ms // 1000)
+  local key = fmt .. (ms // 1000)
+  local text = time_memo[key]
+  if text == nil then
+    text = os.date(fmt, ms // 1000)
+    time_memo[key] = text
+  end
+  return text
 end
 
 -- "kind: message at where", any part may be missing; a string is taken as
@@ -128,6 +138,7 @@ local function split_lines(s)
 end
 
 local function rstrip(s)
+  if s:byte(-1) ~= 32 then return s end
   return (s:gsub("%s+$", ""))
 end
 
@@ -143,6 +154,7 @@ end
 --- "no runs\n" when there are none.
 function M.runs(rows, opts)
   if #rows == 0 then return "no runs\n" end
+  time_memo = {}
   local cells = { { "ID", "PIPELINE", "STATUS", "STARTED", "DURATION", "USAGE" } }
   for i, r in ipairs(rows) do
     cells[i + 1] = {
@@ -154,11 +166,13 @@ function M.runs(rows, opts)
   for _, line in ipairs(cells) do
     for c, text in ipairs(line) do widths[c] = math.max(widths[c] or 0, width(text)) end
   end
-  local out = {}
+  local out, ncols = {}, #cells[1]
   for i, line in ipairs(cells) do
     local parts = {}
     for c, text in ipairs(line) do
-      parts[c] = c == 5 and pad_left(text, widths[c]) or pad_right(text, widths[c])
+      -- The last column is not padded, so no line ends in spaces.
+      parts[c] = c == 5 and pad_left(text, widths[c])
+        or c == ncols and text or pad_right(text, widths[c])
     end
     out[i] = rstrip(table.concat(parts, "  "))
   end
