@@ -404,6 +404,45 @@ int sl_run_start(sl_engine *e, const char *name, const char *input_json,
   return SL_OK;
 }
 
+typedef struct resume_args {
+  sl_engine *e;
+  const char *id, *answer;
+  int force;
+  sl_run *run;
+  int code;
+} resume_args;
+
+static int resume_p(lua_State *L) {
+  resume_args *a = lua_touserdata(L, 1);
+  a->code = SL_EINPUT;
+  if (a->answer == NULL) lua_pushnil(L);
+  else if (sl_json_decode(L, a->answer, strlen(a->answer)) != 0)
+    luaL_error(L, "bad answer JSON: %s", lua_tostring(L, -1));
+  a->code = SL_ESCRIPT;
+  a->run = sl_durable_resume(L, a->e, a->id, lua_gettop(L), a->force);
+  a->run->ref_host = luaL_ref(L, LUA_REGISTRYINDEX);
+  a->code = SL_OK;
+  sl_sched_drain(a->e);
+  return 0;
+}
+
+int sl_run_resume(sl_engine *e, const char *run_id, const char *answer_json,
+                  int force, sl_run **out) {
+  resume_args a = {e, run_id, answer_json, force, NULL, SL_EINVAL};
+  *out = NULL;
+  if (run_id == NULL) return sl_engine_fail(e, SL_EINVAL, "no run id");
+  lua_State *L = e->L;
+  lua_pushcfunction(L, resume_p);
+  lua_pushlightuserdata(L, &a);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    sl_engine_fail(e, a.code, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return a.code;
+  }
+  *out = a.run;
+  return SL_OK;
+}
+
 int sl_engine_poll(sl_engine *e) {
   if (e->owns_loop && !e->in_uv_run) {
     e->in_uv_run = 1;

@@ -93,6 +93,14 @@ void sl_engine_unwatch(sl_engine *e);
 int sl_run_start(sl_engine *e, const char *name, const char *input_json,
                  sl_run **out);
 
+/* Continues a paused or interrupted run from the engine's store (see
+   sl_engine_options.store): steps that completed are restored, not run
+   again. answer_json answers a paused run (NULL otherwise); force resumes
+   even though the pipeline file changed. The run belongs to the caller
+   until sl_run_free. */
+int sl_run_resume(sl_engine *e, const char *run_id, const char *answer_json,
+                  int force, sl_run **out);
+
 /* Advances the engine without blocking; returns the number of runs still
    active. With a host loop this is a no-op beyond counting: the host's loop
    does the work. */

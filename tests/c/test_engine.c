@@ -153,6 +153,42 @@ static void opens_into_a_host_lua_state(void **state) {
   lua_close(L);
 }
 
+/* A paused run is stored; the host resumes it with an answer, and the
+   step before the pause is not run again. */
+static void resumes_a_paused_run_from_the_store(void **state) {
+  (void)state;
+  char store[600];
+  snprintf(store, sizeof store, "%s/state.db", tmpdir);
+  sl_engine_options opts = {.store = store};
+  sl_engine *e;
+  assert_int_equal(sl_engine_new(&e, &opts), SL_OK);
+  const char *p = write_file("ask.lua",
+    "local sl = require 'sluice'\n"
+    "calls = (calls or 0)\n"
+    "return sl.pipeline{ name = 'ask',\n"
+    "  sl.step{ name = 'before', run = function(x) calls = calls + 1; return x end },\n"
+    "  sl.human{ name = 'q', message = 'yes?', schema = { type = 'string' } },\n"
+    "  sl.step{ name = 'after', run = function(a) return a .. '/' .. calls end } }\n");
+  assert_int_equal(sl_engine_load(e, p), SL_OK);
+  sl_run *run;
+  assert_int_equal(sl_run_start(e, NULL, "1", &run), SL_OK);
+  assert_int_equal(sl_run_wait(run), SL_RUN_PAUSED);
+  char id[40];
+  snprintf(id, sizeof id, "%s", sl_run_id(run));
+  sl_run_free(run);
+  sl_run *again;
+  assert_int_equal(sl_run_resume(e, id, "5", 0, &again), SL_ESCRIPT);
+  assert_non_null(strstr(sl_engine_errmsg(e), "expected string"));
+  assert_int_equal(sl_run_resume(e, id, "\"ok\"", 0, &again), SL_OK);
+  assert_int_equal(sl_run_wait(again), SL_RUN_COMPLETED);
+  assert_non_null(strstr(sl_run_result_json(again), "\"output\":\"ok/1\""));
+  assert_string_equal(sl_run_id(again), id);
+  sl_run_free(again);
+  assert_int_equal(sl_run_resume(e, "NOPE", NULL, 0, &again), SL_ESCRIPT);
+  assert_non_null(strstr(sl_engine_errmsg(e), "no run with id 'NOPE'"));
+  sl_engine_free(e);
+}
+
 int main(void) {
   if (mkdtemp(tmpdir) == NULL) return 1;
   const struct CMUnitTest tests[] = {
@@ -162,6 +198,7 @@ int main(void) {
     cmocka_unit_test(leaves_a_host_loop_clean),
     cmocka_unit_test(free_cancels_runs_in_flight),
     cmocka_unit_test(opens_into_a_host_lua_state),
+    cmocka_unit_test(resumes_a_paused_run_from_the_store),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
   char cmd[600];
