@@ -601,18 +601,23 @@ void sl_dispatch_cancelled(sl_task *t, const char *kind, const char *msg,
   sl_task_release(t);
 }
 
+/* Runs the prepared task t from the frame of L until it ends or waits;
+   when it ends, hands its outcome on and releases it. Returns whether it
+   ended. */
+static int run_now(lua_State *L, sl_task *t) {
+  int nres, ok;
+  int status = sl_task_resume(t, L, &nres);
+  if (!settle(L, t, status, nres, &ok)) return 0;
+  conclude(L, t, ok);
+  deliver(L, t, ok, 1);
+  sl_task_release(t);
+  return 1;
+}
+
 void sl_dispatch_root(lua_State *L, sl_run *r, int si, int ii) {
   sl_task *t = prepare(L, r, NULL, si, ii, SL_DELIVER_ROOT, 0, 0);
   r->root = t;
-  int nres, ok;
-  int status = sl_task_resume(t, L, &nres);
-  if (settle(L, t, status, nres, &ok)) {
-    conclude(L, t, ok);
-    deliver(L, t, ok, 1);
-    sl_task_release(t);
-    return;
-  }
-  after_top(L, t, r);
+  if (!run_now(L, t)) after_top(L, t, r);
 }
 
 /* Continuation of a step whose ctx:run child waited: the scheduler resumed
@@ -632,18 +637,14 @@ int sl_dispatch_run(lua_State *L, sl_task *parent, int si, int ii, int ki,
     return sl_task_suspend(L, parent, SL_WAIT_INTERRUPT, NULL, 0);
   ii = lua_absindex(L, ii);
   sl_task *t = prepare(L, parent->run, parent, si, ii, SL_DELIVER_SYNC, 0, ki);
-  int nres, ok;
-  int status = sl_task_resume(t, L, &nres);
   if (t->deliver == SL_DELIVER_BACKGROUND) {
     /* It goes on by itself; the caller goes on at once with its input. */
-    if (settle(L, t, status, nres, &ok)) {
-      conclude(L, t, ok);
-      deliver(L, t, ok, 1);
-      sl_task_release(t);
-    }
+    run_now(L, t);
     lua_pushvalue(L, ii);
     return 1;
   }
+  int nres, ok;
+  int status = sl_task_resume(t, L, &nres);
   if (settle(L, t, status, nres, &ok)) {
     conclude(L, t, ok);
     sl_task_release(t);
@@ -671,14 +672,7 @@ void sl_dispatch_spawn(lua_State *L, sl_task *parent, int si, int ii, int ki) {
   lua_rawseti(L, hi, 1);
   lua_pushboolean(L, 0);
   lua_setfield(L, hi, "done");
-  int nres, ok;
-  int status = sl_task_resume(t, L, &nres);
-  if (settle(L, t, status, nres, &ok)) {
-    conclude(L, t, ok);
-    deliver(L, t, ok, 1);
-    sl_task_release(t);
-    return;
-  }
+  if (run_now(L, t)) return;
   /* The child stopped to end the run or an enclosing attempt: the spawning
      step must stop too, rather than go on as if nothing happened. */
   if (parent->run->aborting || t->wait == SL_WAIT_INTERRUPT) {

@@ -313,10 +313,24 @@ lua_State *sl_engine_lua(sl_engine *e) {
   return e->L;
 }
 
+/* Runs fn(args) protected on e's state for a C API call. On failure the
+   message is recorded and *code, which fn sets as it goes to say what kind
+   of failure it reached, is returned. */
+static int api_call(sl_engine *e, lua_CFunction fn, void *args, const int *code) {
+  lua_State *L = e->L;
+  lua_pushcfunction(L, fn);
+  lua_pushlightuserdata(L, args);
+  if (lua_pcall(L, 1, 0, 0) == LUA_OK) return SL_OK;
+  sl_engine_fail(e, *code, "%s", lua_tostring(L, -1));
+  lua_pop(L, 1);
+  return *code;
+}
+
+typedef struct load_args { sl_engine *e; const char *path; } load_args;
+
 static int load_p(lua_State *L) {
-  sl_engine *e = lua_touserdata(L, 1);
-  const char *path = lua_touserdata(L, 2);
-  sl_engine_load_lua(L, e, path);
+  load_args *a = lua_touserdata(L, 1);
+  sl_engine_load_lua(L, a->e, a->path);
   return 0;
 }
 
@@ -328,16 +342,9 @@ void sl_engine_load_lua(lua_State *L, sl_engine *e, const char *path) {
 }
 
 int sl_engine_load(sl_engine *e, const char *path) {
-  lua_State *L = e->L;
-  lua_pushcfunction(L, load_p);
-  lua_pushlightuserdata(L, e);
-  lua_pushlightuserdata(L, (void *)path);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
-    sl_engine_fail(e, SL_ESCRIPT, "%s", lua_tostring(L, -1));
-    lua_pop(L, 1);
-    return SL_ESCRIPT;
-  }
-  return SL_OK;
+  load_args a = {e, path};
+  static const int code = SL_ESCRIPT;
+  return api_call(e, load_p, &a, &code);
 }
 
 static int reload_p(lua_State *L) {
@@ -392,16 +399,9 @@ int sl_run_start(sl_engine *e, const char *name, const char *input_json,
                  sl_run **out) {
   start_args a = {e, name, input_json, NULL, SL_EINVAL};
   *out = NULL;
-  lua_State *L = e->L;
-  lua_pushcfunction(L, start_p);
-  lua_pushlightuserdata(L, &a);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-    sl_engine_fail(e, a.code, "%s", lua_tostring(L, -1));
-    lua_pop(L, 1);
-    return a.code;
-  }
-  *out = a.run;
-  return SL_OK;
+  int rc = api_call(e, start_p, &a, &a.code);
+  if (rc == SL_OK) *out = a.run;
+  return rc;
 }
 
 typedef struct resume_args {
@@ -431,16 +431,9 @@ int sl_run_resume(sl_engine *e, const char *run_id, const char *answer_json,
   resume_args a = {e, run_id, answer_json, force, NULL, SL_EINVAL};
   *out = NULL;
   if (run_id == NULL) return sl_engine_fail(e, SL_EINVAL, "no run id");
-  lua_State *L = e->L;
-  lua_pushcfunction(L, resume_p);
-  lua_pushlightuserdata(L, &a);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-    sl_engine_fail(e, a.code, "%s", lua_tostring(L, -1));
-    lua_pop(L, 1);
-    return a.code;
-  }
-  *out = a.run;
-  return SL_OK;
+  int rc = api_call(e, resume_p, &a, &a.code);
+  if (rc == SL_OK) *out = a.run;
+  return rc;
 }
 
 int sl_engine_poll(sl_engine *e) {

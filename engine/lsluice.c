@@ -14,6 +14,7 @@
 #include "loader.h"
 #include "memory.h"
 #include "reload.h"
+#include "state.h"
 #include "durable.h"
 #include "store.h"
 #include "cache.h"
@@ -141,15 +142,9 @@ static int e_kind(lua_State *L) {
     return 0;
   }
   lua_settop(L, 3);
-  lua_newtable(L);                                      /* e name fn new */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_kinds);      /* ... new old */
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    lua_pushvalue(L, -2);
-    lua_insert(L, -2);
-    lua_rawset(L, -5);
-  }
-  lua_pop(L, 1);                                        /* ... new */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_kinds);      /* e name fn old */
+  sl_state_shallow_copy(L, -1);                         /* ... old new */
+  lua_remove(L, -2);                                    /* ... new */
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 3);
   lua_rawset(L, -3);
@@ -160,15 +155,8 @@ static int e_kind(lua_State *L) {
 /* engine:kinds(): a copy of the policy table. */
 static int e_kinds(lua_State *L) {
   sl_engine *e = sl_engine_check(L, 1);
-  lua_newtable(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_kinds);
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    lua_pushvalue(L, -2);
-    lua_insert(L, -2);
-    lua_rawset(L, -5);
-  }
-  lua_pop(L, 1);
+  sl_state_shallow_copy(L, -1);
   return 1;
 }
 

@@ -10,6 +10,7 @@
 
 #include "reload.h"
 #include "loader.h"
+#include "state.h"
 
 #define LOADING_KEY "sluice.loading"
 
@@ -86,16 +87,10 @@ void sl_reload_load(lua_State *L, sl_engine *e, const char *path) {
   int loading = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_box);
   lua_setfield(L, loading, "engine");
-  lua_newtable(L);                                      /* loading kinds */
   lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_kinds);
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    lua_pushvalue(L, -2);
-    lua_insert(L, -2);
-    lua_rawset(L, -5);
-  }
-  lua_pop(L, 1);
+  sl_state_shallow_copy(L, -1);                         /* loading old kinds */
   lua_setfield(L, loading, "kinds");
+  lua_pop(L, 1);
   lua_createtable(L, 4, 0);
   lua_pushstring(L, path);
   lua_rawseti(L, -2, 1);

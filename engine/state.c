@@ -56,3 +56,14 @@ void sl_state_copy(lua_State *L, int idx) {
   copy_table(L, idx, lua_gettop(L));                    /* seen copy */
   lua_remove(L, -2);
 }
+
+void sl_state_shallow_copy(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  lua_newtable(L);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
+  }
+}

@@ -12,4 +12,8 @@
    cycles are kept; metatables are kept, not copied. */
 void sl_state_copy(lua_State *L, int idx);
 
+/* Pushes a copy of the table at idx one level deep: its keys and values,
+   the same values. */
+void sl_state_shallow_copy(lua_State *L, int idx);
+
 #endif
