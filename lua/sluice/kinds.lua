@@ -117,6 +117,21 @@ local function fan(ctx, n, children, body, inputs, input, keys, limit, settle_al
   local pend, pidx, np = {}, {}, 0    -- running handles and their positions
   local i = 0
   if limit == nil or limit == 0 or limit > n then limit = n end
+  -- Takes the outcome of the ended child at position j; returns whether it
+  -- succeeded.
+  local function take(h, j)
+    if h.ok then
+      out[j] = h.output
+      if h.state ~= nil then
+        states = states or {}
+        states[j] = h.state
+      end
+      return true
+    end
+    errs = errs or {}
+    errs[j] = h.error
+    return false
+  end
   while true do
     while i < n and np < limit do
       i = i + 1
@@ -126,16 +141,7 @@ local function fan(ctx, n, children, body, inputs, input, keys, limit, settle_al
       if not h.done then
         np = np + 1
         pend[np], pidx[np] = h, i
-      elseif h.ok then
-        out[i] = h.output
-        local st = h.state
-        if st ~= nil then
-          states = states or {}
-          states[i] = st
-        end
-      else
-        errs = errs or {}
-        errs[i] = h.error
+      elseif not take(h, i) then
         if not settle_all then
           local why = ("cancelled because %s %s failed"):format(noun, show(keys and keys[i] or i))
           for r = 1, np do cancel(ctx, pend[r], why) end
@@ -155,17 +161,8 @@ local function fan(ctx, n, children, body, inputs, input, keys, limit, settle_al
         pend[w], pidx[w] = h, pidx[r]
       else
         local j = pidx[r]
-        if h.ok then
-          out[j] = h.output
-          local st = h.state
-          if st ~= nil then
-            states = states or {}
-            states[j] = st
-          end
-        else
-          errs = errs or {}
-          errs[j] = h.error
-          if failed == nil or h.seq < failed_seq then failed, failed_seq = j, h.seq end
+        if not take(h, j) and (failed == nil or h.seq < failed_seq) then
+          failed, failed_seq = j, h.seq
         end
       end
     end
