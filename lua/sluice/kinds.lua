@@ -221,6 +221,20 @@ end
 
 -- The handlers.
 
+
+-- Runs named children concurrently on the same input (parallel, router):
+-- fails as the construct, keys the outputs by name, merges their states.
+local function fan_named(step, ctx, input, children, names, n, limit, settle_all, noun, nouns)
+  local base = ctx.state
+  local out, states, failed, errs = fan(ctx, n, children, nil, nil, input, names, limit,
+    settle_all, noun)
+  check_fan(step, noun, nouns, names, n, failed, errs)
+  local result = {}
+  for i = 1, n do result[names[i]] = out[i] end
+  if states then merge_back(step, ctx, base, states, n, names, nouns) end
+  return result
+end
+
 local function run_parallel(step, input, ctx)
   local plan = plans[step]
   if plan == nil then
@@ -228,14 +242,8 @@ local function run_parallel(step, input, ctx)
     plans[step] = plan
   end
   local n, names = plan.n, plan.names
-  local base = ctx.state
-  local out, states, failed, errs = fan(ctx, n, plan.steps, nil, nil, input, names,
-    step.limit, step.on_failure == "all_settled", "branch")
-  check_fan(step, "branch", "branches", names, n, failed, errs)
-  local result = {}
-  for i = 1, n do result[names[i]] = out[i] end
-  if states then merge_back(step, ctx, base, states, n, names, "branches") end
-  return result
+  return fan_named(step, ctx, input, plan.steps, names, n, step.limit,
+    step.on_failure == "all_settled", "branch", "branches")
 end
 
 -- The number of items of a list: a table whose keys are exactly 1..n.
@@ -339,14 +347,7 @@ local function run_router(step, input, ctx)
   sort(names)
   local children = {}
   for i = 1, n do children[i] = routes[names[i]] end
-  local base = ctx.state
-  local out, states, failed, errs = fan(ctx, n, children, nil, nil, input, names, nil,
-    false, "route")
-  check_fan(step, "route", "routes", names, n, failed, errs)
-  local result = {}
-  for i = 1, n do result[names[i]] = out[i] end
-  if states then merge_back(step, ctx, base, states, n, names, "routes") end
-  return result
+  return fan_named(step, ctx, input, children, names, n, nil, false, "route", "routes")
 end
 
 -- A dag's plan: its nodes by sorted name, for each the positions of the
