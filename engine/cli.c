@@ -715,7 +715,14 @@ static int cmd_check(lua_State *L, cli *c) {
   cli_opt opts[] = {{"--pipeline", 1, NULL}, {NULL, 0, NULL}};
   parse_opts(L, c, 2, opts, usage_check);
   load(L, c);                                           /* set */
-  if (opts[0].value) sl_load_select(L, -1, opts[0].value);
+  if (opts[0].value) {
+    /* Only the pipeline named is reported: the others were checked too,
+       as every load checks the whole file. */
+    sl_load_select(L, -1, opts[0].value);               /* set step */
+    printf("ok: %s (%s)\n", c->file, opts[0].value);
+    c->code = EXIT_COMPLETED;
+    return 0;
+  }
   printf("ok: %s", c->file);
   const char *sep = " (";
   lua_pushnil(L);

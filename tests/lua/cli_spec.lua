@@ -230,4 +230,19 @@ describe("sluice check", function()
     assert.equal(2, code)
     assert.matches(p .. ":2: step 's': unknown option 'retires'", err, 1, true)
   end)
+
+  it("checks only the pipeline --pipeline names, and refuses a name the file lacks", function()
+    local p = script([[
+      local sl = require "sluice"
+      local function k(v) return sl.pipeline{ name = v, sl.step{ name = v, run = print } } end
+      return { one = k("one"), two = k("two") }
+    ]])
+    local code, out, err = h.cli{ "check", p, "--pipeline", "two" }
+    assert.equal("", err)
+    assert.equal(0, code)
+    assert.equal("ok: " .. p .. " (two)\n", out)
+    code, out, err = h.cli{ "check", p, "--pipeline", "three" }
+    assert.equal(2, code)
+    assert.matches("no pipeline named 'three' (the file has: one, two)", err, 1, true)
+  end)
 end)
