@@ -226,11 +226,13 @@ int sl_attempt_next(lua_State *L, sl_task *t) {
     }
     /* The next attempt starts again from the state as it was before the
        step: drop this attempt's copy. */
-    lua_pushliteral(L, "state");
     lua_pushnil(L);
-    lua_rawset(L, -3);
+    lua_rawseti(L, -2, SL_CTX_STATE);
+    lua_pushnil(L);
+    lua_rawseti(L, -2, SL_CTX_CHANGES);
     lua_pop(L, 2);
     t->state_on = 0;
+    t->sealed = 0;
     a->delay = backoff(a, a->attempt);
     return a->delay > 0 ? SL_NEXT_LATER : SL_NEXT_NOW;
   }

@@ -14,7 +14,9 @@
 #include "durable.h"
 #include "run.h"
 #include "state.h"
+#include "value.h"
 #include "attempt.h"
+#include "memo.h"
 
 static int ctx_run_k(lua_State *L, int status, lua_KContext kctx) {
   (void)status; (void)kctx;
@@ -114,7 +116,10 @@ static int ctx_log(lua_State *L) {
   luaL_buffinit(L, &b);
   for (int i = 2; i <= n; i++) {
     if (i > 2) luaL_addchar(&b, '\t');
-    luaL_tolstring(L, i, NULL);
+    /* A table is written as JSON when it has that form, so a record reads
+       as its contents rather than "table: 0x...". */
+    if (lua_type(L, i) != LUA_TTABLE || sl_json_push(L, i, 0, NULL, 0) != 0)
+      luaL_tolstring(L, i, NULL);
     luaL_addvalue(&b);
   }
   luaL_pushresult(&b);
@@ -124,14 +129,14 @@ static int ctx_log(lua_State *L) {
   return 0;
 }
 
-/* Pushes the state table the step of task t sees without copying it: the
-   nearest copy an enclosing step made, or the run's own. */
-static void push_view(lua_State *L, sl_task *t) {
+/* Pushes what the state of task t's step falls back to: the view of the
+   nearest enclosing step that touched it, or the run's own table. */
+void sl_ctx_push_base(lua_State *L, sl_task *t) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->e->ref_ctxs);    /* ctxs */
   for (sl_task *p = t->parent; p != NULL; p = p->parent) {
+    if (!p->state_on) continue;
     lua_rawgeti(L, -1, p->id);                          /* ctxs pctx */
-    lua_pushliteral(L, "state");
-    if (lua_rawget(L, -2) == LUA_TTABLE) {              /* ctxs pctx state */
+    if (lua_rawgeti(L, -1, SL_CTX_STATE) == LUA_TTABLE) { /* ctxs pctx state */
       lua_replace(L, -3);
       lua_pop(L, 1);
       return;
@@ -144,6 +149,26 @@ static void push_view(lua_State *L, sl_task *t) {
   lua_remove(L, -2);
 }
 
+void sl_ctx_push_state(lua_State *L, sl_task *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->e->ref_ctxs);    /* ctxs */
+  lua_rawgeti(L, -1, t->id);                            /* ctxs ctx */
+  lua_remove(L, -2);
+  if (t->state_on && lua_rawgeti(L, -1, SL_CTX_STATE) == LUA_TTABLE) { /* ctx view */
+    lua_remove(L, -2);
+    return;
+  }
+  if (t->state_on) lua_pop(L, 1);                       /* ctx */
+  sl_ctx_push_base(L, t);                               /* ctx base */
+  /* A step whose output is being cached records what it read, so that the
+     entry serves only runs whose state holds the same. */
+  sl_state_view(L, -1, t->att_on && t->att->memo == SL_MEMO_LEAD); /* ctx base view */
+  lua_remove(L, -2);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, -3, SL_CTX_STATE);                     /* ctx view */
+  lua_remove(L, -2);
+  t->state_on = 1;
+}
+
 static int ctx_index(lua_State *L) {
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
@@ -151,12 +176,7 @@ static int ctx_index(lua_State *L) {
   if (k == NULL || lua_type(L, 2) != LUA_TSTRING) return 1;
   if (strcmp(k, "state") == 0) {
     sl_task *t = sl_task_current(L, 1);
-    push_view(L, t);
-    sl_state_copy(L, -1);
-    t->state_on = 1;
-    lua_pushliteral(L, "state");
-    lua_pushvalue(L, -2);
-    lua_rawset(L, 1);
+    sl_ctx_push_state(L, t);
     return 1;
   }
   if (strcmp(k, "run_id") == 0) {
@@ -179,14 +199,22 @@ static int ctx_index(lua_State *L) {
   return 1;  /* nil */
 }
 
-/* A step that assigns ctx.state replaces its copy of the state. */
+/* A step that assigns ctx.state replaces the whole state its step sees
+   (with a copy of the table given; nil empties it). */
 static int ctx_newindex(lua_State *L) {
   lua_settop(L, 3);
-  lua_rawset(L, 1);
   if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "state") == 0) {
     sl_task *t = sl_task_current(L, 1);
+    if (lua_isnil(L, 3)) lua_newtable(L);
+    else if (!lua_istable(L, 3))
+      return luaL_error(L, "ctx.state must be a table, got %s", luaL_typename(L, 3));
+    else lua_pushvalue(L, 3);
+    sl_state_replacing_view(L, -1);
+    lua_rawseti(L, 1, SL_CTX_STATE);
     t->state_on = 1;
+    return 0;
   }
+  lua_rawset(L, 1);
   return 0;
 }
 

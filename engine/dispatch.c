@@ -14,7 +14,9 @@
 #include "durable.h"
 #include "memo.h"
 #include "meter.h"
+#include "ctx.h"
 #include "error.h"
+#include "state.h"
 #include "run.h"
 #include "value.h"
 
@@ -240,6 +242,13 @@ static sl_task *prepare(lua_State *L, sl_run *r, sl_task *parent, int si,
   if (!sl_is_step(L, si))
     luaL_error(L, "a step made by sl.step or another constructor expected, "
                   "got %s", luaL_typename(L, si));
+  /* Every execution gets an input of its own: no other execution (a
+     sibling branch given the same table, the step that produced it, the
+     state it was also put in) can change it under it. */
+  if (lua_type(L, ii) == LUA_TTABLE) {
+    sl_state_copy(L, ii);
+    lua_replace(L, ii);
+  }
   int top = lua_gettop(L);
   lua_getfield(L, si, "kind");                          /* kind */
   lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref_kinds);      /* kind kinds */
@@ -408,6 +417,8 @@ static int settle(lua_State *L, sl_task *t, int status, int nres, int *ok) {
       status = sl_task_resume(t, L, &nres);
       continue;
     }
+    /* A durable step is done only once what it produced can be stored. */
+    if (*ok && t->run->durable && !sl_durable_seal(L, t)) *ok = 0;
     if (*ok || !t->att_on) return 1;
     switch (sl_attempt_next(L, t)) {
       case SL_NEXT_FINAL:
@@ -432,70 +443,88 @@ static int settle(lua_State *L, sl_task *t, int status, int nres, int *ok) {
   }
 }
 
+/* Passes on the changes (at ci) a successful execution t made to the
+   state through its view (at vi): up to what its parent sees, to the
+   run's own state, or, for a spawned task, onto its handle for the
+   spawning step to merge. */
+static void pass_state(lua_State *L, sl_task *t, int vi, int ci) {
+  switch (t->deliver) {
+    case SL_DELIVER_SYNC:
+      if (lua_isnil(L, ci)) return;
+      sl_ctx_push_state(L, t->parent);                  /* pview */
+      sl_state_apply(L, -1, ci);
+      lua_pop(L, 1);
+      return;
+    case SL_DELIVER_HANDLE:
+      push_ctx(L, t);                                   /* ctx */
+      lua_rawgeti(L, -1, SL_CTX_HANDLE);                /* ctx handle */
+      lua_pushvalue(L, vi);
+      lua_setfield(L, -2, "state");
+      lua_pushvalue(L, ci);
+      lua_setfield(L, -2, "changes");
+      lua_pop(L, 2);
+      return;
+    case SL_DELIVER_ROOT:
+      if (lua_isnil(L, ci)) return;
+      lua_rawgeti(L, LUA_REGISTRYINDEX, t->run->ref);   /* run */
+      lua_getiuservalue(L, -1, SL_RUN_UV_STATE);        /* run state */
+      sl_state_apply(L, -1, ci);
+      lua_pop(L, 2);
+      return;
+    default:   /* a background step's changes stay its own */
+      return;
+  }
+}
+
 /* The execution t ended with its outcome on top of L: end what it left
    running, record it, and pass its state on when it succeeded. */
 static void conclude(lua_State *L, sl_task *t, int ok) {
   sl_run *r = t->run;
+  int out = lua_gettop(L);
   while (t->children != NULL)
     sl_task_cancel(t->children, "cancelled", "its parent step ended", 1);
+  /* What a successful step changed in the state: its view's changes, nil
+     when it changed nothing. */
+  int vi = 0, ci = 0;
+  if (ok && t->state_on) {
+    push_ctx(L, t);                                     /* out ctx */
+    lua_rawgeti(L, -1, SL_CTX_STATE);                   /* out ctx view */
+    vi = lua_gettop(L);
+    /* Sealing a durable step worked them out already. */
+    int have = lua_rawgeti(L, vi - 1, SL_CTX_CHANGES);  /* out ctx view ch */
+    if (have == LUA_TBOOLEAN) {
+      lua_pop(L, 1);
+      lua_pushnil(L);
+    } else if (have == LUA_TNIL) {
+      lua_pop(L, 1);
+      sl_state_push_changes(L, vi);                     /* out ctx view changes */
+    }
+    ci = vi + 1;
+  }
   if (t->att_on) {
     sl_attempts *a = t->att;
     if (a->cache_hit) sl_hist_set_cached(&r->hist, t->hist);
-    if (a->memo == SL_MEMO_LEAD) sl_memo_end(L, t, ok, lua_gettop(L));
+    /* Only the step's own output is remembered: not a fallback's. */
+    if (a->memo == SL_MEMO_LEAD) sl_memo_end(L, t, ok && !a->in_fallback, out, vi, ci);
     else if (a->memo == SL_MEMO_FOLLOW) sl_memo_leave(t);
   }
   if (t->metered) sl_meter_reconcile(t);
   uint64_t now = sl_now();
   if (!ok) {
     const char *kind, *msg, *where;
-    sl_error_fields(L, -1, &kind, &msg, &where);
-    lua_getfield(L, -1, "step");
+    sl_error_fields(L, out, &kind, &msg, &where);
+    lua_getfield(L, out, "step");
     int cancelled = kind != NULL && strcmp(kind, "cancelled") == 0;
     sl_hist_set_error(&r->hist, t->hist, kind, msg, where, lua_tostring(L, -1));
     lua_pop(L, 1);
     sl_hist_end(&r->hist, t->hist, cancelled ? SL_STEP_CANCELLED : SL_STEP_FAILED, now);
-    if (r->durable) sl_durable_checkpoint(L, t, 0);
-    if (t->e->trace) sl_run_trace_step(r, t->hist);
-    return;
+  } else {
+    sl_hist_end(&r->hist, t->hist, SL_STEP_COMPLETED, now);
   }
-  sl_hist_end(&r->hist, t->hist, SL_STEP_COMPLETED, now);
-  if (r->durable) sl_durable_checkpoint(L, t, 1);
+  if (r->durable) sl_durable_checkpoint(L, t, ok, out);
   if (t->e->trace) sl_run_trace_step(r, t->hist);
-  if (!t->state_on) return;
-  /* A step that touched ctx.state worked on its own copy; on success that
-     copy becomes what its parent sees (or the run's, or, for a spawned task,
-     is kept on its handle for the spawning step to merge). */
-  push_ctx(L, t);                                       /* ctx */
-  lua_pushliteral(L, "state");
-  if (lua_rawget(L, -2) != LUA_TTABLE) {                /* ctx state */
-    lua_pop(L, 2);
-    return;
-  }
-  switch (t->deliver) {
-    case SL_DELIVER_SYNC:
-      t->parent->state_on = 1;
-      push_ctx(L, t->parent);                           /* ctx state pctx */
-      lua_pushliteral(L, "state");
-      lua_pushvalue(L, -3);
-      lua_rawset(L, -3);
-      lua_pop(L, 1);
-      break;
-    case SL_DELIVER_HANDLE:
-      lua_rawgeti(L, -2, SL_CTX_HANDLE);                /* ctx state handle */
-      lua_pushvalue(L, -2);
-      lua_setfield(L, -2, "state");
-      lua_pop(L, 1);
-      break;
-    case SL_DELIVER_BACKGROUND:
-      break;
-    case SL_DELIVER_ROOT:
-      lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);        /* ctx state run */
-      lua_pushvalue(L, -2);
-      lua_setiuservalue(L, -2, SL_RUN_UV_STATE);
-      lua_pop(L, 1);
-      break;
-  }
-  lua_pop(L, 2);
+  if (vi != 0) pass_state(L, t, vi, ci);
+  lua_settop(L, out);
 }
 
 /* Fills the handle of the spawned task t with the outcome on top of L

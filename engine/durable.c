@@ -15,6 +15,8 @@
 #include "value.h"
 #include "cache.h"
 #include "loader.h"
+#include "ctx.h"
+#include "state.h"
 
 /* Writes commit by themselves after this many, at the latest. */
 #define AUTOFLUSH 512
@@ -161,16 +163,79 @@ void sl_durable_path(sl_task *t) {
   sl_hist_set_path(h, t->hist, buf);
 }
 
-void sl_durable_checkpoint(lua_State *L, sl_task *t, int ok) {
+/* Replaces the output on top of L by an error of kind "error" saying what
+   of a step's result its run's store could not keep, and why. */
+static void unstorable(lua_State *L, sl_task *t, const char *what,
+                       const char *why) {
+  char msg[600];
+  snprintf(msg, sizeof msg, "%s cannot be stored with the run, so it could "
+           "not be restored on resume: %s", what, why);
+  sl_hist_rec *rec = &t->run->hist.recs[t->hist];
+  lua_pop(L, 1);
+  sl_error_push(L, "error", msg, rec->name, NULL);
+}
+
+/* The encoder names paths from "$"; in a changes record, "$.set.k" is
+   ctx.state.k for the user. */
+static void state_path(const char *err, char *out, size_t size) {
+  const char *at = strstr(err, " at $.set");
+  if (at == NULL) {
+    snprintf(out, size, "%s", err);
+    return;
+  }
+  snprintf(out, size, "%.*s at ctx.state%s", (int)(at - err), err,
+           at + strlen(" at $.set"));
+}
+
+int sl_durable_seal(lua_State *L, sl_task *t) {
+  sl_run *r = t->run;
+  sl_engine *e = t->e;
+  if (!r->durable || e->store == NULL || t->hist < 0 ||
+      r->hist.recs[t->hist].path == NULL)
+    return 1;
+  luaL_checkstack(L, 8, "checkpoint");
+  char err[300];
+  int out = lua_gettop(L);
+  sl_buf_reset(&t->sealed_out);
+  sl_buf_reset(&t->sealed_changes);
+  if (sl_json_encode(L, out, &t->sealed_out, 0, err, sizeof err) != 0) {
+    unstorable(L, t, "its output", err);
+    return 0;
+  }
+  if (t->state_on) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_ctxs);
+    lua_rawgeti(L, -1, t->id);                          /* out ctxs ctx */
+    lua_rawgeti(L, -1, SL_CTX_STATE);                   /* out ctxs ctx view */
+    sl_state_push_changes(L, -1);                       /* ... view changes */
+    if (!lua_isnil(L, -1)) {
+      sl_state_changes_to_record(L, -1);                /* ... changes rec */
+      if (sl_json_encode(L, -1, &t->sealed_changes, 0, err, sizeof err) != 0) {
+        char where[340];
+        state_path(err, where, sizeof where);
+        lua_settop(L, out);
+        unstorable(L, t, "the state it changed", where);
+        return 0;
+      }
+      lua_pop(L, 1);                                    /* ... view changes */
+    }
+    /* Kept for the step's end, which passes them on. */
+    if (lua_isnil(L, -1)) lua_pushboolean(L, 0);
+    else lua_pushvalue(L, -1);
+    lua_rawseti(L, out + 2, SL_CTX_CHANGES);
+    lua_settop(L, out);
+  }
+  t->sealed = 1;
+  return 1;
+}
+
+void sl_durable_checkpoint(lua_State *L, sl_task *t, int ok, int out) {
   sl_run *r = t->run;
   sl_engine *e = t->e;
   if (!r->durable || e->store == NULL || t->hist < 0) return;
   sl_hist_rec *rec = &r->hist.recs[t->hist];
   if (rec->path == NULL) return;
-  luaL_checkstack(L, 6, "checkpoint");
-  sl_buf out, state;
-  sl_buf_init(&out);
-  sl_buf_init(&state);
+  sl_buf error;
+  sl_buf_init(&error);
   char usage[160];
   sl_store_checkpoint c;
   memset(&c, 0, sizeof c);
@@ -186,24 +251,40 @@ void sl_durable_checkpoint(lua_State *L, sl_task *t, int ok) {
   c.t0 = (int64_t)rec->t0;
   c.t1 = (int64_t)(rec->t1 ? rec->t1 : rec->t0);
   if (rec->has_usage) c.usage = usage_json(&rec->usage, usage, sizeof usage);
-  int top = lua_gettop(L);
   if (ok) {
-    c.output = to_json(L, top, &out);
-    /* Without a JSON form the output cannot be restored: record the step
-       as not completed, so a resumed run runs it again. */
-    if (c.output == NULL) c.status = "unrestorable";
-    lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_ctxs);
-    lua_rawgeti(L, -1, t->id);
-    lua_pushliteral(L, "state");
-    if (lua_rawget(L, -2) == LUA_TTABLE) c.state = to_json(L, -1, &state);
+    /* A completed step was sealed when it succeeded: what is recorded is
+       exactly what it returned and changed. */
+    c.output = t->sealed_out.data ? t->sealed_out.data : "null";
+    if (t->sealed_changes.len > 0) c.changes = t->sealed_changes.data;
   } else {
-    c.error = to_json(L, top, &out);
+    c.error = to_json(L, out, &error);
   }
-  lua_settop(L, top);
   if (sl_store_checkpoint_put(e->store, &c) != 0)
     fprintf(stderr, "sluice: %s\n", sl_store_errmsg(e->store));
-  sl_buf_free(&out);
-  sl_buf_free(&state);
+  sl_buf_free(&error);
+}
+
+/* Restores onto t's view what a completed step changed in the state: its
+   recorded changes, or, from a store that recorded whole states, that
+   state in place of its base. */
+static void restore_state(lua_State *L, sl_task *t, const sl_store_checkpoint *c) {
+  const char *text = c->changes ? c->changes : c->state;
+  if (text == NULL) return;
+  if (sl_json_decode(L, text, strlen(text)) != 0) {     /* rec | msg */
+    lua_pop(L, 1);
+    return;
+  }
+  if (c->changes != NULL) {
+    sl_state_changes_from_record(L, -1);                /* rec changes */
+  } else {
+    sl_state_push_deleted(L);                           /* state mark */
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);                                  /* the whole state */
+    lua_pushvalue(L, -1);
+  }
+  sl_ctx_push_state(L, t);                              /* rec changes view */
+  sl_state_apply(L, -1, -2);
+  lua_pop(L, 3);
 }
 
 int sl_durable_restore(lua_State *L, sl_task *t) {
@@ -222,18 +303,7 @@ int sl_durable_restore(lua_State *L, sl_task *t) {
       return 0;
     }
     restored = 1;
-    if (c->state != NULL) {
-      lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_ctxs);
-      lua_rawgeti(L, -1, t->id);                        /* out ctxs ctx */
-      lua_pushliteral(L, "state");
-      if (sl_json_decode(L, c->state, strlen(c->state)) == 0) {
-        lua_rawset(L, -3);
-        t->state_on = 1;
-      } else {
-        lua_pop(L, 2);
-      }
-      lua_pop(L, 2);
-    }
+    restore_state(L, t, c);
     if (c->usage != NULL && sl_json_decode(L, c->usage, strlen(c->usage)) == 0) {
       char err[64];
       if (sl_usage_from_lua(L, -1, &t->returned, SL_USAGE_ALL, err, sizeof err) >= 0) {

@@ -33,9 +33,17 @@ void sl_durable_run_end(lua_State *L, sl_run *r);
 /* Gives execution t its path (the parent's path and t's ordinal). */
 void sl_durable_path(sl_task *t);
 
-/* Records a checkpoint for the execution t that ended with its outcome on
-   top of L (output when ok, else the error table). */
-void sl_durable_checkpoint(lua_State *L, sl_task *t, int ok);
+/* Before a durable execution t that succeeded is taken as done, encodes
+   its output (on top of L) and what it changed in the state, for its
+   checkpoint. Returns 1; or 0, with the output replaced by an error
+   saying what cannot be stored and where in the value, when JSON cannot
+   carry it (a NaN, a function, nesting too deep): such a step fails
+   rather than be recorded as completed without what it produced. */
+int sl_durable_seal(lua_State *L, sl_task *t);
+
+/* Records a checkpoint for the execution t that ended: its sealed output
+   and changes when ok, else the error table at out. */
+void sl_durable_checkpoint(lua_State *L, sl_task *t, int ok, int out);
 
 /* For a resumed run: when t's checkpoint says completed, pushes its output,
    sets its state and usage, and returns 1. Otherwise returns 0. */

@@ -8,6 +8,7 @@
 
 #include "error.h"
 #include "engine.h"
+#include "value.h"
 
 static void set_field(lua_State *L, const char *k, const char *v) {
   if (v == NULL) return;
@@ -64,16 +65,40 @@ void sl_error_normalize(lua_State *L, int idx, int status, const char *step) {
   }
   const char *kind = status == LUA_ERRMEM ? "limit" : "error";
   if (lua_type(L, idx) == LUA_TTABLE) {
-    /* A plain table raised by user code: keep the fields it chose. */
-    lua_getfield(L, idx, "kind");
-    lua_getfield(L, idx, "message");
-    lua_getfield(L, idx, "where");
-    const char *k = lua_tostring(L, -3);
-    const char *m = lua_tostring(L, -2);
-    sl_error_push(L, k ? k : kind, m ? m : "error object is a table",
-                  step, lua_tostring(L, -1));
+    /* A plain table raised by user code: it becomes the error, every field
+       it has kept (error({code = 42}) reads err.code == 42), with the kind
+       and message it chose or "error" and its own JSON text. */
+    int top = lua_gettop(L);
+    lua_getfield(L, idx, "kind");                       /* kind */
+    lua_getfield(L, idx, "where");                      /* kind where */
+    if (lua_getfield(L, idx, "message") != LUA_TSTRING) { /* kind where msg */
+      lua_pop(L, 1);
+      size_t len = 0;
+      int pushed = sl_json_push(L, idx, 0, NULL, 0) == 0;
+      if (pushed && (lua_tolstring(L, -1, &len), len <= 200))
+        lua_pushfstring(L, "error raised with a table: %s", lua_tostring(L, -1));
+      else
+        lua_pushliteral(L, "error raised with a table");
+      if (pushed) lua_remove(L, -2);
+    }
+    const char *k = lua_tostring(L, top + 1);
+    sl_error_push(L, k ? k : kind, lua_tostring(L, top + 3), step,
+                  lua_tostring(L, top + 2));
+    int e = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {                          /* ... err k v */
+      lua_pushvalue(L, -2);
+      if (lua_rawget(L, e) == LUA_TNIL) {               /* a field it lacks */
+        lua_pop(L, 1);
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, e);
+      } else {
+        lua_pop(L, 2);
+      }
+    }
     lua_replace(L, idx);
-    lua_pop(L, 3);
+    lua_settop(L, top);
     return;
   }
   const char *msg;

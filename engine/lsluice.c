@@ -557,6 +557,14 @@ static int l_error(lua_State *L) {
   return 1;
 }
 
+/* copy(value): a deep copy; a state view becomes the plain table of all
+   it shows. */
+static int l_copy(lua_State *L) {
+  luaL_checkany(L, 1);
+  sl_state_copy(L, 1);
+  return 1;
+}
+
 /* now(): monotonic time in seconds, for timing. */
 static int l_now(lua_State *L) {
   lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e9);
@@ -606,6 +614,7 @@ static const luaL_Reg core_funcs[] = {
   {"new_engine", l_new_engine},
   {"json_encode", l_json_encode},
   {"json_decode", l_json_decode},
+  {"copy", l_copy},
   {"error", l_error},
   {NULL, NULL}
 };
@@ -627,6 +636,8 @@ int luaopen_sluice_core(lua_State *L) {
   lua_setfield(L, -2, "array_mt");
   sl_json_pushnull(L);
   lua_setfield(L, -2, "null");
+  sl_state_push_deleted(L);
+  lua_setfield(L, -2, "state_deleted");
   lua_pushliteral(L, SLUICE_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

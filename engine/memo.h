@@ -18,17 +18,20 @@ enum {
 };
 
 /* Makes t's key from the input at ii (and the ctx at ci, for a key
-   function) and looks it up. Returns SL_MEMO_*; raises naming the step on
-   a key that cannot be made. */
+   function) and looks it up. Returns SL_MEMO_*; on a hit the output is
+   pushed and what the step changed in the state is applied to t's view.
+   Raises naming the step on a key that cannot be made. */
 int sl_memo_lookup(lua_State *L, sl_task *t, int si, int ii, int ci);
 
 /* Looks t's key up again (a follower woken by its leader). Returns 1 with
-   the output pushed, or 0. */
+   the output pushed (and the changes applied), or 0. */
 int sl_memo_recheck(lua_State *L, sl_task *t);
 
-/* The execution t, a leader, ended: stores the output at idx when ok, then
-   wakes the executions that waited for it. */
-void sl_memo_end(lua_State *L, sl_task *t, int ok, int idx);
+/* The execution t, a leader, ended: when ok, stores the output at idx with
+   the changes it made to the state (at ci, nil or 0 for none) and what it
+   read of it (from its view at vi, 0 for none), then wakes the executions
+   that waited for it. */
+void sl_memo_end(lua_State *L, sl_task *t, int ok, int idx, int vi, int ci);
 
 /* A follower stops waiting (it was cancelled). */
 void sl_memo_leave(sl_task *t);

@@ -54,6 +54,7 @@ sl_task *sl_task_acquire(lua_State *L, sl_engine *e, sl_task *parent) {
   t->metered = 0;
   t->preset = 0;
   t->state_on = 0;
+  t->sealed = 0;
   memset(&t->held, 0, sizeof t->held);
   memset(&t->used, 0, sizeof t->used);
   memset(&t->returned, 0, sizeof t->returned);
@@ -119,6 +120,10 @@ void sl_task_release(sl_task *t) {
   lua_settop(L, 0);
   t->run = NULL;
   t->wait = SL_WAIT_NONE;
+  /* A pooled task keeps small buffers for the next durable step, not the
+     memory of a large output. */
+  if (t->sealed_out.cap > 65536) sl_buf_free(&t->sealed_out);
+  if (t->sealed_changes.cap > 65536) sl_buf_free(&t->sealed_changes);
   t->next = e->free_tasks;
   e->free_tasks = t;
 }
@@ -281,6 +286,8 @@ sl_task *sl_task_current(lua_State *L, int ctxidx) {
 static void on_timer_closed(uv_handle_t *h) {
   sl_task *t = h->data;
   sl_engine *e = t->e;
+  sl_buf_free(&t->sealed_out);
+  sl_buf_free(&t->sealed_changes);
   free(t);
   sl_engine_handle_closed(e);
 }

@@ -7,6 +7,7 @@
 
 #include "engine.h"
 #include "quota.h"
+#include "value.h"
 
 /* Called when a task waiting on a resource (a timer, a process, a request)
    is cancelled: stops the resource and makes sure nothing it does later
@@ -41,7 +42,12 @@ enum {
   SL_CTX_INPUT,
   SL_CTX_HANDLE,     /* the task handle of a spawned task */
   SL_CTX_HANDLER,    /* the kind's handler, for the next attempt */
-  SL_CTX_NSLOTS = SL_CTX_HANDLER
+  SL_CTX_CHANGES,    /* what a step that succeeded changed in the state,
+                        once worked out (false: nothing) */
+  SL_CTX_STATE,      /* its view of the state (ctx.state), once made; kept
+                        out of the hash part so that every read and write of
+                        ctx.state reaches the ctx's metamethods */
+  SL_CTX_NSLOTS = SL_CTX_STATE
 };
 
 typedef struct sl_attempts sl_attempts;
@@ -82,6 +88,9 @@ struct sl_task {
   unsigned char metered;     /* held, used or returned is not all zero */
   unsigned char preset;      /* its output is already on co: resuming ends it */
   unsigned char state_on;    /* its ctx may hold a copy of the state */
+  unsigned char sealed;      /* its output and changes are encoded below */
+  sl_buf sealed_out;         /* a durable step's output as JSON text */
+  sl_buf sealed_changes;     /* and its changes to the state ("" if none) */
   uv_timer_t timer;          /* initialized once, closed with the engine */
 };
 

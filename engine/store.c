@@ -405,7 +405,39 @@ static const char *const migrations[] = {
   ") STRICT;"
   "CREATE INDEX cache_by_step ON cache (step);"
   "CREATE INDEX cache_by_expiry ON cache (expires_ms)"
-  "  WHERE expires_ms IS NOT NULL;"
+  "  WHERE expires_ms IS NOT NULL;",
+
+  /* 2: the options a run was started with (budget, memory limit, trace),
+     every status a run can have (interrupted: stopped, resumable;
+     cancelled: ended for good), and checkpoints that record the changes
+     a step made to the state rather than the whole state. Runs is rebuilt
+     for its CHECK constraint, with foreign keys off (sq_migrate). */
+  "CREATE TABLE runs_v2 ("
+  "  id          TEXT NOT NULL PRIMARY KEY,"
+  "  pipeline    TEXT NOT NULL,"
+  "  status      TEXT NOT NULL CHECK (status IN ('queued', 'running',"
+  "                'waiting', 'paused', 'completed', 'failed', 'cancelled',"
+  "                'interrupted')),"
+  "  started_ms  INTEGER NOT NULL,"
+  "  ended_ms    INTEGER,"
+  "  file        TEXT,"
+  "  def_hash    TEXT,"
+  "  usage       TEXT,"
+  "  budget      TEXT,"
+  "  options     TEXT,"
+  "  error       TEXT,"
+  "  input       TEXT,"
+  "  output      TEXT"
+  ") STRICT;"
+  "INSERT INTO runs_v2 (id, pipeline, status, started_ms, ended_ms, file,"
+  "  def_hash, usage, budget, error, input, output)"
+  "  SELECT id, pipeline, status, started_ms, ended_ms, file, def_hash,"
+  "  usage, budget, error, input, output FROM runs;"
+  "DROP TABLE runs;"
+  "ALTER TABLE runs_v2 RENAME TO runs;"
+  "CREATE INDEX runs_by_status ON runs (status, id);"
+  "CREATE INDEX runs_by_pipeline ON runs (pipeline, id);"
+  "ALTER TABLE checkpoints ADD COLUMN changes TEXT;"
 };
 
 #define NMIGRATIONS  ((int)(sizeof migrations / sizeof migrations[0]))
@@ -433,9 +465,9 @@ enum {
 
 /* Column lists, in the order row_to_run / row_to_checkpoint read them. */
 #define RUN_COLS "id, pipeline, file, def_hash, status, input, output, " \
-                 "error, usage, budget, started_ms, ended_ms"
+                 "error, usage, budget, started_ms, ended_ms, options"
 #define CP_COLS "run_id, path, parent, name, kind, key, status, attempts, " \
-                "cached, output, state, usage, error, t0, t1"
+                "cached, output, state, usage, error, t0, t1, changes"
 /* Newest first: the ULID-like ids sort by start time. */
 #define RUN_ORDER " ORDER BY id DESC LIMIT ?3 OFFSET ?4"
 
@@ -445,7 +477,7 @@ static const char *const sql[ST_COUNT] = {
 
   [ST_RUN_BEGIN] =
     "INSERT INTO runs (" RUN_COLS ") "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
   [ST_RUN_UPDATE] =
     "UPDATE runs SET status = ?2, output = ?3, error = ?4, usage = ?5, "
     "ended_ms = ?6 WHERE id = ?1",
@@ -465,13 +497,14 @@ static const char *const sql[ST_COUNT] = {
      order. */
   [ST_CP_PUT] =
     "INSERT INTO checkpoints (" CP_COLS ") "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) "
-    "ON CONFLICT (run_id, path) DO UPDATE SET parent = excluded.parent, "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
+    "?16) ON CONFLICT (run_id, path) DO UPDATE SET parent = excluded.parent, "
     "name = excluded.name, kind = excluded.kind, key = excluded.key, "
     "status = excluded.status, attempts = excluded.attempts, "
     "cached = excluded.cached, output = excluded.output, "
     "state = excluded.state, usage = excluded.usage, "
-    "error = excluded.error, t0 = excluded.t0, t1 = excluded.t1",
+    "error = excluded.error, t0 = excluded.t0, t1 = excluded.t1, "
+    "changes = excluded.changes",
   [ST_CP_GET] =
     "SELECT " CP_COLS " FROM checkpoints WHERE run_id = ?1 AND path = ?2",
   [ST_CP_LIST] =
@@ -743,7 +776,8 @@ static const size_t run_strings[] = {
   offsetof(sl_store_run, file), offsetof(sl_store_run, def_hash),
   offsetof(sl_store_run, status), offsetof(sl_store_run, input),
   offsetof(sl_store_run, output), offsetof(sl_store_run, error),
-  offsetof(sl_store_run, usage), offsetof(sl_store_run, budget)
+  offsetof(sl_store_run, usage), offsetof(sl_store_run, budget),
+  offsetof(sl_store_run, options)
 };
 
 static const size_t checkpoint_strings[] = {
@@ -752,7 +786,8 @@ static const size_t checkpoint_strings[] = {
   offsetof(sl_store_checkpoint, kind), offsetof(sl_store_checkpoint, key),
   offsetof(sl_store_checkpoint, status),
   offsetof(sl_store_checkpoint, output), offsetof(sl_store_checkpoint, state),
-  offsetof(sl_store_checkpoint, usage), offsetof(sl_store_checkpoint, error)
+  offsetof(sl_store_checkpoint, usage), offsetof(sl_store_checkpoint, error),
+  offsetof(sl_store_checkpoint, changes)
 };
 
 #define COUNT(a)  ((int)(sizeof (a) / sizeof (a)[0]))
@@ -772,6 +807,7 @@ static void row_to_run (sqlite3_stmt *st, sl_store_run *r) {
   r->budget = column_text(st, 9);
   r->started_ms = sqlite3_column_int64(st, 10);
   r->ended_ms = sqlite3_column_int64(st, 11);  /* NULL reads as 0 */
+  r->options = column_text(st, 12);
 }
 
 
@@ -792,6 +828,7 @@ static void row_to_checkpoint (sqlite3_stmt *st, sl_store_checkpoint *c) {
   c->error = column_text(st, 12);
   c->t0 = sqlite3_column_int64(st, 13);
   c->t1 = sqlite3_column_int64(st, 14);
+  c->changes = column_text(st, 15);
 }
 
 /* }====================================================== */
@@ -814,7 +851,7 @@ static int sq_run_begin (sl_store *b, const sl_store_run *r) {
        | bind_text(st, 7, r->output) | bind_text(st, 8, r->error)
        | bind_text(st, 9, r->usage) | bind_text(st, 10, r->budget)
        | sqlite3_bind_int64(st, 11, r->started_ms)
-       | bind_time(st, 12, r->ended_ms);
+       | bind_time(st, 12, r->ended_ms) | bind_text(st, 13, r->options);
     if ((rc = bind_failed(s, rc)) == SQLITE_OK)
       rc = sq_step_write(s, st);
   }
@@ -947,7 +984,8 @@ static int sq_checkpoint_put (sl_store *b, const sl_store_checkpoint *c) {
        | sqlite3_bind_int(st, 9, c->cached != 0)
        | bind_text(st, 10, c->output) | bind_text(st, 11, c->state)
        | bind_text(st, 12, c->usage) | bind_text(st, 13, c->error)
-       | sqlite3_bind_int64(st, 14, c->t0) | sqlite3_bind_int64(st, 15, c->t1);
+       | sqlite3_bind_int64(st, 14, c->t0) | sqlite3_bind_int64(st, 15, c->t1)
+       | bind_text(st, 16, c->changes);
     if ((rc = bind_failed(s, rc)) == SQLITE_OK)
       rc = sq_step_write(s, st);
   }
@@ -1367,8 +1405,13 @@ static int sq_migrate (sq_store *s, int64_t from) {
   char setv[48];
   if (from >= NMIGRATIONS)
     return 0;
-  if ((rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL))
-      != SQLITE_OK)
+  /* A migration may rebuild a table others refer to: dropping the old one
+     must not cascade. Foreign keys can only be switched outside a
+     transaction; they are checked before the commit instead. */
+  if ((rc = sqlite3_exec(s->db, "PRAGMA foreign_keys = OFF", NULL, NULL,
+                         NULL)) != SQLITE_OK
+      || (rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL))
+         != SQLITE_OK)
     return sq_fail(s, rc, "migrating the schema");
   rc = query_int(s->db, "PRAGMA user_version", &v);
   for (; rc == SQLITE_OK && v < NMIGRATIONS; v++) {
@@ -1377,8 +1420,17 @@ static int sq_migrate (sq_store *s, int64_t from) {
     if (rc == SQLITE_OK)
       rc = sqlite3_exec(s->db, setv, NULL, NULL, NULL);
   }
+  if (rc == SQLITE_OK) {
+    int64_t broken = 0;
+    rc = query_int(s->db, "SELECT count(*) FROM pragma_foreign_key_check",
+                   &broken);
+    if (rc == SQLITE_OK && broken != 0)
+      rc = SQLITE_CORRUPT;
+  }
   if (rc == SQLITE_OK)
     rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_exec(s->db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL);
   if (rc != SQLITE_OK) {
     /* A migration that does not apply means the tables are not what the
        version says: the file is not a store this code can use. */
@@ -1386,6 +1438,7 @@ static int sq_migrate (sq_store *s, int64_t from) {
     char why[160];
     snprintf(why, sizeof why, "%s", sqlite3_errmsg(s->db));
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_exec(s->db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL);
     if (code == SQLITE_CORRUPT)
       return sl_store_seterr(&s->base, SL_STORE_ECORRUPT, "migration %d "
                              "failed, the file is left as it was: %s",

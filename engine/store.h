@@ -71,9 +71,12 @@ typedef struct sl_store_run {
   const char *pipeline;    /* the root step's name */
   const char *file;        /* the pipeline file, or NULL */
   const char *def_hash;    /* hash of the pipeline's definition, or NULL */
-  const char *status;      /* "running", "completed", "failed", "paused"
-                              or "cancelled" */
+  const char *status;      /* "queued", "running", "waiting", "paused",
+                              "completed", "failed", "cancelled" (ended for
+                              good) or "interrupted" (stopped, resumable) */
   const char *input, *output, *error, *usage, *budget;   /* JSON text */
+  const char *options;     /* JSON text: the options the run was started
+                              with (budget, memory_limit, trace), or NULL */
   int64_t started_ms;      /* Unix time, milliseconds */
   int64_t ended_ms;        /* Unix time, milliseconds; 0 while not ended */
 } sl_store_run;
@@ -100,6 +103,10 @@ typedef struct sl_store_checkpoint {
   int attempts;
   int cached;              /* 1 if its output came from the cache */
   const char *output, *state, *usage, *error;   /* JSON text, or NULL */
+  const char *changes;     /* JSON text: what the step changed in the run's
+                              state ({set, del, replace}); state holds the
+                              whole state instead in stores written before
+                              changes were recorded */
   int64_t t0, t1;          /* start and end on the engine's clock, in ns;
                               stored as given */
 } sl_store_checkpoint;
@@ -189,7 +196,7 @@ const char *sl_store_path (const sl_store *s);
 */
 
 /* Records a new run (every field of r). EINVAL if the id exists already
-   or the status is not one of the five. */
+   or the status is not one of those sl_store_run lists. */
 int sl_store_run_begin (sl_store *s, const sl_store_run *r);
 
 /*

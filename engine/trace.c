@@ -96,71 +96,9 @@ static int put_lit (sl_buf *b, const char *s) {
 }
 
 
-/* The length of the valid UTF-8 sequence at p, or 0 if there is none. */
-static size_t utf8_seq (const unsigned char *p, const unsigned char *end) {
-  size_t left = (size_t)(end - p);
-  unsigned c = p[0];
-  if (c < 0x80)
-    return 1;
-  if (c < 0xC2)
-    return 0;                                  /* continuation, overlong */
-  if (c < 0xE0)
-    return (left >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
-  if (c < 0xF0) {
-    if (left < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80)
-      return 0;
-    if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] >= 0xA0))
-      return 0;                                /* overlong, surrogate */
-    return 3;
-  }
-  if (c < 0xF5) {
-    if (left < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80
-        || (p[3] & 0xC0) != 0x80)
-      return 0;
-    if ((c == 0xF0 && p[1] < 0x90) || (c == 0xF4 && p[1] >= 0x90))
-      return 0;                                /* overlong, past U+10FFFF */
-    return 4;
-  }
-  return 0;
-}
-
-
-/* Writes s as a quoted JSON string; invalid UTF-8 becomes U+FFFD. */
+/* Writes s as a quoted JSON string, as every writer of sluice does. */
 static int put_string (sl_buf *b, const char *s) {
-  static const char hex[] = "0123456789abcdef";
-  const unsigned char *p = (const unsigned char *)s;
-  const unsigned char *end = p + strlen(s);
-  int rc = sl_buf_addc(b, '"');
-  while (p < end) {
-    const unsigned char *run = p;
-    size_t n;
-    /* The longest stretch that needs no escaping, copied at once. */
-    while (p < end && *p >= 0x20 && *p != '"' && *p != '\\'
-           && (n = utf8_seq(p, end)) > 0)
-      p += n;
-    if (p > run)
-      rc |= sl_buf_add(b, (const char *)run, (size_t)(p - run));
-    if (p == end)
-      break;
-    switch (*p) {
-      case '"':  rc |= put_lit(b, "\\\""); break;
-      case '\\': rc |= put_lit(b, "\\\\"); break;
-      case '\b': rc |= put_lit(b, "\\b"); break;
-      case '\f': rc |= put_lit(b, "\\f"); break;
-      case '\n': rc |= put_lit(b, "\\n"); break;
-      case '\r': rc |= put_lit(b, "\\r"); break;
-      case '\t': rc |= put_lit(b, "\\t"); break;
-      default:
-        if (*p < 0x20) {
-          char esc[7] = { '\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 0xf], 0 };
-          rc |= put_lit(b, esc);
-        }
-        else
-          rc |= put_lit(b, "\\ufffd");        /* not valid UTF-8 */
-    }
-    p++;
-  }
-  return rc | sl_buf_addc(b, '"');
+  return sl_json_add_string(b, s, strlen(s));
 }
 
 

@@ -416,33 +416,87 @@ static int put_float (Encoder *e, lua_Number d) {
 
 /*
 ** For each byte: 0 when it goes out as it is, else the letter of its
-** escape ('u' meaning \u00XX). Bytes >= 0x80 pass through, so UTF-8 text
-** stays readable.
+** escape ('u' meaning \u00XX, 'x' a byte of a multi-byte sequence, which
+** goes out as it is only when it is valid UTF-8).
 */
 static const char json_escape[256] = {
   'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'b', 't', 'n', 'u', 'f', 'r',
   'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u',
   'u', 'u', 'u', 'u',
-  ['"'] = '"', ['\\'] = '\\'
+  ['"'] = '"', ['\\'] = '\\',
+#define X8 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x'
+  [0x80] = X8, X8, X8, X8, X8, X8, X8, X8, X8, X8, X8, X8, X8, X8, X8, X8
+#undef X8
 };
 
 
-/* Writes s[0..n) as a quoted JSON string. Returns 0 or -1. */
-static int put_string (Encoder *e, const char *s, size_t n) {
+size_t sl_utf8_seq (const unsigned char *p, const unsigned char *end) {
+  size_t left = (size_t)(end - p);
+  unsigned c = p[0];
+  if (c < 0x80)
+    return 1;
+  if (c < 0xC2)
+    return 0;                                  /* continuation, overlong */
+  if (c < 0xE0)
+    return (left >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
+  if (c < 0xF0) {
+    if (left < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80)
+      return 0;
+    if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] >= 0xA0))
+      return 0;                                /* overlong, surrogate */
+    return 3;
+  }
+  if (c < 0xF5) {
+    if (left < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80
+        || (p[3] & 0xC0) != 0x80)
+      return 0;
+    if ((c == 0xF0 && p[1] < 0x90) || (c == 0xF4 && p[1] >= 0x90))
+      return 0;                                /* overlong, past U+10FFFF */
+    return 4;
+  }
+  return 0;
+}
+
+
+/*
+** Appends s[0..n) to b as a quoted JSON string. With raw, bytes of 0x80
+** and above go out as they are (the canonical form, which is hashed and
+** never parsed, keeps strings apart byte for byte); otherwise a byte that
+** does not begin a valid UTF-8 sequence is written as U+FFFD, so strict
+** parsers accept every text sluice writes. Returns 0 or -1.
+*/
+static int add_string (sl_buf *b, const char *s, size_t n, int raw) {
   static const char hex[] = "0123456789abcdef";
   const unsigned char *p = (const unsigned char *)s;
   const unsigned char *end = p + n;
-  if (put_char(e, '"'))
+  if (sl_buf_addc(b, '"'))
     return -1;
   while (p < end) {
     const unsigned char *run = p;
+    char letter;
     while (p < end && json_escape[*p] == 0)
       p++;
-    if (p > run && put(e, (const char *)run, (size_t)(p - run)))
+    if (p > run && sl_buf_add(b, (const char *)run, (size_t)(p - run)))
       return -1;
-    if (p < end) {
+    if (p == end)
+      break;
+    letter = json_escape[*p];
+    if (letter == 'x') {
+      size_t len = raw ? 1 : sl_utf8_seq(p, end);
+      if (len == 0) {
+        if (sl_buf_add(b, "\xef\xbf\xbd", 3))       /* U+FFFD */
+          return -1;
+        p++;
+      }
+      else {
+        if (sl_buf_add(b, (const char *)p, len))
+          return -1;
+        p += len;
+      }
+      continue;
+    }
+    else {
       char esc[6];
-      char letter = json_escape[*p];
       esc[0] = '\\';
       esc[1] = letter;
       if (letter == 'u') {
@@ -451,12 +505,25 @@ static int put_string (Encoder *e, const char *s, size_t n) {
         esc[4] = hex[*p >> 4];
         esc[5] = hex[*p & 0xf];
       }
-      if (put(e, esc, (letter == 'u') ? 6 : 2))
+      if (sl_buf_add(b, esc, (letter == 'u') ? 6 : 2))
         return -1;
       p++;
     }
   }
-  return put_char(e, '"');
+  return sl_buf_addc(b, '"');
+}
+
+
+int sl_json_add_string (sl_buf *b, const char *s, size_t n) {
+  return add_string(b, s, n, 0);
+}
+
+
+/* Writes s[0..n) as a quoted JSON string. Returns 0 or -1. */
+static int put_string (Encoder *e, const char *s, size_t n) {
+  if (add_string(e->b, s, n, (e->flags & SL_JSON_CANONICAL) != 0))
+    return out_of_memory(e);
+  return 0;
 }
 
 
@@ -517,50 +584,6 @@ static int encode_array (Encoder *e, int t, lua_Integer n) {
 }
 
 
-/* Encodes an object's members in lua_next order. */
-static int encode_object (Encoder *e, int t) {
-  lua_State *L = e->L;
-  int level = e->depth;
-  PathSeg *seg = &e->path[level - 1];
-  int first = 1;
-  if (put_char(e, '{'))
-    return -1;
-  lua_pushnil(L);
-  while (lua_next(L, t)) {  /* push key, value */
-    if (put_member_start(e, first, level))
-      return -1;
-    first = 0;
-    /* The key's type is tested, not converted: lua_tolstring on a number
-       would change the key in place and derail lua_next. */
-    switch (lua_type(L, -2)) {
-      case LUA_TSTRING:
-        seg->key = lua_tolstring(L, -2, &seg->len);
-        if (put_string(e, seg->key, seg->len))
-          return -1;
-        break;
-      case LUA_TNUMBER:
-        if (lua_isinteger(L, -2)) {
-          seg->key = NULL;
-          seg->i = lua_tointeger(L, -2);
-          if (put_integer_key(e, seg->i))
-            return -1;
-          break;
-        }
-        /* FALLTHROUGH */
-      default:
-        return fail(e, level - 1, "cannot encode a table key of type %s",
-                    luaL_typename(L, -2));
-    }
-    if (put_colon(e) || encode_value(e, lua_gettop(L)))
-      return -1;
-    lua_pop(L, 1);  /* pop value, keep key for lua_next */
-  }
-  if (!first && put_newline(e, level - 1))  /* {} stays on one line */
-    return -1;
-  return put_char(e, '}');
-}
-
-
 /* The text a sort key is written, and sorted, as. */
 static const char *sortkey_text (const SortKey *k) {
   return (k->s != NULL) ? k->s : k->digits;
@@ -603,7 +626,8 @@ static SortKey *push_sortkey (Encoder *e) {
 }
 
 
-/* Encodes an object's members sorted by key, for canonical output. */
+/* Encodes an object's members sorted by key, so that the same value is
+   always written the same way (and hashes alike in canonical mode). */
 static int encode_object_sorted (Encoder *e, int t) {
   lua_State *L = e->L;
   int level = e->depth;
@@ -685,12 +709,14 @@ static int is_sequence (lua_State *L, int t, lua_Integer n) {
 }
 
 
-/* Is the metatable of t, if any, the array metatable? */
-static int has_arraymt (Encoder *e, int t) {
+/* What the metatable of t says about it. */
+enum { MT_NONE, MT_ARRAY, MT_OTHER };
+
+static int metatable_kind (Encoder *e, int t) {
   lua_State *L = e->L;
   const void *mt;
   if (!lua_getmetatable(L, t))
-    return 0;
+    return MT_NONE;
   mt = lua_topointer(L, -1);
   lua_pop(L, 1);  /* pop metatable */
   if (!e->arraymt_known) {
@@ -699,7 +725,7 @@ static int has_arraymt (Encoder *e, int t) {
     lua_pop(L, 1);
     e->arraymt_known = 1;
   }
-  return e->arraymt != NULL && mt == e->arraymt;
+  return (e->arraymt != NULL && mt == e->arraymt) ? MT_ARRAY : MT_OTHER;
 }
 
 
@@ -711,7 +737,7 @@ static int encode_table (Encoder *e, int t) {
   lua_State *L = e->L;
   const void *p = lua_topointer(L, t);
   lua_Integer n;
-  int k, status;
+  int k, status, mtk;
   for (k = 0; k < e->depth; k++) {
     if (e->tables[k] == p)
       return fail(e, e->depth, "cyclic table");
@@ -720,15 +746,25 @@ static int encode_table (Encoder *e, int t) {
     return fail(e, e->depth, "nesting deeper than %d", SL_JSON_MAXDEPTH);
   if (!lua_checkstack(L, 4))
     return out_of_memory(e);
+  mtk = metatable_kind(e, t);
   e->tables[e->depth++] = p;
-  if (has_arraymt(e, t))
+  if (mtk == MT_ARRAY)
     status = encode_array(e, t, (lua_Integer)lua_rawlen(L, t));
+  else if (mtk == MT_OTHER && luaL_getmetafield(L, t, SL_JSON_PLAIN) == LUA_TFUNCTION) {
+    /* A table that shows more than it holds (a state view): encode the
+       plain table it stands for, which the stack keeps alive meanwhile. */
+    lua_pushvalue(L, t);
+    lua_call(L, 1, 1);
+    e->depth--;
+    status = encode_table(e, lua_gettop(L));
+    if (status == 0)
+      lua_pop(L, 1);  /* on failure sl_json_encode restores the stack */
+    return status;
+  }
   else if ((n = (lua_Integer)lua_rawlen(L, t)) > 0 && is_sequence(L, t, n))
     status = encode_array(e, t, n);
-  else if (e->flags & SL_JSON_CANONICAL)
-    status = encode_object_sorted(e, t);
   else
-    status = encode_object(e, t);
+    status = encode_object_sorted(e, t);
   e->depth--;
   return status;
 }
@@ -789,10 +825,8 @@ int sl_json_encode (lua_State *L, int idx, sl_buf *b, int flags,
   if (!lua_checkstack(L, 4))
     status = out_of_memory(&e);
   else {
-    if (flags & SL_JSON_CANONICAL) {
-      lua_pushnil(L);  /* slot for a key stack outgrowing inlinekeys */
-      e.keyslot = lua_gettop(L);
-    }
+    lua_pushnil(L);  /* slot for a key stack outgrowing inlinekeys */
+    e.keyslot = lua_gettop(L);
     status = encode_value(&e, idx);
   }
   lua_settop(L, top);
@@ -801,6 +835,33 @@ int sl_json_encode (lua_State *L, int idx, sl_buf *b, int flags,
   if (b->data != NULL)
     b->data[b->len] = '\0';
   return status;
+}
+
+/* __gc of a buffer held by a userdata while Lua code may raise. */
+static int buf_gc (lua_State *L) {
+  sl_buf_free((sl_buf *)lua_touserdata(L, 1));
+  return 0;
+}
+
+
+int sl_json_push (lua_State *L, int idx, int flags, char *err, size_t errlen) {
+  sl_buf *b;
+  idx = lua_absindex(L, idx);
+  b = (sl_buf *)lua_newuserdatauv(L, sizeof *b, 0);
+  sl_buf_init(b);
+  if (luaL_newmetatable(L, "sluice.buf")) {
+    lua_pushcfunction(L, buf_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  if (sl_json_encode(L, idx, b, flags, err, errlen) != 0) {
+    lua_pop(L, 1);
+    return -1;
+  }
+  lua_pushlstring(L, b->data != NULL ? b->data : "", b->len);
+  sl_buf_free(b);
+  lua_remove(L, -2);
+  return 0;
 }
 
 /* }====================================================== */
@@ -875,6 +936,12 @@ static int raise_cjson_error (lua_State *L, const Decoder *d) {
   if (at == NULL)
     return lua_error(L);
   character = strtoll(at + strlen(" at character "), NULL, 10);
+  if (strncmp(msg, "Found too many nested data structures", 37) == 0) {
+    /* One bound for decoding and encoding: say which. */
+    lua_pushfstring(L, "nesting deeper than %d", SL_JSON_MAXDEPTH);
+    return positioned_error(L, d, (character > 0) ? (size_t)(character - 1) : 0,
+                            lua_tostring(L, -1));
+  }
   luaL_buffinit(L, &b);
   for (p = msg; p < at; ) {
     int k;
@@ -929,6 +996,14 @@ static void push_decoder (lua_State *L) {
      told otherwise. */
   if (lua_getfield(L, -1, "decode_invalid_numbers") == LUA_TFUNCTION) {
     lua_pushboolean(L, 0);
+    lua_call(L, 1, 0);
+  }
+  else
+    lua_pop(L, 1);
+  /* One bound for both directions: what decodes can be encoded again (a
+     run's input is stored, and read back on resume). */
+  if (lua_getfield(L, -1, "decode_max_depth") == LUA_TFUNCTION) {
+    lua_pushinteger(L, SL_JSON_MAXDEPTH);
     lua_call(L, 1, 0);
   }
   else

@@ -30,9 +30,14 @@ int  sl_buf_add (sl_buf *b, const char *s, size_t n);   /* 0 or -1 on OOM */
 int  sl_buf_addc (sl_buf *b, char c);
 
 
+/*
+** Object keys are always written sorted bytewise, so the same value is
+** always the same text. Strings that are not valid UTF-8 have each
+** offending byte written as U+FFFD, except in canonical mode.
+*/
 enum {
-  SL_JSON_CANONICAL = 1,  /* object keys sorted bytewise; integral floats
-                             written as integers; used for hashing */
+  SL_JSON_CANONICAL = 1,  /* integral floats written as integers, strings
+                             byte for byte; used for hashing */
   SL_JSON_PRETTY    = 2   /* two-space indentation, newline-separated,
                              for humans */
 };
@@ -42,6 +47,11 @@ enum {
 
 /* Registry name of the metatable that marks a table as a JSON array. */
 #define SL_JSON_ARRAYMT    "sluice.array"
+
+/* A metatable field: a C function that, given a table which shows more
+   than it holds (a state view), returns the plain table it stands for. The
+   encoder writes that table instead. */
+#define SL_JSON_PLAIN      "__sluice_plain"
 
 
 /*
@@ -60,6 +70,14 @@ int sl_json_encode (lua_State *L, int idx, sl_buf *b, int flags,
                     char *err, size_t errlen);
 
 /*
+** Encodes the value at idx as sl_json_encode does and pushes the text as a
+** Lua string; returns 0. Returns -1, pushing nothing, with the message in
+** err when the value has no JSON form. Memory errors raise, leaking
+** nothing.
+*/
+int sl_json_push (lua_State *L, int idx, int flags, char *err, size_t errlen);
+
+/*
 ** Decodes len bytes of JSON text and pushes the resulting Lua value;
 ** returns 0. On malformed text pushes an error message string and returns
 ** -1; the message reads "line L, column C: <what>" (columns count bytes),
@@ -70,6 +88,14 @@ int sl_json_encode (lua_State *L, int idx, sl_buf *b, int flags,
 ** Never raises; needs lua-cjson.
 */
 int sl_json_decode (lua_State *L, const char *text, size_t len);
+
+/* The length of the valid UTF-8 sequence that starts at p (1 for ASCII),
+   or 0 when none does. */
+size_t sl_utf8_seq (const unsigned char *p, const unsigned char *end);
+
+/* Appends s[0..n) to b as a quoted JSON string, written as the encoder
+   writes strings. Returns 0, or -1 when memory runs out. */
+int sl_json_add_string (sl_buf *b, const char *s, size_t n);
 
 /* Pushes the null sentinel (light userdata NULL, the same as cjson.null). */
 void sl_json_pushnull (lua_State *L);

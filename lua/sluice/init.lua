@@ -148,6 +148,10 @@ sl.abort = core.abort
 --- Ready fallback policies: by_kind, value, first, when.
 sl.fallbacks = policies.fallbacks
 
+--- A deep copy of a value; ctx.state becomes a plain table of the whole
+--- state (ctx.state fills itself lazily: `next` and `rawget` see only what
+--- the step has read or written so far).
+sl.copy = core.copy
 --- Encodes a value as JSON text; nil and a message when it cannot.
 sl.encode = core.json_encode
 --- Decodes JSON text; nil and a message when it is malformed.

@@ -101,8 +101,9 @@ kept and its handle dropped, so memory follows the running children, not n.
 Without settle_all, the first failure cancels the children still running
 and nothing more starts. Returns:
   out     outputs by position (an array)
-  states  position -> state of the successful children that touched
-          ctx.state, or nil when none did
+  states  position -> {view, changes, seq} of the successful children that
+          touched ctx.state (their view of it, what they changed, and when
+          they ended), or nil when none did
   failed  the position of the failure that stopped it (without settle_all)
   errs    position -> error of every child that failed, or nil
 
@@ -124,7 +125,7 @@ local function fan(ctx, n, children, body, inputs, input, keys, limit, settle_al
       out[j] = h.output
       if h.state ~= nil then
         states = states or {}
-        states[j] = h.state
+        states[j] = { view = h.state, changes = h.changes, seq = h.seq }
       end
       return true
     end
@@ -191,8 +192,10 @@ local function merge_back(step, ctx, base, states, n, labels, nouns)
     end
     return
   end
+  local views = {}
+  for j, st in next, states do views[j] = st.view end
   local result = call(step, "its merge function", strategy, base,
-    merge.by_label(states, n, labels))
+    merge.by_label(views, n, labels))
   if result ~= nil then
     if type(result) ~= "table" then
       fail(step, "its merge function must return a table or nil, got %s", type(result))
@@ -202,11 +205,23 @@ local function merge_back(step, ctx, base, states, n, labels, nouns)
 end
 
 -- Ends a construct whose children ran through fan: raises what failed.
-local function check_fan(step, noun, nouns, names, n, failed, errs)
+-- When every child ran to its end (all_settled), the error carries what
+-- the others produced: partial, shaped as the construct's output would be,
+-- and errors, each failure by branch name or item position, so a fallback
+-- can use the part that succeeded (sl.fallbacks.partial()).
+local function check_fan(step, noun, nouns, names, n, failed, errs, partial)
   if failed then
     error(child_failed(step, noun, names and names[failed] or failed, errs[failed]))
   end
-  if errs then error(children_failed(step, noun, nouns, names, n, errs)) end
+  if errs then
+    local e = children_failed(step, noun, nouns, names, n, errs)
+    local by = {}
+    for i = 1, n do
+      if errs[i] ~= nil then by[names and names[i] or i] = errs[i] end
+    end
+    e.partial, e.errors = partial, by
+    error(e)
+  end
 end
 
 -- Sorted names and the steps under them, of a table of named steps.
@@ -228,9 +243,9 @@ local function fan_named(step, ctx, input, children, names, n, limit, settle_all
   local base = ctx.state
   local out, states, failed, errs = fan(ctx, n, children, nil, nil, input, names, limit,
     settle_all, noun)
-  check_fan(step, noun, nouns, names, n, failed, errs)
   local result = {}
   for i = 1, n do result[names[i]] = out[i] end
+  check_fan(step, noun, nouns, names, n, failed, errs, result)
   if states then merge_back(step, ctx, base, states, n, names, nouns) end
   return result
 end
@@ -275,13 +290,13 @@ local function run_map(step, input, ctx)
   local base = ctx.state
   local out, states, failed, errs = fan(ctx, n, nil, step.body, items, nil, nil,
     step.limit, step.on_failure == "all_settled", "item")
-  check_fan(step, "item", "items", nil, n, failed, errs)
-  if states then merge_back(step, ctx, base, states, n, nil, "items") end
   -- One entry per item: an item with no output holds null, so the list
   -- keeps its length (and its JSON its positions).
   for i = 1, n do
     if out[i] == nil then out[i] = null end
   end
+  check_fan(step, "item", "items", nil, n, failed, errs, out)
+  if states then merge_back(step, ctx, base, states, n, nil, "items") end
   return out
 end
 
@@ -412,7 +427,7 @@ local function run_dag(step, input, ctx)
     out[names[j]] = h.output
     if h.state ~= nil then
       states = states or {}
-      states[j] = h.state
+      states[j] = { view = h.state, changes = h.changes, seq = h.seq }
     end
     local after = dependents[j]
     for k = 1, #after do

@@ -34,13 +34,41 @@ function M.attempt_runner(handler, step, input, ctx)
     if not ok or not verdict then
       -- A rejected attempt still spent what it reports.
       if usage ~= nil then ctx:charge(usage) end
-      local msg = not ok and message_of(verdict)
-        or feedback ~= nil and tostring(feedback)
+      -- A validator that raises is broken, not a verdict on the output:
+      -- its error is the step's, as it was raised (kind, where).
+      if not ok then error(verdict, 0) end
+      local msg = feedback ~= nil and tostring(feedback)
         or ("validator #%d rejected the output"):format(i)
       error(step_error(step, "validation", msg), 0)
     end
   end
   return out, usage
+end
+
+-- A value a fallback policy supplies, nil included (a bare nil from a
+-- policy means "fail with the original error").
+local Use = {}
+
+--- Wraps a value for a fallback policy to return as the step's output,
+--- whatever it is (nil too): return sl.fallbacks.use(nil).
+function M.use(v)
+  return setmetatable({ value = v }, Use)
+end
+
+-- The error of a step whose fallbacks failed too: the primary's kind and
+-- position, a message that tells the whole story, and every failure in
+-- causes, the primary's first.
+local function chain(step, primary, failures)
+  if #failures == 0 then return primary end
+  local causes, parts = { primary }, {}
+  for i, f in ipairs(failures) do
+    causes[i + 1] = f.err
+    parts[i] = ("its fallback '%s' failed too: %s"):format(f.name, message_of(f.err))
+  end
+  local e = type(primary) == "table" and primary or {}
+  return setmetatable({ kind = e.kind or "error", step = e.step or step.name,
+    where = e.where, message = message_of(primary) .. "; " .. table.concat(parts, "; "),
+    causes = setmetatable(causes, core.array_mt) }, error_mt)
 end
 
 --- Runs a step's fallback once its attempts are spent, on the step's input:
@@ -49,10 +77,20 @@ end
 --- nil to fail with the original error.
 function M.fallback_runner(step, input, ctx, err)
   local fb = step.fallback
+  local function try(s, key)
+    local ok, out = pcall(ctx.run, ctx, s, input, key)
+    if ok then return true, out end
+    return false, out
+  end
   if type(fb) == "function" then
     local choice = fb(err, input, ctx)
     if choice == nil then error(err, 0) end
-    if is_step(choice) then return ctx:run(choice, input, "fallback") end
+    if getmetatable(choice) == Use then return choice.value end
+    if is_step(choice) then
+      local ok, out = try(choice, "fallback")
+      if ok then return out end
+      error(chain(step, err, { { name = choice.name, err = out } }), 0)
+    end
     local t = type(choice)
     if t == "function" or t == "thread" or t == "userdata" then
       error(step_error(step, "error", ("its fallback policy returned a %s; a policy "
@@ -60,14 +98,15 @@ function M.fallback_runner(step, input, ctx, err)
     end
     return choice
   end
-  if is_step(fb) then return ctx:run(fb, input, "fallback") end
-  local last = err
-  for i = 1, #fb do
-    local ok, out = pcall(ctx.run, ctx, fb[i], input, "fallback " .. i)
+  local single = is_step(fb)
+  local list = single and { fb } or fb
+  local failures = {}
+  for i = 1, #list do
+    local ok, out = try(list[i], single and "fallback" or "fallback " .. i)
     if ok then return out end
-    last = out
+    failures[#failures + 1] = { name = list[i].name, err = out }
   end
-  error(last, 0)
+  error(chain(step, err, failures), 0)
 end
 
 --- Ready fallback policies (sl.fallbacks).
@@ -87,10 +126,24 @@ function fallbacks.by_kind(map)
   end
 end
 
---- A default value, whatever the error.
+--- A default value, whatever the error (nil too).
 function fallbacks.value(v)
-  return function() return v end
+  local boxed = M.use(v)
+  return function() return boxed end
 end
+
+--- Uses what the branches that succeeded produced, when a parallel, map,
+--- router or dag with on_failure = "all_settled" had some fail (the
+--- error's partial); other errors fail as they were.
+function fallbacks.partial()
+  return function(err)
+    if type(err) == "table" and err.partial ~= nil then return M.use(err.partial) end
+    return nil
+  end
+end
+
+--- Wraps a value, nil included, for a policy to return as the output.
+fallbacks.use = M.use
 
 --- The first of these steps that succeeds (the same as fallback = {...}).
 function fallbacks.first(steps)

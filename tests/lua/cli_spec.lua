@@ -5,6 +5,7 @@ local h = require "helpers"
 local function script(text) return h.script(text) end
 
 local hello = "scripts/examples/hello.lua"
+local function sl_decode(text) return assert(require("sluice").decode(text)) end
 
 describe("sluice run", function()
   it("prints the output as JSON and exits 0", function()
@@ -51,6 +52,51 @@ describe("sluice run", function()
     assert.is_number(greet.ms)
   end)
 
+  it("writes the same text for the same value, keys sorted, in the output and --json", function()
+    local p = script([[
+      local sl = require "sluice"
+      return sl.pipeline{ name = "p", sl.step{ name = "s", run = function()
+        local t = {}
+        for _, k in ipairs{ "b", "zz", "a", "m" } do t[k] = #k end
+        return t
+      end } }
+    ]])
+    for _ = 1, 3 do
+      local code, out = h.cli{ "run", p }
+      assert.equal(0, code)
+      assert.equal('{"a":1,"b":1,"m":1,"zz":2}\n', out)
+    end
+    local _, out = h.cli{ "run", p, "--json" }
+    assert.matches('"output":{"a":1,"b":1,"m":1,"zz":2}', out, 1, true)
+  end)
+
+  it("writes a string that is not UTF-8 with U+FFFD for each bad byte, everywhere", function()
+    local p = script([[
+      local sl = require "sluice"
+      return sl.pipeline{ name = "p", sl.step{ name = "s", run = function() return "ok\255\192!" end } }
+    ]])
+    local code, out = h.cli{ "run", p }
+    assert.equal(0, code)
+    assert.equal('"ok\239\191\189\239\191\189!"\n', out)
+    local _, json = h.cli{ "run", p, "--json" }
+    local r = sl_decode(json)
+    assert.equal("ok\239\191\189\239\191\189!", r.output)
+    local _, shown = h.cli{ "show", r.run_id, "--json" }
+    assert.equal("ok\239\191\189\239\191\189!", sl_decode(shown).output)
+  end)
+
+  it("writes tables ctx:log is given as JSON", function()
+    local p = script([[
+      local sl = require "sluice"
+      return sl.pipeline{ name = "p", sl.step{ name = "s", run = function(_, ctx)
+        ctx:log("got", { b = 2, a = { 1 } }, 3)
+      end } }
+    ]])
+    local code, _, err = h.cli{ "run", p }
+    assert.equal(0, code)
+    assert.matches(' s] got\t{"a":[1],"b":2}\t3\n', err, 1, true)
+  end)
+
   it("chooses among several pipelines with --pipeline", function()
     local p = script([[
       local sl = require "sluice"
@@ -95,7 +141,7 @@ describe("sluice run", function()
     assert.equal("failed", r.steps[2].status)
   end)
 
-  it("fails, exit 1, when the output is a function or a cyclic table", function()
+  it("fails the step, exit 1, when its output is a function or a cyclic table the store cannot keep", function()
     local p = script([[
       local sl = require "sluice"
       local t = {}; t.self = t
@@ -106,7 +152,8 @@ describe("sluice run", function()
     ]])
     local code, out, err = h.cli{ "run", p, "--pipeline", "fn" }
     assert.equal(1, code)
-    assert.matches("cannot be encoded as JSON: cannot encode a function at $", err, 1, true)
+    assert.matches("step 's' failed: its output cannot be stored with the run, so it could not "
+      .. "be restored on resume: cannot encode a function at $", err, 1, true)
     code, out, err = h.cli{ "run", p, "--pipeline", "cyc" }
     assert.equal(1, code)
     assert.matches("cyclic table at $.self", err, 1, true)

@@ -84,6 +84,68 @@ describe("durable runs", function()
     h.rm(dir)
   end)
 
+  it("restore after kill -9 what completed steps changed in ctx.state", function()
+    local dir = h.tmpdir()
+    local env = { SLUICE_STORE = dir .. "/state.db" }
+    local file = h.script(([[
+      local sl = require "sluice"
+      local mark = %q
+      return sl.pipeline{ name = "st",
+        sl.step{ name = "set", run = function(x, ctx)
+          for i = 1, 50 do ctx.state["k" .. i] = i end
+          ctx.state.nested = { deep = { "x" } }
+          return x
+        end },
+        sl.step{ name = "drop", run = function(x, ctx) ctx.state.k1 = nil; ctx.state.k2 = "two"; return x end },
+        sl.step{ name = "wait", run = function(x, ctx)
+          local f = io.open(mark, "w"); f:write("waiting"); f:close()
+          ctx:sleep(30)
+          return x
+        end },
+        sl.step{ name = "read", run = function(_, ctx)
+          return { k1 = ctx.state.k1, k2 = ctx.state.k2, k50 = ctx.state.k50, deep = ctx.state.nested.deep[1] }
+        end },
+      }
+    ]]):format(dir .. "/mark"), dir, "st.lua")
+    local pid = h.cli({ "run", file }, { env = env, background = true })
+    assert.is_true(h.wait_for(function() return h.peek(dir .. "/mark") == "waiting" end))
+    os.execute("kill -9 " .. pid)
+    assert.is_true(h.wait_for(function() return not os.execute("kill -0 " .. pid .. " 2>/dev/null") end))
+    local rows = sl.decode(select(2, h.cli({ "runs", "--json" }, { env = env })))
+    -- The sleep is what was in flight; it runs again, briefly this time.
+    h.write(file, h.read(file):gsub("ctx:sleep%(30%)", "ctx:sleep(0)"))
+    local code, out, err = h.cli({ "resume", rows[1].run_id, "--force" }, { env = env })
+    assert.equal("", err)
+    assert.equal(0, code)
+    assert.same({ k2 = "two", k50 = 50, deep = "x" }, sl.decode(out))
+    h.rm(dir)
+  end)
+
+  it("fail a step whose state or output the store cannot keep, naming where, rather than record it", function()
+    local dir = h.tmpdir()
+    local env = { SLUICE_STORE = dir .. "/state.db" }
+    local file = h.script([[
+      local sl = require "sluice"
+      return sl.pipeline{ name = "nan", sl.step{ name = "bad", run = function(_, ctx)
+        ctx.state.stats = { mean = 0/0 }
+        return 1
+      end } }
+    ]], dir, "nan.lua")
+    local code, _, err = h.cli({ "run", file }, { env = env })
+    assert.equal(1, code)
+    assert.matches("step 'bad' failed: the state it changed cannot be stored with the run, so it "
+      .. "could not be restored on resume: cannot encode NaN at ctx.state.stats.mean", err, 1, true)
+    local shown = sl.decode(select(2, h.cli({ "show", sl.decode(select(2, h.cli({ "runs", "--json" },
+      { env = env })))[1].run_id, "--json" }, { env = env })))
+    assert.equal("failed", shown.status)
+    -- Input nested deeper than the store can keep is refused at the door.
+    local deep = string.rep("[", 250) .. string.rep("]", 250)
+    code, _, err = h.cli({ "run", file, "--input", deep }, { env = env })
+    assert.equal(2, code)
+    assert.matches("nesting deeper than 200", err, 1, true)
+    h.rm(dir)
+  end)
+
   it("record runs and steps for runs and show", function()
     local dir = h.tmpdir()
     local env = { SLUICE_STORE = dir .. "/s.db" }

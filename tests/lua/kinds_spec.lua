@@ -135,6 +135,21 @@ describe("sl.parallel", function()
     assert.is_true(done)
     assert.equal("parallel 'p': 2 of 3 branches failed: branch 'a': first; branch 'c': second",
       r.error.message)
+    -- Nothing that succeeded is lost: the error carries it, for a fallback.
+    assert.same({ b = 1 }, r.error.partial)
+    assert.same({ "first", "second" }, { r.error.errors.a.message, r.error.errors.c.message })
+  end)
+
+  it("with on_failure = \"all_settled\" hands what succeeded to sl.fallbacks.partial()", function()
+    local r = sl.run(sl.parallel{ name = "p", on_failure = "all_settled", fallback = sl.fallbacks.partial(),
+      branches = { a = step("a", function() error("no", 0) end), b = step("b", function() return 2 end) } })
+    assert.equal("completed", r.status)
+    assert.same({ b = 2 }, r.output)
+    r = sl.run(sl.map{ name = "m", on_failure = "all_settled", fallback = sl.fallbacks.partial(),
+      body = step("half", function(x) if x % 2 == 0 then error("even", 0) end; return x * 10 end) },
+      { 1, 2, 3 })
+    assert.equal("completed", r.status)
+    assert.same({ 10, sl.null, 30 }, r.output)
   end)
 
   it("refuses a parallel with no branches, naming it and the line", function()
@@ -234,11 +249,17 @@ describe("merging the state of concurrent branches", function()
     assert.same({ cfg = { depth = 3 } }, st)
   end)
 
-  it("with merge = \"last_wins\" applies changes in branch name order", function()
+  it("with merge = \"last_wins\" lets the branch that finished last win a key", function()
+    local function late(name, key, value, nap)
+      return step(name, function(_, ctx) ctx:sleep(nap); ctx.state[key] = value end)
+    end
     local r, st = run_with_state(sl.parallel{ name = "p", merge = "last_wins", branches = {
-      b = setter("b", "x", "from b"), a = setter("a", "x", "from a"), c = setter("c", "y", 1) } }, {})
+      a = late("a", "x", "from a", 0.02), b = late("b", "x", "from b", 0), c = setter("c", "y", 1) } }, {})
     assert.equal("completed", r.status)
-    assert.same({ x = "from b", y = 1 }, st)
+    assert.same({ x = "from a", y = 1 }, st)
+    r, st = run_with_state(sl.parallel{ name = "p", merge = "last_wins", branches = {
+      a = late("a", "x", "from a", 0), b = late("b", "x", "from b", 0.02) } }, {})
+    assert.same({ x = "from b" }, st)
   end)
 
   it("with a merge function passes the state and the states of the branches that touched it", function()

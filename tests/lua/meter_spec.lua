@@ -147,6 +147,21 @@ describe("cache", function()
     assert.equal(2, calls)
   end)
 
+  it("never caches a fallback's value as the step's answer", function()
+    local calls, healthy = 0, false
+    local s = sl.step{ name = "svc", cache = true,
+      run = function(x) calls = calls + 1; if not healthy then error("down") end; return "real " .. x end,
+      fallback = sl.fallbacks.value("degraded") }
+    assert.equal("degraded", sl.run(pipe("p", s), 1).output)
+    healthy = true
+    local r = sl.run(pipe("p", s), 1)
+    assert.equal("real 1", r.output)
+    assert.is_false(r.steps[2].cached)
+    assert.equal(2, calls)
+    assert.equal("real 1", sl.run(pipe("p", s), 1).output)
+    assert.equal(2, calls)
+  end)
+
   it("honours ttl", function()
     local calls = 0
     local s = sl.step{ name = "t", cache = { ttl = 0.05 }, run = function() calls = calls + 1; return calls end }

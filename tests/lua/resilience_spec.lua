@@ -161,11 +161,16 @@ describe("validators", function()
     assert.equal("s", r.error.step)
   end)
 
-  it("treat a validator that raises as a failed check", function()
-    local s = sl.step{ name = "s", run = function() return 1 end, validate = function() error("checker broke") end }
+  it("report a validator that raises as the error it is, not as a failed check", function()
+    local feedback = {}
+    local s = sl.step{ name = "s", retries = 1, backoff = { base = 0 },
+      run = function(_, ctx) feedback[#feedback + 1] = ctx.feedback or "none"; return 1 end,
+      validate = function() error("checker broke") end }
     local r = sl.run(pipe("p", s))
-    assert.equal("validation", r.error.kind)
-    assert.matches("checker broke", r.error.message, 1, true)
+    assert.equal("error", r.error.kind)
+    assert.equal("checker broke", r.error.message)
+    assert.matches("resilience_spec.lua:%d+$", r.error.where)
+    assert.same({ "none", "none" }, feedback)   -- retried as an error, with no feedback
   end)
 end)
 
@@ -223,6 +228,34 @@ describe("fallbacks", function()
     assert.equal("fixed", sl.run(pipe("p", bad)).output)
     assert.equal("plain default", sl.run(pipe("p", sl.step{ name = "e", run = function() error("x") end, fallback = by })).output)
     assert.equal(7, sl.run(pipe("p", sl.step{ name = "e", run = function() error("x") end, fallback = sl.fallbacks.value(7) })).output)
+  end)
+
+  it("let a policy supply nil as the output, with sl.fallbacks.value(nil) or use(nil)", function()
+    for _, policy in ipairs{ sl.fallbacks.value(nil), function() return sl.fallbacks.use(nil) end } do
+      local r = sl.run(pipe("p", sl.step{ name = "e", run = function() error("x") end, fallback = policy },
+        sl.step{ name = "after", run = function(x) return x == nil end }))
+      assert.equal("completed", r.status)
+      assert.is_true(r.output)
+    end
+  end)
+
+  it("keep the primary's error and each fallback's when all of them fail", function()
+    local function failing(name, msg) return sl.step{ name = name, run = function() error(msg, 0) end } end
+    local r = sl.run(pipe("p", sl.step{ name = "s", run = function() error(sl.error("timeout", "too slow")) end,
+      fallback = { failing("a", "a broke"), failing("b", "b broke") } }))
+    assert.equal("failed", r.status)
+    assert.equal("timeout", r.error.kind)
+    assert.equal("s", r.error.step)
+    assert.equal("too slow; its fallback 'a' failed too: a broke; its fallback 'b' failed too: b broke",
+      r.error.message)
+    assert.same({ "too slow", "a broke", "b broke" },
+      { r.error.causes[1].message, r.error.causes[2].message, r.error.causes[3].message })
+    local one = sl.run(pipe("p", sl.step{ name = "s", run = function() error("primary", 0) end,
+      fallback = failing("only", "only broke") }))
+    assert.equal("primary; its fallback 'only' failed too: only broke", one.error.message)
+    assert.equal(2, #one.error.causes)
+    local rec = one.steps[2]
+    assert.equal("primary; its fallback 'only' failed too: only broke", rec.error.message)
   end)
 
   it("are refused at definition time when they form a cycle", function()
