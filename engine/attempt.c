@@ -157,7 +157,7 @@ void sl_attempt_arm(sl_task *t) {
     if (a->timeout_ns > 0) {
       a->deadline = uv_hrtime() + a->timeout_ns;
       uint64_t ms = (a->timeout_ns + 999999) / 1000000;
-      uv_timer_start(&a->timer, on_deadline, ms, 0);
+      sl_timer_start(&a->timer, on_deadline, ms, 0);
       a->timer_on = 1;
     }
   }

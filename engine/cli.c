@@ -533,7 +533,7 @@ static int finish_run(lua_State *L, cli *c, int json) {
   if (progress) {
     uv_timer_init(c->e->loop, &c->progress);
     c->progress.data = c;
-    uv_timer_start(&c->progress, on_progress, 1000, 250);
+    sl_timer_start(&c->progress, on_progress, 1000, 250);
     uv_unref((uv_handle_t *)&c->progress);
   }
   sl_run_wait_lua(L, c->run);

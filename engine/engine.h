@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "sluice.h"
+#include "clock.h"
 
 typedef struct sl_task sl_task;
 typedef struct sl_run sl_run;
@@ -110,8 +111,5 @@ void sl_engine_load_lua(lua_State *L, sl_engine *e, const char *path);
 
 /* Pushes the run's result (run userdata at idx) as JSON text. */
 void sl_engine_result_json(lua_State *L, sl_run *r, int idx, int flags);
-
-/* Wall-clock-independent time in nanoseconds. */
-static inline uint64_t sl_now(void) { return uv_hrtime(); }
 
 #endif

@@ -604,7 +604,7 @@ static int ctx_exec(lua_State *L) {
     if (rc == 0 && timeout > 0) {
       uv_timer_init(e->loop, &p->timer);
       opened(p, (uv_handle_t *)&p->timer);
-      rc = uv_timer_start(&p->timer, on_timeout, (uint64_t)(timeout * 1000.0 + 0.5), 0);
+      rc = sl_timer_start(&p->timer, on_timeout, (uint64_t)(timeout * 1000.0 + 0.5), 0);
     }
   }
   if (rc != 0) {

@@ -319,7 +319,7 @@ static int on_curl_timer(CURLM *multi, long ms, void *userp) {
   (void)multi;
   if (m->closing) return 0;
   if (ms < 0) uv_timer_stop(&m->timer);
-  else uv_timer_start(&m->timer, on_timer, (uint64_t)ms, 0);
+  else sl_timer_start(&m->timer, on_timer, (uint64_t)ms, 0);
   return 0;
 }
 

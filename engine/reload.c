@@ -180,7 +180,7 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events,
   /* Editors save by writing, or by renaming a new file into place; either
      way an event names the file, and the debounce folds the burst. */
   if (filename == NULL || is_watched(w, path))
-    uv_timer_start(&w->debounce, on_debounced, (uint64_t)w->debounce_ms, 0);
+    sl_timer_start(&w->debounce, on_debounced, (uint64_t)w->debounce_ms, 0);
 }
 
 static void on_dir_closed(uv_handle_t *h) {

@@ -240,7 +240,7 @@ int sl_task_sleep(lua_State *L, sl_task *t, double seconds,
                   lua_KFunction k, lua_KContext kctx) {
   uint64_t ms = seconds <= 0 ? 0 : (uint64_t)(seconds * 1000.0 + 0.5);
   sl_task_check_suspend(L, t);
-  uv_timer_start(&t->timer, on_timer, ms, 0);
+  sl_timer_start(&t->timer, on_timer, ms, 0);
   t->timer_on = 1;
   return sl_task_suspend(L, t, SL_WAIT_SLEEP, k, kctx);
 }
@@ -307,7 +307,7 @@ void sl_sched_close(sl_engine *e) {
    coroutine the dispatcher has primed. */
 void sl_task_backoff(sl_task *t, double seconds) {
   uint64_t ms = seconds <= 0 ? 0 : (uint64_t)(seconds * 1000.0 + 0.5);
-  uv_timer_start(&t->timer, on_timer, ms, 0);
+  sl_timer_start(&t->timer, on_timer, ms, 0);
   t->timer_on = 1;
   t->wait = SL_WAIT_BACKOFF;
 }

@@ -73,6 +73,46 @@ describe("retries", function()
   end)
 end)
 
+describe("timers", function()
+  local function busy(seconds)
+    local t0 = sl.now()
+    while sl.now() - t0 < seconds do end
+  end
+
+  it("measure a sleep from when it starts, even after the step computed for a while", function()
+    local slept
+    sl.run(pipe("p", sl.step{ name = "busy", run = function(_, ctx)
+      busy(0.2)
+      local t0 = sl.now()
+      ctx:sleep(0.1)
+      slept = sl.now() - t0
+    end }))
+    assert.is_true(slept >= 0.1, "slept " .. slept .. " s")
+  end)
+
+  it("start a timeout with its attempt, not with the loop's last look at the clock", function()
+    local r = sl.run(pipe("p",
+      sl.step{ name = "busy", run = function() busy(0.5) end },
+      sl.step{ name = "timed", timeout = 0.4, run = function(_, ctx)
+        ctx:sleep(0)
+        ctx:sleep(0.15)
+        return "in time"
+      end }))
+    assert.equal("completed", r.status)
+    assert.equal("in time", r.output)
+  end)
+
+  it("wait out a whole backoff after an attempt that computed", function()
+    local starts = {}
+    sl.run(pipe("p", sl.step{ name = "s", retries = 1, backoff = { base = 0.1, jitter = 0 },
+      run = function(_, ctx)
+        starts[ctx.attempt] = sl.now()
+        if ctx.attempt == 1 then busy(0.2); error("again") end
+      end }))
+    assert.is_true(starts[2] - starts[1] >= 0.3, "the retry came after " .. (starts[2] - starts[1]) .. " s")
+  end)
+end)
+
 describe("timeouts", function()
   it("end an attempt that waits, cleaning up its timer", function()
     local r = sl.run(pipe("p", sl.step{ name = "sleepy", timeout = 0.02, run = function(_, ctx)
