@@ -206,6 +206,7 @@ static double backoff(sl_attempts *a, int n) {
 static int retryable(const char *kind) {
   return kind == NULL ||
          (strcmp(kind, "quota") != 0 && strcmp(kind, "cancelled") != 0 &&
+          strcmp(kind, "interrupted") != 0 &&
           strcmp(kind, "limit") != 0);
 }
 
@@ -294,8 +295,10 @@ int sl_attempt_abort(lua_State *L, const char *why) {
   sl_run *r = t->run;
   if (!r->aborting) {
     r->aborting = 1;
+    const char *step = t->hist >= 0 ? r->hist.recs[t->hist].name : "?";
     snprintf(r->abort_kind, sizeof r->abort_kind, "cancelled");
     snprintf(r->abort_msg, sizeof r->abort_msg, "%s", why);
+    snprintf(r->abort_step, sizeof r->abort_step, "%s", step);
   }
   if (L == t->co && lua_isyieldable(L)) {
     t->wait = SL_WAIT_INTERRUPT;

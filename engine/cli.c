@@ -284,7 +284,7 @@ static void on_sigint(uv_signal_t *h, int signum) {
   (void)signum;
   c->interrupted = 1;
   if (c->run != NULL && c->run->status == SL_RUN_RUNNING)
-    sl_run_abandon(c->run, "cancelled", "interrupted (SIGINT)");
+    sl_run_abandon(c->run, "interrupted", "interrupted (SIGINT)");
   sl_sched_drain(c->e);
   if (strcmp(c->command, "dev") == 0) {
     /* Nothing else may keep the loop alive: the watch and this handler go. */

@@ -514,7 +514,8 @@ static void conclude(lua_State *L, sl_task *t, int ok) {
     const char *kind, *msg, *where;
     sl_error_fields(L, out, &kind, &msg, &where);
     lua_getfield(L, out, "step");
-    int cancelled = kind != NULL && strcmp(kind, "cancelled") == 0;
+    int cancelled = kind != NULL && (strcmp(kind, "cancelled") == 0 ||
+                                     strcmp(kind, "interrupted") == 0);
     sl_hist_set_error(&r->hist, t->hist, kind, msg, where, lua_tostring(L, -1));
     lua_pop(L, 1);
     sl_hist_end(&r->hist, t->hist, cancelled ? SL_STEP_CANCELLED : SL_STEP_FAILED, now);

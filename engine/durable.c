@@ -17,6 +17,8 @@
 #include "loader.h"
 #include "ctx.h"
 #include "state.h"
+#include "memory.h"
+#include "trace.h"
 
 /* Writes commit by themselves after this many, at the latest. */
 #define AUTOFLUSH 512
@@ -99,19 +101,62 @@ static int store_error(lua_State *L, sl_engine *e) {
   return luaL_error(L, "%s", sl_store_errmsg(e->store));
 }
 
+/* Writes, as JSON text, the options run r starts with that a resume must
+   honour: its budget (whatever set it), the engine's memory limit and
+   where its spans go. Returns NULL, raising nothing, when memory ran out. */
+static const char *options_json(sl_run *r, sl_buf *b) {
+  sl_engine *e = r->e;
+  char num[64];
+  int rc = sl_buf_add(b, "{", 1), first = 1;
+  if (r->quota.limited) {
+    rc |= sl_buf_add(b, "\"budget\":{", 10);
+    for (int d = 0; d < SL_NDIMS; d++) {
+      if (!(r->quota.limited & (1u << d))) continue;
+      if (d == SL_DIM_COST) sl_cost_format(r->quota.limit.cost_nanos, num, sizeof num);
+      else snprintf(num, sizeof num, "%lld", (long long)sl_usage_get(&r->quota.limit, d));
+      rc |= sl_buf_add(b, first ? "" : ",", first ? 0 : 1);
+      rc |= sl_json_add_string(b, sl_usage_dimname(d), strlen(sl_usage_dimname(d)));
+      rc |= sl_buf_add(b, ":", 1) | sl_buf_add(b, num, strlen(num));
+      first = 0;
+    }
+    rc |= sl_buf_add(b, "}", 1);
+    first = 0;
+  }
+  size_t cap = sl_memory_get_limit(e->L);
+  if (cap > 0) {
+    snprintf(num, sizeof num, "%s\"memory_limit\":%zu", first ? "" : ",", cap);
+    rc |= sl_buf_add(b, num, strlen(num));
+    first = 0;
+  }
+  if (e->trace != NULL) {
+    const char *path = sl_trace_path(e->trace);
+    rc |= sl_buf_add(b, first ? "\"trace\":" : ",\"trace\":", first ? 8 : 9);
+    rc |= sl_json_add_string(b, path, strlen(path));
+  }
+  rc |= sl_buf_add(b, "}", 1);
+  return rc == 0 ? b->data : NULL;
+}
+
 void sl_durable_run_begin(lua_State *L, sl_run *r, int si, int ii) {
   sl_engine *e = r->e;
   if (e->store == NULL) return;
+  (void)si;
   r->durable = 1;
   if (r->replay) {
     if (sl_store_run_update(e->store, r->id, "running", NULL, NULL, NULL, 0) != 0)
       store_error(L, e);
     return;
   }
-  sl_buf in, budget;
+  sl_buf in, options;
   sl_buf_init(&in);
-  sl_buf_init(&budget);
-  lua_getfield(L, si, "budget");
+  sl_buf_init(&options);
+  char err[300];
+  if (sl_json_encode(L, ii, &in, 0, err, sizeof err) != 0) {
+    sl_buf_free(&in);
+    r->durable = 0;
+    luaL_error(L, "the run's input cannot be stored with the run, so it could not be "
+                  "resumed: %s", err);
+  }
   sl_store_run row;
   memset(&row, 0, sizeof row);
   row.id = r->id;
@@ -119,14 +164,20 @@ void sl_durable_run_begin(lua_State *L, sl_run *r, int si, int ii) {
   row.file = r->file[0] ? r->file : NULL;
   row.def_hash = r->def_hash[0] ? r->def_hash : NULL;
   row.status = "running";
-  row.input = to_json(L, ii, &in);
-  row.budget = lua_isnil(L, -1) ? NULL : to_json(L, -1, &budget);
+  row.input = in.data ? in.data : "null";
+  row.options = options_json(r, &options);
   row.started_ms = wall_ms();
-  lua_pop(L, 1);
-  int rc = sl_store_run_begin(e->store, &row);
+  int rc = row.options == NULL ? SL_STORE_ENOMEM : sl_store_run_begin(e->store, &row);
   sl_buf_free(&in);
-  sl_buf_free(&budget);
-  if (rc != 0) store_error(L, e);
+  sl_buf_free(&options);
+  if (rc == SL_STORE_ENOMEM) {
+    r->durable = 0;
+    luaL_error(L, "not enough memory to record the run");
+  }
+  if (rc != 0) {
+    r->durable = 0;
+    store_error(L, e);
+  }
 }
 
 void sl_durable_run_end(lua_State *L, sl_run *r) {
@@ -503,8 +554,10 @@ sl_run *sl_durable_resume(lua_State *L, sl_engine *e, const char *id, int ii,
   lua_pushstring(L, row->pipeline);                     /* ... pipeline */
   lua_pushstring(L, row->def_hash ? row->def_hash : ""); /* ... hash */
   lua_pushstring(L, row->input ? row->input : "null");  /* ... input */
-  if (row->budget) lua_pushstring(L, row->budget);
-  else lua_pushnil(L);                                  /* ... budget */
+  if (row->options) lua_pushstring(L, row->options);
+  else lua_pushnil(L);                                  /* ... options */
+  if (row->error) lua_pushstring(L, row->error);
+  else lua_pushnil(L);                                  /* ... error */
   sl_store_run_free(row);
   const char *status = lua_tostring(L, top + 1);
   const char *file = lua_tostring(L, top + 2);
@@ -512,6 +565,24 @@ sl_run *sl_durable_resume(lua_State *L, sl_engine *e, const char *id, int ii,
   if (strcmp(status, "completed") == 0 || strcmp(status, "failed") == 0)
     luaL_error(L, "run %s has %s: only a paused or interrupted run can be resumed",
                id, status);
+  if (strcmp(status, "cancelled") == 0) {
+    const char *why = "cancelled", *by = NULL;
+    if (!lua_isnil(L, top + 7)) {
+      const char *text = lua_tostring(L, top + 7);
+      if (sl_json_decode(L, text, strlen(text)) == 0 && lua_istable(L, -1)) {
+        int ei = lua_gettop(L);
+        if (lua_getfield(L, ei, "message") == LUA_TSTRING) why = lua_tostring(L, -1);
+        if (lua_getfield(L, ei, "aborted") == LUA_TBOOLEAN &&
+            lua_getfield(L, ei, "step") == LUA_TSTRING)
+          by = lua_tostring(L, -1);
+      }
+    }
+    if (by != NULL)
+      luaL_error(L, "run %s was aborted by step '%s' (%s): an aborted run has ended "
+                    "for good and cannot be resumed", id, by, why);
+    luaL_error(L, "run %s was cancelled (%s): a cancelled run has ended for good "
+                  "and cannot be resumed", id, why);
+  }
   if (ii && !lua_isnil(L, ii) && !paused)
     luaL_error(L, "run %s is %s, not paused: --input answers a paused run only", id, status);
   if (paused && (ii == 0 || lua_isnil(L, ii)))
@@ -544,9 +615,29 @@ sl_run *sl_durable_resume(lua_State *L, sl_engine *e, const char *id, int ii,
   int in = lua_gettop(L);
   int bi = 0;
   if (!lua_isnil(L, top + 6)) {
-    const char *b = lua_tostring(L, top + 6);
-    if (sl_json_decode(L, b, strlen(b)) != 0) lua_error(L);
-    bi = lua_gettop(L);
+    /* The options the run started with hold on resume: its budget, and,
+       where this engine sets none of its own, its memory limit and trace. */
+    const char *text = lua_tostring(L, top + 6);
+    if (sl_json_decode(L, text, strlen(text)) != 0) lua_error(L);
+    int oi = lua_gettop(L);
+    lua_getfield(L, oi, "budget");
+    if (lua_istable(L, -1)) bi = lua_gettop(L);
+    else lua_pop(L, 1);
+    if (lua_getfield(L, oi, "memory_limit") == LUA_TNUMBER &&
+        sl_memory_get_limit(L) == 0) {
+      sl_memory_limit(L, (size_t)lua_tointeger(L, -1));
+      e->capped = 1;
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, oi, "trace") == LUA_TSTRING && e->trace == NULL) {
+      char terr[300];
+      if (sl_trace_open(lua_tostring(L, -1), &e->trace, terr, sizeof terr) != 0) {
+        e->trace = NULL;
+        luaL_error(L, "run %s wrote its trace to %s, which cannot be opened again: %s",
+                   id, lua_tostring(L, -1), terr);
+      }
+    }
+    lua_pop(L, 1);
   }
   sl_run_opts o = {bi, id, ai};
   return sl_run_start_ex(L, e, si, in, &o);

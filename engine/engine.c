@@ -142,7 +142,7 @@ static void engine_destroy(sl_engine *e, int lua_alive) {
     lua_pop(L, 1);
     for (sl_run *r = e->runs; r != NULL; r = r->next)
       if (r->status == SL_RUN_RUNNING)
-        sl_run_abandon(r, "cancelled", "the engine was shut down");
+        sl_run_abandon(r, "interrupted", "the engine was shut down");
     sl_http_close(e);
     int refs[] = {e->ref_threads, e->ref_ctxs, e->ref_pipelines, e->ref_runs,
                   e->ref_kinds, e->ref_ctxmt, e->ref_box, e->ref_files,

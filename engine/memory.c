@@ -45,6 +45,11 @@ void sl_memory_limit(lua_State *L, size_t limit) {
   m->limit = limit;
 }
 
+size_t sl_memory_get_limit(lua_State *L) {
+  sl_memory *m = installed(L);
+  return m ? m->limit : 0;
+}
+
 size_t sl_memory_used(lua_State *L) {
   sl_memory *m = installed(L);
   return m ? m->used : 0;

@@ -16,6 +16,9 @@
    allocator's record is lacking. */
 void sl_memory_limit(lua_State *L, size_t limit);
 
+/* The limit set on L's state in bytes (0: none). */
+size_t sl_memory_get_limit(lua_State *L);
+
 /* Bytes the state holds now, as the allocator counts them (0 when the
    allocator is not installed). */
 size_t sl_memory_used(lua_State *L);

@@ -25,6 +25,7 @@ const char *sl_run_status_name(int status) {
     case SL_RUN_FAILED: return "failed";
     case SL_RUN_PAUSED: return "paused";
     case SL_RUN_CANCELLED: return "cancelled";
+    case SL_RUN_INTERRUPTED: return "interrupted";
     default: return "running";
   }
 }
@@ -107,7 +108,9 @@ sl_run *sl_run_start_ex(lua_State *L, sl_engine *e, int si, int ii,
   r->next = e->runs;
   if (e->runs) e->runs->prev = r;
   e->runs = r;
-  r->status = SL_RUN_RUNNING;
+  /* Not running until everything that can fail has been done: a start
+     that raises leaves no run for the engine to count or wait for. */
+  r->status = SL_RUN_FAILED;
   if (o->id != NULL) {
     snprintf(r->id, sizeof r->id, "%s", o->id);
     r->replay = 1;
@@ -131,13 +134,6 @@ sl_run *sl_run_start_ex(lua_State *L, sl_engine *e, int si, int ii,
   lua_setiuservalue(L, -2, SL_RUN_UV_ANSWERS);
   note_file(L, r, si);
   sl_meter_budget(L, r, si, bi);
-  /* The run keeps the policy table it starts with to its end. */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_kinds);
-  r->ref_kinds = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pushvalue(L, -1);
-  r->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  e->active_runs++;
-  r->t_start = sl_now();
   {
     uv_timeval64_t tv;
     if (uv_gettimeofday(&tv) == 0)
@@ -151,6 +147,15 @@ sl_run *sl_run_start_ex(lua_State *L, sl_engine *e, int si, int ii,
       sl_key_hex(&version, r->def_hash);
     sl_durable_run_begin(L, r, si, ii);
   }
+  /* Committed: the run is active, anchored, and keeps the policy table it
+     starts with to its end. */
+  r->status = SL_RUN_RUNNING;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_kinds);
+  r->ref_kinds = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, -1);
+  r->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  e->active_runs++;
+  r->t_start = sl_now();
   int top = lua_gettop(L);
   lua_pushvalue(L, si);
   lua_pushvalue(L, ii);
@@ -184,7 +189,15 @@ static void finalize(sl_run *r, lua_State *L) {
     lua_getiuservalue(L, -1, SL_RUN_UV_ERROR);
     lua_getfield(L, -1, "kind");
     const char *kind = lua_tostring(L, -1);
+    if (r->abort_step[0] && kind && strcmp(kind, "cancelled") == 0) {
+      /* An abort names the step that ended the run, not the root. */
+      lua_pushstring(L, r->abort_step);
+      lua_setfield(L, -3, "step");
+      lua_pushboolean(L, 1);
+      lua_setfield(L, -3, "aborted");
+    }
     r->status = kind && strcmp(kind, "cancelled") == 0 ? SL_RUN_CANCELLED
+              : kind && strcmp(kind, "interrupted") == 0 ? SL_RUN_INTERRUPTED
               : kind && strcmp(kind, "paused") == 0 ? SL_RUN_PAUSED
               : SL_RUN_FAILED;
     lua_pop(L, 2);
@@ -409,9 +422,10 @@ static int run_index(lua_State *L) {
 
 static int run_gc(lua_State *L) {
   sl_run *r = luaL_checkudata(L, 1, SL_RUN_MT);
-  /* Only lua_close collects a run that is still active: end it first. */
+  /* Only lua_close collects a run that is still active: end it first. It
+     can go on in another process (resume). */
   if (r->e != NULL && r->status == SL_RUN_RUNNING)
-    sl_run_abandon(r, "cancelled", "the Lua state was closed");
+    sl_run_abandon(r, "interrupted", "the Lua state was closed");
   if (r->e != NULL) {
     if (r->prev) r->prev->next = r->next;
     else r->e->runs = r->next;

@@ -38,6 +38,7 @@ struct sl_run {
   int aborting;            /* end the run from the top (sl.abort, an overrun) */
   char abort_kind[16];     /* the error kind it ends with: cancelled, quota */
   char abort_msg[300];
+  char abort_step[128];    /* the step that called sl.abort, or "" */
   sl_quota quota;          /* its budget, and what it spent and reserved */
   sl_task *background;     /* background tasks still running (a list) */
   int nbackground;

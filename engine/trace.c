@@ -281,6 +281,11 @@ int sl_trace_span (sl_trace *t, const sl_trace_span_info *s) {
 }
 
 
+const char *sl_trace_path (const sl_trace *t) {
+  return t->path;
+}
+
+
 const char *sl_trace_errmsg (const sl_trace *t) {
   return t ? t->errmsg : "";
 }

@@ -104,6 +104,9 @@ int sl_trace_span (sl_trace *t, const sl_trace_span_info *s);
 /* The message of the last failure on t ("" if none). */
 const char *sl_trace_errmsg (const sl_trace *t);
 
+/* The path the trace was opened with. */
+const char *sl_trace_path (const sl_trace *t);
+
 /*
 ** Flushes what is buffered, closes the file and frees t, even when the
 ** flush fails. Returns 0, or SL_TRACE_EIO with err (may be NULL) reading

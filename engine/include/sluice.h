@@ -30,12 +30,15 @@ typedef struct sl_run sl_run;
 #define SL_ENOTFOUND (-5)   /* no such pipeline, file or run */
 #define SL_EBUSY     (-6)   /* the engine cannot do that from where it was called */
 
-/* Run states, as reported by sl_run_status. */
-#define SL_RUN_RUNNING   0
-#define SL_RUN_COMPLETED 1
-#define SL_RUN_FAILED    2
-#define SL_RUN_PAUSED    3
-#define SL_RUN_CANCELLED 4
+/* Run states, as reported by sl_run_status. A cancelled run (sl.abort, or
+   cancelled by its host) ended for good; an interrupted one (SIGINT, its
+   engine freed while it ran) stopped and can be resumed. */
+#define SL_RUN_RUNNING     0
+#define SL_RUN_COMPLETED   1
+#define SL_RUN_FAILED      2
+#define SL_RUN_PAUSED      3
+#define SL_RUN_CANCELLED   4
+#define SL_RUN_INTERRUPTED 5
 
 typedef struct sl_engine_options {
   /* The host's event loop. The engine adds its handles to it and never runs

@@ -323,6 +323,22 @@ describe("sl.start and sl.poll", function()
     for i = 1, 50 do assert.equal(i, runs[i]:result().output) end
   end)
 
+  it("count no run whose start failed", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    local eng = sl.engine{ store = dir .. ".db" }
+    eng:load(require("helpers").script([[
+      local sl = require "sluice"
+      return sl.pipeline{ name = "p", sl.step{ name = "s", run = function(x) return x end } }
+    ]]))
+    local ok, err = pcall(eng.start, eng, "p", { f = print })
+    assert.is_false(ok)
+    assert.matches("the run's input cannot be stored", err, 1, true)
+    assert.equal(0, eng:active())
+    assert.equal(0, eng:poll())
+    os.remove(dir .. ".db")
+  end)
+
   it("cancels a run from the host", function()
     local run = sl.start(pipe("p", step("long", function(_, ctx) ctx:sleep(10) end)))
     run:cancel("stop")

@@ -98,6 +98,7 @@ describe("durable runs", function()
         end },
         sl.step{ name = "drop", run = function(x, ctx) ctx.state.k1 = nil; ctx.state.k2 = "two"; return x end },
         sl.step{ name = "wait", run = function(x, ctx)
+          ctx:sleep(0.02)   -- what completed is committed before the loop blocks
           local f = io.open(mark, "w"); f:write("waiting"); f:close()
           ctx:sleep(30)
           return x
@@ -267,6 +268,118 @@ return sl.pipeline{ name = "p",
     code, out = h.cli({ "resume", id, "--input", '"yes"', "--force" }, { env = env })
     assert.equal(0, code)
     assert.equal('"v2:yes"\n', out)
+  end)
+end)
+
+describe("resume keeps what the run started with", function()
+  -- A pipeline that charges one request per step and waits in its second
+  -- step (touching `mark` then) for a kill; `tail` runs after the wait.
+  local function waiting(dir, tail)
+    return h.script(([[
+      local sl = require "sluice"
+      local mark = %q
+      local function charge(name)
+        return sl.step{ name = name, run = function(x, ctx) ctx:charge{ requests = 1 }; return x end }
+      end
+      return sl.pipeline{ name = "w", charge("one"),
+        sl.step{ name = "wait", run = function(x, ctx)
+          ctx:charge{ requests = 1 }
+          if not io.open(mark) then
+            ctx:sleep(0.02)   -- what completed is committed before the loop blocks
+            local f = io.open(mark, "w"); f:write("waiting"); f:close()
+            ctx:sleep(30)
+          end
+          return x
+        end },
+        %s }
+    ]]):format(dir .. "/mark", tail), dir, "w.lua")
+  end
+
+  local function kill_when_waiting(dir, args, env)
+    local pid = h.cli(args, { env = env, background = true })
+    assert.is_true(h.wait_for(function() return h.peek(dir .. "/mark") == "waiting" end))
+    os.execute("kill -9 " .. pid)
+    assert.is_true(h.wait_for(function() return not os.execute("kill -0 " .. pid .. " 2>/dev/null") end))
+    return sl.decode(select(2, h.cli({ "runs", "--json" }, { env = env })))[1].run_id
+  end
+
+  it("holds a resumed run to the --budget it was started with", function()
+    local dir = h.tmpdir()
+    local env = { SLUICE_STORE = dir .. "/s.db" }
+    local file = waiting(dir, 'charge("three"), charge("four")')
+    local id = kill_when_waiting(dir, { "run", file, "--budget", "requests=3" }, env)
+    local code, _, err = h.cli({ "resume", id }, { env = env })
+    assert.equal(1, code)
+    assert.matches("(quota)", err, 1, true)
+    assert.matches("requests", err, 1, true)
+    h.rm(dir)
+  end)
+
+  it("keeps its memory limit and its trace file on resume", function()
+    local dir = h.tmpdir()
+    local env = { SLUICE_STORE = dir .. "/s.db" }
+    local file = waiting(dir, [[sl.step{ name = "hog", run = function()
+      local t = {}
+      for i = 1, 1e7 do t[i] = ("x"):rep(64) .. i end
+      return #t
+    end }]])
+    local trace = dir .. "/spans.jsonl"
+    local id = kill_when_waiting(dir, { "run", file, "--memory-limit", "64", "--trace", trace }, env)
+    local before = h.lines(trace)
+    local code, _, err = h.cli({ "resume", id }, { env = env })
+    assert.equal(1, code)
+    assert.matches("step 'hog' (limit) failed", err, 1, true)
+    assert.is_true(h.lines(trace) > before)
+    h.rm(dir)
+  end)
+end)
+
+describe("interrupted and cancelled runs", function()
+  it("tell SIGINT (interrupted, resumable) from sl.abort (cancelled, for good)", function()
+    local dir = h.tmpdir()
+    local env = { SLUICE_STORE = dir .. "/s.db" }
+    local file = h.script(([[
+      local sl = require "sluice"
+      local mark = %q
+      return {
+        nap = sl.pipeline{ name = "nap", sl.step{ name = "sleepy", run = function(_, ctx)
+          if not io.open(mark) then
+            ctx:sleep(0.02)   -- what completed is committed before the loop blocks
+            local f = io.open(mark, "w"); f:write("waiting"); f:close()
+            ctx:sleep(30)
+          end
+          return "rested"
+        end } },
+        stop = sl.pipeline{ name = "stop", sl.step{ name = "quitter", run = function()
+          sl.abort("nothing more to do")
+        end } },
+      }
+    ]]):format(dir .. "/mark"), dir, "ia.lua")
+    local pid, out = h.cli({ "run", file, "--pipeline", "nap", "--json" }, { env = env, background = true })
+    assert.is_true(h.wait_for(function() return h.peek(dir .. "/mark") == "waiting" end))
+    os.execute("kill -INT " .. pid)
+    assert.is_true(h.wait_for(function() return not os.execute("kill -0 " .. pid .. " 2>/dev/null") end))
+    local r = sl.decode(h.read(out))
+    assert.equal("interrupted", r.status)
+    local rows = sl.decode(select(2, h.cli({ "runs", "--json" }, { env = env })))
+    assert.equal("interrupted", rows[1].status)
+    local code, resumed = h.cli({ "resume", r.run_id }, { env = env })
+    assert.equal(0, code)
+    assert.equal('"rested"\n', resumed)
+
+    local err
+    code, out, err = h.cli({ "run", file, "--pipeline", "stop", "--json" }, { env = env })
+    assert.equal(1, code)
+    r = sl.decode(out)
+    assert.same({ "cancelled", "cancelled", "quitter", true },
+      { r.status, r.error.kind, r.error.step, r.error.aborted })
+    rows = sl.decode(select(2, h.cli({ "runs", "--json" }, { env = env })))
+    assert.equal("cancelled", rows[1].status)
+    code, out, err = h.cli({ "resume", r.run_id }, { env = env })
+    assert.equal(2, code)
+    assert.matches("was aborted by step 'quitter' (nothing more to do): an aborted run has "
+      .. "ended for good and cannot be resumed", err, 1, true)
+    h.rm(dir)
   end)
 end)
 
