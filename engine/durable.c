@@ -29,10 +29,31 @@ static int64_t wall_ms(void) {
   return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
-/* Before the loop waits for anything, what completed is made durable. */
+void sl_durable_write_failed(sl_engine *e) {
+  char msg[700];
+  snprintf(msg, sizeof msg, "the store could not record the run, so it stops here "
+           "(resume it once the store can be written): %s", sl_store_errmsg(e->store));
+  /* A failed write discards the whole batch it belonged to, and a batch
+     holds the writes of every run: none of them may go on as if recorded. */
+  for (sl_run *r = e->runs; r != NULL; r = r->next)
+    if (r->durable && r->status == SL_RUN_RUNNING) {
+      r->unrecorded = 1;
+      sl_run_fail(r, "error", msg);
+    }
+}
+
+/* Before the loop waits for anything, what completed is made durable; a
+   run a failed write stopped while its steps ran ends now. */
 static void on_prepare(uv_prepare_t *h) {
   sl_engine *e = h->data;
   sl_durable_flush(e);
+  for (sl_run *r = e->runs, *next; r != NULL; r = next) {
+    next = r->next;
+    if (r->aborting && r->status == SL_RUN_RUNNING &&
+        (r->root == NULL || !r->root->running))
+      sl_run_abandon(r, r->abort_kind, r->abort_msg);
+  }
+  sl_sched_drain(e);
 }
 
 static void on_prepare_closed(uv_handle_t *h) {
@@ -77,8 +98,7 @@ void sl_durable_close(sl_engine *e) {
 
 void sl_durable_flush(sl_engine *e) {
   if (e->store == NULL || sl_store_pending(e->store) == 0) return;
-  if (sl_store_flush(e->store) != 0)
-    fprintf(stderr, "sluice: %s\n", sl_store_errmsg(e->store));
+  if (sl_store_flush(e->store) != 0) sl_durable_write_failed(e);
 }
 
 /* Pushes the JSON text of the value at idx, or nil when it has none. */
@@ -180,9 +200,9 @@ void sl_durable_run_begin(lua_State *L, sl_run *r, int si, int ii) {
   }
 }
 
-void sl_durable_run_end(lua_State *L, sl_run *r) {
+int sl_durable_run_end(lua_State *L, sl_run *r) {
   sl_engine *e = r->e;
-  if (!r->durable || e->store == NULL) return;
+  if (!r->durable || e->store == NULL) return 0;
   sl_buf out, err;
   sl_buf_init(&out);
   sl_buf_init(&err);
@@ -192,14 +212,17 @@ void sl_durable_run_end(lua_State *L, sl_run *r) {
   lua_getiuservalue(L, -2, SL_RUN_UV_ERROR);
   const char *o = r->status == SL_RUN_COMPLETED ? to_json(L, -2, &out) : NULL;
   const char *x = lua_isnil(L, -1) ? NULL : to_json(L, -1, &err);
-  if (sl_store_run_update(e->store, r->id, sl_run_status_name(r->status), o, x,
-                          usage_json(&r->quota.spent, usage, sizeof usage),
-                          r->status == SL_RUN_PAUSED ? 0 : wall_ms()) != 0 ||
-      sl_store_flush(e->store) != 0)
-    fprintf(stderr, "sluice: %s\n", sl_store_errmsg(e->store));
+  /* A run the store failed is not over: what it did since the last commit
+     was lost, and a resume, once the store can be written, does it again. */
+  const char *status = r->unrecorded ? "interrupted" : sl_run_status_name(r->status);
+  int rc = sl_store_run_update(e->store, r->id, status, o, x,
+                               usage_json(&r->quota.spent, usage, sizeof usage),
+                               r->status == SL_RUN_PAUSED ? 0 : wall_ms());
+  if (rc == 0) rc = sl_store_flush(e->store);
   lua_pop(L, 3);
   sl_buf_free(&out);
   sl_buf_free(&err);
+  return rc;
 }
 
 void sl_durable_path(sl_task *t) {
@@ -310,8 +333,7 @@ void sl_durable_checkpoint(lua_State *L, sl_task *t, int ok, int out) {
   } else {
     c.error = to_json(L, out, &error);
   }
-  if (sl_store_checkpoint_put(e->store, &c) != 0)
-    fprintf(stderr, "sluice: %s\n", sl_store_errmsg(e->store));
+  if (sl_store_checkpoint_put(e->store, &c) != 0) sl_durable_write_failed(e);
   sl_buf_free(&error);
 }
 

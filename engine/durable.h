@@ -27,8 +27,14 @@ void sl_durable_close(sl_engine *e);
    run's root step is at si and its input at ii. Raises on a store error. */
 void sl_durable_run_begin(lua_State *L, sl_run *r, int si, int ii);
 
-/* Records run r's end (or pause) and commits. */
-void sl_durable_run_end(lua_State *L, sl_run *r);
+/* Records run r's end (or pause) and commits. Returns 0, or the store's
+   code when that could not be written (the message is the store's). */
+int sl_durable_run_end(lua_State *L, sl_run *r);
+
+/* A write to e's store failed, discarding the batch it was in: every
+   durable run of e that is active stops with an error naming the store
+   and the reason, rather than go on as if its steps were recorded. */
+void sl_durable_write_failed(sl_engine *e);
 
 /* Gives execution t its path (the parent's path and t's ordinal). */
 void sl_durable_path(sl_task *t);

@@ -13,6 +13,7 @@
 #include "value.h"
 #include "store.h"
 #include "ctx.h"
+#include "durable.h"
 #include "state.h"
 
 /* Tells cache entries of this form ({o = output, c = changes}) from any
@@ -227,7 +228,7 @@ void sl_memo_end(lua_State *L, sl_task *t, int ok, int idx, int vi, int ci) {
         key_bytes(&a->key, kb);
         if (sl_store_cache_put(e->store, kb, name, b.data ? b.data : "null",
                                (int64_t)now, (int64_t)expires) != 0)
-          fprintf(stderr, "sluice: %s\n", sl_store_errmsg(e->store));
+          sl_durable_write_failed(e);
       }
       if (ci != 0 && lua_istable(L, ci)) {
         lua_pushvalue(L, ci);

@@ -17,6 +17,7 @@
 #include "meter.h"
 #include "durable.h"
 #include "trace.h"
+#include "store.h"
 #include "value.h"
 
 const char *sl_run_status_name(int status) {
@@ -203,7 +204,20 @@ static void finalize(sl_run *r, lua_State *L) {
     lua_pop(L, 2);
   }
   lua_pop(L, 1);
-  sl_durable_run_end(L, r);
+  if (sl_durable_run_end(L, r) != 0) {
+    /* Its end could not be recorded: whatever it reached, it did not end
+       as the store says, so it does not report success. */
+    char msg[700];
+    snprintf(msg, sizeof msg, "the store could not record the run's end, so its result "
+             "was not kept (resume it once the store can be written): %s",
+             sl_store_errmsg(r->e->store));
+    lua_pushnil(L);
+    lua_setiuservalue(L, -2, SL_RUN_UV_OUTPUT);
+    sl_error_push(L, "error", msg, r->pipeline, NULL);
+    lua_setiuservalue(L, -2, SL_RUN_UV_ERROR);
+    r->status = SL_RUN_FAILED;
+    r->unrecorded = 1;
+  }
   unanchor(L, r);
   /* A blocking wait runs the loop once at a time; with other handles alive
      (a watch, a host's) that turn would go on to block in poll after this
@@ -268,6 +282,17 @@ void sl_run_check_pause(sl_run *r) {
   /* Everything left waits for a person: the run pauses as a whole. Its
      tasks end; a resume replays it from the store to the waiting points. */
   sl_run_abandon(r, "paused", "the run waits for input: resume it with the answer");
+}
+
+void sl_run_fail(sl_run *r, const char *kind, const char *msg) {
+  if (r->status != SL_RUN_RUNNING || r->e == NULL) return;
+  if (!r->aborting) {
+    r->aborting = 1;
+    snprintf(r->abort_kind, sizeof r->abort_kind, "%s", kind);
+    snprintf(r->abort_msg, sizeof r->abort_msg, "%s", msg);
+  }
+  /* It ends from the top: once the step running now returns to the loop
+     (after_top), or before the loop next waits (the store's prepare). */
 }
 
 void sl_run_abandon(sl_run *r, const char *kind, const char *msg) {

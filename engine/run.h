@@ -37,13 +37,15 @@ struct sl_run {
   void *on_end_ud;
   int aborting;            /* end the run from the top (sl.abort, an overrun) */
   char abort_kind[16];     /* the error kind it ends with: cancelled, quota */
-  char abort_msg[300];
+  char abort_msg[1024];
   char abort_step[128];    /* the step that called sl.abort, or "" */
   sl_quota quota;          /* its budget, and what it spent and reserved */
   sl_task *background;     /* background tasks still running (a list) */
   int nbackground;
   int root_done, root_ok;  /* the root ended while background tasks ran */
   int durable;             /* recorded in the engine's store */
+  int unrecorded;          /* a write to the store failed: it ends failed,
+                              and is stored as interrupted, to be resumed */
   int replay;              /* a resumed run: completed steps come from the store */
   int pausing;             /* a step waits for a person: pause once quiet */
   char file[1024];         /* the pipeline file, for resume ("" if none) */
@@ -89,6 +91,12 @@ void sl_run_finish(sl_run *r, lua_State *L, int ok);
    (popped); required: its failure fails the run. */
 void sl_run_background_ended(sl_run *r, sl_task *t, lua_State *L, int ok,
                              int required);
+
+/* Fails an active run with an error of the given kind, from the top: as
+   soon as the step running now returns to the loop, or before the loop
+   next waits. Safe to call from inside the dispatcher. A run already
+   ending keeps the reason it had. */
+void sl_run_fail(sl_run *r, const char *kind, const char *msg);
 
 /* Fails an active run from outside its steps (a stalled loop, engine
    teardown) with an error of the given kind. */

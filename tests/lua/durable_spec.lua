@@ -383,6 +383,53 @@ describe("interrupted and cancelled runs", function()
   end)
 end)
 
+describe("a store that cannot be written", function()
+  it("fails the run, exit 1, naming the store and why, and resumes once there is room", function()
+    if os.getenv("USER") ~= "root" and not io.popen("id -u"):read("l"):match("^0$") then
+      pending("needs root to mount a small tmpfs as a full disk")
+      return
+    end
+    local dir = h.tmpdir()
+    local mnt = dir .. "/disk"
+    os.execute("mkdir -p " .. h.quote(mnt))
+    if not os.execute("mount -t tmpfs -o size=1m tmpfs " .. h.quote(mnt) .. " 2>/dev/null") then
+      pending("cannot mount a tmpfs here")
+      h.rm(dir)
+      return
+    end
+    local ok, err = pcall(function()
+      local env = { SLUICE_STORE = mnt .. "/s.db" }
+      local file = h.script([[
+        local sl = require "sluice"
+        local steps = {}
+        for i = 1, 40 do
+          steps[i] = sl.step{ name = "s" .. i, run = function(n, ctx)
+            ctx:sleep(0.001)
+            ctx.state["blob" .. i] = ("x"):rep(60000) .. i
+            return n + 1
+          end }
+        end
+        return sl.pipeline{ name = "big", table.unpack(steps) }
+      ]], dir, "big.lua")
+      local code, out, stderr = h.cli({ "run", file, "--input", "0" }, { env = env })
+      assert.equal(1, code)
+      assert.equal("", out)
+      assert.matches("the store could not record the run", stderr, 1, true)
+      assert.matches(mnt .. "/s.db", stderr, 1, true)
+      assert.matches("full", stderr, 1, true)
+      assert.is_true(os.execute("mount -o remount,size=64m " .. h.quote(mnt)))
+      local rows = sl.decode(select(2, h.cli({ "runs", "--json" }, { env = env })))
+      assert.equal(1, #rows)
+      code, out = h.cli({ "resume", rows[1].run_id }, { env = env })
+      assert.equal(0, code)
+      assert.equal("40\n", out)
+    end)
+    os.execute("umount " .. h.quote(mnt))
+    h.rm(dir)
+    assert(ok, err)
+  end)
+end)
+
 describe("human in the loop", function()
   local dir, env
   before_each(function() dir = h.tmpdir(); env = { SLUICE_STORE = dir .. "/s.db" } end)
