@@ -412,12 +412,33 @@ static int check_argv(lua_State *L) {
   return (int)n;
 }
 
+#define SECRETS_KEY "sluice.secret_env"
+
+void sl_exec_secret(lua_State *L, const char *name) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, SECRETS_KEY) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, SECRETS_KEY);
+  }
+  lua_pushboolean(L, 1);
+  lua_setfield(L, -2, name);
+  lua_pop(L, 1);
+}
+
 /* Pushes the environment for the program as a userdata array of
-   "NAME=value" pointers: the engine's own, with the names of the table at
-   env overridden (a string) or removed (false). The strings are anchored in
-   the table at anchor. */
+   "NAME=value" pointers: the engine's own, less the secret variables (an
+   agent's API key), with the names of the table at env (0 for none)
+   overridden (a string), removed (false) or, for a secret, passed on
+   (true). The strings are anchored in the table at anchor. */
 static char **push_env(lua_State *L, int env, int anchor) {
   int extra = 0, n0 = 0;
+  lua_getfield(L, LUA_REGISTRYINDEX, SECRETS_KEY);      /* secrets|nil */
+  int secrets = lua_gettop(L);
+  if (env == 0) {
+    lua_newtable(L);
+    env = lua_gettop(L);
+  }
   lua_pushnil(L);
   while (lua_next(L, env)) {
     size_t klen, vlen = 0;
@@ -433,9 +454,10 @@ static char **push_env(lua_State *L, int env, int anchor) {
         luaL_argerror(L, 3, lua_pushfstring(L, "env: the value of '%s' "
                       "contains a zero byte", k));
       extra++;
-    } else if (!(lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))) {
+    } else if (lua_type(L, -1) != LUA_TBOOLEAN) {
       luaL_argerror(L, 3, lua_pushfstring(L, "env: the value of '%s' must be "
-                    "a string or false, got %s", k, luaL_typename(L, -1)));
+                    "a string, true (pass on the engine's) or false, got %s", k,
+                    luaL_typename(L, -1)));
     }
     lua_pop(L, 1);
   }
@@ -446,9 +468,17 @@ static char **push_env(lua_State *L, int env, int anchor) {
     const char *eq = strchr(environ[i], '=');
     size_t len = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
     lua_pushlstring(L, environ[i], len);
-    int overridden = lua_rawget(L, env) != LUA_TNIL;
-    lua_pop(L, 1);
-    if (!overridden) envp[n++] = environ[i];
+    lua_pushvalue(L, -1);
+    int named = lua_rawget(L, env);                     /* name how */
+    int passed = named == LUA_TBOOLEAN && lua_toboolean(L, -1);
+    int secret = 0;
+    if (named == LUA_TNIL && lua_istable(L, secrets)) {
+      lua_pushvalue(L, -2);
+      secret = lua_rawget(L, secrets) != LUA_TNIL;
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 2);
+    if (passed || (named == LUA_TNIL && !secret)) envp[n++] = environ[i];
   }
   lua_pushnil(L);
   while (lua_next(L, env)) {
@@ -526,6 +556,13 @@ static int ctx_exec(lua_State *L) {
       if (!lua_istable(L, -1)) opt_error(L, "env", "a table");
       lua_newtable(L);                                  /* ... env anchor */
       envp = push_env(L, lua_gettop(L) - 1, lua_gettop(L));
+    }
+  }
+  if (envp == NULL) {
+    /* Without an env of its own a program still never sees a secret. */
+    if (lua_getfield(L, LUA_REGISTRYINDEX, SECRETS_KEY) == LUA_TTABLE) {
+      lua_newtable(L);                                  /* ... secrets anchor */
+      envp = push_env(L, 0, lua_gettop(L));
     }
   }
   const char **argv = lua_newuserdatauv(L, (size_t)(argc + 1) * sizeof *argv, 0);

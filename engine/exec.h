@@ -28,4 +28,9 @@ void sl_io_where(lua_State *L, char *out, size_t size);
 /* The name of the step task t runs, or NULL. */
 const char *sl_io_step_name(sl_task *t);
 
+/* Marks the environment variable name as a secret (an agent's API key):
+   programs run with ctx:exec do not inherit it unless their env option
+   names it (true passes the engine's value on). */
+void sl_exec_secret(lua_State *L, const char *name);
+
 #endif

@@ -11,6 +11,7 @@
 #include "engine.h"
 #include "attempt.h"
 #include "error.h"
+#include "exec.h"
 #include "loader.h"
 #include "memory.h"
 #include "reload.h"
@@ -557,6 +558,13 @@ static int l_error(lua_State *L) {
   return 1;
 }
 
+/* secret_env(name): ctx:exec children do not inherit the variable name
+   unless their env names it. */
+static int l_secret_env(lua_State *L) {
+  sl_exec_secret(L, luaL_checkstring(L, 1));
+  return 0;
+}
+
 /* copy(value): a deep copy; a state view becomes the plain table of all
    it shows. */
 static int l_copy(lua_State *L) {
@@ -615,6 +623,7 @@ static const luaL_Reg core_funcs[] = {
   {"json_encode", l_json_encode},
   {"json_decode", l_json_decode},
   {"copy", l_copy},
+  {"secret_env", l_secret_env},
   {"error", l_error},
   {NULL, NULL}
 };

@@ -39,6 +39,9 @@
 **       does "stream": true (not supported).
 **       Request headers that steer it, for testing clients:
 **         X-Mock-Status: NNN      answer NNN with an error body instead
+**         X-Mock-Echo-Auth: N     with X-Mock-Status, the error's message is
+**                                 N dots and then the Authorization header
+**                                 it was sent (as a careless server quotes it)
 **         X-Mock-Content: text    use text as the reply's content verbatim
 **         X-Mock-Delay-Ms: N      answer after N ms
 **   GET /status/NNN        answers status NNN (200..599), body {"status": NNN}
@@ -690,6 +693,18 @@ static void route_chat(conn *c, request *r) {
   if (forced != NULL) {
     int status = atoi(forced);
     if (status < 200 || status > 599) status = 500;
+    const char *echo = header_value(r, "x-mock-echo-auth");
+    const char *auth = header_value(r, "authorization");
+    if (echo != NULL) {
+      int dots = atoi(echo);
+      if (dots < 0 || dots > 4096) dots = 0;
+      buf m = {0};
+      for (int i = 0; i < dots; i++) buf_str(&m, ".");
+      buf_printf(&m, " you sent Authorization: %s", auth ? auth : "(none)");
+      chat_error(c, r, status, "invalid_request_error", NULL, m.data);
+      buf_free(&m);
+      return;
+    }
     chat_error(c, r, status, status == 429 ? "rate_limit_error" : "server_error",
                NULL, "status forced by X-Mock-Status");
     return;

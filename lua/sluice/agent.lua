@@ -344,9 +344,13 @@ local function chat_call(a, input, ctx)
   local request = { url = a.endpoint, method = "POST", headers = hdrs, body = body,
     timeout = a.timeout or DEFAULT_TIMEOUT }
   local retries = a.retries or 3
-  local res
+  local res, shown
   for n = 1, retries + 1 do
     res = io_call(where, ctx, "http", request)
+    -- Whatever of the answer a message quotes is taken from this copy,
+    -- redacted whole before anything is cut from it: a server that echoes
+    -- the Authorization header leaks no part of the key.
+    shown = redact(res.body, key)
     local status = res.status
     if status >= 200 and status < 300 then break end
     -- A refused request is still a request made.
@@ -365,12 +369,11 @@ local function chat_call(a, input, ctx)
     end
     local transient = status == 429 or status >= 500
     if not transient then
-      fail(where, "error", redact(("%s: HTTP %d: %s"):format(label, status,
-        answer_message(res.body)), key))
+      fail(where, "error", ("%s: HTTP %d: %s"):format(label, status, answer_message(shown)))
     end
     if n > retries then
-      fail(where, "error", redact(("%s: HTTP %d after %d attempt%s: %s"):format(label, status,
-        n, n == 1 and "" or "s", answer_message(res.body)), key))
+      fail(where, "error", ("%s: HTTP %d after %d attempt%s: %s"):format(label, status,
+        n, n == 1 and "" or "s", answer_message(shown)))
     end
     local delay, why = M.retry_delay(res.headers, n)
     ctx:log(("%s: HTTP %d; attempt %d of %d in %g s (%s)"):format(label, status, n + 1,
@@ -381,9 +384,9 @@ local function chat_call(a, input, ctx)
   local reply, err = json_decode(res.body)
   if type(reply) ~= "table" then
     ctx:charge{ requests = 1 }
-    fail(where, "error", redact(("%s: the endpoint answered with malformed JSON (%s): %s"):format(
+    fail(where, "error", ("%s: the endpoint answered with malformed JSON (%s): %s"):format(
       label, err or ("a " .. type(reply) .. " where an object was expected"),
-      excerpt(res.body, 120)), key))
+      excerpt(shown, 120)))
   end
   local usage_in = type(reply.usage) == "table" and reply.usage or {}
   local pt, ct = count(usage_in.prompt_tokens), count(usage_in.completion_tokens)
@@ -399,10 +402,11 @@ local function chat_call(a, input, ctx)
     ctx:charge(usage)
     local refusal = type(message) == "table" and type(message.refusal) == "string"
       and message.refusal
-    fail(where, "error", redact(refusal and ("%s: the model refused: %s"):format(label, excerpt(refusal))
+    fail(where, "error", refusal and ("%s: the model refused: %s"):format(label,
+        excerpt(redact(refusal, key)))
       or ("%s: the response has no choices[1].message.content (finish_reason %s): %s"):format(label,
         type(choice) == "table" and tostring(choice.finish_reason) or "absent",
-        excerpt(res.body, 120)), key))
+        excerpt(shown, 120)))
   end
   if not a.json then return reply_text, usage end
   local value, jerr = json_decode(unfenced(reply_text))
@@ -410,8 +414,8 @@ local function chat_call(a, input, ctx)
     -- The tokens were spent all the same; the next attempt sees this
     -- message as ctx.feedback.
     ctx:charge(usage)
-    fail(where, "validation", redact(("the model's reply is not valid JSON (%s); reply with "
-      .. "JSON only. The reply began: %s"):format(jerr, excerpt(reply_text, 120)), key))
+    fail(where, "validation", ("the model's reply is not valid JSON (%s); reply with "
+      .. "JSON only. The reply began: %s"):format(jerr, excerpt(redact(reply_text, key), 120)))
   end
   if value == null then return nil, usage end
   return value, usage
@@ -466,6 +470,9 @@ function M.chat(opts)
     hdrs = {}
     for k, v in pairs(opts.headers) do hdrs[k] = v end
   end
+  -- The key's variable is the agent's to read: programs that steps run
+  -- with ctx:exec do not inherit it unless their env names it.
+  if opts.api_key_env then core.secret_env(opts.api_key_env) end
   local a = setmetatable({ kind = "chat", endpoint = endpoint, model = opts.model,
     api_key_env = opts.api_key_env, system = opts.system, prompt = opts.prompt,
     temperature = opts.temperature, max_tokens = opts.max_tokens, json = opts.json or false,

@@ -399,6 +399,48 @@ describe("agents", function()
       assert.matches("HTTP 503; attempt 2 of 2 in 0.5 s (backoff)", err, 1, true)
       assert.is_false(holds(out, SECRET) or holds(err, SECRET))
     end)
+
+    it("leaves no part of itself in a message quoting an answer that echoed it", function()
+      -- The key starts a few characters before the 200 a message quotes.
+      for _, dots in ipairs{ 170, 175, 180, 185, 190 } do
+        local file = h.script(([[
+          local sl = require "sluice"
+          local ask = sl.agent.chat{ base_url = %q, model = "m", api_key_env = "SPEC_KEY",
+            prompt = "hi", retries = 0,
+            headers = { ["X-Mock-Status"] = "400", ["X-Mock-Echo-Auth"] = "%d" } }
+          return sl.pipeline{ name = "echo", sl.step{ name = "ask", agent = ask } }
+        ]]):format(kbase .. "/v1", dots))
+        local code, out, err = h.cli({ "run", file, "--json" }, { env = { SPEC_KEY = SECRET } })
+        assert.equal(1, code)
+        local msg = sl.decode(out).error.message
+        assert.matches("HTTP 400", msg, 1, true)
+        for cut = 6, #SECRET do
+          assert.is_nil((out .. err):find(SECRET:sub(1, cut), 1, true), dots .. " dots leak " .. cut)
+        end
+      end
+    end)
+
+    it("is not passed to programs a step runs unless their env names it", function()
+      local file = h.script([[
+        local sl = require "sluice"
+        local ask = sl.agent.chat{ base_url = "http://127.0.0.1:9/v1", model = "m",
+          api_key_env = "SPEC_KEY", prompt = "hi" }
+        local function show(env)
+          return sl.step{ name = "show", run = function(_, ctx)
+            local r = ctx:exec({ "sh", "-c", "printf %s \"${SPEC_KEY-unset}\"" }, { env = env })
+            return r.stdout
+          end }
+        end
+        return { plain = sl.pipeline{ name = "plain", show(nil) },
+                 asked = sl.pipeline{ name = "asked", show({ SPEC_KEY = true }) } }
+      ]])
+      local code, out = h.cli({ "run", file, "--pipeline", "plain" }, { env = { SPEC_KEY = SECRET } })
+      assert.equal(0, code)
+      assert.equal('"unset"\n', out)
+      code, out = h.cli({ "run", file, "--pipeline", "asked" }, { env = { SPEC_KEY = SECRET } })
+      assert.equal(0, code)
+      assert.equal('"' .. SECRET .. '"\n', out)
+    end)
   end)
 
   describe("sl.agent.command", function()

@@ -244,7 +244,7 @@ describe("ctx:exec", function()
       { function(ctx) return ctx:exec({ "echo", 1 }) end, "bad argument #1 to 'exec' (item 2 must be a string, got number)" },
       { function(ctx) return ctx:exec({ "true" }, { timout = 1 }) end, "bad argument #2 to 'exec' (unknown option 'timout' (did you mean 'timeout'?))" },
       { function(ctx) return ctx:exec({ "true" }, { timeout = -1 }) end, "bad argument #2 to 'exec' (option 'timeout' must be a positive number of seconds, got number)" },
-      { function(ctx) return ctx:exec({ "true" }, { env = { A = 1 } }) end, "bad argument #2 to 'exec' (env: the value of 'A' must be a string or false, got number)" },
+      { function(ctx) return ctx:exec({ "true" }, { env = { A = 1 } }) end, "bad argument #2 to 'exec' (env: the value of 'A' must be a string, true (pass on the engine's) or false, got number)" },
       { function(ctx) return ctx:exec({ "true" }, { max_output = 0.5 }) end, "bad argument #2 to 'exec' (option 'max_output' must be a positive integer number of bytes, got number)" },
     }
     for _, case in ipairs(cases) do
