@@ -15,6 +15,7 @@
 #include "attempt.h"
 #include "dispatch.h"
 #include "error.h"
+#include "memory.h"
 #include "run.h"
 
 /* Instructions between two looks at the clock and the counters. */
@@ -139,7 +140,7 @@ static int check_guards(sl_task *t, int counted) {
 ** at its own next count.
 */
 static void count_hook(lua_State *L, lua_Debug *ar) {
-  sl_task *t = sl_current;
+  sl_task *t = sl_sched_running(L);
   (void)ar;
   if (t == NULL || !check_guards(t, HOOK_COUNT)) return;
   if (L == t->co && lua_isyieldable(L)) {
@@ -148,6 +149,18 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
     return;
   }
   luaL_error(L, "the step was interrupted (timeout, limit or abort)");
+}
+
+int sl_attempt_memory_refused(void *ud, size_t limit) {
+  sl_sched_shared *s = ud;
+  sl_task *t = s->current;
+  (void)limit;
+  if (t == NULL) return 0;   /* the engine's own work is never refused */
+  if (t->interrupt == SL_INT_NONE) t->interrupt = SL_INT_MEMORY;
+  /* lua_sethook may be called at any moment, even from an allocator. */
+  lua_sethook(t->co, count_hook, LUA_MASKCOUNT, 1);
+  t->hooked = 1;
+  return 1;
 }
 
 void sl_attempt_arm(sl_task *t) {
@@ -197,7 +210,13 @@ static double backoff(sl_attempts *a, int n) {
   double d = a->base * pow(2.0, n - 2);
   if (d > a->cap) d = a->cap;
   if (a->jitter > 0 && d > 0) {
-    double r = (double)rand() / RAND_MAX;
+    /* The engine's own generator: no state shared between engines. */
+    uint64_t x = a->e->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    a->e->rng = x;
+    double r = (double)(x >> 11) / (double)(UINT64_C(1) << 53);
     d *= 1.0 + a->jitter * (2.0 * r - 1.0);
   }
   return d < 0 ? 0 : d;
@@ -261,6 +280,10 @@ void sl_attempt_push_interrupt(lua_State *L, sl_task *t) {
     kind = "limit";
     snprintf(msg, sizeof msg, "the attempt exceeded its limit of %lld Lua instructions",
              (long long)(a ? a->instr_limit : 0));
+  } else if (t->interrupt == SL_INT_MEMORY) {
+    kind = "limit";
+    snprintf(msg, sizeof msg, "the step went past the memory limit of %.1f MB",
+             (double)sl_memory_get_limit(L) / (1024.0 * 1024.0));
   } else {
     snprintf(msg, sizeof msg, "the attempt timed out after %g s",
              a ? (double)a->timeout_ns / 1e9 : 0.0);
@@ -289,7 +312,7 @@ void sl_attempt_close(sl_task *t) {
 }
 
 int sl_attempt_abort(lua_State *L, const char *why) {
-  sl_task *t = sl_current;
+  sl_task *t = sl_sched_running(L);
   if (t == NULL || t->run == NULL)
     return luaL_error(L, "sl.abort called outside a step");
   sl_run *r = t->run;

@@ -12,7 +12,7 @@
 #include "cache.h"
 
 /* Why an attempt must end before its code returns. */
-enum { SL_INT_NONE, SL_INT_TIMEOUT, SL_INT_LIMIT, SL_INT_ABORT };
+enum { SL_INT_NONE, SL_INT_TIMEOUT, SL_INT_LIMIT, SL_INT_ABORT, SL_INT_MEMORY };
 
 /* What follows a failed attempt. */
 enum {
@@ -74,6 +74,12 @@ void sl_attempt_push_interrupt(lua_State *L, sl_task *t);
 
 /* Is a body needed around the handler (validators), or the fallback? */
 int sl_attempt_wraps(sl_task *t);
+
+/* The memory cap's hook (memory.h), ud the state's shared record: refuses
+   an allocation past the cap only while a step runs, and then makes that
+   step stop at its next instruction with kind "limit", whatever it
+   catches, as a timeout does. */
+int sl_attempt_memory_refused(void *ud, size_t limit);
 
 /* Closes the attempt state's timer with its task (engine teardown). */
 void sl_attempt_close(sl_task *t);

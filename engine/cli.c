@@ -95,7 +95,8 @@ static const char *usage_run =
   "  --pipeline NAME  the pipeline to run when FILE returns several\n"
   "  --json           print the whole result (run_id, status, output,\n"
   "                   error, usage, steps) instead of the output\n"
-  "  --memory-limit MB  cap the memory of the engine's Lua state; a step that\n"
+  "  --memory-limit MB  cap the memory of the engine's Lua state (in MB, or with\n"
+  "                   a unit: 512KB, 64MB, 1GB); a step that\n"
   "                   allocates past it fails with kind \"limit\"\n"
   "  --budget DIMS    the run's budget, overriding the pipeline's: a step whose\n"
   "                   estimate does not fit fails with kind \"quota\"\n"
@@ -444,12 +445,12 @@ static int cmd_run(lua_State *L, cli *c) {
                     {NULL, 0, NULL}};
   parse_opts(L, c, 2, opts, usage_run);
   if (opts[3].value != NULL) {
-    char *end;
-    double mb = strtod(opts[3].value, &end);
-    if (*end != '\0' || !(mb > 0))
-      usage_error(L, c, "sluice run: --memory-limit must be a positive number of MB, got '%s'",
-                  opts[3].value);
-    sl_memory_limit(L, (size_t)(mb * 1024 * 1024));
+    /* A bare number is in MB here (SPEC); a unit may be given. */
+    size_t bytes;
+    char err[300];
+    if (sl_memory_parse(opts[3].value, (size_t)1 << 20, &bytes, err, sizeof err) != 0)
+      usage_error(L, c, "sluice run: --memory-limit: %s", err);
+    sl_memory_limit(L, bytes);
   }
   load(L, c);                                           /* set */
   sl_load_select(L, -1, opts[1].value);                 /* set step */

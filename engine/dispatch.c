@@ -168,7 +168,7 @@ static int follow_k(lua_State *L, int status, lua_KContext kctx) {
 
 /* The body of a follower: waits for its leader. */
 static int follow_body(lua_State *L) {
-  sl_task *t = sl_current;
+  sl_task *t = sl_sched_running(L);
   return sl_task_suspend_io(L, t, follow_leave, NULL, follow_k, (lua_KContext)t);
 }
 

@@ -648,7 +648,6 @@ sl_run *sl_durable_resume(lua_State *L, sl_engine *e, const char *id, int ii,
     if (lua_getfield(L, oi, "memory_limit") == LUA_TNUMBER &&
         sl_memory_get_limit(L) == 0) {
       sl_memory_limit(L, (size_t)lua_tointeger(L, -1));
-      e->capped = 1;
     }
     lua_pop(L, 1);
     if (lua_getfield(L, oi, "trace") == LUA_TSTRING && e->trace == NULL) {

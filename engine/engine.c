@@ -1,8 +1,7 @@
 /*
 ** The composition root. It makes an engine out of a Lua state, an event
-** loop, a policy table and the scheduler's pools, and takes it apart again;
-** it also carries the public C API, each call a thin protected wrapper
-** around what the components do. No step-kind logic lives here.
+** loop, a policy table and the scheduler's pools, and takes it apart again.
+** The public C API over it is api.c. No step-kind logic lives here.
 */
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,6 +12,7 @@
 #include <lualib.h>
 
 #include "engine.h"
+#include "attempt.h"
 #include "ctx.h"
 #include "dispatch.h"
 #include "error.h"
@@ -33,7 +33,7 @@
 #define SLUICE_LUA_DIR "lua"
 #endif
 
-#define DEFAULT_KEY "sluice.default"
+#define DEFAULT_KEY SL_DEFAULT_ENGINE_KEY
 
 /* The Lua side of an engine: a box pointing at the C block. */
 typedef struct engine_box {
@@ -97,6 +97,14 @@ static sl_engine *engine_create(lua_State *L, uv_loop_t *loop, int owns) {
     e->owns_loop = 1;
   }
   box->e = e;
+  /* Every engine counts its state's memory, so a cap can be set at any
+     time; the cap refuses only what steps ask for (attempt.c). */
+  e->shared = sl_sched_shared_of(L);
+  if (uv_random(NULL, NULL, &e->rng, sizeof e->rng, 0, NULL) != 0 || e->rng == 0)
+    e->rng = uv_hrtime() | 1;
+  sl_memory_limit(L, sl_memory_get_limit(L));
+  sl_memory_set_refuse(L, sl_attempt_memory_refused, e->shared);
+  e->shared->engines++;
   e->ref_threads = new_ref_table(L);
   e->ref_ctxs = new_ref_table(L);
   e->ref_pipelines = new_ref_table(L);
@@ -132,7 +140,7 @@ void sl_engine_handle_closed(sl_engine *e) {
 ** its handles. On its own loop, the loop runs until they have closed; on a
 ** host's loop, the block is freed by the last close callback.
 */
-static void engine_destroy(sl_engine *e, int lua_alive) {
+void sl_engine_destroy(sl_engine *e, int lua_alive) {
   lua_State *L = e->L;
   e->closing = 1;
   if (lua_alive) {
@@ -143,6 +151,9 @@ static void engine_destroy(sl_engine *e, int lua_alive) {
     for (sl_run *r = e->runs; r != NULL; r = r->next)
       if (r->status == SL_RUN_RUNNING)
         sl_run_abandon(r, "interrupted", "the engine was shut down");
+    /* A host may read its runs' results after freeing the engine. */
+    for (sl_run *r = e->runs; r != NULL; r = r->next)
+      if (r->ref_host != LUA_NOREF) sl_run_result_json(r);
     sl_http_close(e);
     int refs[] = {e->ref_threads, e->ref_ctxs, e->ref_pipelines, e->ref_runs,
                   e->ref_kinds, e->ref_ctxmt, e->ref_box, e->ref_files,
@@ -152,7 +163,8 @@ static void engine_destroy(sl_engine *e, int lua_alive) {
   }
   for (sl_run *r = e->runs; r != NULL; r = r->next) r->e = NULL;
   e->runs = NULL;
-  if (e->capped && lua_alive) sl_memory_remove(L);
+  /* The last engine of a host's state gives it back its own allocator. */
+  if (e->shared != NULL && --e->shared->engines == 0 && lua_alive) sl_memory_remove(L);
   sl_reload_unwatch(e);
   sl_durable_close(e);
   if (e->trace != NULL) {
@@ -178,7 +190,7 @@ static int box_gc(lua_State *L) {
   if (box->e != NULL && box->owns) {
     sl_engine *e = box->e;
     box->e = NULL;
-    engine_destroy(e, 1);
+    sl_engine_destroy(e, 1);
   }
   return 0;
 }
@@ -198,6 +210,18 @@ static void open_shared(lua_State *L) {
   sl_run_open(L);
 }
 
+/* Caps L's state at limit bytes, refusing one that cannot be meant or
+   that the state already holds more than. what names the option. */
+static void cap(lua_State *L, size_t limit, const char *what) {
+  char err[300];
+  if (sl_memory_check(limit, err, sizeof err) != 0) luaL_error(L, "%s: %s", what, err);
+  size_t used = sl_memory_used(L);
+  if (limit <= used)
+    luaL_error(L, "%s: a limit of %.1f MB is below the %.1f MB the engine's state "
+               "already holds", what, (double)limit / 1048576.0, (double)used / 1048576.0);
+  sl_memory_limit(L, limit);
+}
+
 /* Pushes the default engine of L's state, making one if needed. */
 void sl_engine_push_default(lua_State *L) {
   if (lua_getfield(L, LUA_REGISTRYINDEX, DEFAULT_KEY) == LUA_TUSERDATA) return;
@@ -212,10 +236,7 @@ void sl_engine_push_default(lua_State *L) {
 void sl_engine_push_new(lua_State *L, size_t memory_limit, const char *store) {
   open_shared(L);
   sl_engine *e = engine_create(L, NULL, 1);
-  if (memory_limit > 0) {
-    sl_memory_limit(L, memory_limit);
-    e->capped = 1;
-  }
+  if (memory_limit > 0) cap(L, memory_limit, "memory_limit");
   if (sl_durable_open(e, store, 1) != 0) luaL_error(L, "%s", e->errmsg);
 }
 
@@ -228,31 +249,9 @@ void sl_engine_open_shared(lua_State *L) {
   open_shared(L);
 }
 
-/* The public C API. */
-
-static int new_p(lua_State *L) {
-  const sl_engine_options *opts = lua_touserdata(L, 1);
-  sl_engine **out = lua_touserdata(L, 2);
-  open_shared(L);
-  *out = engine_create(L, opts ? opts->loop : NULL, 0);
-  if (opts && opts->memory_limit > 0) {
-    sl_memory_limit(L, opts->memory_limit);
-    (*out)->capped = 1;
-  }
-  if (opts && opts->store && sl_durable_open(*out, opts->store, 1) != 0)
-    luaL_error(L, "%s", (*out)->errmsg);
-  lua_setfield(L, LUA_REGISTRYINDEX, DEFAULT_KEY);
-  /* The DSL module binds to the default engine and adds the kinds written
-     in Lua to it. */
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "sluice");
-  lua_call(L, 1, 0);
-  return 0;
-}
-
 /* Lets `require "sluice"` find the Lua side and the C module in a state
    the engine made. */
-static void setup_paths(lua_State *L) {
+void sl_engine_prepare_state(lua_State *L) {
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "preload");
   lua_pushcfunction(L, luaopen_sluice_core);
@@ -266,72 +265,21 @@ static void setup_paths(lua_State *L) {
   lua_pop(L, 2);
 }
 
-int sl_engine_new(sl_engine **out, const sl_engine_options *opts) {
-  *out = NULL;
-  lua_State *L = opts && opts->L ? opts->L : NULL;
-  int owns_L = L == NULL;
-  if (owns_L) {
-    L = luaL_newstate();
-    if (L == NULL) return SL_ENOMEM;
-    luaL_openlibs(L);
-  }
-  setup_paths(L);
-  sl_engine *e = NULL;
-  lua_pushcfunction(L, new_p);
-  lua_pushlightuserdata(L, (void *)opts);
-  lua_pushlightuserdata(L, &e);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
-    fprintf(stderr, "sluice: %s\n", lua_tostring(L, -1));
-    lua_pop(L, 1);
-    if (e != NULL) {
-      engine_destroy(e, 1);
-      e = NULL;
-    }
-    if (owns_L) lua_close(L);
-    return SL_ESCRIPT;
-  }
-  e->owns_L = owns_L;
-  *out = e;
-  return SL_OK;
-}
-
-void sl_engine_free(sl_engine *e) {
-  if (e == NULL) return;
-  lua_State *L = e->L;
-  int owns_L = e->owns_L;
-  lua_pushnil(L);
+/* Makes the default engine of L's state for a C host, as opts say, and
+   loads the DSL into it. Raises on failure, with *out set as far as it got
+   (NULL, or an engine for the caller to destroy). */
+void sl_engine_make(lua_State *L, const sl_engine_options *opts, sl_engine **out) {
+  open_shared(L);
+  *out = engine_create(L, opts ? opts->loop : NULL, 0);
+  if (opts && opts->memory_limit > 0) cap(L, opts->memory_limit, "sl_engine_options.memory_limit");
+  if (opts && opts->store && sl_durable_open(*out, opts->store, 1) != 0)
+    luaL_error(L, "%s", (*out)->errmsg);
   lua_setfield(L, LUA_REGISTRYINDEX, DEFAULT_KEY);
-  engine_destroy(e, 1);
-  if (owns_L) lua_close(L);
-}
-
-const char *sl_engine_errmsg(const sl_engine *e) {
-  return e ? e->errmsg : "no engine";
-}
-
-lua_State *sl_engine_lua(sl_engine *e) {
-  return e->L;
-}
-
-/* Runs fn(args) protected on e's state for a C API call. On failure the
-   message is recorded and *code, which fn sets as it goes to say what kind
-   of failure it reached, is returned. */
-static int api_call(sl_engine *e, lua_CFunction fn, void *args, const int *code) {
-  lua_State *L = e->L;
-  lua_pushcfunction(L, fn);
-  lua_pushlightuserdata(L, args);
-  if (lua_pcall(L, 1, 0, 0) == LUA_OK) return SL_OK;
-  sl_engine_fail(e, *code, "%s", lua_tostring(L, -1));
-  lua_pop(L, 1);
-  return *code;
-}
-
-typedef struct load_args { sl_engine *e; const char *path; } load_args;
-
-static int load_p(lua_State *L) {
-  load_args *a = lua_touserdata(L, 1);
-  sl_engine_load_lua(L, a->e, a->path);
-  return 0;
+  /* The DSL module binds to the default engine and adds the kinds written
+     in Lua to it. */
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "sluice");
+  lua_call(L, 1, 0);
 }
 
 /* Loads and checks a pipeline file (reload.c): only a file that loads and
@@ -339,173 +287,6 @@ static int load_p(lua_State *L) {
    pipelines. */
 void sl_engine_load_lua(lua_State *L, sl_engine *e, const char *path) {
   sl_reload_load(L, e, path);
-}
-
-int sl_engine_load(sl_engine *e, const char *path) {
-  load_args a = {e, path};
-  static const int code = SL_ESCRIPT;
-  return api_call(e, load_p, &a, &code);
-}
-
-static int reload_p(lua_State *L) {
-  sl_engine *e = lua_touserdata(L, 1);
-  sl_reload_again(L, e);
-  return 0;
-}
-
-int sl_engine_reload(sl_engine *e) {
-  if (sl_engine_protect(e, reload_p, e) != LUA_OK) return SL_ESCRIPT;
-  return SL_OK;
-}
-
-int sl_engine_watch(sl_engine *e, int debounce_ms, sl_watch_fn fn, void *ud) {
-  if (e->load_path == NULL)
-    return sl_engine_fail(e, SL_EINVAL, "nothing to watch: no file was loaded");
-  int rc = sl_reload_watch(e, debounce_ms, (sl_reload_cb)fn, ud);
-  if (rc != 0) return sl_engine_fail(e, SL_EINVAL, "cannot watch: %s", uv_strerror(rc));
-  return SL_OK;
-}
-
-void sl_engine_unwatch(sl_engine *e) {
-  sl_reload_unwatch(e);
-}
-
-typedef struct start_args {
-  sl_engine *e;
-  const char *name, *input;
-  sl_run *run;
-  int code;
-} start_args;
-
-static int start_p(lua_State *L) {
-  start_args *a = lua_touserdata(L, 1);
-  sl_engine *e = a->e;
-  a->code = SL_ENOTFOUND;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref_pipelines);  /* set */
-  sl_load_select(L, -1, a->name);                       /* set step */
-  a->code = SL_EINPUT;
-  if (a->input == NULL) lua_pushnil(L);
-  else if (sl_json_decode(L, a->input, strlen(a->input)) != 0)
-    luaL_error(L, "bad input JSON: %s", lua_tostring(L, -1));
-  a->code = SL_EINVAL;
-  a->run = sl_run_start_lua(L, e, -2, -1, 0);              /* set step input run */
-  a->run->ref_host = luaL_ref(L, LUA_REGISTRYINDEX);
-  a->code = SL_OK;
-  sl_sched_drain(e);
-  return 0;
-}
-
-int sl_run_start(sl_engine *e, const char *name, const char *input_json,
-                 sl_run **out) {
-  start_args a = {e, name, input_json, NULL, SL_EINVAL};
-  *out = NULL;
-  int rc = api_call(e, start_p, &a, &a.code);
-  if (rc == SL_OK) *out = a.run;
-  return rc;
-}
-
-typedef struct resume_args {
-  sl_engine *e;
-  const char *id, *answer;
-  int force;
-  sl_run *run;
-  int code;
-} resume_args;
-
-static int resume_p(lua_State *L) {
-  resume_args *a = lua_touserdata(L, 1);
-  a->code = SL_EINPUT;
-  if (a->answer == NULL) lua_pushnil(L);
-  else if (sl_json_decode(L, a->answer, strlen(a->answer)) != 0)
-    luaL_error(L, "bad answer JSON: %s", lua_tostring(L, -1));
-  a->code = SL_ESCRIPT;
-  a->run = sl_durable_resume(L, a->e, a->id, lua_gettop(L), a->force);
-  a->run->ref_host = luaL_ref(L, LUA_REGISTRYINDEX);
-  a->code = SL_OK;
-  sl_sched_drain(a->e);
-  return 0;
-}
-
-int sl_run_resume(sl_engine *e, const char *run_id, const char *answer_json,
-                  int force, sl_run **out) {
-  resume_args a = {e, run_id, answer_json, force, NULL, SL_EINVAL};
-  *out = NULL;
-  if (run_id == NULL) return sl_engine_fail(e, SL_EINVAL, "no run id");
-  int rc = api_call(e, resume_p, &a, &a.code);
-  if (rc == SL_OK) *out = a.run;
-  return rc;
-}
-
-int sl_engine_poll(sl_engine *e) {
-  if (e->owns_loop && !e->in_uv_run) {
-    e->in_uv_run = 1;
-    uv_run(e->loop, UV_RUN_NOWAIT);
-    e->in_uv_run = 0;
-  }
-  sl_sched_drain(e);
-  return e->active_runs;
-}
-
-static int wait_p(lua_State *L) {
-  sl_run *r = lua_touserdata(L, 1);
-  sl_run_wait_lua(L, r);
-  return 0;
-}
-
-int sl_run_wait(sl_run *r) {
-  sl_engine *e = r->e;
-  if (r->status != SL_RUN_RUNNING || e == NULL) return r->status;
-  if (!e->owns_loop || e->in_uv_run)
-    return sl_engine_fail(e, SL_EBUSY, "cannot block on a run here");
-  lua_pushcfunction(e->L, wait_p);
-  lua_pushlightuserdata(e->L, r);
-  if (lua_pcall(e->L, 1, 0, 0) != LUA_OK) {
-    sl_engine_fail(e, SL_EBUSY, "%s", lua_tostring(e->L, -1));
-    lua_pop(e->L, 1);
-    return SL_EBUSY;
-  }
-  return r->status;
-}
-
-int sl_run_status(const sl_run *r) {
-  return r->status;
-}
-
-const char *sl_run_id(const sl_run *r) {
-  return r->id;
-}
-
-static int result_p(lua_State *L) {
-  sl_run *r = lua_touserdata(L, 1);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref_host);       /* run */
-  sl_engine_result_json(L, r, -1, 0);                   /* run json */
-  size_t len;
-  const char *s = lua_tolstring(L, -1, &len);
-  r->result_json = malloc(len + 1);
-  if (r->result_json == NULL) return luaL_error(L, "not enough memory");
-  memcpy(r->result_json, s, len + 1);
-  return 0;
-}
-
-const char *sl_run_result_json(sl_run *r) {
-  if (r->status == SL_RUN_RUNNING) return NULL;
-  if (r->result_json != NULL) return r->result_json;
-  lua_State *L = r->e ? r->e->L : NULL;
-  if (L == NULL || r->ref_host == LUA_NOREF) return NULL;
-  lua_pushcfunction(L, result_p);
-  lua_pushlightuserdata(L, r);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-    sl_engine_fail(r->e, SL_ENOMEM, "%s", lua_tostring(L, -1));
-    lua_pop(L, 1);
-    return NULL;
-  }
-  return r->result_json;
-}
-
-void sl_run_free(sl_run *r) {
-  if (r == NULL || r->e == NULL) return;
-  luaL_unref(r->e->L, LUA_REGISTRYINDEX, r->ref_host);
-  r->ref_host = LUA_NOREF;
 }
 
 /*

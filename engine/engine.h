@@ -27,13 +27,15 @@ typedef struct sl_trace sl_trace;
 #define SL_HANDLE_MT "sluice.task"
 #define SL_ERROR_MT  "sluice.error"
 
+/* The registry field holding the default engine of a state. */
+#define SL_DEFAULT_ENGINE_KEY "sluice.default"
+
 struct sl_engine {
   lua_State *L;            /* the main thread of the state the engine lives in */
   uv_loop_t *loop;
   uv_loop_t own_loop;
   int owns_loop;
   int owns_L;              /* created by sl_engine_new: closed by sl_engine_free */
-  int capped;              /* it put the memory cap on its state */
   int closing;             /* being torn down: start nothing new */
   int in_uv_run;           /* inside uv_run on the engine's own loop */
   int blocking;            /* sl_run_wait_lua is driving the loop for a run */
@@ -58,7 +60,8 @@ struct sl_engine {
   int ref_ctxmt;           /* cached metatables for the hot path */
   int ref_errmt;
 
-  /* Scheduler state (sched.c). */
+  /* Scheduler state (scheduler.c). */
+  struct sl_sched_shared *shared;  /* what the engines of this state share */
   sl_task *free_tasks;     /* pooled tasks, each with its coroutine and timer */
   sl_task *ready_head, *ready_tail;
   int ntasks;              /* tasks ever created (ids 1..ntasks) */
@@ -67,6 +70,7 @@ struct sl_engine {
   int active_runs;
   sl_run *runs;            /* every run not yet collected, to detach at teardown */
   lua_Integer seq;         /* orders task endings, for ctx:await */
+  uint64_t rng;            /* xorshift state, for backoff jitter */
 
   char errmsg[1024];
 };
@@ -108,6 +112,19 @@ void sl_engine_open_shared(lua_State *L);
 /* Loads and checks a pipeline file into e and pushes its pipelines by name.
    Raises, leaving e's pipelines as they were, when it does not load. */
 void sl_engine_load_lua(lua_State *L, sl_engine *e, const char *path);
+
+/* Makes L ready for an engine it did not make: `require "sluice"` finds
+   the Lua side and the C module. */
+void sl_engine_prepare_state(lua_State *L);
+
+/* Makes the default engine of L's state for a C host, as opts say, and
+   loads the DSL into it. Raises on failure, with *out set as far as it got
+   (NULL, or an engine for the caller to destroy). */
+void sl_engine_make(lua_State *L, const sl_engine_options *opts, sl_engine **out);
+
+/* Tears e down: ends its runs (as interrupted), releases its handles and
+   refs; lua_alive: its Lua state is still open. */
+void sl_engine_destroy(sl_engine *e, int lua_alive);
 
 /* Pushes the run's result (run userdata at idx) as JSON text. */
 void sl_engine_result_json(lua_State *L, sl_run *r, int idx, int flags);

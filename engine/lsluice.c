@@ -499,6 +499,29 @@ static int l_default_engine(lua_State *L) {
   return 1;
 }
 
+/* memory_bytes(limit): a memory limit (a number of bytes, or a string
+   with a unit: "64MB") in bytes; raises with what was expected. */
+static int l_memory_bytes(lua_State *L) {
+  size_t bytes;
+  char err[300];
+  if (lua_type(L, 1) == LUA_TNUMBER) {
+    lua_Number n = lua_tonumber(L, 1);
+    if (!(n > 0) || n > 1e18 || n != (lua_Number)(lua_Integer)n)
+      return luaL_error(L, "memory_limit must be a whole number of bytes or a size "
+                           "with a unit such as \"64MB\", got %s", lua_tostring(L, 1));
+    bytes = (size_t)n;
+    if (sl_memory_check(bytes, err, sizeof err) != 0) return luaL_error(L, "%s", err);
+  } else if (lua_type(L, 1) == LUA_TSTRING) {
+    if (sl_memory_parse(lua_tostring(L, 1), 1, &bytes, err, sizeof err) != 0)
+      return luaL_error(L, "%s", err);
+  } else {
+    return luaL_error(L, "memory_limit must be a number of bytes or a size with a unit "
+                         "such as \"64MB\", got %s", luaL_typename(L, 1));
+  }
+  lua_pushinteger(L, (lua_Integer)bytes);
+  return 1;
+}
+
 /* new_engine([memory_limit_bytes[, store]]) */
 static int l_new_engine(lua_State *L) {
   lua_Integer limit = luaL_optinteger(L, 1, 0);
@@ -623,6 +646,7 @@ static const luaL_Reg core_funcs[] = {
   {"json_encode", l_json_encode},
   {"json_decode", l_json_decode},
   {"copy", l_copy},
+  {"memory_bytes", l_memory_bytes},
   {"secret_env", l_secret_env},
   {"error", l_error},
   {NULL, NULL}

@@ -63,7 +63,20 @@ static void make_id(char *out) {
 }
 
 sl_run *sl_run_check(lua_State *L, int idx) {
-  return luaL_checkudata(L, idx, SL_RUN_MT);
+  sl_run **box = luaL_checkudata(L, idx, SL_RUN_MT);
+  return *box;
+}
+
+sl_run *sl_run_test(lua_State *L, int idx) {
+  sl_run **box = luaL_testudata(L, idx, SL_RUN_MT);
+  return box ? *box : NULL;
+}
+
+void sl_run_release(sl_run *r) {
+  if (--r->holds > 0) return;
+  sl_hist_free(&r->hist);
+  free(r->result_json);
+  free(r);
 }
 
 sl_run *sl_run_start_lua(lua_State *L, sl_engine *e, int si, int ii, int bi) {
@@ -100,11 +113,15 @@ sl_run *sl_run_start_ex(lua_State *L, sl_engine *e, int si, int ii,
   int known = lua_rawget(L, -2) != LUA_TNIL;
   lua_pop(L, 2);
   if (!known) sl_dispatch_check_kind(L, e->ref_kinds, si);
-  sl_run *r = lua_newuserdatauv(L, sizeof *r, SL_RUN_NUV);   /* run */
-  memset(r, 0, sizeof *r);
+  sl_run **box = lua_newuserdatauv(L, sizeof *box, SL_RUN_NUV);   /* run */
+  *box = NULL;
+  luaL_setmetatable(L, SL_RUN_MT);
+  sl_run *r = calloc(1, sizeof *r);
+  if (r == NULL) luaL_error(L, "not enough memory for a run");
+  *box = r;
+  r->holds = 1;
   r->ref = r->ref_kinds = r->ref_host = LUA_NOREF;
   sl_hist_init(&r->hist);
-  luaL_setmetatable(L, SL_RUN_MT);
   r->e = e;
   r->next = e->runs;
   if (e->runs) e->runs->prev = r;
@@ -317,7 +334,7 @@ static int result_index(lua_State *L) {
   lua_getfield(L, lua_upvalueindex(1), "__run");
   lua_pushvalue(L, 1);
   lua_rawget(L, -2);                                    /* weak: result -> run */
-  sl_run *r = luaL_testudata(L, -1, SL_RUN_MT);
+  sl_run *r = sl_run_test(L, -1);
   if (r == NULL) return 0;
   sl_hist_push(L, &r->hist);                            /* ... steps */
   lua_pushliteral(L, "steps");
@@ -446,7 +463,10 @@ static int run_index(lua_State *L) {
 }
 
 static int run_gc(lua_State *L) {
-  sl_run *r = luaL_checkudata(L, 1, SL_RUN_MT);
+  sl_run **box = luaL_checkudata(L, 1, SL_RUN_MT);
+  sl_run *r = *box;
+  if (r == NULL) return 0;
+  *box = NULL;
   /* Only lua_close collects a run that is still active: end it first. It
      can go on in another process (resume). */
   if (r->e != NULL && r->status == SL_RUN_RUNNING)
@@ -457,9 +477,7 @@ static int run_gc(lua_State *L) {
     if (r->next) r->next->prev = r->prev;
     r->e = NULL;
   }
-  sl_hist_free(&r->hist);
-  free(r->result_json);
-  r->result_json = NULL;
+  sl_run_release(r);
   return 0;
 }
 

@@ -22,8 +22,15 @@ enum {
   SL_RUN_NUV = SL_RUN_UV_ANSWERS
 };
 
+/*
+** A run's C block is its own allocation, held by its Lua userdata (a box
+** pointing at it) and, for a C host, by the host until sl_run_free: it is
+** freed when both have let go, in either order, so a host may free its
+** engine before its runs.
+*/
 struct sl_run {
   sl_engine *e;            /* NULL once the engine is gone */
+  int holds;               /* the box, and the host's hold: freed at 0 */
   sl_task *root;           /* the pipeline's task while it runs */
   int status;              /* SL_RUN_* */
   int ref;                 /* registry ref to the userdata while the run is active */
@@ -107,6 +114,13 @@ void sl_run_push_result(lua_State *L, sl_run *r, int idx);
 
 /* Returns the run userdata at idx, raising if it is not one. */
 sl_run *sl_run_check(lua_State *L, int idx);
+
+/* Returns the run of the value at idx, or NULL when it is not a run. */
+sl_run *sl_run_test(lua_State *L, int idx);
+
+/* Lets go of one hold on r (the host's, or the box's), freeing the block
+   when it was the last. */
+void sl_run_release(sl_run *r);
 
 /* Drives the engine's own loop until the run at idx ends. Raises where the
    engine cannot block (a host loop, or from inside a step). */

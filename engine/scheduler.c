@@ -15,7 +15,30 @@
 #include "run.h"
 #include "attempt.h"
 
-sl_task *sl_current = NULL;
+/* The registry key of a state's shared record (a full userdata). */
+static const char shared_key = 0;
+
+sl_sched_shared *sl_sched_shared_of(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &shared_key) == LUA_TUSERDATA) {
+    sl_sched_shared *s = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return s;
+  }
+  lua_pop(L, 1);
+  sl_sched_shared *s = lua_newuserdatauv(L, sizeof *s, 0);
+  s->current = NULL;
+  s->engines = 0;
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &shared_key);
+  return s;
+}
+
+sl_task *sl_sched_running(lua_State *L) {
+  if (!lua_checkstack(L, 1)) return NULL;
+  sl_sched_shared *s = lua_rawgetp(L, LUA_REGISTRYINDEX, &shared_key) == LUA_TUSERDATA
+                       ? lua_touserdata(L, -1) : NULL;
+  lua_pop(L, 1);
+  return s ? s->current : NULL;
+}
 
 /* The pool never hands out more than this many live tasks at once. */
 #define MAX_TASKS 10000000
@@ -140,14 +163,15 @@ int sl_task_resume(sl_task *t, lua_State *from, int *nres) {
   t->wait = SL_WAIT_NONE;
   t->wait_cancel = NULL;
   t->wait_data = NULL;
-  sl_task *outer = sl_current;
-  sl_current = t;
+  sl_sched_shared *shared = t->e->shared;
+  sl_task *outer = shared->current;
+  shared->current = t;
   t->running = 1;
   t->e->depth++;
   int status = lua_resume(t->co, from, nargs, nres);
   t->e->depth--;
   t->running = 0;
-  sl_current = outer;
+  shared->current = outer;
   return status;
 }
 

@@ -94,8 +94,20 @@ struct sl_task {
   uv_timer_t timer;          /* initialized once, closed with the engine */
 };
 
-/* The task whose coroutine is running, innermost (NULL between steps). */
-extern sl_task *sl_current;
+/* What every engine of one Lua state shares. Engines in different states
+   (and so in different threads) share nothing. */
+typedef struct sl_sched_shared {
+  sl_task *current;    /* the task whose coroutine is running, innermost,
+                          or NULL between steps */
+  int engines;         /* engines living in the state */
+} sl_sched_shared;
+
+/* The record of L's state, made on first use (raises only memory errors). */
+sl_sched_shared *sl_sched_shared_of(lua_State *L);
+
+/* The task running in L's state now, or NULL; makes nothing, so it may be
+   called from a hook. */
+sl_task *sl_sched_running(lua_State *L);
 
 /* Takes a task from the pool (or makes one) and links it under parent.
    Raises a memory error in L on exhaustion. */

@@ -2,7 +2,13 @@
 ** sluice: an orchestration engine for multi-step work, scripted in Lua 5.4.
 ** This is the whole public C interface. Every function that can fail returns
 ** 0 or a negative SL_E* code; the message of the last failure is available
-** from sl_engine_errmsg.
+** from sl_engine_errmsg. A NULL where an engine, a run or a path is
+** expected is SL_EINVAL, never a crash. The library prints nothing.
+**
+** Threads: an engine, and the runs it made, are used by one thread at a
+** time. Engines in different threads are independent (each has its own Lua
+** state and loop; they share no state), so each thread may have its own.
+** Engines that share one Lua state (sl_engine_options.L) share its thread.
 */
 #ifndef SLUICE_H
 #define SLUICE_H
@@ -48,27 +54,35 @@ typedef struct sl_engine_options {
      sl_engine_free. NULL: the engine creates and owns a state. */
   struct lua_State *L;
   /* Caps the memory of the Lua state the engine lives in, in bytes (0: no
-     cap). A step that allocates past it fails with kind "limit"; the engine
-     and other runs go on. */
+     cap; the same unit as sl.engine{memory_limit} in Lua; less than 4 MB
+     cannot be meant and is SL_EINVAL). A step that allocates past it fails
+     with kind "limit" whatever it catches; the engine and other runs go
+     on. */
   size_t memory_limit;
   /* The store that keeps runs durable (an SQLite file, created if missing),
      or NULL or ":memory:" for none. */
   const char *store;
 } sl_engine_options;
 
-/* Creates an engine. opts may be NULL. On failure *out is NULL. */
+/* Creates an engine. opts may be NULL. On failure *out is NULL and
+   sl_engine_errmsg(NULL) says why (in the failing thread). */
 int sl_engine_new(sl_engine **out, const sl_engine_options *opts);
 
-/* Cancels the engine's runs, releases its handles and frees it. With a host
-   loop, the last handle closes on the host's next turn of that loop. */
+/* Ends the engine's runs (as interrupted: they can be resumed from the
+   store), releases its handles and frees it. With a host loop, the last
+   handle closes on the host's next turn of that loop. Runs the host still
+   holds stay valid for sl_run_status, sl_run_id, sl_run_result_json and
+   sl_run_free: an engine and its runs may be freed in either order. */
 void sl_engine_free(sl_engine *e);
 
-/* The message of the last failure on this engine ("" if none). */
+/* The message of the last failure on this engine ("" if none); with NULL,
+   the message of the last sl_engine_new that failed in this thread. */
 const char *sl_engine_errmsg(const sl_engine *e);
 
 /* Loads a pipeline file: compiles and runs it, and keeps the pipelines it
    returns for sl_run_start. A file that does not load leaves the engine's
-   pipelines as they were. */
+   pipelines as they were: SL_ENOTFOUND when there is no such file,
+   SL_ESCRIPT when it does not load or check. */
 int sl_engine_load(sl_engine *e, const char *path);
 
 /* Loads again the file last loaded, with the same all-or-nothing rule: on
@@ -100,7 +114,7 @@ int sl_run_start(sl_engine *e, const char *name, const char *input_json,
    sl_engine_options.store): steps that completed are restored, not run
    again. answer_json answers a paused run (NULL otherwise); force resumes
    even though the pipeline file changed. The run belongs to the caller
-   until sl_run_free. */
+   until sl_run_free. SL_ENOTFOUND when the store has no such run. */
 int sl_run_resume(sl_engine *e, const char *run_id, const char *answer_json,
                   int force, sl_run **out);
 
@@ -113,7 +127,7 @@ int sl_engine_poll(sl_engine *e);
    SL_EBUSY with a host loop (the host drives it) or from inside a step. */
 int sl_run_wait(sl_run *r);
 
-/* The run's state (SL_RUN_*) and id. */
+/* The run's state (SL_RUN_*; SL_EINVAL for NULL) and id. */
 int sl_run_status(const sl_run *r);
 const char *sl_run_id(const sl_run *r);
 
@@ -121,7 +135,8 @@ const char *sl_run_id(const sl_run *r);
    NULL while the run is active. The text belongs to the run. */
 const char *sl_run_result_json(sl_run *r);
 
-/* Releases the caller's hold on a run. An active run goes on to its end. */
+/* Releases the caller's hold on a run (once; NULL is a no-op). An active
+   run goes on to its end. */
 void sl_run_free(sl_run *r);
 
 /* The engine's Lua state, for hosts that use the DSL from their own scripts. */

@@ -116,8 +116,9 @@ end
 local engine_options = { memory_limit = true, store = true }
 
 --- Makes an engine of its own, with the same methods as the module plus
---- load. opts.memory_limit (MB) caps the memory of the Lua state the engine
---- lives in: a step that allocates past it fails with kind "limit".
+--- load. opts.memory_limit caps the memory of the Lua state the engine
+--- lives in, in bytes as in the C API (64 * 1024 * 1024), or as a size with
+--- a unit ("64MB"): a step that allocates past it fails with kind "limit".
 function sl.engine(opts)
   if opts ~= nil then
     if type(opts) ~= "table" then
@@ -131,14 +132,18 @@ function sl.engine(opts)
     end
   end
   local limit = opts and opts.memory_limit
-  if limit ~= nil and (type(limit) ~= "number" or limit <= 0) then
-    error("bad argument #1 to 'engine' (memory_limit must be a positive number of MB)", 2)
+  if limit ~= nil then
+    local ok, bytes = pcall(core.memory_bytes, limit)
+    if not ok then
+      error(("bad argument #1 to 'engine' (%s)"):format(tostring(bytes):gsub("^.-:%d+: ", "")), 2)
+    end
+    limit = bytes
   end
   local store = opts and opts.store
   if store ~= nil and type(store) ~= "string" then
     error("bad argument #1 to 'engine' (store must be a path or \":memory:\")", 2)
   end
-  return adopt(core.new_engine(limit and math.floor(limit * 1024 * 1024) or 0, store))
+  return adopt(core.new_engine(limit or 0, store))
 end
 
 --- Ends the whole run of the calling step at once, with status cancelled

@@ -26,7 +26,10 @@ int main(int argc, char **argv) {
     opts.loop = &loop;
   }
   sl_engine *e;
-  if (sl_engine_new(&e, &opts) != SL_OK) return 1;
+  if (sl_engine_new(&e, &opts) != SL_OK) {
+    fprintf(stderr, "host: %s\n", sl_engine_errmsg(NULL));
+    return 1;
+  }
   if (sl_engine_load(e, argv[1]) != SL_OK) {
     fprintf(stderr, "host: %s\n", sl_engine_errmsg(e));
     sl_engine_free(e);

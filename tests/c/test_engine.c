@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <pthread.h>
 #include <cmocka.h>
 
 #include <lua.h>
@@ -59,8 +60,8 @@ static void reports_bad_files_input_and_names(void **state) {
   (void)state;
   sl_engine *e;
   assert_int_equal(sl_engine_new(&e, NULL), SL_OK);
-  assert_int_equal(sl_engine_load(e, "/nonexistent/x.lua"), SL_ESCRIPT);
-  assert_non_null(strstr(sl_engine_errmsg(e), "cannot open /nonexistent/x.lua"));
+  assert_int_equal(sl_engine_load(e, "/nonexistent/x.lua"), SL_ENOTFOUND);
+  assert_non_null(strstr(sl_engine_errmsg(e), "cannot open '/nonexistent/x.lua': No such file"));
   const char *bad = write_file("bad.lua", "return {\n");
   assert_int_equal(sl_engine_load(e, bad), SL_ESCRIPT);
   assert_non_null(strstr(sl_engine_errmsg(e), "bad.lua:2:"));
@@ -116,7 +117,8 @@ static void leaves_a_host_loop_clean(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
-/* Freeing an engine with a run in flight cancels the run. */
+/* Freeing an engine with a run in flight ends the run as interrupted; the
+   host's handle stays valid, with the result, until it frees it. */
 static void free_cancels_runs_in_flight(void **state) {
   (void)state;
   sl_engine *e;
@@ -129,6 +131,110 @@ static void free_cancels_runs_in_flight(void **state) {
   assert_int_equal(sl_run_start(e, NULL, NULL, &run), SL_OK);
   assert_int_equal(sl_engine_poll(e), 1);
   sl_engine_free(e);
+  assert_int_equal(sl_run_status(run), SL_RUN_INTERRUPTED);
+  const char *json = sl_run_result_json(run);
+  assert_non_null(json);
+  assert_non_null(strstr(json, "\"status\":\"interrupted\""));
+  assert_non_null(strstr(json, "the engine was shut down"));
+  assert_int_equal(sl_run_wait(run), SL_RUN_INTERRUPTED);
+  sl_run_free(run);
+}
+
+/* NULL arguments are refused with SL_EINVAL, never a crash; a failed
+   sl_engine_new prints nothing and leaves its message for the host. */
+static void refuses_null_and_says_why_an_engine_was_not_made(void **state) {
+  (void)state;
+  assert_int_equal(sl_engine_load(NULL, "x.lua"), SL_EINVAL);
+  assert_int_equal(sl_engine_reload(NULL), SL_EINVAL);
+  assert_int_equal(sl_engine_poll(NULL), SL_EINVAL);
+  assert_int_equal(sl_run_wait(NULL), SL_EINVAL);
+  assert_int_equal(sl_run_status(NULL), SL_EINVAL);
+  assert_null(sl_run_id(NULL));
+  assert_null(sl_run_result_json(NULL));
+  assert_null(sl_engine_lua(NULL));
+  sl_run_free(NULL);
+  sl_engine_free(NULL);
+  sl_run *run = (sl_run *)&run;
+  assert_int_equal(sl_run_start(NULL, NULL, NULL, &run), SL_EINVAL);
+  assert_null(run);
+  assert_int_equal(sl_engine_new(NULL, NULL), SL_EINVAL);
+  sl_engine *e;
+  assert_int_equal(sl_engine_new(&e, NULL), SL_OK);
+  assert_int_equal(sl_engine_load(e, NULL), SL_EINVAL);
+  assert_int_equal(sl_run_start(e, NULL, NULL, NULL), SL_EINVAL);
+  assert_int_equal(sl_run_resume(e, NULL, NULL, 0, &run), SL_EINVAL);
+  sl_engine_free(e);
+
+  /* What a failed sl_engine_new says goes to the host, not to stderr. */
+  fflush(stderr);
+  int saved = dup(2);
+  char errpath[600];
+  snprintf(errpath, sizeof errpath, "%s/stderr.txt", tmpdir);
+  FILE *capture = fopen(errpath, "w+");
+  assert_non_null(capture);
+  dup2(fileno(capture), 2);
+  sl_engine_options opts = {.memory_limit = 64};
+  int rc = sl_engine_new(&e, &opts);
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  assert_int_equal(rc, SL_EINVAL);
+  assert_null(e);
+  assert_non_null(strstr(sl_engine_errmsg(NULL), "a memory limit of 64 bytes cannot be meant"));
+  fseek(capture, 0, SEEK_END);
+  assert_int_equal(ftell(capture), 0);
+  fclose(capture);
+}
+
+/* Engines in two threads are independent: one thread's steps, limits and
+   timeouts never reach the other's runs. */
+typedef struct thread_job {
+  const char *file;
+  int runs, completed, limited, other;
+} thread_job;
+
+static void *run_job(void *arg) {
+  thread_job *j = arg;
+  sl_engine *e;
+  if (sl_engine_new(&e, NULL) != SL_OK) return NULL;
+  if (sl_engine_load(e, j->file) == SL_OK) {
+    for (int i = 0; i < j->runs; i++) {
+      sl_run *run;
+      if (sl_run_start(e, NULL, NULL, &run) != SL_OK) { j->other++; continue; }
+      int st = sl_run_wait(run);
+      const char *json = sl_run_result_json(run);
+      if (st == SL_RUN_COMPLETED) j->completed++;
+      else if (json && strstr(json, "\"kind\":\"limit\"")) j->limited++;
+      else j->other++;
+      sl_run_free(run);
+    }
+  }
+  sl_engine_free(e);
+  return NULL;
+}
+
+static void engines_in_two_threads_are_independent(void **state) {
+  (void)state;
+  /* One thread's steps must be stopped by a tight instruction limit; the
+     other's compute under a loose one and must all complete. */
+  char tight[600], loose[600];
+  snprintf(tight, sizeof tight, "%s", write_file("tight.lua",
+    "local sl = require 'sluice'\n"
+    "return sl.pipeline{ name = 'tight', sl.step{ name = 'spin', limits = { instructions = 20000 },\n"
+    "  run = function() local x = 0; for i = 1, 1e6 do x = x + i end; return x end } }\n"));
+  snprintf(loose, sizeof loose, "%s", write_file("loose.lua",
+    "local sl = require 'sluice'\n"
+    "return sl.pipeline{ name = 'loose', sl.step{ name = 'sum', limits = { instructions = 1000000000 },\n"
+    "  timeout = 30, run = function() local x = 0; for i = 1, 2e5 do x = x + i end; return x end } }\n"));
+  thread_job a = {tight, 200, 0, 0, 0}, b = {loose, 200, 0, 0, 0};
+  pthread_t ta, tb;
+  assert_int_equal(pthread_create(&ta, NULL, run_job, &a), 0);
+  assert_int_equal(pthread_create(&tb, NULL, run_job, &b), 0);
+  pthread_join(ta, NULL);
+  pthread_join(tb, NULL);
+  assert_int_equal(a.limited, 200);
+  assert_int_equal(b.completed, 200);
+  assert_int_equal(a.other + b.other, 0);
 }
 
 /* A host with its own Lua state opens sluice into it and uses the DSL from
@@ -184,7 +290,7 @@ static void resumes_a_paused_run_from_the_store(void **state) {
   assert_non_null(strstr(sl_run_result_json(again), "\"output\":\"ok/1\""));
   assert_string_equal(sl_run_id(again), id);
   sl_run_free(again);
-  assert_int_equal(sl_run_resume(e, "NOPE", NULL, 0, &again), SL_ESCRIPT);
+  assert_int_equal(sl_run_resume(e, "NOPE", NULL, 0, &again), SL_ENOTFOUND);
   assert_non_null(strstr(sl_engine_errmsg(e), "no run with id 'NOPE'"));
   sl_engine_free(e);
 }
@@ -197,6 +303,8 @@ int main(void) {
     cmocka_unit_test(a_failed_run_carries_its_error),
     cmocka_unit_test(leaves_a_host_loop_clean),
     cmocka_unit_test(free_cancels_runs_in_flight),
+    cmocka_unit_test(refuses_null_and_says_why_an_engine_was_not_made),
+    cmocka_unit_test(engines_in_two_threads_are_independent),
     cmocka_unit_test(opens_into_a_host_lua_state),
     cmocka_unit_test(resumes_a_paused_run_from_the_store),
   };

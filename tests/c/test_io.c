@@ -83,7 +83,7 @@ static int silent_server(int *port) {
 
 /* Starts the pipeline and drives the engine (and the host loop, if any)
    until the program has started its child. */
-static void start_in_flight(sl_engine *e, uv_loop_t *host, int port) {
+static sl_run *start_in_flight(sl_engine *e, uv_loop_t *host, int port) {
   char input[700];
   unlink(path_of("shell"));
   unlink(path_of("child"));
@@ -105,6 +105,7 @@ static void start_in_flight(sl_engine *e, uv_loop_t *host, int port) {
   }
   assert_int_not_equal(read_pid("shell"), 0);
   assert_int_equal(sl_run_status(run), SL_RUN_RUNNING);
+  return run;
 }
 
 static void free_kills_programs_and_drops_requests_on_its_own_loop(void **state) {
@@ -112,9 +113,12 @@ static void free_kills_programs_and_drops_requests_on_its_own_loop(void **state)
   int port, fd = silent_server(&port);
   sl_engine *e;
   assert_int_equal(sl_engine_new(&e, NULL), SL_OK);
-  start_in_flight(e, NULL, port);
+  sl_run *run = start_in_flight(e, NULL, port);
   int shell = read_pid("shell"), child = read_pid("child");
   sl_engine_free(e);
+  /* The host's handle outlives the engine: the run ended interrupted. */
+  assert_int_equal(sl_run_status(run), SL_RUN_INTERRUPTED);
+  sl_run_free(run);
   /* Its own loop ran until every handle closed: the program was reaped. */
   assert_int_equal(kill(shell, 0), -1);
   for (int i = 0; i < 2000 && !dead(child); i++) usleep(5000);
@@ -130,9 +134,12 @@ static void free_leaves_a_host_loop_clean_with_io_in_flight(void **state) {
   sl_engine_options opts = {.loop = &loop};
   sl_engine *e;
   assert_int_equal(sl_engine_new(&e, &opts), SL_OK);
-  start_in_flight(e, &loop, port);
+  sl_run *run = start_in_flight(e, &loop, port);
   int shell = read_pid("shell"), child = read_pid("child");
   sl_engine_free(e);
+  /* The host's handle outlives the engine: the run ended interrupted. */
+  assert_int_equal(sl_run_status(run), SL_RUN_INTERRUPTED);
+  sl_run_free(run);
   /* The process handle closes once the killed program is reaped; then the
      host's loop has nothing left. */
   uv_run(&loop, UV_RUN_DEFAULT);

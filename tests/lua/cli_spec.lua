@@ -231,6 +231,16 @@ describe("sluice run", function()
     end)
   end)
 
+  it("takes --memory-limit in MB, or with a unit, and refuses one no one can mean", function()
+    local code, out = h.cli{ "run", hello, "--input", '{"name":"Ada"}', "--memory-limit", "256MB" }
+    assert.equal(0, code)
+    assert.equal('"Hello, Ada"\n', out)
+    local err
+    code, _, err = h.cli{ "run", hello, "--memory-limit", "0.001" }
+    assert.equal(2, code)
+    assert.matches("sluice run: --memory-limit: a memory limit of 1048 bytes cannot be meant", err, 1, true)
+  end)
+
   it("prints help for each command and exits 0", function()
     for _, cmd in ipairs{ "run", "check" } do
       local code, out = h.cli{ cmd, "--help" }

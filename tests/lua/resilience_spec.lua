@@ -378,7 +378,7 @@ describe("limits", function()
   end)
 
   it("cap memory: a step building an endless table fails with kind limit and the engine runs on", function()
-    local eng = sl.engine{ memory_limit = 64 }
+    local eng = sl.engine{ memory_limit = "64MB" }
     local hog = sl.step{ name = "hog", run = function()
       local t = {}
       local i = 0
@@ -391,6 +391,41 @@ describe("limits", function()
     collectgarbage()
     local ok = eng:run(pipe("q", sl.step{ name = "small", run = function() return #("y"):rep(1000) end }))
     assert.equal(1000, ok.output)
+  end)
+end)
+
+describe("the memory cap", function()
+  it("stops a step that catches the memory error and carries on, as a timeout does", function()
+    local eng = sl.engine{ memory_limit = 48 * 1024 * 1024 }
+    local after
+    local hog = sl.step{ name = "hog", run = function()
+      local t = {}
+      local ok = pcall(function()
+        local i = 0
+        while true do i = i + 1; t[i] = ("x"):rep(64) .. i end
+      end)
+      t = nil
+      after = "carried on"
+      return ok and "impossible" or "caught it"
+    end }
+    local r = eng:run(pipe("p", hog))
+    assert.equal("failed", r.status)
+    assert.equal("limit", r.error.kind)
+    assert.matches("memory limit of 48.0 MB", r.error.message, 1, true)
+    assert.is_nil(after)
+  end)
+
+  it("is in bytes, as in the C API, or a size with a unit; a value no one can mean is refused", function()
+    local function msg(v)
+      local ok, err = pcall(sl.engine, { memory_limit = v })
+      assert.is_false(ok)
+      return err
+    end
+    assert.matches("a memory limit of 64 bytes cannot be meant: limits are in bytes and at least 4 MB "
+      .. '(for 64 MB write 64 * 1024 * 1024 or "64MB")', msg(64), 1, true)
+    assert.matches("unknown unit 'parsecs'", msg("64 parsecs"), 1, true)
+    assert.matches("whole number of bytes", msg(1.5), 1, true)
+    assert.is_truthy(sl.engine{ memory_limit = "1GB" })
   end)
 end)
 
