@@ -99,7 +99,7 @@ static sl_key version_of (lua_State *L, const char *chunk) {
   char err[256];
   int top = lua_gettop(L);
   push_chunk(L, chunk);
-  if (sl_step_version(L, -1, &k, err, sizeof err) != 0)
+  if (sl_cache_version(L, -1, &k, err, sizeof err) != 0)
     fail_msg("no version for %s: %s", chunk, err);
   assert_int_equal(lua_gettop(L), top + 1);
   lua_pop(L, 1);
@@ -434,11 +434,11 @@ static void test_version_is_remembered_per_step_table (void **st) {
   char err[128];
   (void)st;
   push_chunk(L, STEP_A);
-  assert_int_equal(sl_step_version(L, -1, &before, err, sizeof err), 0);
+  assert_int_equal(sl_cache_version(L, -1, &before, err, sizeof err), 0);
   /* Computed once: a step table is taken as immutable from then on. */
   lua_pushinteger(L, 9);
   lua_setfield(L, -2, "retries");
-  assert_int_equal(sl_step_version(L, -1, &after, err, sizeof err), 0);
+  assert_int_equal(sl_cache_version(L, -1, &after, err, sizeof err), 0);
   assert_true(sl_key_equal(&before, &after));
   lua_pop(L, 1);
   lua_close(L);
@@ -451,12 +451,12 @@ static void test_bad_step_values_are_refused (void **st) {
   char err[128];
   (void)st;
   lua_pushinteger(L, 3);
-  assert_int_equal(sl_step_version(L, -1, &k, err, sizeof err), SL_EINVAL);
+  assert_int_equal(sl_cache_version(L, -1, &k, err, sizeof err), SL_EINVAL);
   assert_string_equal(err, "a step table expected, got number");
   lua_pop(L, 1);
   push_chunk(L, "local t = {} local s = step{name = 'deep', o = t} "
                 "for i = 1, 300 do t.x = {} t = t.x end return s");
-  assert_int_equal(sl_step_version(L, -1, &k, err, sizeof err), SL_EINVAL);
+  assert_int_equal(sl_cache_version(L, -1, &k, err, sizeof err), SL_EINVAL);
   assert_string_equal(err, "step definition nested deeper than 200");
   assert_int_equal(lua_gettop(L), 1);
   lua_pop(L, 1);

@@ -112,7 +112,7 @@ describe("sluice run", function()
     assert.matches("several pipelines (one, two)", err, 1, true)
     code, out, err = h.cli{ "run", p, "--pipeline", "three" }
     assert.equal(2, code)
-    assert.matches("no pipeline named 'three' (the file has: one, two)", err, 1, true)
+    assert.matches("has no pipeline named 'three' (it has: one, two)", err, 1, true)
   end)
 
   it("fails a run whose step raises, naming the step, the message and its file:line, exit 1", function()
@@ -168,7 +168,7 @@ describe("sluice run", function()
     it("a missing file", function()
       local code, out, err = h.cli{ "run", "/nonexistent/p.lua" }
       assert.equal(2, code)
-      assert.matches("cannot open /nonexistent/p.lua", err, 1, true)
+      assert.matches("cannot open '/nonexistent/p.lua': No such file or directory", err, 1, true)
     end)
 
     it("a syntax error, with file:line", function()
@@ -300,6 +300,6 @@ describe("sluice check", function()
     assert.equal("ok: " .. p .. " (two)\n", out)
     code, out, err = h.cli{ "check", p, "--pipeline", "three" }
     assert.equal(2, code)
-    assert.matches("no pipeline named 'three' (the file has: one, two)", err, 1, true)
+    assert.matches("has no pipeline named 'three' (it has: one, two)", err, 1, true)
   end)
 end)

@@ -1,0 +1,98 @@
+/*
+** Step history: one record per step execution of a run, kept as C structs so
+** recording costs a few stores on the hot path; turned into Lua tables only
+** when a result is asked for.
+*/
+#ifndef SL_HISTORY_H
+#define SL_HISTORY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <lua.h>
+
+#include "quota.h"
+
+enum { SL_STEP_RUNNING, SL_STEP_COMPLETED, SL_STEP_FAILED, SL_STEP_CANCELLED };
+
+typedef struct sl_hist_rec {
+  const char *name, *kind;            /* in the history's arena */
+  const char *err_kind, *err_msg, *err_where, *err_step;  /* NULL unless it failed */
+  uint64_t t0, t1;
+  const char *fallback;               /* why its fallback ran, or NULL */
+  const char *path;                   /* its path in the tree ("1/3/2"), in durable runs */
+  const char *key;                    /* the key the parent gave it (a map item, a branch), or NULL */
+  int parent;                         /* index of the parent's record, -1 for the root */
+  int ordinal;                        /* 1-based: the parent's how-many-th child this is */
+  int attempts;
+  sl_usage usage;                     /* what it reported */
+  unsigned char status, cached, has_usage, restored;
+} sl_hist_rec;
+
+typedef struct sl_hist_chunk sl_hist_chunk;
+
+/* The names and kinds of the steps a run executes are stored once each:
+   an open-addressing table maps the id a caller gives a (name, kind) pair
+   (a step's plan serial) to their copies in the arena. */
+typedef struct sl_hist_intern { uint64_t id; const char *name, *kind; } sl_hist_intern;
+
+typedef struct sl_history {
+  sl_hist_rec *recs;
+  int n, cap;
+  sl_hist_chunk *arena;
+  sl_hist_intern *intern;     /* NULL until the first record */
+  size_t icap, icount;        /* capacity (a power of 2) and entries */
+} sl_history;
+
+void sl_hist_init(sl_history *h);
+void sl_hist_free(sl_history *h);
+
+/* Makes room for n records, so a run as long as the last one of its
+   pipeline never regrows its history. */
+void sl_hist_reserve(sl_history *h, int n);
+
+/* Appends a record for an execution that starts at t0; returns its index,
+   or -1 when memory is exhausted (the step still runs, unrecorded). id
+   names the (name, kind) pair, which is copied once per history: every
+   record with the same id must have the same name and kind. */
+int sl_hist_begin(sl_history *h, int parent, uint64_t id, const char *name,
+                  size_t nlen, const char *kind, size_t klen, uint64_t t0);
+
+/* Sets the key and ordinal of record i (key may be NULL). */
+void sl_hist_set_key(sl_history *h, int i, const char *key, size_t klen, int ordinal);
+
+/* Records that record i is on attempt n. */
+void sl_hist_set_attempts(sl_history *h, int i, int n);
+
+/* Records the usage record i reported so far. */
+void sl_hist_set_usage(sl_history *h, int i, const sl_usage *u);
+
+/* Sets record i's path in the tree. */
+void sl_hist_set_path(sl_history *h, int i, const char *path);
+
+/* Marks record i as restored from a checkpoint of an earlier attempt at
+   the run (resume). */
+void sl_hist_set_restored(sl_history *h, int i);
+
+/* Marks record i as served from the cache. */
+void sl_hist_set_cached(sl_history *h, int i);
+
+/* Records why record i's fallback ran. */
+void sl_hist_set_fallback(sl_history *h, int i, const char *why);
+
+/* Closes record i with a final status. */
+void sl_hist_end(sl_history *h, int i, int status, uint64_t t1);
+
+/* Attaches an error to record i (copies the strings; any may be NULL).
+   step names the step the error started in, which for a parent that failed
+   because a child did is the child. */
+void sl_hist_set_error(sl_history *h, int i, const char *kind,
+                       const char *msg, const char *where, const char *step);
+
+/* Pushes the history as an array of step tables ({name, kind, status,
+   attempts, cached, ms, id, parent, index, key, error}), ids being 1-based
+   positions and index the ordinal among its parent's children. */
+void sl_hist_push(lua_State *L, const sl_history *h);
+
+const char *sl_hist_status_name(int status);
+
+#endif

@@ -1,0 +1,184 @@
+/*
+** Run records: what the store keeps of a run itself (its start, its
+** options, its end) and of the waits it paused at.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "record.h"
+#include "durable.h"
+#include "error.h"
+#include "memory.h"
+#include "plan.h"
+#include "value.h"
+
+/* The JSON text of the value at idx in b, or NULL when it has none. */
+static const char *record_json(lua_State *L, int idx, sl_buf *b) {
+  char err[128];
+  sl_buf_reset(b);
+  if (sl_json_encode(L, idx, b, 0, err, sizeof err) != 0) return NULL;
+  return b->data ? b->data : "null";
+}
+
+/* Writes, as JSON text, the options run r starts with that a resume must
+   honour: its budget (whatever set it), the engine's memory limit and
+   where its spans go. Returns NULL, raising nothing, when memory ran out. */
+static const char *options_json(sl_run *r, sl_buf *b) {
+  sl_core *e = r->core;
+  char num[64];
+  int rc = sl_buf_add(b, "{", 1), first = 1;
+  if (r->quota.limited) {
+    rc |= sl_buf_add(b, "\"budget\":{", 10);
+    for (int d = 0; d < SL_NDIMS; d++) {
+      if (!(r->quota.limited & (1u << d))) continue;
+      if (d == SL_DIM_COST) sl_cost_format(r->quota.limit.cost_nanos, num, sizeof num);
+      else snprintf(num, sizeof num, "%lld", (long long)sl_usage_get(&r->quota.limit, d));
+      rc |= sl_buf_add(b, first ? "" : ",", first ? 0 : 1);
+      rc |= sl_json_add_string(b, sl_usage_dimname(d), strlen(sl_usage_dimname(d)));
+      rc |= sl_buf_add(b, ":", 1) | sl_buf_add(b, num, strlen(num));
+      first = 0;
+    }
+    rc |= sl_buf_add(b, "}", 1);
+    first = 0;
+  }
+  size_t cap = sl_memory_get_limit(e->L);
+  if (cap > 0) {
+    snprintf(num, sizeof num, "%s\"memory_limit\":%zu", first ? "" : ",", cap);
+    rc |= sl_buf_add(b, num, strlen(num));
+    first = 0;
+  }
+  if (e->trace != NULL) {
+    const char *path = sl_trace_path(e->trace);
+    rc |= sl_buf_add(b, first ? "\"trace\":" : ",\"trace\":", first ? 8 : 9);
+    rc |= sl_json_add_string(b, path, strlen(path));
+  }
+  rc |= sl_buf_add(b, "}", 1);
+  return rc == 0 ? b->data : NULL;
+}
+
+void sl_record_run_begin(lua_State *L, sl_run *r, int ii) {
+  sl_core *e = r->core;
+  if (e->store == NULL) return;
+  r->durable = 1;
+  if (r->replay) {
+    if (sl_store_run_update(e->store, r->id, "running", NULL, NULL, NULL, 0) != 0)
+      luaL_error(L, "%s", sl_store_errmsg(e->store));
+    return;
+  }
+  sl_buf in, options;
+  sl_buf_init(&in);
+  sl_buf_init(&options);
+  char err[300];
+  if (sl_json_encode(L, ii, &in, 0, err, sizeof err) != 0) {
+    sl_buf_free(&in);
+    r->durable = 0;
+    luaL_error(L, "the run's input cannot be stored with the run, so it could not be "
+                  "resumed: %s", err);
+  }
+  sl_store_run row;
+  memset(&row, 0, sizeof row);
+  row.id = r->id;
+  row.pipeline = r->pipeline;
+  row.file = r->file[0] ? r->file : NULL;
+  row.def_hash = r->def_hash[0] ? r->def_hash : NULL;
+  row.status = "running";
+  row.input = in.data ? in.data : "null";
+  row.options = options_json(r, &options);
+  row.started_ms = sl_durable_wall_ms();
+  int rc = row.options == NULL ? SL_STORE_ENOMEM : sl_store_run_begin(e->store, &row);
+  sl_buf_free(&in);
+  sl_buf_free(&options);
+  if (rc == SL_STORE_ENOMEM) {
+    r->durable = 0;
+    luaL_error(L, "not enough memory to record the run");
+  }
+  if (rc != 0) {
+    r->durable = 0;
+    luaL_error(L, "%s", sl_store_errmsg(e->store));
+  }
+}
+
+int sl_record_run_end(lua_State *L, sl_run *r) {
+  sl_core *e = r->core;
+  if (!r->durable || e->store == NULL) return 0;
+  sl_buf out, err;
+  sl_buf_init(&out);
+  sl_buf_init(&err);
+  char usage[160];
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);            /* run */
+  lua_getiuservalue(L, -1, SL_RUN_UV_OUTPUT);
+  lua_getiuservalue(L, -2, SL_RUN_UV_ERROR);
+  const char *o = r->status == SL_RUN_COMPLETED ? record_json(L, -2, &out) : NULL;
+  const char *x = lua_isnil(L, -1) ? NULL : record_json(L, -1, &err);
+  /* A run the store failed is not over: what it did since the last commit
+     was lost, and a resume, once the store can be written, does it again. */
+  const char *status = r->unrecorded ? "interrupted" : sl_status_name(r->status);
+  int rc = sl_store_run_update(e->store, r->id, status, o, x,
+                               sl_durable_usage_json(&r->quota.spent, usage, sizeof usage),
+                               r->status == SL_RUN_PAUSED ? 0 : sl_durable_wall_ms());
+  if (rc == 0) rc = sl_store_flush(e->store);
+  lua_pop(L, 3);
+  sl_buf_free(&out);
+  sl_buf_free(&err);
+  return rc;
+}
+
+/* Waits and resume. */
+
+typedef struct wait_list { lua_State *L; int n; } wait_list;
+
+static int collect_wait(void *ud, const sl_store_wait *w) {
+  wait_list *wl = ud;
+  lua_State *L = wl->L;
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, w->path);
+  lua_setfield(L, -2, "path");
+  if (w->message) {
+    lua_pushstring(L, w->message);
+    lua_setfield(L, -2, "message");
+  }
+  if (w->schema && sl_json_decode(L, w->schema, strlen(w->schema)) == 0)
+    lua_setfield(L, -2, "schema");
+  else if (w->schema)
+    lua_pop(L, 1);
+  if (w->answer && sl_json_decode(L, w->answer, strlen(w->answer)) == 0)
+    lua_setfield(L, -2, "answer");
+  else if (w->answer)
+    lua_pop(L, 1);
+  lua_rawseti(L, -2, ++wl->n);
+  return 0;
+}
+
+void sl_record_push_waits(lua_State *L, sl_core *e, const char *run_id) {
+  wait_list wl = {L, 0};
+  lua_newtable(L);
+  if (e->store != NULL && sl_store_wait_list(e->store, run_id, collect_wait, &wl) < 0)
+    luaL_error(L, "%s", sl_store_errmsg(e->store));
+}
+
+/* Adds the checkpoint's step name to each wait, for answers by name. */
+
+void sl_record_answers(lua_State *L, sl_core *c, const char *run_id, int ai) {
+  ai = lua_absindex(L, ai);
+  sl_buf b;
+  sl_buf_init(&b);
+  lua_pushnil(L);
+  while (lua_next(L, ai)) {
+    const char *json = record_json(L, -1, &b);
+    if (json == NULL) {
+      sl_buf_free(&b);
+      luaL_error(L, "the answer at '%s' cannot be stored as JSON", lua_tostring(L, -2));
+    }
+    if (sl_store_wait_answer(c->store, run_id, lua_tostring(L, -2), json) != 0) {
+      sl_buf_free(&b);
+      luaL_error(L, "%s", sl_store_errmsg(c->store));
+    }
+    lua_pop(L, 1);
+  }
+  sl_buf_free(&b);
+  if (sl_store_flush(c->store) != 0)
+    luaL_error(L, "the answers could not be recorded: %s", sl_store_errmsg(c->store));
+}

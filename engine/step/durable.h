@@ -1,0 +1,66 @@
+/*
+** The durable phase: what a step in a durable run records. Each step
+** execution records a checkpoint, keyed by its path in the tree (the chain
+** of ordinals from the root: "1/3/2"), with its output, the changes it made
+** to the state, and its usage. Writes are batched: they commit before the
+** engine next waits on anything, every few hundred writes, and when a run
+** ends or pauses. A resumed run replays its tree: an execution whose
+** checkpoint says completed is not run again; its output and state
+** changes come from the store.
+*/
+#ifndef SL_DURABLE_H
+#define SL_DURABLE_H
+
+#include "core.h"
+
+/* Opens the store at path for core c (":memory:" or NULL: none). With
+   check, the whole file's integrity is checked first. Returns 0, or a
+   negative code with the message in c->errmsg. */
+int sl_durable_open(sl_core *c, const char *path, int check);
+
+/* Commits pending writes and closes the store (teardown). */
+void sl_durable_close(sl_core *c);
+
+/* Commits pending writes (also done before the loop waits). */
+void sl_durable_flush(sl_core *c);
+
+/* A write to c's store failed, discarding the batch it was in: every
+   durable run of c that is active stops with an error naming the store
+   and the reason, rather than go on as if its steps were recorded. */
+void sl_durable_write_failed(sl_core *c);
+
+/* Gives execution x its path (its parent's path and its ordinal). */
+void sl_durable_path(sl_exec *x);
+
+/* Before a durable execution x that succeeded is taken as done, encodes
+   its output (on top of L) and what it changed in the state, for its
+   checkpoint. Returns 1; or 0, with the output replaced by an error
+   saying what cannot be stored and where in the value, when JSON cannot
+   carry it: such a step fails rather than be recorded as completed
+   without what it produced. */
+int sl_durable_seal(lua_State *L, sl_exec *x);
+
+/* Records a checkpoint for the execution x that ended: its sealed output
+   and changes when ok, else the error table at out. */
+void sl_durable_checkpoint(lua_State *L, sl_exec *x, int ok, int out);
+
+/* For a resumed run: when x's checkpoint says completed, pushes its output,
+   applies its state changes and usage, and returns 1. Otherwise 0. */
+int sl_durable_restore(lua_State *L, sl_exec *x);
+
+/* ctx:human(message, schema): returns the answer of a resumed run (pushed,
+   1), or records the wait and suspends the step; the run pauses once
+   nothing else in it can make progress. mi and si index the message and
+   the schema. */
+int sl_durable_human(lua_State *L, sl_exec *x, int mi, int si);
+
+/* Milliseconds of Unix time. */
+int64_t sl_durable_wall_ms(void);
+
+/* The JSON text of the usage u, in buf. */
+const char *sl_durable_usage_json(const sl_usage *u, char *buf, size_t size);
+
+/* Gives every ctx of core c its human method. */
+void sl_durable_register(lua_State *L, sl_core *c);
+
+#endif

@@ -1,0 +1,776 @@
+/*
+** The sluice command. Like lua.c, main does little but run cli_main under
+** lua_pcall, so that no error can escape as a crash; the signal handler
+** only asks the loop to cancel the run. Output goes to stdout as JSON,
+** messages to stderr.
+*/
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "engine.h"
+#include "clock.h"
+#include "lifecycle.h"
+#include "loader.h"
+#include "memory.h"
+#include "protect.h"
+#include "quota.h"
+#include "reload.h"
+#include "result.h"
+#include "record.h"
+#include "resume.h"
+#include "run.h"
+#include "suggest.h"
+#include "value.h"
+
+/* Exit codes (SPEC.md). */
+#define EXIT_COMPLETED 0
+#define EXIT_FAILED 1
+#define EXIT_USAGE 2
+#define EXIT_PAUSED 3
+#define EXIT_INTERRUPTED 130
+
+typedef struct cli_opt {
+  const char *name;      /* "--input" */
+  int takes_value;
+  const char *value;     /* set by parsing; "1" for flags */
+} cli_opt;
+
+typedef struct cli cli;
+static void dev_start(cli *c);
+static int finish_run(lua_State *L, cli *c, int json);
+static void open_store(lua_State *L, cli *c, const char *flag);
+static void start_sigint(cli *c);
+static void open_trace(lua_State *L, cli *c, const char *path);
+static int load_only_p(lua_State *L);
+
+struct cli {
+  int argc;
+  char **argv;
+  int code;              /* exit code cli_main decided */
+  const char *command;
+  const char *file;
+  sl_engine *e;
+  sl_run *run;
+  int interrupted;
+  uv_signal_t sigint;
+  /* sluice dev */
+  const char *pipeline;
+  int ref_input;           /* the decoded --input, reused by every run */
+  int runs;                /* runs started so far */
+  int ref_run;             /* the dev run in flight */
+  uv_timer_t progress;     /* redraws the progress line on a terminal */
+  int progress_shown;
+};
+
+static const char *usage_main =
+  "usage: sluice <command> [options]\n"
+  "\n"
+  "commands:\n"
+  "  run FILE     run a pipeline and print its output as JSON\n"
+  "  dev FILE     run a pipeline again each time its files change\n"
+  "  resume ID    continue a paused or interrupted run\n"
+  "  runs         list stored runs\n"
+  "  show ID      show one run's step history\n"
+  "  check FILE   check a pipeline file without running it\n"
+  "  graph FILE   draw a pipeline for Mermaid or Graphviz\n"
+  "  cache stats|clear  the persistent step cache\n"
+  "  help [CMD]   show help for a command\n"
+  "  version      print the version\n"
+  "\n"
+  "Exit codes: 0 completed, 1 run failed or cancelled, 2 bad invocation,\n"
+  "script or input, 3 paused waiting for input, 130 interrupted.\n";
+
+static const char *usage_run =
+  "usage: sluice run FILE [--input JSON|@FILE|-] [--pipeline NAME] [--json]\n"
+  "                 [--memory-limit MB] [--budget cost=0.5,tokens=20000,requests=100]\n"
+  "                 [--store PATH] [--trace FILE]\n"
+  "\n"
+  "Runs a pipeline from FILE and prints its output as JSON.\n"
+  "  --input JSON     the pipeline's input: JSON text, @FILE to read a file,\n"
+  "                   or - to read standard input (default: no input)\n"
+  "  --pipeline NAME  the pipeline to run when FILE returns several\n"
+  "  --json           print the whole result (run_id, status, output,\n"
+  "                   error, usage, steps) instead of the output\n"
+  "  --memory-limit MB  cap the memory of the engine's Lua state (in MB, or with\n"
+  "                   a unit: 512KB, 64MB, 1GB); a step that\n"
+  "                   allocates past it fails with kind \"limit\"\n"
+  "  --budget DIMS    the run's budget, overriding the pipeline's: a step whose\n"
+  "                   estimate does not fit fails with kind \"quota\"\n"
+  "  --store PATH     where runs are recorded (default: SLUICE_STORE, else\n"
+  "                   .sluice/state.db; :memory: for none)\n"
+  "  --trace FILE     append one OpenTelemetry span per step execution (JSON lines)\n";
+
+static const char *usage_dev =
+  "usage: sluice dev FILE [--input JSON|@FILE|-] [--pipeline NAME] [--debounce MS]\n"
+  "\n"
+  "Runs a pipeline, then watches FILE and every file it imports and, on each\n"
+  "save, reloads it and runs again. A file that does not load leaves the\n"
+  "previous version in place and prints the error. Ctrl-C exits. Every step\n"
+  "is cached by its definition and input, so only what an edit changed (and\n"
+  "what depends on it) runs again.\n"
+  "  --debounce MS    wait this long after the last change (default 20)\n";
+
+static const char *usage_resume =
+  "usage: sluice resume RUN_ID [--input JSON|@FILE|-] [--force] [--json] [--store PATH]\n"
+  "\n"
+  "Continues a paused or interrupted run. Steps that completed are not run\n"
+  "again: their outputs and state come from the store.\n"
+  "  --input JSON     the answer a paused run waits for (several waits: an\n"
+  "                   object keyed by step name)\n"
+  "  --force          resume even though the pipeline file changed\n"
+  "  --json           print the whole result\n"
+  "  --store PATH     the store (default: SLUICE_STORE or .sluice/state.db)\n";
+
+static const char *usage_runs =
+  "usage: sluice runs [--status S] [--pipeline NAME] [--limit N] [--json] [--store PATH]\n"
+  "\n"
+  "Lists stored runs, newest first: id, pipeline, status, started, duration, usage.\n";
+
+static const char *usage_show =
+  "usage: sluice show RUN_ID [--json] [--store PATH]\n"
+  "\n"
+  "Shows one run: its status, usage, error, and the tree of its step\n"
+  "executions with kind, status, attempts, time, cache hits and usage.\n";
+
+static const char *usage_graph =
+  "usage: sluice graph FILE [--format mermaid|dot] [--pipeline NAME]\n"
+  "\n"
+  "Prints the structure of the pipelines in FILE (kinds, names, nesting,\n"
+  "branch, case and route labels) for Mermaid (default) or Graphviz.\n";
+
+static const char *usage_cache =
+  "usage: sluice cache stats [--json] [--store PATH]\n"
+  "       sluice cache clear [--step NAME] [--store PATH]\n"
+  "\n"
+  "Shows or clears the persistent tier of the step cache, the one runs and\n"
+  "processes share through the store.\n";
+
+static const char *usage_check =
+  "usage: sluice check FILE [--pipeline NAME]\n"
+  "\n"
+  "Loads FILE and checks every pipeline in it (every step's options and\n"
+  "kind) without running anything. Prints \"ok\" and the pipelines' names.\n";
+
+/* Raises a usage error: the message then exit code 2. */
+static int usage_error(lua_State *L, cli *c, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  c->code = EXIT_USAGE;
+  return lua_error(L);
+}
+
+/* Parses argv[first..] into opts and one positional FILE. */
+static void parse_opts(lua_State *L, cli *c, int first, cli_opt *opts,
+                       const char *usage) {
+  for (int i = first; i < c->argc; i++) {
+    const char *a = c->argv[i];
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      fputs(usage, stdout);
+      c->code = EXIT_COMPLETED;
+      lua_pushnil(L);
+      lua_error(L);
+    }
+    if (a[0] == '-' && a[1] == '-') {
+      const char *eq = strchr(a, '=');
+      size_t n = eq ? (size_t)(eq - a) : strlen(a);
+      cli_opt *o = NULL;
+      for (cli_opt *p = opts; p->name; p++)
+        if (strlen(p->name) == n && strncmp(p->name, a, n) == 0) o = p;
+      if (o == NULL) {
+        char given[128];
+        snprintf(given, sizeof given, "%.*s", (int)(n < 127 ? n : 127), a);
+        const char *names[32];
+        size_t nn = 0;
+        for (cli_opt *p = opts; p->name && nn < 32; p++) names[nn++] = p->name;
+        const char *best = sl_suggest(given, names, nn);
+        if (best)
+          usage_error(L, c, "sluice %s: unknown option '%s' (did you mean '%s'?)",
+                      c->command, given, best);
+        usage_error(L, c, "sluice %s: unknown option '%s' (see sluice %s --help)",
+                    c->command, given, c->command);
+      }
+      if (o->takes_value) {
+        if (eq) o->value = eq + 1;
+        else if (i + 1 < c->argc) o->value = c->argv[++i];
+        else usage_error(L, c, "sluice %s: option '%s' needs a value", c->command, o->name);
+      } else {
+        if (eq) usage_error(L, c, "sluice %s: option '%s' takes no value", c->command, o->name);
+        o->value = "1";
+      }
+    } else if (c->file == NULL) {
+      c->file = a;
+    } else {
+      usage_error(L, c, "sluice %s: unexpected argument '%s'", c->command, a);
+    }
+  }
+  if (c->file == NULL)
+    usage_error(L, c, "sluice %s: missing %s\n%s", c->command,
+                strcmp(c->command, "resume") == 0 || strcmp(c->command, "show") == 0
+                  ? "RUN_ID" : strcmp(c->command, "cache") == 0 ? "stats or clear"
+                  : "FILE", usage);
+}
+
+/* Reads a whole stream into a Lua string pushed on L. */
+static void push_stream(lua_State *L, cli *c, FILE *f, const char *what) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  char chunk[8192];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) luaL_addlstring(&b, chunk, n);
+  if (ferror(f)) usage_error(L, c, "cannot read %s: %s", what, strerror(errno));
+  luaL_pushresult(&b);
+}
+
+/* Pushes the decoded --input (nil when absent). */
+static void push_input(lua_State *L, cli *c, const char *arg) {
+  if (arg == NULL) {
+    lua_pushnil(L);
+    return;
+  }
+  const char *what = "--input";
+  if (strcmp(arg, "-") == 0) {
+    push_stream(L, c, stdin, "standard input");
+    what = "--input - (standard input)";
+  } else if (arg[0] == '@') {
+    FILE *f = fopen(arg + 1, "rb");
+    if (f == NULL) usage_error(L, c, "--input: cannot open '%s': %s", arg + 1, strerror(errno));
+    push_stream(L, c, f, arg + 1);
+    fclose(f);
+    what = arg;
+  } else {
+    lua_pushstring(L, arg);
+  }
+  size_t len;
+  const char *text = lua_tolstring(L, -1, &len);
+  if (sl_json_decode(L, text, len) != 0)
+    usage_error(L, c, "%s: malformed JSON: %s", what, lua_tostring(L, -1));
+  lua_remove(L, -2);
+}
+
+/* Loads the file; a script that does not load is exit code 2. */
+static void load(lua_State *L, cli *c) {
+  c->code = EXIT_USAGE;
+  sl_engine_load_lua(L, c->e, c->file);
+}
+
+static void on_sigint(uv_signal_t *h, int signum) {
+  cli *c = h->data;
+  (void)signum;
+  c->interrupted = 1;
+  if (c->run != NULL && sl_run_status(c->run) == SL_RUN_RUNNING)
+    sl_step_stop_run(c->run, "interrupted", "interrupted (SIGINT)");
+  sl_engine_drain(c->e);
+  if (strcmp(c->command, "dev") == 0) {
+    /* Nothing else may keep the loop alive: the watch and this handler go. */
+    sl_engine_unwatch(c->e);
+    uv_close((uv_handle_t *)&c->sigint, NULL);
+  }
+}
+
+/* Prints what a dev run did: its output or error, then each step and
+   whether it ran or came from the cache. */
+static int dev_report_p(lua_State *L) {
+  cli *c = lua_touserdata(L, 1);
+  sl_run *r = c->run;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref_run);        /* run */
+  sl_run_push_result(L, r, -1);                          /* run result */
+  lua_getfield(L, -1, "steps");                          /* run result steps */
+  int ran = 0, cached = 0;
+  lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    lua_getfield(L, -1, "cached");
+    int hit = lua_toboolean(L, -1);
+    lua_getfield(L, -2, "name");
+    lua_getfield(L, -3, "status");
+    lua_getfield(L, -4, "ms");
+    fprintf(stderr, "  %-9s %-24s %s %.2f ms\n", hit ? "cached" : "ran",
+            lua_tostring(L, -3), lua_tostring(L, -2), lua_tonumber(L, -1));
+    if (hit) cached++;
+    else ran++;
+    lua_pop(L, 5);
+  }
+  fprintf(stderr, "run %d (%s): %s, %d step(s) ran, %d from cache\n", c->runs,
+          sl_run_id(r), sl_status_name(sl_run_status(r)), ran, cached);
+  if (sl_run_status(r) == SL_RUN_COMPLETED) {
+    lua_getfield(L, -2, "output");
+    sl_buf b;
+    char err[256];
+    sl_buf_init(&b);
+    if (sl_json_encode(L, -1, &b, 0, err, sizeof err) == 0)
+      printf("%s\n", b.data);
+    else
+      fprintf(stderr, "the output cannot be encoded as JSON: %s\n", err);
+    sl_buf_free(&b);
+  } else {
+    lua_getfield(L, -2, "error");
+    fprintf(stderr, "%s\n", luaL_tolstring(L, -1, NULL));
+  }
+  fflush(stdout);
+  return 0;
+}
+
+static void dev_on_end(sl_run *r, void *ud) {
+  cli *c = ud;
+  (void)r;
+  char err[1024];
+  if (sl_protect(sl_engine_lua(c->e), dev_report_p, c, err, sizeof err) != LUA_OK)
+    fprintf(stderr, "sluice: %s\n", err);
+}
+
+static int dev_start_p(lua_State *L) {
+  cli *c = lua_touserdata(L, 1);
+  sl_engine_push_pipelines(L, c->e);
+  sl_load_select(L, -1, c->pipeline, c->file, "--pipeline NAME");   /* set step */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref_input);      /* set step input */
+  c->runs++;
+  c->run = sl_engine_start(L, c->e, -2, -1, 0);         /* ... run */
+  luaL_unref(L, LUA_REGISTRYINDEX, c->ref_run);
+  c->ref_run = luaL_ref(L, LUA_REGISTRYINDEX);
+  sl_run_on_end(c->run, dev_on_end, c);
+  if (sl_run_status(c->run) != SL_RUN_RUNNING) dev_on_end(c->run, c);
+  return 0;
+}
+
+/* Starts a dev run on the pipelines loaded now, cancelling one in flight. */
+static void dev_start(cli *c) {
+  if (c->run != NULL && sl_run_status(c->run) == SL_RUN_RUNNING) {
+    sl_run_on_end(c->run, NULL, NULL);
+    sl_step_stop_run(c->run, "cancelled", "the file changed");
+  }
+  char err[1024];
+  if (sl_protect(sl_engine_lua(c->e), dev_start_p, c, err, sizeof err) != LUA_OK)
+    fprintf(stderr, "%s\n", err);
+  sl_engine_drain(c->e);
+}
+
+static void dev_on_reload(sl_host *e, int status, const char *msg, void *ud) {
+  cli *c = ud;
+  (void)e;
+  if (status != 0) {
+    fprintf(stderr, "reload failed, keeping the previous version: %s\n", msg);
+    return;
+  }
+  fprintf(stderr, "reloaded %s\n", c->file);
+  dev_start(c);
+}
+
+static int cmd_dev(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--input", 1, NULL}, {"--pipeline", 1, NULL},
+                    {"--debounce", 1, NULL}, {NULL, 0, NULL}};
+  parse_opts(L, c, 2, opts, usage_dev);
+  int debounce = 20;
+  if (opts[2].value != NULL) {
+    char *end;
+    long ms = strtol(opts[2].value, &end, 10);
+    if (*end != '\0' || ms < 0 || ms > 60000)
+      usage_error(L, c, "sluice dev: --debounce must be a number of ms from 0 to 60000");
+    debounce = (int)ms;
+  }
+  c->pipeline = opts[1].value;
+  /* Every step is cached by its version: an edit re-runs only what
+     changed and what depends on it. */
+  sl_engine_set_cache_all(c->e, 1);
+  push_input(L, c, opts[0].value);
+  c->ref_input = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->ref_run = LUA_NOREF;
+  /* A file that does not load yet is reported, and watched until it does. */
+  int loaded = 1;
+  lua_pushcfunction(L, load_only_p);
+  lua_pushlightuserdata(L, c);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    fprintf(stderr, "%s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    loaded = 0;
+  }
+  /* A file that never loaded is watched all the same. */
+  sl_reload_expect(L, &c->e->host, c->file);
+  uv_signal_init(sl_engine_loop(c->e), &c->sigint);
+  c->sigint.data = c;
+  uv_signal_start(&c->sigint, on_sigint, SIGINT);
+  if (sl_reload_watch(&c->e->host, debounce, dev_on_reload, c) != 0)
+    usage_error(L, c, "sluice dev: cannot watch %s", c->file);
+  fprintf(stderr, "watching %s (Ctrl-C to stop)\n", c->file);
+  if (loaded) dev_start(c);
+  sl_engine_run_loop(c->e);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->ref_input);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->ref_run);
+  c->code = c->interrupted ? EXIT_INTERRUPTED : EXIT_COMPLETED;
+  return 0;
+}
+
+static int load_only_p(lua_State *L) {
+  cli *c = lua_touserdata(L, 1);
+  sl_engine_load_lua(L, c->e, c->file);
+  return 0;
+}
+
+static int cmd_run(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--input", 1, NULL}, {"--pipeline", 1, NULL},
+                    {"--json", 0, NULL}, {"--memory-limit", 1, NULL},
+                    {"--budget", 1, NULL}, {"--store", 1, NULL}, {"--trace", 1, NULL},
+                    {NULL, 0, NULL}};
+  parse_opts(L, c, 2, opts, usage_run);
+  if (opts[3].value != NULL) {
+    /* A bare number is in MB here (SPEC); a unit may be given. */
+    size_t bytes;
+    char err[300];
+    if (sl_memory_parse(opts[3].value, (size_t)1 << 20, &bytes, err, sizeof err) != 0)
+      usage_error(L, c, "sluice run: --memory-limit: %s", err);
+    sl_engine_set_memory_limit(L, c->e, bytes, "sluice run: --memory-limit");
+  }
+  load(L, c);                                           /* set */
+  sl_load_select(L, -1, opts[1].value, c->file, "--pipeline NAME");   /* set step */
+  push_input(L, c, opts[0].value);                      /* set step input */
+  open_store(L, c, opts[5].value);
+  open_trace(L, c, opts[6].value);
+  start_sigint(c);
+  int bi = 0;
+  if (opts[4].value != NULL) {
+    /* --budget: exact decimals, handed to the run as its budget table. */
+    sl_usage limit;
+    unsigned mask;
+    char err[200];
+    if (sl_budget_parse(opts[4].value, &limit, &mask, err, sizeof err) != 0)
+      usage_error(L, c, "sluice run: --budget: %s", err);
+    lua_newtable(L);
+    for (int d = 0; d < SL_NDIMS; d++) {
+      if (!(mask & (1u << d))) continue;
+      if (d == SL_DIM_COST) {
+        char dec[40];
+        sl_cost_format(limit.cost_nanos, dec, sizeof dec);
+        lua_pushnumber(L, strtod(dec, NULL));
+      } else {
+        lua_pushinteger(L, (lua_Integer)sl_usage_get(&limit, d));
+      }
+      lua_setfield(L, -2, sl_usage_dimname(d));
+    }
+    bi = lua_gettop(L);
+  }
+  c->code = EXIT_FAILED;
+  c->run = sl_engine_start(L, c->e, bi ? -3 : -2, bi ? -2 : -1, bi);  /* ... run */
+  return finish_run(L, c, opts[2].value != NULL);
+}
+
+/* Prints what a paused run waits for, and how to answer. */
+static void print_waits(lua_State *L, cli *c, sl_run *r) {
+  sl_record_push_waits(L, sl_engine_core(c->e), sl_run_id(r));   /* waits */
+  fprintf(stderr, "sluice: run %s paused, waiting for input:\n", sl_run_id(r));
+  lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    if (lua_getfield(L, -1, "answer") == LUA_TNIL) {
+      lua_getfield(L, -2, "path");
+      lua_getfield(L, -3, "message");
+      fprintf(stderr, "  at %s: %s\n", lua_tostring(L, -2), luaL_optstring(L, -1, ""));
+      lua_pop(L, 2);
+    }
+    lua_pop(L, 2);
+  }
+  fprintf(stderr, "resume with: sluice resume %s --input JSON\n", sl_run_id(r));
+  printf("%s\n", sl_run_id(r));
+  lua_pop(L, 1);
+}
+
+/* The progress line: on a terminal, for a run that lasts more than about
+   a second, what is done and running, the time, and the usage so far. */
+static void on_progress(uv_timer_t *h) {
+  cli *c = h->data;
+  sl_run *r = c->run;
+  if (r == NULL || sl_run_status(r) != SL_RUN_RUNNING) return;
+  int done, running;
+  double secs;
+  sl_usage spent;
+  sl_run_progress(r, &done, &running, &secs, &spent);
+  char cost[40];
+  sl_cost_format(spent.cost_nanos, cost, sizeof cost);
+  fprintf(stderr, "\r\033[K%s: %d done, %d running, %.1fs", r->pipeline, done, running, secs);
+  if (spent.cost_nanos || spent.tokens || spent.requests)
+    fprintf(stderr, ", cost %s, %lld tokens, %lld requests", cost,
+            (long long)spent.tokens, (long long)spent.requests);
+  c->progress_shown = 1;
+}
+
+/* Waits for the run on top of L, prints its output (or with json its whole
+   result) and sets the exit code from its status. */
+static int finish_run(lua_State *L, cli *c, int json) {
+  sl_engine_drain(c->e);
+  int progress = isatty(2) && sl_run_status(c->run) == SL_RUN_RUNNING;
+  if (progress) {
+    uv_timer_init(sl_engine_loop(c->e), &c->progress);
+    c->progress.data = c;
+    sl_timer_start(&c->progress, on_progress, 1000, 250);
+    uv_unref((uv_handle_t *)&c->progress);
+  }
+  sl_run_block(L, c->run);
+  if (progress) {
+    uv_close((uv_handle_t *)&c->progress, NULL);
+    if (c->progress_shown) fputs("\r\033[K", stderr);
+  }
+  uv_signal_stop(&c->sigint);
+  sl_run *r = c->run;
+  if (json) {
+    sl_result_json(L, r, -1, 0);                        /* ... run json */
+    fwrite(lua_tostring(L, -1), 1, lua_rawlen(L, -1), stdout);
+    fputc('\n', stdout);
+    lua_pop(L, 1);
+  } else if (sl_run_status(r) == SL_RUN_COMPLETED) {
+    lua_getiuservalue(L, -1, SL_RUN_UV_OUTPUT);         /* ... run output */
+    sl_buf b;
+    char err[256];
+    sl_buf_init(&b);
+    if (sl_json_encode(L, -1, &b, 0, err, sizeof err) != 0) {
+      sl_buf_free(&b);
+      c->code = EXIT_FAILED;
+      return luaL_error(L, "run %s completed, but its output cannot be "
+                        "encoded as JSON: %s", sl_run_id(r), err);
+    }
+    fwrite(b.data, 1, b.len, stdout);
+    fputc('\n', stdout);
+    sl_buf_free(&b);
+    lua_pop(L, 1);
+  }
+  int status = sl_run_status(r);
+  if (status == SL_RUN_PAUSED) {
+    if (!json) print_waits(L, c, r);
+  } else if (status != SL_RUN_COMPLETED) {
+    lua_getiuservalue(L, -1, SL_RUN_UV_ERROR);
+    fprintf(stderr, "sluice: run %s %s: %s\n", sl_run_id(r),
+            sl_status_name(status), luaL_tolstring(L, -1, NULL));
+    lua_pop(L, 2);
+  }
+  if (c->interrupted) c->code = EXIT_INTERRUPTED;
+  else if (status == SL_RUN_COMPLETED) c->code = EXIT_COMPLETED;
+  else if (status == SL_RUN_PAUSED) c->code = EXIT_PAUSED;
+  else c->code = EXIT_FAILED;
+  return 0;
+}
+
+/* Opens the store the command works on: --store, else SLUICE_STORE, else
+   .sluice/state.db under the working directory (":memory:" for none). */
+static void open_store(lua_State *L, cli *c, const char *flag) {
+  const char *path = flag;
+  if (path == NULL) path = getenv("SLUICE_STORE");
+  if (path == NULL || *path == '\0') path = ".sluice/state.db";
+  c->code = EXIT_USAGE;
+  /* Commands that only read the store skip the whole-file check. */
+  int reads = strcmp(c->command, "runs") == 0 || strcmp(c->command, "show") == 0 ||
+              strcmp(c->command, "cache") == 0;
+  sl_engine_set_store(L, c->e, path, !reads);
+}
+
+/* --trace FILE: one OpenTelemetry span per step execution, as JSON lines. */
+static void open_trace(lua_State *L, cli *c, const char *path) {
+  if (path == NULL) return;
+  char err[300];
+  if (sl_engine_set_trace(c->e, path, err, sizeof err) != 0)
+    usage_error(L, c, "--trace: %s", err);
+}
+
+static void start_sigint(cli *c) {
+  uv_signal_init(sl_engine_loop(c->e), &c->sigint);
+  c->sigint.data = c;
+  uv_signal_start(&c->sigint, on_sigint, SIGINT);
+  uv_unref((uv_handle_t *)&c->sigint);
+}
+
+static int cmd_resume(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--input", 1, NULL}, {"--force", 0, NULL},
+                    {"--json", 0, NULL}, {"--store", 1, NULL}, {"--trace", 1, NULL},
+                    {NULL, 0, NULL}};
+  parse_opts(L, c, 2, opts, usage_resume);
+  open_store(L, c, opts[3].value);
+  open_trace(L, c, opts[4].value);
+  if (opts[0].value != NULL) push_input(L, c, opts[0].value);
+  else lua_pushnil(L);
+  int ii = lua_gettop(L);
+  start_sigint(c);
+  c->code = EXIT_USAGE;
+  c->run = sl_resume(L, &c->e->host, c->file, ii, opts[1].value != NULL);
+  c->code = EXIT_FAILED;
+  return finish_run(L, c, opts[2].value != NULL);
+}
+
+/* Calls the Lua side of the listing commands (lua/sluice/cli.lua). */
+static int call_cli_lua(lua_State *L, cli *c, const char *fn, int nargs) {
+  int base = lua_gettop(L) - nargs;
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "sluice.cli");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, fn);
+  lua_remove(L, -2);
+  lua_insert(L, base + 1);
+  sl_engine_push_box(L, c->e);
+  lua_insert(L, base + 2);
+  lua_call(L, nargs + 1, 2);                            /* text code */
+  fputs(lua_tostring(L, -2), stdout);
+  c->code = (int)lua_tointeger(L, -1);
+  return 0;
+}
+
+static int cmd_runs(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--json", 0, NULL}, {"--status", 1, NULL},
+                    {"--pipeline", 1, NULL}, {"--limit", 1, NULL},
+                    {"--store", 1, NULL}, {NULL, 0, NULL}};
+  c->file = "";  /* no FILE for this command */
+  parse_opts(L, c, 2, opts, usage_runs);
+  open_store(L, c, opts[4].value);
+  lua_createtable(L, 0, 4);
+  for (int i = 0; i < 4; i++) {
+    if (opts[i].value == NULL) continue;
+    lua_pushstring(L, opts[i].value);
+    lua_setfield(L, -2, opts[i].name + 2);
+  }
+  c->code = EXIT_USAGE;
+  return call_cli_lua(L, c, "runs", 1);
+}
+
+static int cmd_show(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--json", 0, NULL}, {"--store", 1, NULL}, {NULL, 0, NULL}};
+  parse_opts(L, c, 2, opts, usage_show);
+  open_store(L, c, opts[1].value);
+  lua_pushstring(L, c->file);
+  lua_pushboolean(L, opts[0].value != NULL);
+  c->code = EXIT_USAGE;
+  return call_cli_lua(L, c, "show", 2);
+}
+
+/* sluice cache stats | clear [--step NAME]: the persistent tier. */
+static int cmd_cache(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--step", 1, NULL}, {"--json", 0, NULL}, {"--store", 1, NULL},
+                    {NULL, 0, NULL}};
+  parse_opts(L, c, 2, opts, usage_cache);
+  const char *verb = c->file;
+  if (strcmp(verb, "stats") != 0 && strcmp(verb, "clear") != 0)
+    usage_error(L, c, "sluice cache: unknown action '%s' (stats or clear)", verb);
+  open_store(L, c, opts[2].value);
+  lua_pushstring(L, verb);
+  lua_createtable(L, 0, 2);
+  if (opts[0].value) {
+    lua_pushstring(L, opts[0].value);
+    lua_setfield(L, -2, "step");
+  }
+  lua_pushboolean(L, opts[1].value != NULL);
+  lua_setfield(L, -2, "json");
+  c->code = EXIT_USAGE;
+  return call_cli_lua(L, c, "cache", 2);
+}
+
+static int cmd_graph(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--format", 1, NULL}, {"--pipeline", 1, NULL}, {NULL, 0, NULL}};
+  parse_opts(L, c, 2, opts, usage_graph);
+  const char *format = opts[0].value ? opts[0].value : "mermaid";
+  if (strcmp(format, "mermaid") != 0 && strcmp(format, "dot") != 0)
+    usage_error(L, c, "sluice graph: --format must be mermaid or dot, got '%s'", format);
+  load(L, c);                                           /* set */
+  if (opts[1].value) sl_load_select(L, -1, opts[1].value, c->file, "--pipeline NAME");
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "sluice.graph");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "render");
+  lua_pushvalue(L, -3);
+  lua_pushstring(L, format);
+  lua_call(L, 2, 1);
+  fputs(lua_tostring(L, -1), stdout);
+  c->code = EXIT_COMPLETED;
+  return 0;
+}
+
+static int cmd_check(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--pipeline", 1, NULL}, {NULL, 0, NULL}};
+  parse_opts(L, c, 2, opts, usage_check);
+  load(L, c);                                           /* set */
+  if (opts[0].value) {
+    /* Only the pipeline named is reported: the others were checked too,
+       as every load checks the whole file. */
+    sl_load_select(L, -1, opts[0].value, c->file, "--pipeline NAME");   /* set step */
+    printf("ok: %s (%s)\n", c->file, opts[0].value);
+    c->code = EXIT_COMPLETED;
+    return 0;
+  }
+  printf("ok: %s", c->file);
+  const char *sep = " (";
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pop(L, 1);
+    printf("%s%s", sep, lua_tostring(L, -1));
+    sep = ", ";
+  }
+  printf("%s\n", strcmp(sep, ", ") == 0 ? ")" : "");
+  c->code = EXIT_COMPLETED;
+  return 0;
+}
+
+static int cli_main(lua_State *L) {
+  cli *c = lua_touserdata(L, 1);
+  c->code = EXIT_USAGE;
+  if (c->argc < 2) {
+    fputs(usage_main, stderr);
+    return 0;
+  }
+  c->command = c->argv[1];
+  if (strcmp(c->command, "run") == 0) return cmd_run(L, c);
+  if (strcmp(c->command, "check") == 0) return cmd_check(L, c);
+  if (strcmp(c->command, "dev") == 0) return cmd_dev(L, c);
+  if (strcmp(c->command, "graph") == 0) return cmd_graph(L, c);
+  if (strcmp(c->command, "cache") == 0) return cmd_cache(L, c);
+  if (strcmp(c->command, "resume") == 0) return cmd_resume(L, c);
+  if (strcmp(c->command, "runs") == 0) return cmd_runs(L, c);
+  if (strcmp(c->command, "show") == 0) return cmd_show(L, c);
+  if (strcmp(c->command, "version") == 0 || strcmp(c->command, "--version") == 0) {
+    printf("sluice %s (%s, libuv %s)\n", SLUICE_VERSION, LUA_RELEASE, uv_version_string());
+    c->code = EXIT_COMPLETED;
+    return 0;
+  }
+  if (strcmp(c->command, "help") == 0 || strcmp(c->command, "--help") == 0 ||
+      strcmp(c->command, "-h") == 0) {
+    const char *topic = c->argc > 2 ? c->argv[2] : "";
+    fputs(strcmp(topic, "run") == 0 ? usage_run
+          : strcmp(topic, "dev") == 0 ? usage_dev
+          : strcmp(topic, "graph") == 0 ? usage_graph
+          : strcmp(topic, "cache") == 0 ? usage_cache
+          : strcmp(topic, "resume") == 0 ? usage_resume
+          : strcmp(topic, "runs") == 0 ? usage_runs
+          : strcmp(topic, "show") == 0 ? usage_show
+          : strcmp(topic, "check") == 0 ? usage_check : usage_main, stdout);
+    c->code = EXIT_COMPLETED;
+    return 0;
+  }
+  static const char *commands[] = {"run", "dev", "resume", "runs", "show", "check",
+                                   "graph", "cache", "help", "version", NULL};
+  const char *best = sl_suggest(c->command, commands,
+                                sizeof commands / sizeof *commands - 1);
+  if (best) return usage_error(L, c, "sluice: unknown command '%s' (did you mean '%s'?)", c->command, best);
+  return usage_error(L, c, "sluice: unknown command '%s'\n%s", c->command, usage_main);
+}
+
+int main(int argc, char **argv) {
+  cli c;
+  memset(&c, 0, sizeof c);
+  c.argc = argc;
+  c.argv = argv;
+  if (sl_engine_new(&c.e, NULL) != SL_OK) return EXIT_USAGE;
+  lua_State *L = sl_engine_lua(c.e);
+  lua_pushcfunction(L, cli_main);
+  lua_pushlightuserdata(L, &c);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    if (!lua_isnil(L, -1))
+      fprintf(stderr, "%s\n", luaL_tolstring(L, -1, NULL));
+    if (c.code == EXIT_COMPLETED && !lua_isnil(L, -1)) c.code = EXIT_USAGE;
+  }
+  if (c.sigint.loop != NULL && !uv_is_closing((uv_handle_t *)&c.sigint))
+    uv_close((uv_handle_t *)&c.sigint, NULL);
+  fflush(stdout);
+  sl_engine_free(c.e);
+  return c.code;
+}

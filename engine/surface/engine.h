@@ -1,0 +1,102 @@
+/*
+** The engine: the composition root. It wires a Lua state, an event loop,
+** the scheduler, the lifecycle and the runs layer into one engine, and
+** takes them apart again; it does little else. This header is private to
+** the surfaces (the C API, the Lua module, the CLI).
+*/
+#ifndef SL_ENGINE_H
+#define SL_ENGINE_H
+
+#include <stdint.h>
+#include <lua.h>
+#include <uv.h>
+
+#include "sluice.h"
+#include "host.h"
+#include "handles.h"
+#include "names.h"
+
+struct sl_engine {
+  sl_host host;            /* first: the runs layer, over the core */
+  uv_loop_t own_loop;
+  sl_handles handles;      /* every uv handle the engine opened */
+  int owns_L;              /* created by sl_engine_new: closed by sl_engine_free */
+  int teardown;            /* 0 alive, 1 being torn down, 2 torn down */
+  int ref_watch_cb;        /* the Lua function engine:watch calls, or LUA_NOREF */
+  sl_watch_fn watch_fn;    /* what sl_engine_watch calls after a reload */
+  void *watch_ud;
+};
+
+/* The engine's core, and its state's main thread. */
+static inline sl_core *sl_engine_core(sl_engine *e) { return &e->host.core; }
+
+/* Returns the engine whose box is at index idx, raising if it is not one
+   or has been freed. */
+sl_engine *sl_engine_check(lua_State *L, int idx);
+
+/* Records a failure message on the engine for the C API and returns code. */
+int sl_engine_fail(sl_engine *e, int code, const char *fmt, ...);
+
+/* Pushes the default engine of L's state, making one (with a loop of its
+   own) on first use. */
+void sl_engine_push_default(lua_State *L);
+
+/* Pushes a new engine, with a loop of its own, owned by its Lua box;
+   memory_limit in bytes (0: none) caps the state's memory; store is the
+   path of its store (NULL or ":memory:": none). Raises on failure. */
+void sl_engine_push_new(lua_State *L, size_t memory_limit, const char *store);
+
+/* Gives e the store at path (NULL or ":memory:": none), closing the one it
+   had; check: verify the file's integrity first. Raises on failure. */
+void sl_engine_set_store(lua_State *L, sl_engine *e, const char *path, int check);
+
+/* Caps e's state at limit bytes, refusing one that cannot be meant or
+   that the state already holds more than; what names the option in the
+   message. Raises on a bad limit. */
+void sl_engine_set_memory_limit(lua_State *L, sl_engine *e, size_t limit, const char *what);
+
+/* Sends the spans of e's runs to the file at path (appended), replacing any
+   trace it had (NULL: none). Raises naming the file on failure. */
+int sl_engine_set_trace(sl_engine *e, const char *path, char *err, size_t errlen);
+
+/* Caches every step of e's runs (sluice dev). */
+void sl_engine_set_cache_all(sl_engine *e, int on);
+
+/* The engine's loop. */
+uv_loop_t *sl_engine_loop(sl_engine *e);
+
+/* Resumes what is queued to run (after starting or ending runs). */
+void sl_engine_drain(sl_engine *e);
+
+/* Runs the engine's own loop until nothing is left to do (sluice dev). */
+void sl_engine_run_loop(sl_engine *e);
+
+/* Pushes the engine's box (its Lua value) and its pipelines by name. */
+void sl_engine_push_box(lua_State *L, sl_engine *e);
+void sl_engine_push_pipelines(lua_State *L, sl_engine *e);
+
+/* Starts a run of the pipeline at si on the input at ii (a budget table at
+   bi overrides its budget; 0 for none) and pushes its userdata. */
+sl_run *sl_engine_start(lua_State *L, sl_engine *e, int si, int ii, int bi);
+
+/* Registers the metatables every engine of a state shares. */
+void sl_engine_open_shared(lua_State *L);
+
+/* Makes L ready for an engine it did not make: `require "sluice"` finds
+   the Lua side and the C module. */
+void sl_engine_prepare_state(lua_State *L);
+
+/* Makes the default engine of L's state for a C host, as opts say, and
+   loads the DSL into it. Raises on failure, with *out set as far as it got
+   (NULL, or an engine for the caller to destroy). */
+void sl_engine_make(lua_State *L, const sl_engine_options *opts, sl_engine **out);
+
+/* Tears e down: ends its runs (as interrupted), releases its handles and
+   refs; lua_alive: its Lua state is still open. */
+void sl_engine_destroy(sl_engine *e, int lua_alive);
+
+/* Loads and checks a pipeline file into e and pushes its pipelines by name.
+   Raises, leaving e's pipelines as they were, when it does not load. */
+void sl_engine_load_lua(lua_State *L, sl_engine *e, const char *path);
+
+#endif
