@@ -55,7 +55,8 @@ static size_t where_prefix(const char *s, size_t *wlen) {
 void sl_error_normalize(lua_State *L, int idx, int status, const char *step) {
   idx = lua_absindex(L, idx);
   if (sl_error_is(L, idx)) {
-    if (step != NULL && lua_getfield(L, idx, "step") == LUA_TNIL) {
+    if (step == NULL) return;
+    if (lua_getfield(L, idx, "step") == LUA_TNIL) {
       lua_pushstring(L, step);
       lua_setfield(L, idx, "step");
     }

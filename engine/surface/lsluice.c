@@ -634,7 +634,10 @@ static int l_suggest(lua_State *L) {
    message, where and fields), as the engine reports it. */
 static int l_normalize_error(lua_State *L) {
   lua_settop(L, 1);
-  sl_error_normalize(L, 1, LUA_ERRRUN, NULL);
+  /* A memory error caught by pcall reaches Lua as this message alone. */
+  int status = lua_type(L, 1) == LUA_TSTRING && strcmp(lua_tostring(L, 1), "not enough memory") == 0
+                   ? LUA_ERRMEM : LUA_ERRRUN;
+  sl_error_normalize(L, 1, status, NULL);
   return 1;
 }
 

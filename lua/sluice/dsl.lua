@@ -30,33 +30,10 @@ local function fail(w, fmt, ...)
 end
 M.fail = fail
 
--- Levenshtein distance, for suggestions.
-local function distance(a, b)
-  local la, lb = #a, #b
-  local prev, cur = {}, {}
-  for j = 0, lb do prev[j] = j end
-  for i = 1, la do
-    cur[0] = i
-    local ca = a:byte(i)
-    for j = 1, lb do
-      local cost = (ca == b:byte(j)) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev, cur = cur, prev
-  end
-  return prev[lb]
-end
-
---- " (did you mean 'x'?)" for the key of set closest to name, or "".
+--- " (did you mean 'x'?)" for the key of set closest to name, or "" (the
+--- engine's one rule for suggestions, engine/base/suggest.c).
 function M.suggest(name, set)
-  name = tostring(name)
-  local best, bestd
-  for k in pairs(set) do
-    local d = distance(name, k)
-    if d <= math.max(2, #name // 3) and (not bestd or d < bestd or (d == bestd and k < best)) then
-      best, bestd = k, d
-    end
-  end
+  local best = core.suggest(tostring(name), set)
   return best and (" (did you mean '%s'?)"):format(best) or ""
 end
 
@@ -198,16 +175,9 @@ local common = {
 }
 M.common = common
 
--- Options the engine acts on for every step: a step with any of them is
--- marked, so the dispatcher reads them only for such steps.
--- The value is the option's bit in the step's _opts mask, which tells the
--- dispatcher which options to read (engine/attempt.h names the same bits).
-local engine_options = { retries = 1, backoff = 2, timeout = 4, limits = 8,
-  validate = 16, fallback = 32, cache = 64, background = 128, estimate = 256 }
-M.engine_options = engine_options
-
--- The deepest chain of fallbacks one step may have.
-local MAX_FALLBACK_DEPTH = 8
+-- The deepest chain of fallbacks one step may have (the engine's bound,
+-- which it also holds fallbacks chosen while a run goes to).
+local MAX_FALLBACK_DEPTH = core.max_fallback_depth
 
 -- Walks a step's fallbacks, refusing chains deeper than the bound.
 local function check_fallbacks(s, w, depth, seen)
@@ -349,14 +319,14 @@ function M.build(kind, spec, level)
         end
       end
       s[key] = v
-      local bit = engine_options[key]
-      if bit then s._opts = (s._opts or 0) | bit end
     end
   end
   if type(s.validate) == "function" then s.validate = { s.validate } end
   if s.fallback ~= nil then check_fallbacks(s, w, 1, { [s] = true }) end
   if def and def.finish then def.finish(s, w) end
-  return s
+  -- What every execution shares (options, estimate, handler lookup) is
+  -- worked out now, once.
+  return core.prepare(s)
 end
 
 -- (No tail calls: the frame of the constructor must stay on the stack for

@@ -166,6 +166,7 @@ sl.error = core.error
 
 -- The kinds written in Lua.
 require("sluice.kinds").install(sl, dsl)
+require("sluice.import").install(sl, dsl)
 
 -- Agents, prices and prompt templates.
 require("sluice.agent").install(sl)

@@ -1,5 +1,5 @@
 -- The control-flow kinds written in Lua: parallel, map, loop, branch,
--- router, dag and import. Each is an entry of the policy table built on
+-- router and dag (import has its own module, import.lua). Each is an entry of the policy table built on
 -- ctx:run, ctx:spawn, ctx:await and ctx:cancel like any user kind, plus a
 -- constructor (sl.parallel{...}) whose checks run where the step is
 -- written, so a mistake is reported at the user's file:line.
@@ -42,17 +42,12 @@ local function fail(step, fmt, ...)
     error_mt))
 end
 
--- kind, message and where of a raised value, however it was raised.
+-- kind, message and where of a raised value, however it was raised: the
+-- engine's own reading of it (engine/base/error.c).
+local normalize_error = core.normalize_error
 local function error_parts(e)
-  if type(e) == "table" then
-    return e.kind or "error", tostring(e.message or "error object is a table"), e.where
-  end
-  local msg = tostring(e)
-  if msg == "not enough memory" then return "limit", "memory limit reached (not enough memory)" end
-  local where, rest = msg:match("^([^%s:]+:%d+): (.*)$")
-  if where == nil then where, rest = msg:match("^(%[.-%]:%d+): (.*)$") end
-  if where then return "error", rest, where end
-  return "error", msg
+  local n = normalize_error(e)
+  return n.kind or "error", tostring(n.message), n.where
 end
 
 -- Calls a function the user gave a construct (over, on, choose, ...); its
@@ -93,92 +88,94 @@ local function children_failed(step, noun, nouns, names, n, errs)
 end
 
 --[[
-Runs n children concurrently, at most limit (nil or 0: all) at a time, and waits
-for them. Child i is children[i] (or body for all) on inputs[i] (or input
-for all), keyed keys[i] (or i) in the history. As each ends, its output is
-kept and its handle dropped, so memory follows the running children, not n.
+The ready queue every concurrent construct runs on. Children start as they
+become ready, at most limit at a time, and each is handed to ended as it
+ends, in the order they end; ended may make more ready. The engine queues
+the children that end (core.collect, core.next_done), so handling one costs
+the same however many are running, and memory follows the running ones.
 
-Without settle_all, the first failure cancels the children still running
-and nothing more starts. Returns:
+  take()        -> tag, step, input, key of the next child ready to start,
+                   or nil when none is ready now
+  ended(tag, h) -> nil to go on, or a reason: the running children are
+                   cancelled with it and drive returns tag
+Returns nil once every child started has ended and none is ready.
+]]
+local collect, next_done = core.collect, core.next_done
+local function drive(ctx, limit, take, ended)
+  local spawn, cancel = ctx.spawn, ctx.cancel
+  collect(ctx)
+  local running, nrunning = {}, 0       -- handle -> tag
+  while true do
+    while nrunning < limit do
+      local tag, child, inp, key = take()
+      if tag == nil then break end
+      local h = spawn(ctx, child, inp, key)
+      running[h] = tag
+      nrunning = nrunning + 1
+      -- A child that ended at once is handled before another starts: after
+      -- a failure nothing more does.
+      if h.done then break end
+    end
+    if nrunning == 0 then return nil end
+    local h = next_done(ctx)
+    local tag = running[h]
+    if tag == nil then error("the ready queue lost track of its children", 0) end
+    running[h] = nil
+    nrunning = nrunning - 1
+    local why = ended(tag, h)
+    if why ~= nil then
+      for r in next, running do cancel(ctx, r, why) end
+      return tag
+    end
+  end
+end
+
+-- What a successful child changed in the state, for merge_back.
+local function keep_state(states, j, h)
+  if h.state ~= nil then
+    states = states or {}
+    states[j] = { view = h.state, changes = h.changes, seq = h.seq }
+  end
+  return states
+end
+
+--[[
+Runs n children concurrently, at most limit (nil or 0: all) at a time, and
+waits for them. Child i is children[i] (or body for all) on inputs[i] (or
+input for all), keyed keys[i] (or i) in the history. Without settle_all,
+the first failure cancels the children still running and nothing more
+starts. Returns:
   out     outputs by position (an array)
   states  position -> {view, changes, seq} of the successful children that
           touched ctx.state (their view of it, what they changed, and when
           they ended), or nil when none did
   failed  the position of the failure that stopped it (without settle_all)
   errs    position -> error of every child that failed, or nil
-
-While more children remain to start, ctx:await_any wakes at the first to
-end and every slot freed meanwhile is refilled at once; once all have
-started, all are waited for together, which wakes at the first failure.
 ]]
 local function fan(ctx, n, children, body, inputs, input, keys, limit, settle_all, noun)
-  local spawn, await, await_any, cancel = ctx.spawn, ctx.await, ctx.await_any, ctx.cancel
   local out = setmetatable({}, array_mt)
   local states, errs
-  local pend, pidx, np = {}, {}, 0    -- running handles and their positions
-  local i = 0
   if limit == nil or limit == 0 or limit > n then limit = n end
-  -- Takes the outcome of the ended child at position j; returns whether it
-  -- succeeded.
-  local function take(h, j)
+  local i = 0
+  local failed = drive(ctx, limit, function()
+    if i >= n then return nil end
+    i = i + 1
+    local inp = input
+    if inputs then inp = inputs[i] end
+    return i, children and children[i] or body, inp, keys and keys[i] or i
+  end, function(j, h)
     if h.ok then
       out[j] = h.output
-      if h.state ~= nil then
-        states = states or {}
-        states[j] = { view = h.state, changes = h.changes, seq = h.seq }
-      end
-      return true
+      states = keep_state(states, j, h)
+      return nil
     end
     errs = errs or {}
     errs[j] = h.error
-    return false
-  end
-  while true do
-    while i < n and np < limit do
-      i = i + 1
-      local inp = input
-      if inputs then inp = inputs[i] end
-      local h = spawn(ctx, children and children[i] or body, inp, keys and keys[i] or i)
-      if not h.done then
-        np = np + 1
-        pend[np], pidx[np] = h, i
-      elseif not take(h, i) then
-        if not settle_all then
-          local why = ("cancelled because %s %s failed"):format(noun, show(keys and keys[i] or i))
-          for r = 1, np do cancel(ctx, pend[r], why) end
-          return out, states, i, errs
-        end
-      end
+    if not settle_all then
+      return ("cancelled because %s %s failed"):format(noun, show(keys and keys[j] or j))
     end
-    if np == 0 then break end
-    local ok, e
-    if i < n then ok, e = pcall(await_any, ctx, pend)
-    else ok, e = pcall(await, ctx, pend) end
-    local w, failed, failed_seq = 0, nil, nil
-    for r = 1, np do
-      local h = pend[r]
-      if not h.done then
-        w = w + 1
-        pend[w], pidx[w] = h, pidx[r]
-      else
-        local j = pidx[r]
-        if not take(h, j) and (failed == nil or h.seq < failed_seq) then
-          failed, failed_seq = j, h.seq
-        end
-      end
-    end
-    for r = w + 1, np do pend[r], pidx[r] = nil, nil end
-    np = w
-    -- A failed wait with no child failed is the wait's own error.
-    if not ok and failed == nil then error(e, 0) end
-    if failed and not settle_all then
-      local why = ("cancelled because %s %s failed"):format(noun,
-        show(keys and keys[failed] or failed))
-      for r = 1, np do cancel(ctx, pend[r], why) end
-      return out, states, failed, errs
-    end
-  end
-  return out, states, nil, errs
+  end)
+  return out, states, failed, errs
 end
 
 -- Merges the children's states into the construct's own (base, its
@@ -394,9 +391,8 @@ end
 --[[
 Runs a dag: a node starts once every node it comes after has ended, at most
 limit nodes at a time. Roots get the dag's input, other nodes a table of
-their dependencies' outputs by name. Like fan, it waits for the oldest
-running node while more could start, and for all of them at the end; a
-failure cancels the running nodes and nothing after them starts.
+their dependencies' outputs by name. A failure cancels the running nodes
+and nothing after them starts.
 ]]
 local function run_dag(step, input, ctx)
   local plan = plans[step]
@@ -406,7 +402,6 @@ local function run_dag(step, input, ctx)
   end
   local n, names, nodes = plan.n, plan.names, plan.steps
   local deps, dependents = plan.deps, plan.dependents
-  local spawn, await, await_any, cancel = ctx.spawn, ctx.await, ctx.await_any, ctx.cancel
   local limit = step.limit
   if limit == nil or limit == 0 then limit = n end
   local base = ctx.state
@@ -416,82 +411,36 @@ local function run_dag(step, input, ctx)
     waiting[i] = plan.indegree[i]
     if waiting[i] == 0 then rt = rt + 1; ready[rt] = i end
   end
-  local out, states = {}, nil
-  local pend, pidx, np = {}, {}, 0
-  local started = 0
-
-  -- Node j ended with handle h: keep its output and ready what follows it.
-  -- Returns its error when it failed.
-  local function finish(j, h)
-    if not h.ok then return h.error end
-    out[names[j]] = h.output
-    if h.state ~= nil then
-      states = states or {}
-      states[j] = { view = h.state, changes = h.changes, seq = h.seq }
+  local out, states, failed_err = {}, nil, nil
+  local failed = drive(ctx, limit, function()
+    if rh > rt then return nil end
+    local j = ready[rh]
+    ready[rh] = nil
+    rh = rh + 1
+    local inp = input
+    local dj = deps[j]
+    if #dj > 0 then
+      inp = {}
+      for k = 1, #dj do inp[names[dj[k]]] = out[names[dj[k]]] end
     end
+    return j, nodes[j], inp, names[j]
+  end, function(j, h)
+    if not h.ok then
+      failed_err = h.error
+      return ("cancelled because node '%s' failed"):format(names[j])
+    end
+    out[names[j]] = h.output
+    states = keep_state(states, j, h)
     local after = dependents[j]
     for k = 1, #after do
       local d = after[k]
       waiting[d] = waiting[d] - 1
       if waiting[d] == 0 then rt = rt + 1; ready[rt] = d end
     end
-  end
-
-  local function stop(j, err)
-    local why = ("cancelled because node '%s' failed"):format(names[j])
-    for r = 1, np do cancel(ctx, pend[r], why) end
-    error(child_failed(step, "node", names[j], err))
-  end
-
-  while true do
-    while rh <= rt and np < limit do
-      local j = ready[rh]
-      ready[rh] = nil
-      rh = rh + 1
-      local inp = input
-      local dj = deps[j]
-      if #dj > 0 then
-        inp = {}
-        for k = 1, #dj do inp[names[dj[k]]] = out[names[dj[k]]] end
-      end
-      started = started + 1
-      local h = spawn(ctx, nodes[j], inp, names[j])
-      if h.done then
-        local err = finish(j, h)
-        if err ~= nil then stop(j, err) end
-      else
-        np = np + 1
-        pend[np], pidx[np] = h, j
-      end
-    end
-    if np == 0 then break end
-    local ok, e
-    if started < n then ok, e = pcall(await_any, ctx, pend)
-    else ok, e = pcall(await, ctx, pend) end
-    local w, failed, failed_seq, failed_err = 0, nil, nil, nil
-    for r = 1, np do
-      local h = pend[r]
-      if not h.done then
-        w = w + 1
-        pend[w], pidx[w] = h, pidx[r]
-      else
-        local err = finish(pidx[r], h)
-        if err ~= nil and (failed == nil or h.seq < failed_seq) then
-          failed, failed_seq, failed_err = pidx[r], h.seq, err
-        end
-      end
-    end
-    for r = w + 1, np do pend[r], pidx[r] = nil, nil end
-    np = w
-    if not ok and failed == nil then error(e, 0) end
-    if failed then stop(failed, failed_err) end
-  end
+  end)
+  if failed then error(child_failed(step, "node", names[failed], failed_err)) end
   if states then merge_back(step, ctx, base, states, n, names, "nodes") end
   return out
-end
-
-local function run_import(step, input, ctx)
-  return ctx:run(step.target, input)
 end
 
 -- Definition-time checks. Each raises with dsl.fail(where, ...), so the
@@ -704,128 +653,10 @@ local function check_dag(s, w)
   end
 end
 
--- Imports. A file is loaded when the import is defined, so a bad one is
--- reported when the importing file loads. The files being imported, outer
--- first, catch a file that imports itself through others.
-
-local importing = {}
-local own_sources = {}   -- the sluice Lua files, skipped to find the user's
-
--- The path of the file whose code is defining the step: the first frame
--- up the stack that is not sluice's own Lua. nil for code not from a file.
-local function defining_file()
-  for level = 3, 60 do
-    local info = debug.getinfo(level, "S")
-    if info == nil then return nil end
-    if info.what ~= "C" and not own_sources[info.source] then
-      local src = info.source
-      if src:sub(1, 1) == "@" then return src:sub(2) end
-      return nil
-    end
-  end
-end
-
--- Removes "." and "x/.." parts of a path.
-local function normalize(path)
-  local absolute = path:sub(1, 1) == "/"
-  local parts = {}
-  for part in path:gmatch("[^/]+") do
-    if part == ".." and #parts > 0 and parts[#parts] ~= ".." then
-      parts[#parts] = nil
-    elseif part ~= "." and not (part == ".." and absolute) then
-      parts[#parts + 1] = part
-    end
-  end
-  local s = concat(parts, "/")
-  if absolute then return "/" .. s end
-  return s == "" and "." or s
-end
-
-local function resolve(from, file)
-  if file:sub(1, 1) == "/" then return normalize(file) end
-  local dir = from and from:match("^(.*)/[^/]*$") or "."
-  return normalize(dir .. "/" .. file)
-end
-
--- Loads path and picks the pipeline wanted (nil: the only one). Returns
--- the step, or nil and a message.
-local function load_pipeline(path, wanted)
-  local f, oerr = io.open(path, "r")
-  if f == nil then
-    return nil, ("cannot open '%s': %s"):format(path, oerr:match(": ([^:]*)$") or oerr)
-  end
-  f:close()
-  local chunk, lerr = loadfile(path, "t")
-  if chunk == nil then return nil, lerr end
-  local ok, ret = pcall(chunk)
-  if not ok then return nil, tostring(ret) end
-  local set = {}
-  if is_step(ret) then
-    set[ret.name] = ret
-  elseif type(ret) == "table" then
-    for k, v in next, ret do
-      if type(k) ~= "string" or not is_step(v) then
-        return nil, ("'%s' must return a pipeline or a table of named pipelines, but "
-          .. "its entry %s is %s"):format(path, show(k), describe(v))
-      end
-      set[k] = v
-    end
-  else
-    return nil, ("'%s' must return a pipeline (sl.pipeline{...}) or a table of named "
-      .. "pipelines, got %s"):format(path, type(ret))
-  end
-  if wanted ~= nil then
-    if set[wanted] == nil then
-      return nil, ("'%s' has no pipeline named '%s' (it has: %s)"):format(path, wanted,
-        key_list(set))
-    end
-    return set[wanted]
-  end
-  local only, count = nil, 0
-  for _, v in next, set do only, count = v, count + 1 end
-  if count == 0 then return nil, ("'%s' holds no pipelines"):format(path) end
-  if count > 1 then
-    return nil, ("'%s' holds several pipelines (%s): choose one with pipeline = \"NAME\""):format(
-      path, key_list(set))
-  end
-  return only
-end
-
-local function check_import(s, w)
-  local file = s.file
-  if file == nil then dsl.fail(w, "import '%s' needs a file (file = \"other.lua\")", s.name) end
-  local from = defining_file()
-  local path = resolve(from, file)
-  local depth = #importing
-  if from ~= nil and importing[depth] ~= normalize(from) then
-    importing[depth + 1] = normalize(from)
-  end
-  for k = 1, #importing do
-    if importing[k] == path then
-      local chain = {}
-      for j = k, #importing do chain[#chain + 1] = importing[j] end
-      chain[#chain + 1] = path
-      for j = #importing, depth + 1, -1 do importing[j] = nil end
-      dsl.fail(w, "import '%s': import cycle: %s", s.name, concat(chain, " -> "))
-    end
-  end
-  importing[#importing + 1] = path
-  -- An engine loading the importing file reloads when this one changes too.
-  core.note_file(path)
-  local target, err = load_pipeline(path, s.pipeline)
-  for j = #importing, depth + 1, -1 do importing[j] = nil end
-  if target == nil then dsl.fail(w, "import '%s': %s", s.name, err) end
-  s.target = target
-  s.path = path
-end
-
 --- Adds the constructors to sl and registers the kinds' handlers.
 function M.install(sl, d)
   dsl = d
   is_step = d.is_step
-  own_sources[debug.getinfo(1, "S").source] = true
-  own_sources[debug.getinfo(d.build, "S").source] = true
-  own_sources[debug.getinfo(sl.builtin, "S").source] = true
 
   local check = d.check
   sl.builtin("parallel", run_parallel, {
@@ -855,10 +686,6 @@ function M.install(sl, d)
     options = { nodes = a_table, after = a_table, limit = a_limit, merge = check.any },
     check = check_dag,
   })
-  sl.builtin("import", run_import, {
-    options = { file = check.string, pipeline = check.string },
-    check = check_import,
-  })
 
   -- No tail calls: the constructor's frame must stay on the stack for the
   -- DSL to find the user's line.
@@ -868,7 +695,6 @@ function M.install(sl, d)
   function sl.branch(spec) local s = d.build("branch", spec, 2); return s end
   function sl.router(spec) local s = d.build("router", spec, 2); return s end
   function sl.dag(spec) local s = d.build("dag", spec, 2); return s end
-  function sl.import(spec) local s = d.build("import", spec, 2); return s end
 end
 
 return M
