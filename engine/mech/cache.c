@@ -818,6 +818,54 @@ void sl_cache_set_max_bytes (sl_cache *c, size_t max_bytes) {
 }
 
 
+/* Writes a scalar value (nil, a boolean, a finite number, a string) into
+   b as a tag byte that no JSON text starts with, a type letter and its
+   bytes, so a key costs no encoding; returns 0 for anything else (a
+   table, a non-finite number). A number with an integral value is written
+   as that integer, so 2 and 2.0 hash alike, as in JSON. */
+static int scalar_key (lua_State *L, int idx, sl_buf *b) {
+  unsigned char head[10];
+  head[0] = 0x01;
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+      head[1] = 'z';
+      return sl_buf_add(b, (const char *)head, 2) == 0;
+    case LUA_TBOOLEAN:
+      head[1] = lua_toboolean(L, idx) ? 't' : 'f';
+      return sl_buf_add(b, (const char *)head, 2) == 0;
+    case LUA_TNUMBER: {
+      lua_Integer i;
+      if (lua_isinteger(L, idx)) {
+        i = lua_tointeger(L, idx);
+      } else {
+        lua_Number n = lua_tonumber(L, idx);
+        if (n != n || n == HUGE_VAL || n == -HUGE_VAL) return 0;
+        if (n == floor(n) && n >= -9.2233720368547758e18 && n < 9.2233720368547758e18) {
+          i = (lua_Integer)n;
+        } else {
+          uint64_t bits;
+          memcpy(&bits, &n, sizeof bits);
+          head[1] = 'd';
+          put_u64(head + 2, bits);
+          return sl_buf_add(b, (const char *)head, 10) == 0;
+        }
+      }
+      head[1] = 'i';
+      put_u64(head + 2, (uint64_t)i);
+      return sl_buf_add(b, (const char *)head, 10) == 0;
+    }
+    case LUA_TSTRING: {
+      size_t n;
+      const char *str = lua_tolstring(L, idx, &n);
+      head[1] = 's';
+      return sl_buf_add(b, (const char *)head, 2) == 0 && sl_buf_add(b, str, n) == 0;
+    }
+    default:
+      return 0;
+  }
+}
+
+
 int sl_cache_key (sl_cache *c, lua_State *L, int idx, const char *identity,
                   size_t idlen, sl_key *out, char *err, size_t errlen) {
   sl_buf *b = &c->scratch;
@@ -832,7 +880,8 @@ int sl_cache_key (sl_cache *c, lua_State *L, int idx, const char *identity,
       snprintf(err, errlen, "not enough memory");
     status = SL_ENOMEM;
   }
-  else if (sl_json_encode(L, idx, b, SL_JSON_CANONICAL, err, errlen) != 0)
+  else if (!scalar_key(L, idx, b) &&
+           sl_json_encode(L, idx, b, SL_JSON_CANONICAL, err, errlen) != 0)
     status = SL_EINVAL;
   else
     hash_bytes(b->data, b->len, 0, out);

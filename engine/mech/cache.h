@@ -78,10 +78,11 @@ void sl_cache_set_max_bytes (sl_cache *c, size_t max_bytes);
 /*
 ** The key of a step execution: the XXH3-128 hash of identity[0..idlen)
 ** (the step's version and anything else that tells its executions apart)
-** followed by the canonical JSON (SL_JSON_CANONICAL) of the value at idx,
-** the input or a user's key value. So keys do not depend on the order
-** keys were inserted in a table, 2 and 2.0 hash alike, and values of
-** different types hash apart. Canonical JSON does not tell nil from the
+** followed by the value at idx, the input or a user's key value: a scalar
+** as a tagged form of itself, a table as its canonical JSON
+** (SL_JSON_CANONICAL). So keys do not depend on the order keys were
+** inserted in a table, 2 and 2.0 hash alike, and values of different
+** types hash apart. Canonical JSON does not tell nil from the
 ** null sentinel, nor an integer key from the string of its digits.
 ** Returns 0, or SL_EINVAL for a value with no JSON form, with err holding
 ** the encoder's message, e.g. "cannot encode a function at $.f".

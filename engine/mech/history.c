@@ -28,8 +28,8 @@ void sl_hist_free(sl_history *h) {
     free(c);
     c = next;
   }
+  for (int i = 0; i < h->n; i++) sl_hist_label_drop(h->recs[i].label);
   free(h->recs);
-  free(h->intern);
   sl_hist_init(h);
 }
 
@@ -52,36 +52,24 @@ static const char *arena_copy(sl_history *h, const char *s, size_t len) {
   return p;
 }
 
-/* Finds the copies of the (name, kind) pair id names, making them on first
-   use. Returns the entry, or NULL when memory runs out. */
-static sl_hist_intern *intern(sl_history *h, uint64_t id, const char *name,
-                              size_t nlen, const char *kind, size_t klen) {
-  if (h->icount * 2 >= h->icap) {
-    size_t cap = h->icap ? h->icap * 2 : 64;
-    sl_hist_intern *t = calloc(cap, sizeof *t);
-    if (t == NULL) return NULL;
-    for (size_t i = 0; i < h->icap; i++) {
-      if (h->intern[i].id == 0) continue;
-      size_t j = (size_t)(h->intern[i].id * 0x9E3779B97F4A7C15ull) & (cap - 1);
-      while (t[j].id != 0) j = (j + 1) & (cap - 1);
-      t[j] = h->intern[i];
-    }
-    free(h->intern);
-    h->intern = t;
-    h->icap = cap;
-  }
-  size_t j = (size_t)(id * 0x9E3779B97F4A7C15ull) & (h->icap - 1);
-  while (h->intern[j].id != 0) {
-    if (h->intern[j].id == id) return &h->intern[j];
-    j = (j + 1) & (h->icap - 1);
-  }
-  const char *n = arena_copy(h, name, nlen), *k = arena_copy(h, kind, klen);
-  if (n == NULL || k == NULL) return NULL;
-  h->intern[j].id = id;
-  h->intern[j].name = n;
-  h->intern[j].kind = k;
-  h->icount++;
-  return &h->intern[j];
+sl_hist_label *sl_hist_label_new(const char *name, size_t nlen, const char *kind,
+                                 size_t klen) {
+  sl_hist_label *l = malloc(sizeof *l + nlen + klen + 2);
+  if (l == NULL) return NULL;
+  l->refs = 1;
+  l->nlen = nlen;
+  l->klen = klen;
+  memcpy(l->text, name, nlen);
+  l->text[nlen] = '\0';
+  memcpy(l->text + nlen + 1, kind, klen);
+  l->text[nlen + 1 + klen] = '\0';
+  l->name = l->text;
+  l->kind = l->text + nlen + 1;
+  return l;
+}
+
+void sl_hist_label_drop(sl_hist_label *l) {
+  if (l != NULL && --l->refs == 0) free(l);
 }
 
 static const char *copy_or_null(sl_history *h, const char *s) {
@@ -96,8 +84,7 @@ void sl_hist_reserve(sl_history *h, int n) {
   h->cap = n;
 }
 
-int sl_hist_begin(sl_history *h, int parent, uint64_t id, const char *name,
-                  size_t nlen, const char *kind, size_t klen, uint64_t t0) {
+int sl_hist_begin(sl_history *h, int parent, sl_hist_label *label, uint64_t t0) {
   if (h->n == h->cap) {
     int cap = h->cap ? h->cap * 2 : 64;
     sl_hist_rec *recs = realloc(h->recs, (size_t)cap * sizeof *recs);
@@ -105,11 +92,11 @@ int sl_hist_begin(sl_history *h, int parent, uint64_t id, const char *name,
     h->recs = recs;
     h->cap = cap;
   }
-  sl_hist_intern *in = intern(h, id ? id : UINT64_MAX, name, nlen, kind, klen);
-  if (in == NULL) return -1;
   sl_hist_rec *r = &h->recs[h->n];
-  r->name = in->name;
-  r->kind = in->kind;
+  label->refs++;
+  r->label = label;
+  r->name = label->name;
+  r->kind = label->kind;
   r->err_kind = r->err_msg = r->err_where = r->err_step = NULL;
   r->t0 = t0;
   r->t1 = 0;

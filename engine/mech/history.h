@@ -14,8 +14,26 @@
 
 enum { SL_STEP_RUNNING, SL_STEP_COMPLETED, SL_STEP_FAILED, SL_STEP_CANCELLED };
 
+/* A step's name and kind, made once with its plan and shared by every
+   record of it in every history: freed when the last holder lets go, so a
+   history may outlive the step (and the engine) it recorded. */
+typedef struct sl_hist_label {
+  int refs;
+  size_t nlen, klen;
+  const char *name, *kind;            /* into text */
+  char text[];
+} sl_hist_label;
+
+/* A label with one holder, or NULL when memory is exhausted. */
+sl_hist_label *sl_hist_label_new(const char *name, size_t nlen, const char *kind,
+                                 size_t klen);
+
+/* Lets go of a hold on l (NULL is ignored). */
+void sl_hist_label_drop(sl_hist_label *l);
+
 typedef struct sl_hist_rec {
-  const char *name, *kind;            /* in the history's arena */
+  sl_hist_label *label;               /* held by the record */
+  const char *name, *kind;            /* the label's */
   const char *err_kind, *err_msg, *err_where, *err_step;  /* NULL unless it failed */
   uint64_t t0, t1;
   const char *fallback;               /* why its fallback ran, or NULL */
@@ -30,17 +48,10 @@ typedef struct sl_hist_rec {
 
 typedef struct sl_hist_chunk sl_hist_chunk;
 
-/* The names and kinds of the steps a run executes are stored once each:
-   an open-addressing table maps the id a caller gives a (name, kind) pair
-   (a step's plan serial) to their copies in the arena. */
-typedef struct sl_hist_intern { uint64_t id; const char *name, *kind; } sl_hist_intern;
-
 typedef struct sl_history {
   sl_hist_rec *recs;
   int n, cap;
-  sl_hist_chunk *arena;
-  sl_hist_intern *intern;     /* NULL until the first record */
-  size_t icap, icount;        /* capacity (a power of 2) and entries */
+  sl_hist_chunk *arena;       /* keys, paths and error texts */
 } sl_history;
 
 void sl_hist_init(sl_history *h);
@@ -50,12 +61,10 @@ void sl_hist_free(sl_history *h);
    pipeline never regrows its history. */
 void sl_hist_reserve(sl_history *h, int n);
 
-/* Appends a record for an execution that starts at t0; returns its index,
-   or -1 when memory is exhausted (the step still runs, unrecorded). id
-   names the (name, kind) pair, which is copied once per history: every
-   record with the same id must have the same name and kind. */
-int sl_hist_begin(sl_history *h, int parent, uint64_t id, const char *name,
-                  size_t nlen, const char *kind, size_t klen, uint64_t t0);
+/* Appends a record of the step label names for an execution that starts
+   at t0 (the record holds the label); returns its index, or -1 when memory
+   is exhausted (the step still runs, unrecorded). */
+int sl_hist_begin(sl_history *h, int parent, sl_hist_label *label, uint64_t t0);
 
 /* Sets the key and ordinal of record i (key may be NULL). */
 void sl_hist_set_key(sl_history *h, int i, const char *key, size_t klen, int ordinal);

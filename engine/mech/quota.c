@@ -43,11 +43,6 @@ static int64_t *dim (sl_usage *u, int d) {
 }
 
 
-int64_t sl_usage_get (const sl_usage *u, int d) {
-  return *dim((sl_usage *)u, d);
-}
-
-
 /* a + b for a, b >= 0, held at INT64_MAX. */
 static int64_t add_sat (int64_t a, int64_t b) {
   return (a > INT64_MAX - b) ? INT64_MAX : a + b;

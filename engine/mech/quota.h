@@ -79,7 +79,9 @@ typedef struct sl_quota {
 
 /* Usage arithmetic: *a += *b (saturating), and the value of dimension d. */
 void    sl_usage_add (sl_usage *a, const sl_usage *b);
-int64_t sl_usage_get (const sl_usage *u, int d);
+static inline int64_t sl_usage_get (const sl_usage *u, int d) {
+  return d == SL_DIM_COST ? u->cost_nanos : d == SL_DIM_TOKENS ? u->tokens : u->requests;
+}
 
 /* The name of dimension d: "cost", "tokens" or "requests". */
 const char *sl_usage_dimname (int d);

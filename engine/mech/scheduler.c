@@ -139,7 +139,7 @@ void sl_task_release(sl_task *t) {
   /* Resetting a coroutine that failed leaves its error object behind in
      Lua 5.4.4: clear the stack as well, so the next step starts empty. */
   if (lua_status(co) != LUA_OK) lua_resetthread(co);
-  lua_settop(co, 0);
+  if (lua_gettop(co) != 0) lua_settop(co, 0);
   t->wait = SL_WAIT_NONE;
   t->next = s->free_tasks;
   s->free_tasks = t;

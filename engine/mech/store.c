@@ -199,7 +199,7 @@ void sl_store_run_free (sl_store_run *r) {
 
 int sl_store_run_list (sl_store *s, const sl_store_run_filter *f,
                        sl_store_run_cb cb, void *ud) {
-  static const sl_store_run_filter all = { NULL, NULL, 0, 0 };
+  static const sl_store_run_filter all = { NULL, NULL, 0, 0, NULL };
   ARG(s, cb != NULL, "run_list", "no callback");
   if (f == NULL)
     f = &all;
@@ -470,6 +470,8 @@ enum {
                 "cached, output, state, usage, error, t0, t1, changes"
 /* Newest first: the ULID-like ids sort by start time. */
 #define RUN_ORDER " ORDER BY id DESC LIMIT ?3 OFFSET ?4"
+/* Older than a given run (paging), or any when ?5 is NULL. */
+#define RUN_BEFORE "(?5 IS NULL OR id < ?5)"
 
 static const char *const sql[ST_COUNT] = {
   [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -483,14 +485,14 @@ static const char *const sql[ST_COUNT] = {
     "ended_ms = ?6 WHERE id = ?1",
   [ST_RUN_GET] = "SELECT " RUN_COLS " FROM runs WHERE id = ?1",
   [ST_RUN_DELETE] = "DELETE FROM runs WHERE id = ?1",
-  [ST_RUN_LIST] = "SELECT " RUN_COLS " FROM runs" RUN_ORDER,
+  [ST_RUN_LIST] = "SELECT " RUN_COLS " FROM runs WHERE " RUN_BEFORE RUN_ORDER,
   [ST_RUN_LIST_STATUS] =
-    "SELECT " RUN_COLS " FROM runs WHERE status = ?1" RUN_ORDER,
+    "SELECT " RUN_COLS " FROM runs WHERE status = ?1 AND " RUN_BEFORE RUN_ORDER,
   [ST_RUN_LIST_PIPELINE] =
-    "SELECT " RUN_COLS " FROM runs WHERE pipeline = ?2" RUN_ORDER,
+    "SELECT " RUN_COLS " FROM runs WHERE pipeline = ?2 AND " RUN_BEFORE RUN_ORDER,
   [ST_RUN_LIST_BOTH] =
-    "SELECT " RUN_COLS " FROM runs WHERE status = ?1 AND pipeline = ?2"
-    RUN_ORDER,
+    "SELECT " RUN_COLS " FROM runs WHERE status = ?1 AND pipeline = ?2 AND "
+    RUN_BEFORE RUN_ORDER,
 
   /* An upsert rather than INSERT OR REPLACE: the row keeps its rowid, so a
      step recorded when it starts and again when it ends stays in start
@@ -931,7 +933,8 @@ static int sq_run_list (sl_store *b, const sl_store_run_filter *f,
   rc = (f->status ? bind_text(st, 1, f->status) : 0)
      | (f->pipeline ? bind_text(st, 2, f->pipeline) : 0)
      | sqlite3_bind_int64(st, 3, f->limit > 0 ? f->limit : -1)
-     | sqlite3_bind_int64(st, 4, f->offset);
+     | sqlite3_bind_int64(st, 4, f->offset)
+     | (f->before ? bind_text(st, 5, f->before) : sqlite3_bind_null(st, 5));
   if ((rc = bind_failed(s, rc)) == SQLITE_OK) {
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
       row_to_run(st, &r);
@@ -1472,6 +1475,9 @@ static int sq_setup (sq_store *s, const sl_store_options *o) {
   if (rc != SQLITE_OK)
     return sq_fail(s, rc, "cannot open");
   sqlite3_busy_timeout(s->db, s->busy_ms);
+  /* Closing does not copy the write-ahead log into the file (three syncs
+     for a short-lived process); the next writer's checkpoints do. */
+  sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
 
   /* What is this file? Reading the header finds garbage (NOTADB). */
   if ((rc = query_int(s->db, "PRAGMA application_id", &appid)) != SQLITE_OK
@@ -1488,7 +1494,7 @@ static int sq_setup (sq_store *s, const sl_store_options *o) {
     return sl_store_seterr(&s->base, SL_STORE_EVERSION, "was written by a "
                            "newer sluice (schema version %d, this one knows "
                            "up to %d)", (int)version, NMIGRATIONS);
-  if (!s->memory && ntables > 0 && !(o != NULL && o->skip_check)) {
+  if (!s->memory && ntables > 0 && o != NULL && o->full_check) {
     if ((rc = sq_quick_check(s)) != 0)
       return rc;
   }

@@ -57,8 +57,9 @@ typedef struct sl_store_options {
                             0: only sl_store_flush and close commit */
   int64_t max_bytes;     /* the file never grows past this (writes beyond
                             fail with EFULL); 0: no limit */
-  int skip_check;        /* 1: skip the integrity check (PRAGMA
-                            quick_check) on open, which reads the whole file */
+  int full_check;        /* 1: run the integrity check (PRAGMA quick_check,
+                            which reads the whole file) on open; else only
+                            the header is checked */
 } sl_store_options;
 
 
@@ -86,6 +87,7 @@ typedef struct sl_store_run_filter {
   const char *pipeline;    /* only runs of this pipeline, or NULL for all */
   int64_t limit;           /* at most this many; 0 for no limit */
   int64_t offset;          /* after skipping this many */
+  const char *before;      /* only runs older than this id (paging), or NULL */
 } sl_store_run_filter;
 
 /*

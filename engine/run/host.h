@@ -19,6 +19,7 @@ typedef struct sl_host {
   int owns_loop;             /* the loop is the engine's own: it may block */
   int in_uv_run;             /* inside uv_run on the engine's own loop */
   int blocking;              /* a wait is driving the loop for a run */
+  unsigned char last_id[16]; /* the bytes of the last run id it made */
 } sl_host;
 
 /* The host a core belongs to. */

@@ -13,6 +13,10 @@
 ** multi handle and frees it at once. curl's callbacks never call Lua:
 ** finished transfers are collected after curl returns, and their steps
 ** resumed from there.
+**
+** libcurl is loaded when the first request is made (dlopen), not when the
+** engine starts: a process that never makes a request does not pay for
+** libcurl and the dozens of libraries it links.
 */
 #include <ctype.h>
 #include <stdio.h>
@@ -20,6 +24,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+
+#include <dlfcn.h>
+#include <pthread.h>
 
 #include <curl/curl.h>
 #include <lauxlib.h>
@@ -33,6 +40,104 @@
 #include "protect.h"
 #include "scheduler.h"
 #include "value.h"
+
+/* {======================================================
+** libcurl, loaded on first use
+** ======================================================= */
+
+static struct {
+  CURLcode (*global_init)(long);
+  void (*global_cleanup)(void);
+  CURL *(*easy_init)(void);
+  void (*easy_cleanup)(CURL *);
+  CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
+  CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
+  const char *(*easy_strerror)(CURLcode);
+  CURLM *(*multi_init)(void);
+  CURLMcode (*multi_cleanup)(CURLM *);
+  CURLMcode (*multi_setopt)(CURLM *, CURLMoption, ...);
+  CURLMcode (*multi_add_handle)(CURLM *, CURL *);
+  CURLMcode (*multi_remove_handle)(CURLM *, CURL *);
+  CURLMcode (*multi_assign)(CURLM *, curl_socket_t, void *);
+  CURLMcode (*multi_socket_action)(CURLM *, curl_socket_t, int, int *);
+  CURLMsg *(*multi_info_read)(CURLM *, int *);
+  const char *(*multi_strerror)(CURLMcode);
+  struct curl_slist *(*slist_append)(struct curl_slist *, const char *);
+  void (*slist_free_all)(struct curl_slist *);
+} api;
+static char api_error[300];
+static pthread_once_t api_once = PTHREAD_ONCE_INIT;
+
+static void load_api(void) {
+  static const char *const names[] = {
+    "libcurl.so.4", "libcurl-gnutls.so.4", "libcurl-nss.so.4", "libcurl.so", NULL
+  };
+  void *lib = NULL;
+  for (const char *const *n = names; *n != NULL && lib == NULL; n++)
+    lib = dlopen(*n, RTLD_NOW | RTLD_LOCAL);
+  if (lib == NULL) {
+    const char *why = dlerror();
+    snprintf(api_error, sizeof api_error, "ctx:http needs libcurl, which could not be "
+             "loaded (%s)", why ? why : "libcurl.so.4 not found");
+    return;
+  }
+#define LOAD(field, sym)                                                    \
+  if ((*(void **)&api.field = dlsym(lib, sym)) == NULL) {                   \
+    snprintf(api_error, sizeof api_error, "libcurl lacks %s", sym);         \
+    return;                                                                 \
+  }
+  LOAD(global_init, "curl_global_init")
+  LOAD(global_cleanup, "curl_global_cleanup")
+  LOAD(easy_init, "curl_easy_init")
+  LOAD(easy_cleanup, "curl_easy_cleanup")
+  LOAD(easy_setopt, "curl_easy_setopt")
+  LOAD(easy_getinfo, "curl_easy_getinfo")
+  LOAD(easy_strerror, "curl_easy_strerror")
+  LOAD(multi_init, "curl_multi_init")
+  LOAD(multi_cleanup, "curl_multi_cleanup")
+  LOAD(multi_setopt, "curl_multi_setopt")
+  LOAD(multi_add_handle, "curl_multi_add_handle")
+  LOAD(multi_remove_handle, "curl_multi_remove_handle")
+  LOAD(multi_assign, "curl_multi_assign")
+  LOAD(multi_socket_action, "curl_multi_socket_action")
+  LOAD(multi_info_read, "curl_multi_info_read")
+  LOAD(multi_strerror, "curl_multi_strerror")
+  LOAD(slist_append, "curl_slist_append")
+  LOAD(slist_free_all, "curl_slist_free_all")
+#undef LOAD
+  api_error[0] = '\0';
+}
+
+/* Loads libcurl once per process; returns NULL, or why it cannot be used. */
+static const char *need_api(void) {
+  pthread_once(&api_once, load_api);
+  return api.slist_free_all != NULL && api_error[0] == '\0' ? NULL : api_error;
+}
+
+/* From here on the calls go through the loaded table. */
+#define curl_global_init api.global_init
+#define curl_global_cleanup api.global_cleanup
+#define curl_easy_init api.easy_init
+#define curl_easy_cleanup api.easy_cleanup
+#undef curl_easy_setopt
+#define curl_easy_setopt api.easy_setopt
+#undef curl_easy_getinfo
+#define curl_easy_getinfo api.easy_getinfo
+#define curl_easy_strerror api.easy_strerror
+#define curl_multi_init api.multi_init
+#define curl_multi_cleanup api.multi_cleanup
+#undef curl_multi_setopt
+#define curl_multi_setopt api.multi_setopt
+#define curl_multi_add_handle api.multi_add_handle
+#define curl_multi_remove_handle api.multi_remove_handle
+#define curl_multi_assign api.multi_assign
+#define curl_multi_socket_action api.multi_socket_action
+#define curl_multi_info_read api.multi_info_read
+#define curl_multi_strerror api.multi_strerror
+#define curl_slist_append api.slist_append
+#define curl_slist_free_all api.slist_free_all
+
+/* }====================================================== */
 
 /* Registry field: a table mapping each engine (light userdata) to its mux. */
 #define MUX_KEY "sluice.http"
@@ -348,6 +453,12 @@ static mux *open_mux(lua_State *L, sl_core *e) {
   /* Reserve the slot first, so that storing the mux cannot fail. */
   lua_pushboolean(L, 0);
   lua_rawsetp(L, -2, e);
+  const char *missing = need_api();
+  if (missing != NULL) {
+    lua_pushnil(L);
+    lua_rawsetp(L, -2, e);
+    luaL_error(L, "%s", missing);
+  }
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
     luaL_error(L, "cannot initialize libcurl");
   m = calloc(1, sizeof *m);

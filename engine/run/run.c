@@ -21,21 +21,35 @@
 #include "value.h"
 
 /* Makes a run id that sorts by start time: 48 bits of milliseconds and 80
-   random bits, in Crockford's base 32 (26 characters, like a ULID). */
-static void make_id(char *out) {
+   random bits, in Crockford's base 32 (26 characters, like a ULID); the
+   ids of one engine grow strictly, even within a millisecond. */
+static void make_id(sl_host *h, char *out) {
   static const char digits[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-  unsigned char bytes[16];
-  uint64_t ms = 0;
+  unsigned char *bytes = h->last_id;
+  uint64_t ms = 0, last = 0;
   uv_timeval64_t tv;
   if (uv_gettimeofday(&tv) == 0)
     ms = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
-  for (int i = 0; i < 6; i++) bytes[i] = (unsigned char)(ms >> (40 - 8 * i));
-  if (uv_random(NULL, NULL, bytes + 6, 10, 0, NULL) != 0) {
-    uint64_t x = uv_hrtime() ^ (uintptr_t)out;
-    for (int i = 6; i < 16; i++) {
-      x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-      bytes[i] = (unsigned char)(x >> 56);
+  for (int i = 0; i < 6; i++) last = last << 8 | bytes[i];
+  if (ms <= last && last != 0) {
+    /* In the same millisecond (or the clock went back): one more than the
+       last id, so the ids an engine makes sort in the order it made them. */
+    int i = 15;
+    while (i >= 6 && ++bytes[i] == 0) i--;
+    if (i < 6) {   /* the random part wrapped: the next millisecond */
+      last++;
+      for (int j = 0; j < 6; j++) bytes[j] = (unsigned char)(last >> (40 - 8 * j));
     }
+  } else {
+    for (int i = 0; i < 6; i++) bytes[i] = (unsigned char)(ms >> (40 - 8 * i));
+    if (uv_random(NULL, NULL, bytes + 6, 10, 0, NULL) != 0) {
+      uint64_t x = uv_hrtime() ^ (uintptr_t)out;
+      for (int i = 6; i < 16; i++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        bytes[i] = (unsigned char)(x >> 56);
+      }
+    }
+    bytes[6] &= 0x7f;   /* room to count up within the millisecond */
   }
   /* 128 bits -> 26 base-32 digits, most significant first. */
   int bit = 0;
@@ -92,9 +106,9 @@ sl_run *sl_run_launch(lua_State *L, sl_host *h, int si, int ii, const sl_run_opt
     luaL_error(L, "a pipeline or step expected, got %s", luaL_typename(L, si));
   /* Refuse a root of an unknown kind before anything is anchored. */
   sl_plan *root = sl_plan_push(L, si);                  /* plan */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref_kinds);      /* plan kinds */
-  sl_plan_push_handler(L, -2, -1);                      /* plan kinds handler */
-  lua_pop(L, 3);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref_kinds);
+  sl_plan_resolve(L, root, -2, lua_topointer(L, -1), c->ref_kinds);
+  lua_pop(L, 2);
   sl_run **box = lua_newuserdatauv(L, sizeof *box, SL_RUN_NUV);   /* run */
   *box = NULL;
   luaL_setmetatable(L, SL_RUN_MT);
@@ -115,7 +129,7 @@ sl_run *sl_run_launch(lua_State *L, sl_host *h, int si, int ii, const sl_run_opt
     snprintf(r->id, sizeof r->id, "%s", o->id);
     r->replay = 1;
   } else {
-    make_id(r->id);
+    make_id(h, r->id);
   }
   snprintf(r->pipeline, sizeof r->pipeline, "%s", root->name);
   lua_pushvalue(L, si);
@@ -162,13 +176,18 @@ sl_run *sl_run_launch(lua_State *L, sl_host *h, int si, int ii, const sl_run_opt
   return r;
 }
 
+/* Pooled tasks kept once no run is active. */
+#define POOL_KEEP 4096
+
 /* Drops the engine's hold on an ended run. */
 static void unanchor(lua_State *L, sl_run *r) {
   luaL_unref(L, LUA_REGISTRYINDEX, r->ref_kinds);
   r->ref_kinds = LUA_NOREF;
   luaL_unref(L, LUA_REGISTRYINDEX, r->ref);
   r->ref = LUA_NOREF;
-  r->core->active_runs--;
+  /* Once no run is active, a pool that a burst grew gives its memory back,
+     keeping enough tasks for the next ordinary run. */
+  if (--r->core->active_runs == 0) sl_sched_trim(&r->core->sched, POOL_KEEP);
 }
 
 /* hooks.ended: the run ends with what its root ended with, unless a

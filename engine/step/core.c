@@ -28,11 +28,11 @@ void sl_exec_set(lua_State *L, sl_exec *x, int i) {
   lua_insert(L, -2);                                    /* rec v */
   lua_rawseti(L, -2, i);
   lua_pop(L, 1);
-  x->has_rec = 1;
+  x->has_rec |= (unsigned short)(1u << i);
 }
 
 int sl_exec_get(lua_State *L, sl_exec *x, int i) {
-  if (!x->has_rec) {
+  if (!(x->has_rec & (1u << i))) {
     lua_pushnil(L);
     return LUA_TNIL;
   }
@@ -46,6 +46,7 @@ void sl_exec_clear_rec(lua_State *L, sl_exec *x) {
   if (!x->has_rec) return;
   sl_exec_push_rec(L, x, 1);
   for (int i = 1; i <= SL_REC_NSLOTS; i++) {
+    if (!(x->has_rec & (1u << i))) continue;
     lua_pushnil(L);
     lua_rawseti(L, -2, i);
   }

@@ -56,6 +56,11 @@ struct sl_core {
   int closing;               /* being torn down: start nothing new */
   int abort_pending;         /* a run was asked to stop (sl_core_abort_run) */
   lua_Integer seq;           /* orders task endings */
+  /* The clock read when the last step ended, while nothing has run since
+     but its parent's C code: the start of the next child that parent
+     starts (so a chain reads the clock once per step). */
+  uint64_t clock_at;
+  const sl_exec *clock_for;  /* that parent, or NULL once anything ran */
   int64_t spans_dropped;     /* spans the trace could not write */
   uint64_t rng;              /* xorshift state, for backoff jitter */
   char errmsg[1024];         /* the message of the last failure */
@@ -87,6 +92,8 @@ struct sl_run {
   int ref;                 /* registry ref to the userdata while active */
   int ref_kinds;           /* the policy table the run started with */
   const void *kinds;       /* that table, as a pointer, to check plans */
+  sl_key kinds_version;    /* its cache version, once worked out */
+  int kinds_version_known;
   int ref_host;            /* registry ref held for a C host */
   sl_run *next, *prev;     /* the core's list of runs */
   uint64_t t_start, t_end;
@@ -128,8 +135,7 @@ enum { SL_INT_NONE, SL_INT_TIMEOUT, SL_INT_LIMIT, SL_INT_ABORT, SL_INT_MEMORY };
 /* The slots of an execution's record: a Lua table kept with its pooled
    task (registry[task]), made the first time a slot is needed. */
 enum {
-  SL_REC_HANDLER = 1,    /* the kind's handler, for the next attempt */
-  SL_REC_STEP,
+  SL_REC_STEP = 1,       /* the step and its input, for the next attempt */
   SL_REC_INPUT,
   SL_REC_CTX,            /* the ctx user code sees, once made */
   SL_REC_HANDLE,         /* the task handle of a spawned execution */
@@ -174,7 +180,7 @@ struct sl_exec {
   unsigned char metered;     /* held, used or returned is not all zero */
   unsigned char preset;      /* its output is already on its coroutine */
   unsigned char state_on;    /* its record holds a view of the state */
-  unsigned char has_rec;     /* its record has slots to clear */
+  unsigned short has_rec;    /* bit i: slot i of its record is set */
   unsigned char sealed;      /* its output and changes are encoded below */
   unsigned char memo;        /* SL_MEMO_*: its part in the cache lookup */
   unsigned char cache_hit;   /* its output came from the cache */

@@ -35,12 +35,11 @@ void sl_durable_write_failed(sl_core *c) {
     }
 }
 
-int sl_durable_open(sl_core *c, const char *path, int check) {
+int sl_durable_open(sl_core *c, const char *path) {
   if (path == NULL || strcmp(path, ":memory:") == 0) return 0;
   char err[512];
   sl_store_options opts = {0};
   opts.autoflush = AUTOFLUSH;
-  opts.skip_check = !check;
   int rc = sl_store_open(&c->store, path, &opts, err, sizeof err);
   if (rc != 0) {
     c->store = NULL;

@@ -13,10 +13,10 @@
 
 #include "core.h"
 
-/* Opens the store at path for core c (":memory:" or NULL: none). With
-   check, the whole file's integrity is checked first. Returns 0, or a
-   negative code with the message in c->errmsg. */
-int sl_durable_open(sl_core *c, const char *path, int check);
+/* Opens the store at path for core c (":memory:" or NULL: none), checking
+   its header only (the whole file is checked by `sluice store check`).
+   Returns 0, or a negative code with the message in c->errmsg. */
+int sl_durable_open(sl_core *c, const char *path);
 
 /* Commits pending writes and closes the store (teardown). */
 void sl_durable_close(sl_core *c);

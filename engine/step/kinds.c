@@ -29,29 +29,32 @@ static int kind_step(lua_State *L) {
 }
 
 /* pipeline: runs the children step[1..n] in order, each output feeding
-   the next; its continuation context is the index of the child done
-   last. Its execution is the one running. */
+   the next. It is called with (step, input, exec): the lifecycle hands a
+   C kind that asks for it its execution (SL_CALL_EXEC). Its continuation
+   context is the index of the child done last. */
 static int pipeline_k(lua_State *L, int status, lua_KContext i) {
   (void)status;
-  sl_exec *x = sl_exec_running(L);
-  if (i > 0) {                     /* step input child output */
-    lua_replace(L, 2);
-    lua_settop(L, 2);
+  sl_exec *x = lua_touserdata(L, 3);
+  if (i > 0) {                     /* step input exec child output */
+    lua_copy(L, -1, 2);
+    lua_settop(L, 3);
   }
   lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
   while (i < n) {
     i++;
-    lua_rawgeti(L, 1, i);                               /* step input child */
-    sl_step_run(L, x, 3, 2, 0, pipeline_k, i);          /* ... child output */
-    lua_replace(L, 2);
-    lua_settop(L, 2);
+    lua_rawgeti(L, 1, i);                               /* step input exec child */
+    sl_step_run(L, x, 4, 2, 0, pipeline_k, i);          /* ... child output */
+    lua_copy(L, -1, 2);
+    lua_settop(L, 3);
   }
   lua_settop(L, 2);
   return 1;
 }
 
 static int kind_pipeline(lua_State *L) {
-  lua_settop(L, 2);
+  if (lua_type(L, 3) != LUA_TLIGHTUSERDATA)
+    return luaL_error(L, "the pipeline kind is called by the engine");
+  lua_settop(L, 3);
   return pipeline_k(L, LUA_OK, 0);
 }
 
@@ -61,6 +64,6 @@ void sl_kinds_register(lua_State *L, int idx) {
   sl_plan_mark_call(L, -1, SL_CALL_STEP);
   lua_setfield(L, idx, "step");
   lua_pushcfunction(L, kind_pipeline);
-  sl_plan_mark_call(L, -1, SL_CALL_RUNNING);
+  sl_plan_mark_call(L, -1, SL_CALL_EXEC);
   lua_setfield(L, idx, "pipeline");
 }

@@ -87,9 +87,11 @@ static void init_exec(sl_exec *x, sl_run *r, sl_plan *p, sl_exec *parent, int de
 
 /* Returns x's task to the pool once it has ended. */
 static void release(lua_State *L, sl_exec *x) {
-  sl_ctx_detach(L, x);
-  sl_exec_clear_rec(L, x);
-  sl_attempt_disarm(x);
+  if (x->has_rec) {
+    sl_ctx_detach(L, x);
+    sl_exec_clear_rec(L, x);
+  }
+  if (x->att_on || x->hooked) sl_attempt_disarm(x);
   x->att_on = 0;
   /* A pooled task keeps small buffers for the next durable step, not the
      memory of a large output. */
@@ -108,12 +110,12 @@ static void release(lua_State *L, sl_exec *x) {
 
 /* Pushes the body of x's next attempt and its arguments onto its coroutine:
    the handler as the plan calls it, the attempt runner around it, or the
-   fallback runner. hi, si and ii index the handler, the step and the input
-   on L, and pi the plan. Then arms the attempt. */
-static void push_body(lua_State *L, sl_exec *x, int pi, int hi, int si, int ii) {
+   fallback runner. pi, si and ii index the plan, the step and the input on
+   L. Then arms the attempt. */
+static void push_body(lua_State *L, sl_exec *x, int pi, int si, int ii) {
   const sl_plan *p = x->plan;
-  int base = lua_gettop(L), n;
-  luaL_checkstack(L, 8, "prime");
+  lua_State *co = x->task.co;
+  int n;
   switch (sl_attempt_body(x)) {
     case SL_BODY_FALLBACK:
       lua_getfield(L, LUA_REGISTRYINDEX, "sluice.fallback_runner");
@@ -125,52 +127,47 @@ static void push_body(lua_State *L, sl_exec *x, int pi, int hi, int si, int ii) 
       break;
     case SL_BODY_CHECKED:
       lua_getfield(L, LUA_REGISTRYINDEX, "sluice.attempt_runner");
-      lua_pushvalue(L, hi);
+      sl_plan_push_handler(L, pi);
       lua_pushvalue(L, si);
       lua_pushvalue(L, ii);
       sl_ctx_push(L, x);
       n = 4;
       break;
     default:
-      if (p->call == SL_CALL_STEP) {
+      if (p->call == SL_CALL_STEP && p->has_run) {
         /* The `step` kind calls its run function: the lifecycle calls it
            itself, with a ctx only when the function can see one. */
         sl_plan_push_run(L, pi);
-        if (!lua_isnil(L, -1)) {
-          lua_pushvalue(L, ii);
-          n = 1;
-          if (p->run_ctx) {
-            sl_ctx_push(L, x);
-            n = 2;
-          }
-          break;
+        lua_pushvalue(L, ii);
+        n = 1;
+        if (p->run_ctx) {
+          sl_ctx_push(L, x);
+          n = 2;
         }
-        lua_pop(L, 1);
+        break;
       }
-      lua_pushvalue(L, hi);
+      sl_plan_push_handler(L, pi);
       lua_pushvalue(L, si);
       lua_pushvalue(L, ii);
-      n = 2;
-      if (p->call != SL_CALL_RUNNING) {
-        sl_ctx_push(L, x);
-        n = 3;
-      }
+      if (p->call == SL_CALL_EXEC) lua_pushlightuserdata(L, x);
+      else sl_ctx_push(L, x);
+      n = 3;
       break;
   }
-  lua_xmove(L, x->task.co, n + 1);
+  lua_xmove(L, co, n + 1);
   x->task.nargs = n;
-  lua_settop(L, base);
-  sl_attempt_arm(x);
+  if (x->att_on || x->guarded || x->hooked) sl_attempt_arm(x);
 }
 
 /* Primes the next attempt of x from what its record keeps. */
 static void prime(lua_State *L, sl_exec *x) {
+  luaL_checkstack(L, 12, "prime");
   int top = lua_gettop(L);
-  sl_exec_get(L, x, SL_REC_HANDLER);
   sl_exec_get(L, x, SL_REC_STEP);
   sl_exec_get(L, x, SL_REC_INPUT);
-  sl_plan_push(L, top + 2);
-  push_body(L, x, top + 4, top + 1, top + 2, top + 3);
+  sl_plan *p = sl_plan_push(L, top + 1);
+  sl_plan_resolve(L, p, top + 3, x->run->kinds, x->run->ref_kinds);
+  push_body(L, x, top + 3, top + 1, top + 2);
   lua_settop(L, top);
 }
 
@@ -223,15 +220,24 @@ static int follow_body(lua_State *L) {
   return sl_task_suspend_io(L, &x->task, follow_leave, NULL, follow_k, (lua_KContext)x);
 }
 
+/* Keeps the step and input (at si and ii) of x for an attempt that must
+   start again. */
+static void keep_step(lua_State *L, sl_exec *x, int si, int ii) {
+  lua_pushvalue(L, si);
+  sl_exec_set(L, x, SL_REC_STEP);
+  lua_pushvalue(L, ii);
+  sl_exec_set(L, x, SL_REC_INPUT);
+}
+
 /*
 ** The phases a step with options passes before its first attempt, in the
 ** order the core promises for every step: reserve its estimate (a refusal
 ** fails it with kind "quota" before it runs), look its output up in the
 ** cache (a hit ends it at once; a concurrent identical execution is waited
-** for), else prime its first attempt. pi, hi, si and ii index the plan,
-** handler, step and input.
+** for), else prime its first attempt. pi, si and ii index the plan, the
+** step and the input.
 */
-static void phases(lua_State *L, sl_exec *x, int pi, int hi, int si, int ii) {
+static void phases(lua_State *L, sl_exec *x, int pi, int si, int ii) {
   if (!x->metered && !sl_meter_reserve(L, x)) {
     prime_failure(L, x);
     return;
@@ -242,22 +248,25 @@ static void phases(lua_State *L, sl_exec *x, int pi, int hi, int si, int ii) {
       preset(L, x);
       return;
     case SL_MEMO_FOLLOW:
+      /* If its leader fails, it begins again from these. */
+      keep_step(L, x, si, ii);
       lua_pushcfunction(x->task.co, follow_body);
       x->task.nargs = 0;
       return;
     default:
-      push_body(L, x, pi, hi, si, ii);
+      push_body(L, x, pi, si, ii);
   }
 }
 
 /* Begins x again from its record (a follower that found nothing). */
 static void begin_again(lua_State *L, sl_exec *x) {
+  luaL_checkstack(L, 12, "prime");
   int top = lua_gettop(L);
-  sl_exec_get(L, x, SL_REC_HANDLER);
   sl_exec_get(L, x, SL_REC_STEP);
   sl_exec_get(L, x, SL_REC_INPUT);
-  sl_plan_push(L, top + 2);
-  phases(L, x, top + 4, top + 1, top + 2, top + 3);
+  sl_plan *p = sl_plan_push(L, top + 1);
+  sl_plan_resolve(L, p, top + 3, x->run->kinds, x->run->ref_kinds);
+  phases(L, x, top + 3, top + 1, top + 2);
   lua_settop(L, top);
 }
 
@@ -299,7 +308,7 @@ static void check_fallback_chain(lua_State *L, sl_exec *parent, const sl_plan *p
 static sl_exec *begin(lua_State *L, sl_run *r, sl_exec *parent, int si, int ii,
                       int deliver, int hi, int ki) {
   sl_core *c = r->core;
-  luaL_checkstack(L, 16, "begin");
+  luaL_checkstack(L, 20, "begin");   /* begin, its phases and push_body */
   si = lua_absindex(L, si);
   ii = lua_absindex(L, ii);
   if (ki != 0) {
@@ -311,9 +320,8 @@ static sl_exec *begin(lua_State *L, sl_run *r, sl_exec *parent, int si, int ii,
   }
   int top = lua_gettop(L);
   sl_plan *p = sl_plan_push(L, si);                     /* plan */
-  int pi = top + 1, hidx = top + 3;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref_kinds);      /* plan kinds */
-  sl_plan_push_handler(L, pi, top + 2);                 /* plan kinds handler */
+  int pi = top + 1;
+  sl_plan_resolve(L, p, pi, r->kinds, r->ref_kinds);
   /* Every execution gets an input of its own: no other execution (a
      sibling given the same table, the step that produced it, the state it
      was also put in) can change it under it. */
@@ -326,8 +334,9 @@ static sl_exec *begin(lua_State *L, sl_run *r, sl_exec *parent, int si, int ii,
 
   sl_exec *x = sl_exec_of(sl_task_acquire(L, &c->sched, parent ? &parent->task : NULL));
   init_exec(x, r, p, parent, deliver);
-  x->hist = sl_hist_begin(&r->hist, parent ? parent->hist : -1, p->serial, p->name,
-                          p->nlen, p->kind, p->klen, sl_now());
+  uint64_t t0 = parent != NULL && c->clock_for == parent ? c->clock_at : sl_now();
+  c->clock_for = NULL;
+  x->hist = sl_hist_begin(&r->hist, parent ? parent->hist : -1, p->label, t0);
   if (parent != NULL) {
     size_t keylen = 0;
     const char *key = ki != 0 ? lua_tolstring(L, ki, &keylen) : NULL;
@@ -347,19 +356,13 @@ static sl_exec *begin(lua_State *L, sl_run *r, sl_exec *parent, int si, int ii,
     }
   }
   if (p->opts != 0 || c->cache_all) {
-    sl_attempt_setup(L, x);
-    /* Later attempts (a retry, the fallback, a follower that found
-       nothing) start again from these. */
-    lua_pushvalue(L, hidx);
-    sl_exec_set(L, x, SL_REC_HANDLER);
-    lua_pushvalue(L, si);
-    sl_exec_set(L, x, SL_REC_STEP);
-    lua_pushvalue(L, ii);
-    sl_exec_set(L, x, SL_REC_INPUT);
+    if (p->opts & SL_OPT_ATTEMPTS) sl_attempt_setup(L, x);
+    /* Later attempts (a retry, the fallback) start again from these. */
+    if (p->opts & SL_OPT_AGAIN) keep_step(L, x, si, ii);
     if (p->background && deliver == SL_DELIVER_SYNC) detach(x);
-    phases(L, x, pi, hidx, si, ii);
+    phases(L, x, pi, si, ii);
   } else {
-    push_body(L, x, pi, hidx, si, ii);
+    push_body(L, x, pi, si, ii);
   }
   lua_settop(L, top);
   return x;
@@ -380,6 +383,7 @@ static int resume(lua_State *L, sl_exec *x, int *nres) {
     *nres = lua_gettop(x->task.co);
     return LUA_OK;
   }
+  sl_core_of(x)->clock_for = NULL;   /* step code runs: time passes */
   return sl_task_resume(&x->task, L, nres);
 }
 
@@ -406,7 +410,9 @@ static int outcome(lua_State *L, sl_exec *x, int status, int nres, int *ok) {
     if (nres == 0) {
       lua_pushnil(L);
     } else if (nres == 1) {
-      lua_xmove(co, L, 1);
+      lua_xmove(co, L, 1);     /* its stack holds nothing else */
+      *ok = 1;
+      return 1;
     } else {
       lua_pop(co, nres - 2);
       lua_xmove(co, L, 2);                              /* output usage */
@@ -695,6 +701,10 @@ static void finish(lua_State *L, sl_exec *x, int ok, int how) {
     sl_memo_leave(x);
   if (x->metered) sl_meter_reconcile(x);
   uint64_t now = sl_now();
+  if (how == END_KEEP) {
+    c->clock_at = now;
+    c->clock_for = (const sl_exec *)x->task.parent;
+  }
   if (!ok) {
     const char *kind, *msg, *where;
     sl_error_fields(L, out, &kind, &msg, &where);
@@ -709,8 +719,10 @@ static void finish(lua_State *L, sl_exec *x, int ok, int how) {
   }
   if (r->durable) sl_durable_checkpoint(L, x, ok, out);
   if (c->trace != NULL) trace_step(c, r, x->hist);
-  if (vi != 0) pass_state(L, x, vi, ci);
-  lua_settop(L, out);
+  if (vi != 0) {
+    pass_state(L, x, vi, ci);
+    lua_settop(L, out);
+  }
   if (how != END_KEEP) deliver(L, x, ok, how == END_DELIVER);
   release(L, x);
 }
@@ -1138,7 +1150,9 @@ static int ctx_run_k(lua_State *L, int status, lua_KContext kctx) {
 static int ctx_run(lua_State *L) {
   sl_exec *x = sl_ctx_check(L, 1);
   lua_settop(L, 4);
-  return sl_step_run(L, x, 2, 3, 4, ctx_run_k, 0);
+  int n = sl_step_run(L, x, 2, 3, 4, ctx_run_k, 0);
+  sl_core_of(x)->clock_for = NULL;   /* the step's own code goes on */
+  return n;
 }
 
 /* ctx:spawn(step, input[, key]): starts a child step concurrently; returns

@@ -21,7 +21,7 @@
 #include "value.h"
 
 /* Tells cache entries of this form from any other: part of every key. */
-#define ENTRY_FORM 3
+#define ENTRY_FORM 4
 
 /* Marks, in the memory tier, an entry that carries more than the output:
    {o = output, c = changes, r = reads}. Any other value is the output. */
@@ -57,15 +57,20 @@ static int key_error(lua_State *L, sl_exec *x, const char *what) {
 }
 
 /* The version of the policy table x's run uses: a step's output depends
-   on the kinds of every step under it, so a changed kind misses. cache.c
-   remembers it per table, and the table is replaced, never changed, when
-   a kind is added or swapped. */
+   on the kinds of every step under it, so a changed kind misses. A run
+   keeps one table from start to end (it is replaced, never changed, when a
+   kind is added or swapped), so its version is worked out once per run. */
 static void kinds_version(lua_State *L, sl_exec *x, sl_key *out) {
-  char err[64];
-  memset(out, 0, sizeof *out);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, x->run->ref_kinds);
-  sl_cache_version(L, -1, out, err, sizeof err);
-  lua_pop(L, 1);
+  sl_run *r = x->run;
+  if (!r->kinds_version_known) {
+    char err[64];
+    memset(&r->kinds_version, 0, sizeof r->kinds_version);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref_kinds);
+    sl_cache_version(L, -1, &r->kinds_version, err, sizeof err);
+    lua_pop(L, 1);
+    r->kinds_version_known = 1;
+  }
+  *out = r->kinds_version;
 }
 
 /* The store's form of a key: the high half first, each half big-endian. */
@@ -192,7 +197,9 @@ int sl_memo_lookup(lua_State *L, sl_exec *x, int si, int ii) {
     key_error(L, x, why);
   }
   lua_settop(L, top);
-  if ((sl_cache_get(c->cache, L, &x->memo_key, wall_ms()) && take_entry(L, x)) ||
+  /* Entries of a step without a ttl never expire: no clock is read. */
+  uint64_t now = x->plan->ttl_ms > 0 ? wall_ms() : 0;
+  if ((sl_cache_get(c->cache, L, &x->memo_key, now) && take_entry(L, x)) ||
       (store_get(L, x, &x->memo_key) && take_entry(L, x))) {
     x->memo = SL_MEMO_HIT;
     return SL_MEMO_HIT;

@@ -21,16 +21,22 @@ static const char plan_key = 0;
 /* The registry slot of the Step metatable, kept under a light key. */
 static const char step_mt_key = 0;
 
-/* Numbers plans, for histories to tell them apart without comparing names. */
-static uint64_t next_serial(lua_State *L) {
-  static const char serial_key = 0;
-  lua_Integer n = 0;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &serial_key) == LUA_TNUMBER)
-    n = lua_tointeger(L, -1);
+/* The metatable of plans: a plan lets go of its label when collected. */
+#define PLAN_MT "sluice.plan"
+
+static int plan_gc(lua_State *L) {
+  sl_plan *p = lua_touserdata(L, 1);
+  sl_hist_label_drop(p->label);
+  p->label = NULL;
+  return 0;
+}
+
+void sl_plan_open(lua_State *L) {
+  if (luaL_newmetatable(L, PLAN_MT)) {
+    lua_pushcfunction(L, plan_gc);
+    lua_setfield(L, -2, "__gc");
+  }
   lua_pop(L, 1);
-  lua_pushinteger(L, ++n);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &serial_key);
-  return (uint64_t)n;
 }
 
 int sl_plan_is_step(lua_State *L, int idx) {
@@ -157,26 +163,25 @@ sl_plan *sl_plan_push(lua_State *L, int si) {
   const char *where = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &wlen) : NULL;
   if (kind == NULL) kind = "?", klen = 1;
   if (name == NULL) name = kind, nlen = klen;
-  sl_plan *p = lua_newuserdatauv(L, sizeof *p + nlen + klen + wlen + 3, NUV);  /* k n w plan */
+  sl_plan_open(L);
+  sl_plan *p = lua_newuserdatauv(L, sizeof *p + wlen + 1, NUV);  /* k n w plan */
   memset(p, 0, sizeof *p);
-  char *s = p->strings;
-  memcpy(s, name, nlen + 1);
-  p->name = s;
+  luaL_setmetatable(L, PLAN_MT);
+  p->label = sl_hist_label_new(name, nlen, kind, klen);
+  if (p->label == NULL) luaL_error(L, "not enough memory");
+  p->name = p->label->name;
   p->nlen = nlen;
-  s += nlen + 1;
-  memcpy(s, kind, klen + 1);
-  p->kind = s;
+  p->kind = p->label->kind;
   p->klen = klen;
-  s += klen + 1;
   if (where != NULL) {
-    memcpy(s, where, wlen + 1);
-    p->where = s;
+    memcpy(p->strings, where, wlen + 1);
+    p->where = p->strings;
   }
   int pi = lua_gettop(L);
-  p->serial = next_serial(L);
   read_options(L, p, si);
   if (lua_getfield(L, si, "run") != LUA_TNIL) {
     p->run_ctx = (unsigned char)takes_ctx(L, -1);
+    p->has_run = 1;
     lua_setiuservalue(L, pi, UV_RUN);
   } else {
     lua_pop(L, 1);
@@ -219,27 +224,25 @@ static int call_of(lua_State *L, int idx) {
   return call;
 }
 
-void sl_plan_push_handler(lua_State *L, int pi, int ki) {
-  pi = lua_absindex(L, pi);
-  ki = lua_absindex(L, ki);
+void sl_plan_resolve_in(lua_State *L, int pi, const void *kinds, int kinds_ref) {
   sl_plan *p = lua_touserdata(L, pi);
-  lua_getiuservalue(L, pi, UV_KINDS);
-  int same = lua_rawequal(L, -1, ki);
-  lua_pop(L, 1);
-  if (same) {
-    lua_getiuservalue(L, pi, UV_HANDLER);
-    return;
-  }
+  if (p->kinds == kinds) return;
+  pi = lua_absindex(L, pi);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, kinds_ref);         /* kinds */
   lua_pushlstring(L, p->kind, p->klen);
-  if (lua_rawget(L, ki) == LUA_TNIL)
+  if (lua_rawget(L, -2) == LUA_TNIL)                    /* kinds handler */
     luaL_error(L, "step '%s'%s%s has kind '%s', which is not registered "
                "(register it with sl.kind)", p->name, p->where ? " defined at " : "",
                p->where ? p->where : "", p->kind);
   p->call = (unsigned char)call_of(L, -1);
-  lua_pushvalue(L, -1);
   lua_setiuservalue(L, pi, UV_HANDLER);
-  lua_pushvalue(L, ki);
+  /* The plan holds the table, so no other can take its address. */
   lua_setiuservalue(L, pi, UV_KINDS);
+  p->kinds = kinds;
+}
+
+void sl_plan_push_handler(lua_State *L, int pi) {
+  lua_getiuservalue(L, pi, UV_HANDLER);
 }
 
 void sl_plan_push_run(lua_State *L, int pi) {

@@ -25,6 +25,12 @@ enum {
   SL_OPT_CACHE = 64, SL_OPT_BACKGROUND = 128, SL_OPT_ESTIMATE = 256
 };
 
+/* The options that give a step attempts (attempt.c), and those after
+   which a later attempt starts again from the step and its input. */
+#define SL_OPT_ATTEMPTS (SL_OPT_RETRIES | SL_OPT_BACKOFF | SL_OPT_TIMEOUT | \
+                         SL_OPT_LIMITS | SL_OPT_VALIDATE | SL_OPT_FALLBACK)
+#define SL_OPT_AGAIN (SL_OPT_RETRIES | SL_OPT_FALLBACK)
+
 /* The most fallbacks that may run inside one another (the DSL checks the
    same bound, read from the core module). */
 #define SL_MAX_FALLBACK_DEPTH 8
@@ -36,13 +42,15 @@ enum { SL_BG_NONE, SL_BG_BESIDE, SL_BG_REQUIRED };
 enum {
   SL_CALL_CTX,       /* handler(step, input, ctx): any kind but these */
   SL_CALL_STEP,      /* the C `step` kind: calls run(input[, ctx]) */
-  SL_CALL_RUNNING    /* a C kind that finds its execution itself (pipeline) */
+  SL_CALL_EXEC       /* a C kind given (step, input, its execution) (pipeline) */
 };
 
 struct sl_plan {
-  uint64_t serial;           /* unique in the process: names it in histories */
-  const char *name, *kind, *where;    /* in the plan's own memory */
+  sl_hist_label *label;      /* its name and kind, shared with histories */
+  const char *name, *kind;   /* the label's */
+  const char *where;         /* in the plan's own memory, or NULL */
   size_t nlen, klen;
+  const void *kinds;         /* the policy table its handler was found in */
   unsigned opts;             /* SL_OPT_* of the options the step has */
   int max_attempts;          /* retries + 1 */
   double base, cap, jitter;  /* backoff, in seconds */
@@ -53,8 +61,9 @@ struct sl_plan {
   unsigned char cache;       /* cache = true or a table */
   unsigned char key_fn;      /* cache = {key = fn} */
   unsigned char background;  /* SL_BG_* */
+  unsigned char has_run;     /* the step has a run field */
   unsigned char run_ctx;     /* its run function may read a ctx */
-  unsigned char call;        /* SL_CALL_* for the handler last resolved */
+  unsigned char call;        /* SL_CALL_* of the handler resolved */
   unsigned char version_known;
   sl_key version;            /* its cache version, once computed */
   int hist_hint;             /* a root: how many records its last run made */
@@ -67,6 +76,9 @@ struct sl_plan {
    not a step. */
 sl_plan *sl_plan_push(lua_State *L, int si);
 
+/* Registers the plans' metatable in L's state (once per state). */
+void sl_plan_open(lua_State *L);
+
 /* Is the value at idx a step made by the DSL? */
 int sl_plan_is_step(lua_State *L, int idx);
 
@@ -74,11 +86,18 @@ int sl_plan_is_step(lua_State *L, int idx);
    (SL_CALL_*) rather than with (step, input, ctx). */
 void sl_plan_mark_call(lua_State *L, int fi, int call);
 
-/* Pushes the handler the policy table at ki has for the kind of the plan
-   (a userdata at pi), remembering it in the plan for the next execution
-   under the same table, and sets the plan's call. Raises naming the step
-   when the table has no such kind. */
-void sl_plan_push_handler(lua_State *L, int pi, int ki);
+/* Resolves the handler of the plan p (at pi)'s kind in the policy table
+   kinds (registry ref kinds_ref), setting its call: a lookup only when the
+   table differs from the one it was last resolved in. Raises naming the
+   step when the kind is not registered. */
+void sl_plan_resolve_in(lua_State *L, int pi, const void *kinds, int kinds_ref);
+static inline void sl_plan_resolve(lua_State *L, sl_plan *p, int pi, const void *kinds,
+                                   int kinds_ref) {
+  if (p->kinds != kinds) sl_plan_resolve_in(L, pi, kinds, kinds_ref);
+}
+
+/* Pushes the handler the plan at pi last resolved. */
+void sl_plan_push_handler(lua_State *L, int pi);
 
 /* Pushes the run function of a `step` step whose plan is at pi (nil when
    it has none). */

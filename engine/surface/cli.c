@@ -130,9 +130,13 @@ static const char *usage_resume =
   "  --store PATH     the store (default: SLUICE_STORE or .sluice/state.db)\n";
 
 static const char *usage_runs =
-  "usage: sluice runs [--status S] [--pipeline NAME] [--limit N] [--json] [--store PATH]\n"
+  "usage: sluice runs [--status S] [--pipeline NAME] [--limit N] [--before RUN_ID]\n"
+  "                   [--json] [--store PATH]\n"
   "\n"
-  "Lists stored runs, newest first: id, pipeline, status, started, duration, usage.\n";
+  "Lists stored runs, newest first: id, pipeline, status, started, duration, usage.\n"
+  "  --limit N        at most N runs (default 50; 0 for all)\n"
+  "  --before RUN_ID  only runs older than RUN_ID: the next page after a listing\n"
+  "                   that ended with RUN_ID\n";
 
 static const char *usage_show =
   "usage: sluice show RUN_ID [--json] [--store PATH]\n"
@@ -563,10 +567,7 @@ static void open_store(lua_State *L, cli *c, const char *flag) {
   if (path == NULL) path = getenv("SLUICE_STORE");
   if (path == NULL || *path == '\0') path = ".sluice/state.db";
   c->code = EXIT_USAGE;
-  /* Commands that only read the store skip the whole-file check. */
-  int reads = strcmp(c->command, "runs") == 0 || strcmp(c->command, "show") == 0 ||
-              strcmp(c->command, "cache") == 0;
-  sl_engine_set_store(L, c->e, path, !reads);
+  sl_engine_set_store(L, c->e, path);
 }
 
 /* --trace FILE: one OpenTelemetry span per step execution, as JSON lines. */
@@ -621,12 +622,12 @@ static int call_cli_lua(lua_State *L, cli *c, const char *fn, int nargs) {
 static int cmd_runs(lua_State *L, cli *c) {
   cli_opt opts[] = {{"--json", 0, NULL}, {"--status", 1, NULL},
                     {"--pipeline", 1, NULL}, {"--limit", 1, NULL},
-                    {"--store", 1, NULL}, {NULL, 0, NULL}};
+                    {"--before", 1, NULL}, {"--store", 1, NULL}, {NULL, 0, NULL}};
   c->file = "";  /* no FILE for this command */
   parse_opts(L, c, 2, opts, usage_runs);
-  open_store(L, c, opts[4].value);
-  lua_createtable(L, 0, 4);
-  for (int i = 0; i < 4; i++) {
+  open_store(L, c, opts[5].value);
+  lua_createtable(L, 0, 5);
+  for (int i = 0; i < 5; i++) {
     if (opts[i].value == NULL) continue;
     lua_pushstring(L, opts[i].value);
     lua_setfield(L, -2, opts[i].name + 2);

@@ -221,14 +221,14 @@ void sl_engine_push_new(lua_State *L, size_t memory_limit, const char *store) {
   sl_engine_open_shared(L);
   sl_engine *e = engine_create(L, NULL, 1);
   if (memory_limit > 0) sl_engine_set_memory_limit(L, e, memory_limit, "memory_limit");
-  if (sl_durable_open(sl_engine_core(e), store, 1) != 0)
+  if (sl_durable_open(sl_engine_core(e), store) != 0)
     luaL_error(L, "%s", sl_engine_core(e)->errmsg);
 }
 
-void sl_engine_set_store(lua_State *L, sl_engine *e, const char *store, int check) {
+void sl_engine_set_store(lua_State *L, sl_engine *e, const char *store) {
   sl_core *c = sl_engine_core(e);
   sl_durable_close(c);
-  if (sl_durable_open(c, store, check) != 0) luaL_error(L, "%s", c->errmsg);
+  if (sl_durable_open(c, store) != 0) luaL_error(L, "%s", c->errmsg);
 }
 
 /* Lets `require "sluice"` find the Lua side and the C module in a state
@@ -252,7 +252,7 @@ void sl_engine_make(lua_State *L, const sl_engine_options *opts, sl_engine **out
   *out = engine_create(L, opts ? opts->loop : NULL, 0);
   if (opts && opts->memory_limit > 0)
     sl_engine_set_memory_limit(L, *out, opts->memory_limit, "sl_engine_options.memory_limit");
-  if (opts && opts->store && sl_durable_open(sl_engine_core(*out), opts->store, 1) != 0)
+  if (opts && opts->store && sl_durable_open(sl_engine_core(*out), opts->store) != 0)
     luaL_error(L, "%s", sl_engine_core(*out)->errmsg);
   lua_setfield(L, LUA_REGISTRYINDEX, SL_DEFAULT_ENGINE_KEY);
   /* The DSL module binds to the default engine and adds the kinds written

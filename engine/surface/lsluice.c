@@ -277,7 +277,7 @@ static int e_watch(lua_State *L) {
 /* engine:set_store(path): opens the store at path (":memory:": none). */
 static int e_set_store(lua_State *L) {
   sl_engine *e = sl_engine_check(L, 1);
-  sl_engine_set_store(L, e, luaL_optstring(L, 2, NULL), 1);
+  sl_engine_set_store(L, e, luaL_optstring(L, 2, NULL));
   return 0;
 }
 
@@ -336,9 +336,11 @@ static int e_runs(lua_State *L) {
     lua_getfield(L, 2, "status");
     lua_getfield(L, 2, "pipeline");
     lua_getfield(L, 2, "limit");
-    f.status = lua_tostring(L, -3);
-    f.pipeline = lua_tostring(L, -2);
-    f.limit = lua_tointeger(L, -1);
+    lua_getfield(L, 2, "before");
+    f.status = lua_tostring(L, -4);
+    f.pipeline = lua_tostring(L, -3);
+    f.limit = lua_tointeger(L, -2);
+    f.before = lua_tostring(L, -1);
   }
   lua_newtable(L);
   sl_json_pusharraymt(L);

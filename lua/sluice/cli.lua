@@ -11,16 +11,33 @@ local function encode(v)
   return text .. "\n"
 end
 
---- sluice runs: opts.status, opts.pipeline, opts.limit, opts.json.
+-- How many runs `sluice runs` lists unless told.
+local DEFAULT_LIMIT = 50
+
+--- sluice runs: opts.status, opts.pipeline, opts.limit, opts.before,
+--- opts.json. A page holds at most limit runs (default 50, 0 for all);
+--- the text form ends saying how to get the next one.
 function M.runs(eng, opts)
   local show = require "sluice.show"
-  local limit = opts.limit and tonumber(opts.limit)
-  if opts.limit and (not limit or limit < 0 or math.type(limit) ~= "integer") then
-    error("sluice runs: --limit must be a non-negative integer, got '" .. opts.limit .. "'", 0)
+  local limit = DEFAULT_LIMIT
+  if opts.limit then
+    limit = math.tointeger(tonumber(opts.limit))
+    if not limit or limit < 0 then
+      error("sluice runs: --limit must be a non-negative integer, got '" .. opts.limit .. "'", 0)
+    end
   end
-  local rows = eng:runs{ status = opts.status, pipeline = opts.pipeline, limit = limit }
+  -- One more than the page, to know whether there is a next one.
+  local rows = eng:runs{ status = opts.status, pipeline = opts.pipeline,
+    limit = limit > 0 and limit + 1 or 0, before = opts.before }
+  local more = limit > 0 and #rows > limit
+  if more then rows[#rows] = nil end
   if opts.json then return encode(show.runs_json(rows)), 0 end
-  return show.runs(rows), 0
+  local text = show.runs(rows)
+  if more then
+    text = text .. ("(%d shown; older runs: sluice runs --before %s)\n"):format(limit,
+      rows[#rows].run_id)
+  end
+  return text, 0
 end
 
 -- Turns stored checkpoints (keyed by path) into the steps shape of a

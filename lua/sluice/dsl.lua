@@ -279,6 +279,7 @@ function M.build(kind, spec, level)
     fail(w, "%s: option 'kind' must be a non-empty string, got %s", kind, type(k))
   end
   local def = kinds[k]
+  if def == nil and M.on_unknown_kind and M.on_unknown_kind(k) then def = kinds[k] end
   local name = spec.name
   if name == nil then
     if k == "step" then
@@ -343,6 +344,7 @@ end
 
 --- The option names a kind accepts, for tools such as `sluice check`.
 function M.kind_options(kind)
+  if kinds[kind] == nil and M.on_unknown_kind then M.on_unknown_kind(kind) end
   return all_options(kinds[kind])
 end
 

@@ -164,15 +164,39 @@ sl.decode = core.json_decode
 --- An error table of a given kind, for a step to raise: error(sl.error("validation", "..."))
 sl.error = core.error
 
--- The kinds written in Lua.
-require("sluice.kinds").install(sl, dsl)
-require("sluice.import").install(sl, dsl)
+-- The parts most pipelines do without are loaded when first reached: the
+-- kinds written in Lua, imports, agents (with prices and prompt
+-- templates) and human steps. Reaching one of their constructors (sl.map)
+-- or building a step of one of their kinds (sl.step{kind = "map"}) loads
+-- the part, which then registers its kinds in every engine.
+local parts = {
+  { module = "sluice.kinds", names = { "parallel", "map", "loop", "branch", "router", "dag" } },
+  { module = "sluice.import", names = { "import" } },
+  { module = "sluice.agent", names = { "agent", "prices", "template" } },
+  { module = "sluice.human", names = { "human" } },
+}
+local part_of = {}
+for _, part in ipairs(parts) do
+  for _, name in ipairs(part.names) do part_of[name] = part end
+end
 
--- Agents, prices and prompt templates.
-require("sluice.agent").install(sl)
+local function load_part(name)
+  local part = part_of[name]
+  if part == nil or part.loaded then return false end
+  part.loaded = true
+  require(part.module).install(sl, dsl)
+  return true
+end
 
--- Human in the loop.
-require("sluice.human").install(sl, dsl)
+setmetatable(sl, { __index = function(_, k)
+  if load_part(k) then return rawget(sl, k) end
+end })
+dsl.on_unknown_kind = load_part
+
+--- Loads every part now (tools that list what the module offers).
+function sl.load_all()
+  for name in pairs(part_of) do load_part(name) end
+end
 
 -- An engine made by a C host already exists: give it the built-in kinds.
 default()

@@ -346,3 +346,82 @@ describe("sl.start and sl.poll", function()
     assert.equal("stop", run:result().error.message)
   end)
 end)
+
+describe("the lifecycle's records", function()
+  it("keep a run's step names after the steps themselves are collected", function()
+    local r
+    do
+      local steps = {}
+      for i = 1, 50 do steps[i] = sl.step{ name = "gone" .. i, run = function(x) return x + 1 end } end
+      r = sl.run(sl.pipeline{ name = "transient", table.unpack(steps) }, 0)
+    end
+    for _ = 1, 3 do collectgarbage() end
+    -- The history is turned into tables only now, from the records.
+    assert.equal(51, #r.steps)
+    assert.equal("transient", r.steps[1].name)
+    assert.equal("gone50", r.steps[51].name)
+    assert.equal("step", r.steps[51].kind)
+  end)
+
+  it("time a child from when it starts, not from when its sibling ended", function()
+    sl.kind("busy_between", function(s, input, ctx)
+      ctx:run(s.a, input)
+      local t0 = sl.now()
+      while sl.now() - t0 < 0.05 do end   -- the kind's own work
+      return ctx:run(s.b, input)
+    end)
+    local quick = sl.step{ name = "quick", run = function(x) return x end }
+    local r = sl.run(sl.step{ kind = "busy_between", name = "k", a = quick, b = quick }, 1)
+    assert.equal("completed", r.status)
+    assert.is_true(r.steps[1].ms >= 50)
+    assert.is_true(r.steps[3].ms < 25, "the second child took " .. r.steps[3].ms .. " ms")
+  end)
+
+  it("gives the task pool's memory back once a burst is over", function()
+    local wait = sl.step{ name = "w", run = function(x, ctx) ctx:sleep(0.001); return x end }
+    local items = {}
+    for i = 1, 6000 do items[i] = i end
+    local r = sl.run(sl.map{ name = "burst", body = wait }, items)
+    assert.equal("completed", r.status)
+    local stats = require("sluice.core").default_engine():stats()
+    assert.equal(0, stats.live_tasks)
+    -- It keeps a few thousand for the next ordinary run, not the burst.
+    assert.is_true(stats.pooled_tasks < 5000, stats.pooled_tasks .. " tasks kept")
+  end)
+end)
+
+describe("loading", function()
+  it("does not load libcurl until a step makes a request", function()
+    local out = io.popen([[lua5.4 -e '
+      local sl = require "sluice"
+      sl.run(sl.pipeline{ name = "p", sl.step{ name = "s", run = function(x) return x end } }, 1)
+      local maps = io.open("/proc/self/maps"):read("a")
+      io.write(maps:find("libcurl", 1, true) and "loaded" or "not loaded")' 2>&1]]):read("a")
+    assert.equal("not loaded", out)
+  end)
+
+  it("builds a step of a kind whose module is not loaded yet", function()
+    local code = [[
+      local sl = require "sluice"
+      assert(rawget(sl, "map") == nil, "the kinds module was loaded up front")
+      local double = sl.step{ name = "d", run = function(x) return x * 2 end }
+      local m = sl.step{ kind = "map", name = "m", body = double }
+      local r = sl.run(m, { 1, 2, 3 })
+      io.write(r.status, " ", table.concat(r.output, ","))]]
+    local out = io.popen("lua5.4 -e " .. require("helpers").quote(code) .. " 2>&1"):read("a")
+    assert.equal("completed 2,4,6", out)
+  end)
+end)
+
+describe("run ids", function()
+  it("grow strictly in the order runs start, even within a millisecond", function()
+    local p = sl.pipeline{ name = "p", sl.step{ name = "s", run = function(x) return x end } }
+    local last = ""
+    for i = 1, 500 do
+      local id = sl.run(p, i).run_id
+      assert.is_true(id > last, id .. " after " .. last)
+      assert.equal(26, #id)
+      last = id
+    end
+  end)
+end)

@@ -494,3 +494,35 @@ return sl.pipeline{ name = "two",
     assert.matches("needs a durable run", r.error.message, 1, true)
   end)
 end)
+
+describe("sluice runs on a large store", function()
+  it("lists 50 runs by default, newest first, and pages with --before", function()
+    local dir = h.tmpdir()
+    local store = dir .. "/s.db"
+    local eng = sl.engine{ store = store }
+    local one = sl.pipeline{ name = "one", sl.step{ name = "s", run = function(x) return x end } }
+    local ids = {}
+    for i = 1, 120 do ids[i] = eng:run(one, i).run_id end
+    eng = nil
+    collectgarbage()
+    local env = { SLUICE_STORE = store }
+    local code, json = h.cli({ "runs", "--json" }, { env = env })
+    assert.equal(0, code)
+    local rows = sl.decode(json)
+    assert.equal(50, #rows)
+    assert.equal(ids[120], rows[1].run_id)
+    assert.equal(ids[71], rows[50].run_id)
+    local _, text = h.cli({ "runs" }, { env = env })
+    assert.matches("(50 shown; older runs: sluice runs --before " .. ids[71] .. ")", text, 1, true)
+    local _, page2 = h.cli({ "runs", "--json", "--before", ids[71] }, { env = env })
+    rows = sl.decode(page2)
+    assert.equal(50, #rows)
+    assert.equal(ids[70], rows[1].run_id)
+    local _, all = h.cli({ "runs", "--json", "--limit", "0" }, { env = env })
+    assert.equal(120, #sl.decode(all))
+    local bad, _, err = h.cli({ "runs", "--limit", "-3" }, { env = env })
+    assert.equal(2, bad)
+    assert.matches("--limit must be a non-negative integer", err, 1, true)
+    h.rm(dir)
+  end)
+end)
