@@ -20,7 +20,11 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <sqlite3.h>
+#include <xxhash.h>
 
 #include "store.h"
 
@@ -215,6 +219,61 @@ int sl_store_run_delete (sl_store *s, const char *id) {
 }
 
 
+int sl_store_run_claim (sl_store *s, const char *id, const char *owner,
+                        int64_t lease_ms, int64_t expect, const char *status) {
+  ARG(s, id != NULL && owner != NULL, "run_claim", "no run id or owner");
+  return s->ops->run_claim(s, id, owner, lease_ms, expect, status);
+}
+
+
+int sl_store_run_renew (sl_store *s, const char *id, const char *owner,
+                        int64_t epoch, int64_t lease_ms) {
+  ARG(s, id != NULL && owner != NULL, "run_renew", "no run id or owner");
+  return after_write(s, s->ops->run_renew(s, id, owner, epoch, lease_ms));
+}
+
+
+int sl_store_run_finish (sl_store *s, const char *id, const char *owner,
+                         int64_t epoch, int release, const char *status,
+                         const char *output, const char *error,
+                         const char *usage, int64_t ended_ms) {
+  ARG(s, id != NULL, "run_finish", "no run id");
+  ARG(s, status != NULL, "run_finish", "no status");
+  return after_write(s, s->ops->run_finish(s, id, owner, epoch, release, status,
+                                           output, error, usage, ended_ms));
+}
+
+
+int sl_store_prune (sl_store *s, int64_t older_than_ms, const char *status,
+                    int64_t keep, const char *pipeline, int64_t *removed) {
+  if (removed != NULL)
+    *removed = 0;
+  ARG(s, older_than_ms >= 0 && keep >= 0, "prune", "negative age or count");
+  return s->ops->prune(s, older_than_ms, status, keep, pipeline, removed);
+}
+
+
+int sl_store_get_stats (sl_store *s, sl_store_stats *out) {
+  ARG(s, out != NULL, "stats", "no place for the figures");
+  memset(out, 0, sizeof *out);
+  return s->ops->stats(s, out);
+}
+
+
+int sl_store_check (sl_store *s) {
+  if (s == NULL)
+    return SL_STORE_EINVAL;
+  return s->ops->check(s);
+}
+
+
+int sl_store_vacuum (sl_store *s) {
+  if (s == NULL)
+    return SL_STORE_EINVAL;
+  return s->ops->vacuum(s);
+}
+
+
 int sl_store_checkpoint_put (sl_store *s, const sl_store_checkpoint *c) {
   ARG(s, c != NULL && c->run_id != NULL && c->path != NULL,
       "checkpoint_put", "no run id or path");
@@ -291,6 +350,12 @@ int sl_store_cache_put (sl_store *s, const unsigned char key[SL_STORE_KEYLEN],
       "no key, step or value");
   return after_write(s, s->ops->cache_put(s, key, step, value, now_ms,
                                           expires_ms));
+}
+
+
+int sl_store_cache_touch (sl_store *s, const unsigned char key[SL_STORE_KEYLEN]) {
+  ARG(s, key != NULL, "cache_touch", "no key");
+  return after_write(s, s->ops->cache_touch(s, key));
 }
 
 
@@ -437,7 +502,39 @@ static const char *const migrations[] = {
   "ALTER TABLE runs_v2 RENAME TO runs;"
   "CREATE INDEX runs_by_status ON runs (status, id);"
   "CREATE INDEX runs_by_pipeline ON runs (pipeline, id);"
-  "ALTER TABLE checkpoints ADD COLUMN changes TEXT;"
+  "ALTER TABLE checkpoints ADD COLUMN changes TEXT;",
+
+  /* 3: owners and leases (a run is executed by one process at a time, and
+     every change of owner bumps its epoch), and values stored once by
+     content hash: a run's input and output, a checkpoint's output and
+     changes above a size live in blobs, and the row refers to them. */
+  "ALTER TABLE runs ADD COLUMN owner TEXT;"
+  "ALTER TABLE runs ADD COLUMN lease_ms INTEGER;"
+  "ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;"
+  "ALTER TABLE runs ADD COLUMN input_ref BLOB;"
+  "ALTER TABLE runs ADD COLUMN output_ref BLOB;"
+  "ALTER TABLE checkpoints ADD COLUMN output_ref BLOB;"
+  "ALTER TABLE checkpoints ADD COLUMN changes_ref BLOB;"
+  "CREATE TABLE blobs ("
+  "  hash  BLOB NOT NULL PRIMARY KEY CHECK (length(hash) = 16),"
+  "  size  INTEGER NOT NULL,"
+  "  data  TEXT NOT NULL"
+  ") STRICT;"
+  /* Step records are appended to a journal, one row per run and commit
+     (a batch of records in the backend's own binary form), not one row per
+     step: recording a step costs an append, not an index insert. */
+  "CREATE TABLE journal ("
+  "  run_id  TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,"
+  "  seq     INTEGER NOT NULL,"
+  "  data    BLOB NOT NULL,"
+  "  PRIMARY KEY (run_id, seq)"
+  ") STRICT, WITHOUT ROWID;"
+  /* Which runs' journals refer to which blobs, for pruning. */
+  "CREATE TABLE blob_refs ("
+  "  run_id  TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,"
+  "  hash    BLOB NOT NULL,"
+  "  PRIMARY KEY (run_id, hash)"
+  ") STRICT, WITHOUT ROWID;"
 };
 
 #define NMIGRATIONS  ((int)(sizeof migrations / sizeof migrations[0]))
@@ -460,14 +557,33 @@ enum {
   ST_CACHE_GET, ST_CACHE_HIT, ST_CACHE_DELETE, ST_CACHE_PUT,
   ST_CACHE_CLEAR, ST_CACHE_CLEAR_STEP, ST_CACHE_PURGE,
   ST_CACHE_TOTAL, ST_CACHE_BY_STEP,
+  ST_RUN_CLAIM, ST_RUN_RENEW, ST_RUN_FINISH, ST_RUN_EXISTS, ST_BLOB_PUT,
+  ST_CP_STATUS, ST_JOURNAL_PUT, ST_JOURNAL_LAST, ST_JOURNAL_READ, ST_BLOB_GET,
+  ST_BLOB_REF,
   ST_COUNT
 };
 
-/* Column lists, in the order row_to_run / row_to_checkpoint read them. */
-#define RUN_COLS "id, pipeline, file, def_hash, status, input, output, " \
-                 "error, usage, budget, started_ms, ended_ms, options"
+/* Column lists, in the order row_to_run / row_to_checkpoint read them. A
+   value kept in blobs is read through its reference. */
+#define BLOB_OF(ref) "(SELECT data FROM blobs WHERE hash = " ref ")"
+#define RUN_INS_COLS "id, pipeline, file, def_hash, status, input, output, " \
+                     "error, usage, budget, started_ms, ended_ms, options, " \
+                     "owner, lease_ms, epoch, input_ref, output_ref"
+#define RUN_COLS "id, pipeline, file, def_hash, status, " \
+                 "coalesce(input, " BLOB_OF("input_ref") "), " \
+                 "coalesce(output, " BLOB_OF("output_ref") "), " \
+                 "error, usage, budget, started_ms, ended_ms, options, " \
+                 "owner, lease_ms, epoch"
+/* Listings leave large values where they are. */
+#define RUN_LIST_COLS "id, pipeline, file, def_hash, status, input, output, " \
+                      "error, usage, budget, started_ms, ended_ms, options, " \
+                      "owner, lease_ms, epoch"
+#define CP_INS_COLS "run_id, path, parent, name, kind, key, status, attempts, " \
+                    "cached, output, state, usage, error, t0, t1, changes, " \
+                    "output_ref, changes_ref"
 #define CP_COLS "run_id, path, parent, name, kind, key, status, attempts, " \
-                "cached, output, state, usage, error, t0, t1, changes"
+                "cached, coalesce(output, " BLOB_OF("output_ref") "), state, " \
+                "usage, error, t0, t1, coalesce(changes, " BLOB_OF("changes_ref") ")"
 /* Newest first: the ULID-like ids sort by start time. */
 #define RUN_ORDER " ORDER BY id DESC LIMIT ?3 OFFSET ?4"
 /* Older than a given run (paging), or any when ?5 is NULL. */
@@ -478,35 +594,41 @@ static const char *const sql[ST_COUNT] = {
   [ST_COMMIT] = "COMMIT",
 
   [ST_RUN_BEGIN] =
-    "INSERT INTO runs (" RUN_COLS ") "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    "INSERT INTO runs (" RUN_INS_COLS ") "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
+    "?16, ?17, ?18)",
   [ST_RUN_UPDATE] =
     "UPDATE runs SET status = ?2, output = ?3, error = ?4, usage = ?5, "
     "ended_ms = ?6 WHERE id = ?1",
   [ST_RUN_GET] = "SELECT " RUN_COLS " FROM runs WHERE id = ?1",
   [ST_RUN_DELETE] = "DELETE FROM runs WHERE id = ?1",
-  [ST_RUN_LIST] = "SELECT " RUN_COLS " FROM runs WHERE " RUN_BEFORE RUN_ORDER,
+  [ST_RUN_LIST] = "SELECT " RUN_LIST_COLS " FROM runs WHERE " RUN_BEFORE RUN_ORDER,
   [ST_RUN_LIST_STATUS] =
-    "SELECT " RUN_COLS " FROM runs WHERE status = ?1 AND " RUN_BEFORE RUN_ORDER,
+    "SELECT " RUN_LIST_COLS " FROM runs WHERE status = ?1 AND " RUN_BEFORE RUN_ORDER,
   [ST_RUN_LIST_PIPELINE] =
-    "SELECT " RUN_COLS " FROM runs WHERE pipeline = ?2 AND " RUN_BEFORE RUN_ORDER,
+    "SELECT " RUN_LIST_COLS " FROM runs WHERE pipeline = ?2 AND " RUN_BEFORE RUN_ORDER,
   [ST_RUN_LIST_BOTH] =
-    "SELECT " RUN_COLS " FROM runs WHERE status = ?1 AND pipeline = ?2 AND "
+    "SELECT " RUN_LIST_COLS " FROM runs WHERE status = ?1 AND pipeline = ?2 AND "
     RUN_BEFORE RUN_ORDER,
 
   /* An upsert rather than INSERT OR REPLACE: the row keeps its rowid, so a
      step recorded when it starts and again when it ends stays in start
      order. */
   [ST_CP_PUT] =
-    "INSERT INTO checkpoints (" CP_COLS ") "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
-    "?16) ON CONFLICT (run_id, path) DO UPDATE SET parent = excluded.parent, "
+    "INSERT INTO checkpoints (" CP_INS_COLS ") "
+    "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
+    "?16, ?17, ?18 WHERE ?19 IS NULL OR EXISTS (SELECT 1 FROM runs WHERE "
+    "id = ?1 AND owner = ?19 AND epoch = ?20) "
+    "ON CONFLICT (run_id, path) DO UPDATE SET parent = excluded.parent, "
     "name = excluded.name, kind = excluded.kind, key = excluded.key, "
     "status = excluded.status, attempts = excluded.attempts, "
     "cached = excluded.cached, output = excluded.output, "
     "state = excluded.state, usage = excluded.usage, "
     "error = excluded.error, t0 = excluded.t0, t1 = excluded.t1, "
-    "changes = excluded.changes",
+    "changes = excluded.changes, output_ref = excluded.output_ref, "
+    "changes_ref = excluded.changes_ref "
+    /* Exactly once: a completed step is never recorded again. */
+    "WHERE checkpoints.status <> 'completed'",
   [ST_CP_GET] =
     "SELECT " CP_COLS " FROM checkpoints WHERE run_id = ?1 AND path = ?2",
   [ST_CP_LIST] =
@@ -544,17 +666,52 @@ static const char *const sql[ST_COUNT] = {
   [ST_CACHE_BY_STEP] =
     "SELECT step, count(*), sum(size), sum(hits) FROM cache "
     "GROUP BY step ORDER BY step",
+
+  [ST_RUN_CLAIM] =
+    "UPDATE runs SET owner = ?2, lease_ms = ?3, epoch = epoch + 1, "
+    "status = coalesce(?5, status) WHERE id = ?1 AND epoch = ?4",
+  [ST_RUN_RENEW] =
+    "UPDATE runs SET lease_ms = ?4 WHERE id = ?1 AND owner = ?2 AND epoch = ?3",
+  [ST_RUN_FINISH] =
+    "UPDATE runs SET status = ?2, output = ?3, error = ?4, usage = ?5, "
+    "ended_ms = ?6, output_ref = ?7, "
+    "owner = CASE WHEN ?10 THEN NULL ELSE owner END, "
+    "lease_ms = CASE WHEN ?10 THEN NULL ELSE lease_ms END "
+    "WHERE id = ?1 AND (?8 IS NULL OR (owner = ?8 AND epoch = ?9))",
+  [ST_RUN_EXISTS] = "SELECT owner, epoch FROM runs WHERE id = ?1",
+  [ST_BLOB_PUT] =
+    "INSERT INTO blobs (hash, size, data) VALUES (?1, ?2, ?3) "
+    "ON CONFLICT DO NOTHING",
+  [ST_CP_STATUS] =
+    "SELECT status FROM checkpoints WHERE run_id = ?1 AND path = ?2",
+  [ST_JOURNAL_PUT] = "INSERT INTO journal (run_id, seq, data) VALUES (?1, ?2, ?3)",
+  [ST_JOURNAL_LAST] = "SELECT coalesce(max(seq), 0) FROM journal WHERE run_id = ?1",
+  [ST_JOURNAL_READ] = "SELECT data FROM journal WHERE run_id = ?1 ORDER BY seq",
+  [ST_BLOB_GET] = "SELECT data FROM blobs WHERE hash = ?1",
+  [ST_BLOB_REF] =
+    "INSERT INTO blob_refs (run_id, hash) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
 };
 
 
+typedef struct sq_runbuf sq_runbuf;
+typedef struct sq_journal sq_journal;
+
 typedef struct sq_store {
   sl_store base;
+  sq_runbuf *runs;                /* the runs this connection writes steps of */
+  uint64_t tx;                    /* numbers the write transactions */
+  sq_journal *read;               /* the journal of one run, read for gets */
   sqlite3 *db;
   sqlite3_stmt *stmt[ST_COUNT];   /* prepared on first use, kept */
   int busy_ms;
   int in_tx;                      /* a batch transaction is open */
   int memory;                     /* ":memory:" */
+  int read_only;                  /* opened for reading only */
+  int reader;                     /* never writes on its own (a writer does) */
 } sq_store;
+
+/* Values longer than this are kept once, in blobs, by content hash. */
+#define BLOB_MIN 4096
 
 /* Not an SQLite code: a listing's statement asked for again from inside
    its own callback. */
@@ -569,6 +726,11 @@ typedef struct sq_store {
 ** =======================================================
 */
 
+static void journal_discard (sq_store *s);
+static int journal_write (sq_store *s);
+static void journal_committed (sq_store *s);
+static void journal_finished (sq_store *s, const char *id);
+
 static int map_code (int rc) {
   switch (rc & 0xff) {
     case SQLITE_BUSY: case SQLITE_LOCKED: return SL_STORE_EBUSY;
@@ -577,6 +739,7 @@ static int map_code (int rc) {
     case SQLITE_NOMEM: return SL_STORE_ENOMEM;
     case SQLITE_CONSTRAINT: case SQLITE_MISMATCH: case SQLITE_RANGE:
     case SQLITE_TOOBIG: return SL_STORE_EINVAL;
+    case SQLITE_READONLY: return SL_STORE_EREADONLY;
     default: return SL_STORE_EIO;
   }
 }
@@ -611,7 +774,9 @@ static int sq_fail (sq_store *s, int rc, const char *what, ...) {
              "or connection (waited %d ms)", s->busy_ms);
   else if (code == SL_STORE_ECORRUPT)
     snprintf(why, sizeof why, "the file is damaged or is not a database "
-             "(%s)", sqlite3_errmsg(s->db));
+             "(%s); sluice store check tells what is damaged", sqlite3_errmsg(s->db));
+  else if (code == SL_STORE_EREADONLY)
+    snprintf(why, sizeof why, "the store is read-only (%s)", sqlite3_errmsg(s->db));
   else if ((rc & 0xff) == SQLITE_CANTOPEN || (rc & 0xff) == SQLITE_IOERR) {
     int e = sqlite3_system_errno(s->db);
     snprintf(why, sizeof why, "%s%s%s%s", sqlite3_errmsg(s->db),
@@ -629,6 +794,7 @@ static int sq_fail (sq_store *s, int rc, const char *what, ...) {
     if (lost >= 0) {
       s->in_tx = 0;
       s->base.pending = 0;
+      journal_discard(s);
     }
   }
   if (lost >= 0)
@@ -657,6 +823,8 @@ static int sq_stmt (sq_store *s, int id, sqlite3_stmt **st) {
 
 /* Gets statement id for a write, opening the batch if none is open. */
 static int sq_write_stmt (sq_store *s, int id, sqlite3_stmt **st) {
+  if (s->read_only)
+    return SQLITE_READONLY;
   int rc = sq_stmt(s, id, st);
   if (rc == SQLITE_OK && !s->in_tx) {
     sqlite3_stmt *begin;
@@ -667,6 +835,7 @@ static int sq_write_stmt (sq_store *s, int id, sqlite3_stmt **st) {
     if (rc != SQLITE_DONE)
       return rc;
     s->in_tx = 1;
+    s->tx++;
     rc = SQLITE_OK;
   }
   return rc;
@@ -720,12 +889,17 @@ static int sq_flush (sl_store *b) {
   int rc;
   if (!s->in_tx)
     return 0;
+  /* The steps recorded in this transaction go in as one journal row per
+     run, just before the commit. */
+  if ((rc = journal_write(s)) != SQLITE_OK)
+    return sq_fail(s, rc, "recording steps");
   if ((rc = sq_stmt(s, ST_COMMIT, &st)) == SQLITE_OK) {
     rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc == SQLITE_DONE) {
       s->in_tx = 0;
       s->base.pending = 0;
+      journal_committed(s);
       return 0;
     }
   }
@@ -779,11 +953,12 @@ static const size_t run_strings[] = {
   offsetof(sl_store_run, status), offsetof(sl_store_run, input),
   offsetof(sl_store_run, output), offsetof(sl_store_run, error),
   offsetof(sl_store_run, usage), offsetof(sl_store_run, budget),
-  offsetof(sl_store_run, options)
+  offsetof(sl_store_run, options), offsetof(sl_store_run, owner)
 };
 
 static const size_t checkpoint_strings[] = {
   offsetof(sl_store_checkpoint, run_id), offsetof(sl_store_checkpoint, path),
+  offsetof(sl_store_checkpoint, owner),
   offsetof(sl_store_checkpoint, parent), offsetof(sl_store_checkpoint, name),
   offsetof(sl_store_checkpoint, kind), offsetof(sl_store_checkpoint, key),
   offsetof(sl_store_checkpoint, status),
@@ -810,11 +985,16 @@ static void row_to_run (sqlite3_stmt *st, sl_store_run *r) {
   r->started_ms = sqlite3_column_int64(st, 10);
   r->ended_ms = sqlite3_column_int64(st, 11);  /* NULL reads as 0 */
   r->options = column_text(st, 12);
+  r->owner = column_text(st, 13);
+  r->lease_ms = sqlite3_column_int64(st, 14);
+  r->epoch = sqlite3_column_int64(st, 15);
 }
 
 
 /* Reads a row of CP_COLS; the strings live until the statement moves. */
 static void row_to_checkpoint (sqlite3_stmt *st, sl_store_checkpoint *c) {
+  c->owner = NULL;
+  c->epoch = 0;
   c->run_id = column_text(st, 0);
   c->path = column_text(st, 1);
   c->parent = column_text(st, 2);
@@ -838,6 +1018,61 @@ static void row_to_checkpoint (sqlite3_stmt *st, sl_store_checkpoint *c) {
 
 /*
 ** {======================================================
+** SQLite backend: values kept once
+** =======================================================
+*/
+
+/* A value to write: the text itself, or, when long, a reference to it in
+   blobs (written there once, whoever refers to it). */
+typedef struct sq_value {
+  const char *inline_text;   /* what goes in the row's own column, or NULL */
+  unsigned char hash[16];
+  int is_ref;
+} sq_value;
+
+static int sq_value_put (sq_store *s, const char *text, sq_value *v) {
+  v->inline_text = text;
+  v->is_ref = 0;
+  if (text == NULL)
+    return SQLITE_OK;
+  size_t len = strlen(text);
+  if (len <= BLOB_MIN)
+    return SQLITE_OK;
+  XXH128_hash_t h = XXH3_128bits(text, len);
+  for (int i = 0; i < 8; i++) {
+    v->hash[i] = (unsigned char)(h.high64 >> (56 - 8 * i));
+    v->hash[8 + i] = (unsigned char)(h.low64 >> (56 - 8 * i));
+  }
+  sqlite3_stmt *st;
+  int rc = sq_write_stmt(s, ST_BLOB_PUT, &st);
+  if (rc != SQLITE_OK)
+    return rc;
+  rc = sqlite3_bind_blob(st, 1, v->hash, 16, SQLITE_STATIC)
+     | sqlite3_bind_int64(st, 2, (sqlite3_int64)len)
+     | sqlite3_bind_text(st, 3, text, (int)len, SQLITE_STATIC);
+  if ((rc = bind_failed(s, rc)) != SQLITE_OK)
+    return rc;
+  rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  if (rc != SQLITE_DONE)
+    return rc;
+  v->inline_text = NULL;
+  v->is_ref = 1;
+  return SQLITE_OK;
+}
+
+/* Binds a value's column (i) and its reference column (ref). */
+static int bind_value (sqlite3_stmt *st, int i, int ref, const sq_value *v) {
+  return bind_text(st, i, v->inline_text)
+       | (v->is_ref ? sqlite3_bind_blob(st, ref, v->hash, 16, SQLITE_STATIC)
+                    : sqlite3_bind_null(st, ref));
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
 ** SQLite backend: runs
 ** =======================================================
 */
@@ -845,15 +1080,20 @@ static void row_to_checkpoint (sqlite3_stmt *st, sl_store_checkpoint *c) {
 static int sq_run_begin (sl_store *b, const sl_store_run *r) {
   sq_store *s = (sq_store *)b;
   sqlite3_stmt *st;
+  sq_value in, out;
   int rc = sq_write_stmt(s, ST_RUN_BEGIN, &st);
+  if (rc == SQLITE_OK && (rc = sq_value_put(s, r->input, &in)) == SQLITE_OK)
+    rc = sq_value_put(s, r->output, &out);
   if (rc == SQLITE_OK) {
     rc = bind_text(st, 1, r->id) | bind_text(st, 2, r->pipeline)
        | bind_text(st, 3, r->file) | bind_text(st, 4, r->def_hash)
-       | bind_text(st, 5, r->status) | bind_text(st, 6, r->input)
-       | bind_text(st, 7, r->output) | bind_text(st, 8, r->error)
+       | bind_text(st, 5, r->status) | bind_value(st, 6, 17, &in)
+       | bind_value(st, 7, 18, &out) | bind_text(st, 8, r->error)
        | bind_text(st, 9, r->usage) | bind_text(st, 10, r->budget)
        | sqlite3_bind_int64(st, 11, r->started_ms)
-       | bind_time(st, 12, r->ended_ms) | bind_text(st, 13, r->options);
+       | bind_time(st, 12, r->ended_ms) | bind_text(st, 13, r->options)
+       | bind_text(st, 14, r->owner) | bind_time(st, 15, r->lease_ms)
+       | sqlite3_bind_int64(st, 16, r->epoch);
     if ((rc = bind_failed(s, rc)) == SQLITE_OK)
       rc = sq_step_write(s, st);
   }
@@ -889,6 +1129,106 @@ static int sq_run_update (sl_store *b, const char *id, const char *status,
   if (sqlite3_changes(s->db) == 0)
     return sl_store_seterr(b, SL_STORE_ENOTFOUND, "updating run %s: no such "
                            "run", id);
+  return 0;
+}
+
+
+/* After an owner-checked write changed nothing: the run is gone, or it
+   belongs to another owner (or epoch) now. */
+static int sq_not_owner (sq_store *s, const char *id, const char *owner,
+                         int64_t epoch, const char *what) {
+  sqlite3_stmt *st;
+  int rc = sq_stmt(s, ST_RUN_EXISTS, &st);
+  if (rc != SQLITE_OK)
+    return sq_fail(s, rc, "%s run %s", what, id);
+  rc = bind_failed(s, bind_text(st, 1, id));
+  if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const char *now = column_text(st, 0);
+    char holder[160];
+    snprintf(holder, sizeof holder, "%s", now ? now : "no process");
+    int64_t e = sqlite3_column_int64(st, 1);
+    sqlite3_reset(st);
+    return sl_store_seterr(&s->base, SL_STORE_ECONFLICT, "%s run %s: it is "
+                           "owned by %s now (epoch %lld; this process held "
+                           "epoch %lld as %s)", what, id, holder, (long long)e,
+                           (long long)epoch, owner ? owner : "?");
+  }
+  sqlite3_reset(st);
+  if (rc == SQLITE_DONE)
+    return sl_store_seterr(&s->base, SL_STORE_ENOTFOUND, "%s run %s: no such "
+                           "run", what, id);
+  return sq_fail(s, rc, "%s run %s", what, id);
+}
+
+
+static int sq_run_claim (sl_store *b, const char *id, const char *owner,
+                         int64_t lease_ms, int64_t expect, const char *status) {
+  sq_store *s = (sq_store *)b;
+  sqlite3_stmt *st;
+  int rc = sq_write_stmt(s, ST_RUN_CLAIM, &st);
+  if (rc == SQLITE_OK) {
+    rc = bind_text(st, 1, id) | bind_text(st, 2, owner)
+       | bind_time(st, 3, lease_ms) | sqlite3_bind_int64(st, 4, expect)
+       | bind_text(st, 5, status);
+    if ((rc = bind_failed(s, rc)) == SQLITE_OK)
+      rc = sq_step_write(s, st);
+  }
+  if (rc != SQLITE_OK)
+    return sq_fail(s, rc, "taking over run %s", id);
+  if (sqlite3_changes(s->db) == 0) {
+    int code = sq_not_owner(s, id, owner, expect, "taking over");
+    sq_flush(b);
+    return code;
+  }
+  return sq_flush(b);
+}
+
+
+static int sq_run_renew (sl_store *b, const char *id, const char *owner,
+                         int64_t epoch, int64_t lease_ms) {
+  sq_store *s = (sq_store *)b;
+  sqlite3_stmt *st;
+  int rc = sq_write_stmt(s, ST_RUN_RENEW, &st);
+  if (rc == SQLITE_OK) {
+    rc = bind_text(st, 1, id) | bind_text(st, 2, owner)
+       | sqlite3_bind_int64(st, 3, epoch) | sqlite3_bind_int64(st, 4, lease_ms);
+    if ((rc = bind_failed(s, rc)) == SQLITE_OK)
+      rc = sq_step_write(s, st);
+  }
+  if (rc != SQLITE_OK)
+    return sq_fail(s, rc, "renewing the lease on run %s", id);
+  if (sqlite3_changes(s->db) == 0)
+    return sq_not_owner(s, id, owner, epoch, "renewing the lease on");
+  return 0;
+}
+
+
+static int sq_run_finish (sl_store *b, const char *id, const char *owner,
+                          int64_t epoch, int release, const char *status,
+                          const char *output, const char *error,
+                          const char *usage, int64_t ended_ms) {
+  sq_store *s = (sq_store *)b;
+  sqlite3_stmt *st;
+  sq_value out;
+  int rc = sq_write_stmt(s, ST_RUN_FINISH, &st);
+  if (rc == SQLITE_OK)
+    rc = sq_value_put(s, output, &out);
+  if (rc == SQLITE_OK) {
+    rc = bind_text(st, 1, id) | bind_text(st, 2, status)
+       | bind_value(st, 3, 7, &out) | bind_text(st, 4, error)
+       | bind_text(st, 5, usage) | bind_time(st, 6, ended_ms)
+       | bind_text(st, 8, owner) | sqlite3_bind_int64(st, 9, epoch)
+       | sqlite3_bind_int(st, 10, release != 0);
+    if ((rc = bind_failed(s, rc)) == SQLITE_OK)
+      rc = sq_step_write(s, st);
+  }
+  if (rc == SQLITE_CONSTRAINT_CHECK)
+    return sq_fail(s, rc, "updating run %s: bad status '%s'", id, status);
+  if (rc != SQLITE_OK)
+    return sq_fail(s, rc, "updating run %s", id);
+  if (sqlite3_changes(s->db) == 0)
+    return sq_not_owner(s, id, owner, epoch, "recording the end of");
+  if (release) journal_finished(s, id);
   return 0;
 }
 
@@ -971,6 +1311,434 @@ static int sq_run_delete (sl_store *b, const char *id) {
 
 /*
 ** {======================================================
+** SQLite backend: the step journal
+** =======================================================
+** A step's record is encoded (fields as length-prefixed strings, then
+** four integers) onto its run's buffer; when the transaction commits, each
+** run's buffer becomes one journal row. What a run has recorded as
+** completed is remembered, so a second record of a completed step is
+** refused (exactly once); whether this connection still owns the run is
+** checked once per run and transaction, while the write lock is held, so
+** an owner that lost the run records nothing more.
+*/
+
+#define NSTR 13   /* path parent name kind key status usage error state
+                     output output_ref changes changes_ref */
+
+struct sq_runbuf {
+  sq_runbuf *next;
+  int64_t seq;            /* its last journal row */
+  uint64_t checked_tx;    /* its run was looked up in this transaction */
+  int exists, owned;      /* and found to exist, and to be this writer's */
+  int loaded;             /* done holds what the store had before */
+  int finished;           /* its end was recorded: dropped after commit */
+  sl_buf pending;         /* records of this transaction */
+  int npending;
+  /* The paths it recorded as completed: NUL-terminated in an arena, found
+     through an open-addressing table of offsets (+1; 0 is empty). The
+     arena's tail past committed belongs to the open transaction. */
+  sl_buf arena;
+  size_t committed;
+  uint32_t *slots;
+  size_t cap, count;
+  char id[];
+};
+
+static uint64_t str_hash (const char *p) {
+  uint64_t h = 1469598103934665603ull;
+  while (*p) h = (h ^ (unsigned char)*p++) * 1099511628211ull;
+  return h;
+}
+
+static int done_has (const sq_runbuf *rb, const char *path) {
+  if (rb->cap == 0) return 0;
+  for (size_t j = str_hash(path) & (rb->cap - 1); rb->slots[j]; j = (j + 1) & (rb->cap - 1))
+    if (strcmp(rb->arena.data + rb->slots[j] - 1, path) == 0) return 1;
+  return 0;
+}
+
+static void done_place (sq_runbuf *rb, uint32_t off) {
+  size_t j = str_hash(rb->arena.data + off - 1) & (rb->cap - 1);
+  while (rb->slots[j]) j = (j + 1) & (rb->cap - 1);
+  rb->slots[j] = off;
+}
+
+/* Rebuilds the table over the arena's first len bytes. */
+static int done_rebuild (sq_runbuf *rb, size_t cap) {
+  uint32_t *t = calloc(cap, sizeof *t);
+  if (t == NULL) return -1;
+  free(rb->slots);
+  rb->slots = t;
+  rb->cap = cap;
+  rb->count = 0;
+  for (size_t off = 0; off < rb->arena.len;) {
+    done_place(rb, (uint32_t)off + 1);
+    rb->count++;
+    off += strlen(rb->arena.data + off) + 1;
+  }
+  return 0;
+}
+
+static int done_add (sq_runbuf *rb, const char *path, uint64_t tx) {
+  (void)tx;
+  size_t len = strlen(path) + 1;
+  if (rb->arena.len + len > 0xfffffff0u) return -1;
+  size_t off = rb->arena.len;
+  if (sl_buf_add(&rb->arena, path, len) != 0) return -1;
+  if ((rb->count + 1) * 2 > rb->cap) {
+    if (done_rebuild(rb, rb->cap ? rb->cap * 2 : 64) != 0) {
+      rb->arena.len = off;
+      return -1;
+    }
+    return 0;   /* the rebuild placed it */
+  }
+  done_place(rb, (uint32_t)off + 1);
+  rb->count++;
+  return 0;
+}
+
+/* Forgets the paths of the open transaction (it was rolled back). */
+static void done_drop_open (sq_runbuf *rb) {
+  if (rb->arena.len == rb->committed) return;
+  rb->arena.len = rb->committed;
+  if (rb->arena.data) rb->arena.data[rb->arena.len] = '\0';
+  if (done_rebuild(rb, rb->cap ? rb->cap : 64) != 0) {
+    /* Without room to rebuild, it forgets them all and reads them again. */
+    free(rb->slots);
+    rb->slots = NULL;
+    rb->cap = rb->count = 0;
+    sl_buf_reset(&rb->arena);
+    rb->committed = 0;
+    rb->loaded = 0;
+  }
+}
+
+static void runbuf_free (sq_runbuf *rb) {
+  free(rb->slots);
+  sl_buf_free(&rb->arena);
+  sl_buf_free(&rb->pending);
+  free(rb);
+}
+
+static sq_runbuf *runbuf_of (sq_store *s, const char *id) {
+  for (sq_runbuf *rb = s->runs; rb; rb = rb->next)
+    if (strcmp(rb->id, id) == 0) return rb;
+  size_t len = strlen(id) + 1;
+  sq_runbuf *rb = calloc(1, sizeof *rb + len);
+  if (rb == NULL) return NULL;
+  memcpy(rb->id, id, len);
+  sl_buf_init(&rb->pending);
+  sl_buf_init(&rb->arena);
+  rb->seq = -1;
+  rb->next = s->runs;
+  s->runs = rb;
+  return rb;
+}
+
+/* Encoding. */
+
+static uint32_t get_u32 (const unsigned char *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Decodes the record at *p (end: the blob's end) into c, with the blob
+   references of its output and changes in refs (NULL when inline).
+   Returns 0, or -1 on a damaged record. */
+static int decode_record (const unsigned char **p, const unsigned char *end,
+                          sl_store_checkpoint *c, const unsigned char *refs[2]) {
+  const char *f[NSTR];
+  const unsigned char *q = *p;
+  for (int i = 0; i < NSTR; i++) {
+    if (end - q < 4) return -1;
+    uint32_t len = get_u32(q);
+    q += 4;
+    if (len == 0xffffffffu) { f[i] = NULL; continue; }
+    if ((size_t)(end - q) < (size_t)len + 1) return -1;
+    f[i] = (const char *)q;
+    q += len + 1;
+  }
+  if (end - q < 4 * 8) return -1;
+  int64_t n[4];
+  for (int i = 0; i < 4; i++, q += 8)
+    n[i] = (int64_t)((uint64_t)get_u32(q) << 32 | get_u32(q + 4));
+  memset(c, 0, sizeof *c);
+  c->path = f[0]; c->parent = f[1]; c->name = f[2]; c->kind = f[3];
+  c->key = f[4]; c->status = f[5]; c->usage = f[6]; c->error = f[7];
+  c->state = f[8]; c->output = f[9]; c->changes = f[11];
+  refs[0] = (const unsigned char *)f[10];
+  refs[1] = (const unsigned char *)f[12];
+  c->attempts = (int)n[0];
+  c->cached = (int)n[1];
+  c->t0 = n[2];
+  c->t1 = n[3];
+  *p = q;
+  return 0;
+}
+
+/* Reads the blob with hash into *out (NULL when missing). */
+static int blob_get (sq_store *s, const unsigned char *hash, sl_buf *out) {
+  sqlite3_stmt *st;
+  int rc = sq_stmt(s, ST_BLOB_GET, &st);
+  if (rc != SQLITE_OK) return rc;
+  sl_buf_reset(out);
+  rc = sqlite3_bind_blob(st, 1, hash, 16, SQLITE_STATIC);
+  if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const char *v = column_text(st, 0);
+    if (sl_buf_add(out, v ? v : "", (size_t)sqlite3_column_bytes(st, 0)) != 0)
+      rc = SQLITE_NOMEM;
+    else
+      rc = SQLITE_OK;
+  } else if (rc == SQLITE_DONE) {
+    rc = SQLITE_OK;
+  }
+  sqlite3_reset(st);
+  return rc;
+}
+
+/* Calls cb for each step record of run_id in its journal, oldest first,
+   with large values read back from blobs. */
+static int journal_each (sq_store *s, const char *run_id, sl_store_checkpoint_cb cb,
+                         void *ud, int *stopped) {
+  sqlite3_stmt *st;
+  sl_buf vals[2];
+  int rc = sq_stmt(s, ST_JOURNAL_READ, &st);
+  if (rc != SQLITE_OK) return rc;
+  sl_buf_init(&vals[0]);
+  sl_buf_init(&vals[1]);
+  *stopped = 0;
+  rc = bind_failed(s, bind_text(st, 1, run_id));
+  while (rc == SQLITE_OK && !*stopped && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const unsigned char *p = sqlite3_column_blob(st, 0);
+    const unsigned char *end = p + sqlite3_column_bytes(st, 0);
+    rc = SQLITE_OK;
+    while (p < end && rc == SQLITE_OK) {
+      sl_store_checkpoint c;
+      const unsigned char *refs[2];
+      if (decode_record(&p, end, &c, refs) != 0) {
+        rc = SQLITE_CORRUPT;
+        break;
+      }
+      c.run_id = run_id;
+      for (int k = 0; k < 2 && rc == SQLITE_OK; k++) {
+        if (refs[k] == NULL) continue;
+        /* The buffers are reused: a callback copies what it keeps. */
+        sqlite3_stmt *keep = st;
+        (void)keep;
+        if ((rc = blob_get(s, refs[k], &vals[k])) == SQLITE_OK) {
+          const char *v = vals[k].data ? vals[k].data : NULL;
+          if (k == 0) c.output = v;
+          else c.changes = v;
+        }
+      }
+      if (rc == SQLITE_OK && (*stopped = cb(ud, &c)) != 0) break;
+    }
+  }
+  if (rc == SQLITE_DONE) rc = SQLITE_OK;
+  sqlite3_reset(st);
+  sl_buf_free(&vals[0]);
+  sl_buf_free(&vals[1]);
+  return rc;
+}
+
+/* Learns what run rb recorded as completed before (a resumed run). */
+static int runbuf_load (sq_store *s, sq_runbuf *rb);
+
+typedef struct load_ud { sq_runbuf *rb; } load_ud;
+
+static int load_one (void *ud, const sl_store_checkpoint *c) {
+  sq_runbuf *rb = ((load_ud *)ud)->rb;
+  if (c->status != NULL && strcmp(c->status, "completed") == 0 && !done_has(rb, c->path))
+    return done_add(rb, c->path, 0) != 0 ? SL_STORE_ENOMEM : 0;
+  return 0;
+}
+
+static int runbuf_load (sq_store *s, sq_runbuf *rb) {
+  sqlite3_stmt *st;
+  int rc = sq_stmt(s, ST_JOURNAL_LAST, &st);
+  if (rc != SQLITE_OK) return rc;
+  rc = bind_failed(s, bind_text(st, 1, rb->id));
+  if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    rb->seq = sqlite3_column_int64(st, 0);
+    rc = SQLITE_OK;
+  }
+  sqlite3_reset(st);
+  if (rc != SQLITE_OK) return rc;
+  if (rb->seq > 0) {
+    load_ud u = { rb };
+    int stopped;
+    rc = journal_each(s, rb->id, load_one, &u, &stopped);
+    if (rc == SQLITE_OK && stopped) rc = SQLITE_NOMEM;
+  }
+  /* Steps of stores written before the journal. */
+  if (rc == SQLITE_OK) {
+    sqlite3_stmt *q;
+    if ((rc = sq_stmt(s, ST_CP_LIST, &q)) == SQLITE_OK) {
+      rc = bind_failed(s, bind_text(q, 1, rb->id));
+      while (rc == SQLITE_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *status = column_text(q, 6), *path = column_text(q, 1);
+        rc = SQLITE_OK;
+        if (status && path && strcmp(status, "completed") == 0 && !done_has(rb, path) &&
+            done_add(rb, path, 0) != 0)
+          rc = SQLITE_NOMEM;
+      }
+      if (rc == SQLITE_DONE) rc = SQLITE_OK;
+      sqlite3_reset(q);
+    }
+  }
+  rb->loaded = rc == SQLITE_OK;
+  rb->committed = rb->arena.len;
+  return rc;
+}
+
+/* Does the run exist, and is it still this writer's (owner at epoch; NULL
+   owner: any)? Asked once per run and transaction: the write lock is held,
+   so the answer cannot change meanwhile. */
+static int still_owned (sq_store *s, sq_runbuf *rb, const char *owner, int64_t epoch,
+                        int *exists, int *owned) {
+  if (rb->checked_tx == s->tx) {
+    *exists = rb->exists;
+    *owned = rb->owned;
+    return SQLITE_OK;
+  }
+  sqlite3_stmt *st;
+  int rc = sq_stmt(s, ST_RUN_EXISTS, &st);
+  if (rc != SQLITE_OK) return rc;
+  rc = bind_failed(s, bind_text(st, 1, rb->id));
+  *owned = *exists = 0;
+  if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const char *now = column_text(st, 0);
+    *exists = 1;
+    *owned = owner == NULL ||
+             (now != NULL && strcmp(now, owner) == 0 && sqlite3_column_int64(st, 1) == epoch);
+    rc = SQLITE_OK;
+  } else if (rc == SQLITE_DONE) {
+    rc = SQLITE_OK;
+  }
+  sqlite3_reset(st);
+  if (rc == SQLITE_OK) {
+    rb->checked_tx = s->tx;
+    rb->exists = *exists;
+    rb->owned = *owned;
+  }
+  return rc;
+}
+
+static int journal_write (sq_store *s) {
+  for (sq_runbuf *rb = s->runs; rb; rb = rb->next) {
+    if (rb->npending == 0) continue;
+    sqlite3_stmt *st;
+    int rc = sq_stmt(s, ST_JOURNAL_PUT, &st);
+    if (rc != SQLITE_OK) return rc;
+    rc = bind_text(st, 1, rb->id) | sqlite3_bind_int64(st, 2, rb->seq + 1)
+       | sqlite3_bind_blob(st, 3, rb->pending.data, (int)rb->pending.len, SQLITE_STATIC);
+    if ((rc = bind_failed(s, rc)) == SQLITE_OK) {
+      rc = sqlite3_step(st);
+      rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    sqlite3_reset(st);
+    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+      return rc;
+    if (rc != SQLITE_OK) return rc;
+  }
+  return SQLITE_OK;
+}
+
+static void journal_committed (sq_store *s) {
+  for (sq_runbuf **pp = &s->runs; *pp;) {
+    sq_runbuf *rb = *pp;
+    rb->committed = rb->arena.len;
+    if (rb->npending > 0) {
+      rb->seq++;
+      rb->npending = 0;
+      sl_buf_reset(&rb->pending);
+      if (rb->pending.cap > 1 << 20) sl_buf_free(&rb->pending);
+    }
+    if (rb->finished) {
+      *pp = rb->next;
+      runbuf_free(rb);
+    } else {
+      pp = &rb->next;
+    }
+  }
+}
+
+/* What run id completed need not be remembered past this commit: it
+   ended, and this connection lets go of it. */
+static void journal_finished (sq_store *s, const char *id) {
+  for (sq_runbuf *rb = s->runs; rb; rb = rb->next)
+    if (strcmp(rb->id, id) == 0) rb->finished = 1;
+}
+
+static void journal_discard (sq_store *s) {
+  for (sq_runbuf *rb = s->runs; rb; rb = rb->next) {
+    rb->npending = 0;
+    sl_buf_reset(&rb->pending);
+    rb->finished = 0;
+    done_drop_open(rb);
+  }
+}
+
+/* The journal of one run, read whole for the gets of a resume. */
+typedef struct sq_jrec { const char *path; sl_store_checkpoint c; } sq_jrec;
+
+struct sq_journal {
+  char run_id[64];
+  sq_jrec *recs;
+  int n, cap;
+  char **texts;            /* what the records point into */
+  int ntexts, captexts;
+};
+
+static void sq_journal_free (sq_journal *j) {
+  if (j == NULL) return;
+  for (int i = 0; i < j->ntexts; i++) free(j->texts[i]);
+  free(j->texts);
+  free(j->recs);
+  free(j);
+}
+
+/* Copies the record c, strings and all, into j. */
+static int keep_record (void *ud, const sl_store_checkpoint *c) {
+  sq_journal *j = ud;
+  sl_store_checkpoint *copy = pack_record(c, sizeof *c, checkpoint_strings,
+                                          COUNT(checkpoint_strings));
+  if (copy == NULL) return SL_STORE_ENOMEM;
+  if (j->ntexts == j->captexts) {
+    int cap = j->captexts ? j->captexts * 2 : 64;
+    char **t = realloc(j->texts, (size_t)cap * sizeof *t);
+    if (t == NULL) { free(copy); return SL_STORE_ENOMEM; }
+    j->texts = t;
+    j->captexts = cap;
+  }
+  j->texts[j->ntexts++] = (char *)copy;
+  if (j->n == j->cap) {
+    int cap = j->cap ? j->cap * 2 : 64;
+    sq_jrec *r = realloc(j->recs, (size_t)cap * sizeof *r);
+    if (r == NULL) return SL_STORE_ENOMEM;
+    j->recs = r;
+    j->cap = cap;
+  }
+  /* A later record of the same path (a step that ran again after a failed
+     attempt at the run) replaces the earlier one, unless that one is
+     completed: a completed step's record is the one kept. */
+  for (int i = j->n - 1; i >= 0; i--) {
+    if (strcmp(j->recs[i].path, copy->path) != 0) continue;
+    if (j->recs[i].c.status && strcmp(j->recs[i].c.status, "completed") == 0) return 0;
+    j->recs[i].c = *copy;
+    j->recs[i].path = copy->path;
+    return 0;
+  }
+  j->recs[j->n].path = copy->path;
+  j->recs[j->n].c = *copy;
+  j->n++;
+  return 0;
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
 ** SQLite backend: checkpoints
 ** =======================================================
 */
@@ -978,30 +1746,81 @@ static int sq_run_delete (sl_store *b, const char *id) {
 static int sq_checkpoint_put (sl_store *b, const sl_store_checkpoint *c) {
   sq_store *s = (sq_store *)b;
   sqlite3_stmt *st;
-  int rc = sq_write_stmt(s, ST_CP_PUT, &st);
+  int rc = sq_write_stmt(s, ST_BEGIN, &st);   /* opens the transaction */
+  sq_runbuf *rb = rc == SQLITE_OK ? runbuf_of(s, c->run_id) : NULL;
+  if (rc == SQLITE_OK && rb == NULL) rc = SQLITE_NOMEM;
+  if (rc == SQLITE_OK && !rb->loaded) rc = runbuf_load(s, rb);
   if (rc == SQLITE_OK) {
-    rc = bind_text(st, 1, c->run_id) | bind_text(st, 2, c->path)
-       | bind_text(st, 3, c->parent) | bind_text(st, 4, c->name)
-       | bind_text(st, 5, c->kind) | bind_text(st, 6, c->key)
-       | bind_text(st, 7, c->status) | sqlite3_bind_int(st, 8, c->attempts)
-       | sqlite3_bind_int(st, 9, c->cached != 0)
-       | bind_text(st, 10, c->output) | bind_text(st, 11, c->state)
-       | bind_text(st, 12, c->usage) | bind_text(st, 13, c->error)
-       | sqlite3_bind_int64(st, 14, c->t0) | sqlite3_bind_int64(st, 15, c->t1)
-       | bind_text(st, 16, c->changes);
-    if ((rc = bind_failed(s, rc)) == SQLITE_OK)
-      rc = sq_step_write(s, st);
+    int exists, owned;
+    if ((rc = still_owned(s, rb, c->owner, c->epoch, &exists, &owned)) == SQLITE_OK) {
+      if (!exists)
+        return sl_store_seterr(b, SL_STORE_EINVAL, "recording checkpoint %s of run %s: "
+                               "no such run", c->path, c->run_id);
+      if (!owned)
+        return sq_not_owner(s, c->run_id, c->owner, c->epoch, "recording a checkpoint of");
+    }
   }
-  if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
-    return sq_fail(s, rc, "recording checkpoint %s of run %s: no such run",
-                   c->path, c->run_id);
   if (rc != SQLITE_OK)
-    return sq_fail(s, rc, "recording checkpoint %s of run %s", c->path,
-                   c->run_id);
+    return sq_fail(s, rc, "recording checkpoint %s of run %s", c->path, c->run_id);
+  if (done_has(rb, c->path))
+    return sl_store_seterr(b, SL_STORE_ECONFLICT, "recording checkpoint %s of run %s: "
+                           "the step is recorded as completed already, and a completed "
+                           "step is recorded once", c->path, c->run_id);
+  sq_value out, ch;
+  if ((rc = sq_value_put(s, c->output, &out)) == SQLITE_OK)
+    rc = sq_value_put(s, c->changes, &ch);
+  for (int k = 0; k < 2 && rc == SQLITE_OK; k++) {
+    sq_value *v = k ? &ch : &out;
+    if (!v->is_ref) continue;
+    sqlite3_stmt *ref;
+    if ((rc = sq_stmt(s, ST_BLOB_REF, &ref)) != SQLITE_OK) break;
+    rc = bind_text(ref, 1, c->run_id) | sqlite3_bind_blob(ref, 2, v->hash, 16, SQLITE_STATIC);
+    if ((rc = bind_failed(s, rc)) == SQLITE_OK) {
+      rc = sqlite3_step(ref);
+      rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    sqlite3_reset(ref);
+  }
+  if (rc != SQLITE_OK)
+    return sq_fail(s, rc, "recording checkpoint %s of run %s", c->path, c->run_id);
+  const char *f[NSTR] = {
+    c->path, c->parent, c->name, c->kind, c->key, c->status, c->usage, c->error,
+    c->state, out.inline_text, out.is_ref ? (const char *)out.hash : NULL,
+    ch.inline_text, ch.is_ref ? (const char *)ch.hash : NULL
+  };
+  size_t lens[NSTR], total = 4 * 8;
+  for (int i = 0; i < NSTR; i++) {
+    lens[i] = f[i] == NULL ? 0 : (i == 10 || i == 12) ? 16 : strlen(f[i]);
+    total += 4 + (f[i] ? lens[i] + 1 : 0);
+  }
+  sl_buf *p = &rb->pending;
+  int done_now = c->status != NULL && strcmp(c->status, "completed") == 0;
+  if (sl_buf_reserve(p, total) != 0 || (done_now && done_add(rb, c->path, s->tx) != 0))
+    return sq_fail(s, SQLITE_NOMEM, "recording checkpoint %s of run %s", c->path, c->run_id);
+  unsigned char *q = (unsigned char *)p->data + p->len;
+  for (int i = 0; i < NSTR; i++) {
+    uint32_t len = f[i] == NULL ? 0xffffffffu : (uint32_t)lens[i];
+    q[0] = (unsigned char)(len >> 24); q[1] = (unsigned char)(len >> 16);
+    q[2] = (unsigned char)(len >> 8); q[3] = (unsigned char)len;
+    q += 4;
+    if (f[i] == NULL) continue;
+    memcpy(q, f[i], lens[i]);
+    q[lens[i]] = '\0';
+    q += lens[i] + 1;
+  }
+  int64_t n[4] = { c->attempts, c->cached != 0, c->t0, c->t1 };
+  for (int i = 0; i < 4; i++)
+    for (int k = 7; k >= 0; k--) *q++ = (unsigned char)((uint64_t)n[i] >> (8 * k));
+  p->len += total;
+  p->data[p->len] = '\0';
+  rb->npending++;
+  s->base.pending++;
   return 0;
 }
 
 
+/* The record of path in run_id: the legacy table first, then the journal
+   (read whole once per run and kept for the gets that follow). */
 static int sq_checkpoint_get (sl_store *b, const char *run_id,
                               const char *path, sl_store_checkpoint **out) {
   sq_store *s = (sq_store *)b;
@@ -1022,10 +1841,35 @@ static int sq_checkpoint_get (sl_store *b, const char *run_id,
     return 0;
   }
   sqlite3_reset(st);
-  if (rc == SQLITE_DONE)
-    return sl_store_seterr(b, SL_STORE_ENOTFOUND, "no checkpoint %s in run "
-                           "%s", path, run_id);
-  return sq_fail(s, rc, "reading checkpoint %s of run %s", path, run_id);
+  if (rc != SQLITE_DONE)
+    return sq_fail(s, rc, "reading checkpoint %s of run %s", path, run_id);
+  if (s->read == NULL || strcmp(s->read->run_id, run_id) != 0) {
+    sq_journal_free(s->read);
+    s->read = calloc(1, sizeof *s->read);
+    if (s->read == NULL)
+      return sl_store_seterr(b, SL_STORE_ENOMEM, "reading run %s: out of memory", run_id);
+    snprintf(s->read->run_id, sizeof s->read->run_id, "%s", run_id);
+    int stopped;
+    rc = journal_each(s, run_id, keep_record, s->read, &stopped);
+    if (rc != SQLITE_OK || stopped) {
+      sq_journal_free(s->read);
+      s->read = NULL;
+      if (stopped)
+        return sl_store_seterr(b, SL_STORE_ENOMEM, "reading run %s: out of memory", run_id);
+      return sq_fail(s, rc, "reading the steps of run %s", run_id);
+    }
+  }
+  for (int i = 0; i < s->read->n; i++) {
+    if (strcmp(s->read->recs[i].path, path) != 0) continue;
+    *out = pack_record(&s->read->recs[i].c, sizeof c, checkpoint_strings,
+                       COUNT(checkpoint_strings));
+    if (*out == NULL)
+      return sl_store_seterr(b, SL_STORE_ENOMEM, "reading checkpoint %s of "
+                             "run %s: out of memory", path, run_id);
+    return 0;
+  }
+  return sl_store_seterr(b, SL_STORE_ENOTFOUND, "no checkpoint %s in run "
+                         "%s", path, run_id);
 }
 
 
@@ -1050,7 +1894,24 @@ static int sq_checkpoint_list (sl_store *b, const char *run_id,
     return stop;
   if (rc != SQLITE_DONE)
     return sq_fail(s, rc, "listing checkpoints of run %s", run_id);
-  return 0;
+  /* The journal, with each path's latest record (a completed one kept). */
+  sq_journal *j = calloc(1, sizeof *j);
+  if (j == NULL)
+    return sl_store_seterr(b, SL_STORE_ENOMEM, "listing run %s: out of memory", run_id);
+  int stopped;
+  rc = journal_each(s, run_id, keep_record, j, &stopped);
+  if (rc != SQLITE_OK || stopped) {
+    sq_journal_free(j);
+    if (stopped)
+      return sl_store_seterr(b, SL_STORE_ENOMEM, "listing run %s: out of memory", run_id);
+    return sq_fail(s, rc, "listing checkpoints of run %s", run_id);
+  }
+  for (int i = 0; i < j->n && stop == 0; i++) {
+    j->recs[i].c.run_id = run_id;
+    stop = cb(ud, &j->recs[i].c);
+  }
+  sq_journal_free(j);
+  return stop;
 }
 
 /* }====================================================== */
@@ -1200,6 +2061,11 @@ static int sq_cache_get (sl_store *b, const unsigned char *key,
                            "key");
   if (rc != SQLITE_ROW)
     return sq_fail(s, rc, "reading the cache");
+  if (expired && s->reader)
+    return sl_store_seterr(b, SL_STORE_ENOTFOUND, "the cache entry for this "
+                           "key has expired");
+  if (s->reader)
+    return 0;   /* the writer counts the hit */
   if (expired) {
     if ((rc = sq_cache_keyed_write(s, ST_CACHE_DELETE, key)) != SQLITE_OK)
       return sq_fail(s, rc, "deleting an expired cache entry");
@@ -1213,6 +2079,13 @@ static int sq_cache_get (sl_store *b, const unsigned char *key,
     return sq_fail(s, rc, "counting a cache hit");
   }
   return 0;
+}
+
+
+static int sq_cache_touch (sl_store *b, const unsigned char *key) {
+  sq_store *s = (sq_store *)b;
+  int rc = sq_cache_keyed_write(s, ST_CACHE_HIT, key);
+  return rc == SQLITE_OK ? 0 : sq_fail(s, rc, "counting a cache hit");
 }
 
 
@@ -1342,7 +2215,8 @@ static int make_parents (const char *path, char *dir, size_t dirlen) {
     if (*p != '/')
       continue;
     *p = '\0';
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+    /* Private by default: only the user who runs the engine may look. */
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
       return -1;
     *p = '/';
   }
@@ -1459,16 +2333,40 @@ static int sq_migrate (sq_store *s, int64_t from) {
 */
 static int sq_setup (sq_store *s, const sl_store_options *o) {
   int64_t appid = 0, version = 0, ntables = 0;
-  int rc;
-  if (!s->memory && strchr(s->base.path, '/') != NULL) {
-    char dir[4096];
-    if (make_parents(s->base.path, dir, sizeof dir) != 0)
-      return sl_store_seterr(&s->base, SL_STORE_EIO, "cannot create the "
-                             "directory %s: %s", dir, strerror(errno));
+  int rc, flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
+  s->read_only = o != NULL && o->read_only && !s->memory;
+  s->reader = o != NULL && o->reader;
+  if (s->read_only) {
+    /* A reader never creates anything: no directory, no file. */
+    struct stat sb;
+    if (stat(s->base.path, &sb) != 0)
+      return sl_store_seterr(&s->base, errno == ENOENT ? SL_STORE_ENOTFOUND
+                             : SL_STORE_EIO, "no store here (%s)", strerror(errno));
+    flags |= SQLITE_OPEN_READONLY;
+  } else {
+    flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    if (!s->memory && strchr(s->base.path, '/') != NULL) {
+      char dir[4096];
+      if (make_parents(s->base.path, dir, sizeof dir) != 0)
+        return sl_store_seterr(&s->base, errno == EROFS ? SL_STORE_EREADONLY
+                               : SL_STORE_EIO, "cannot create the directory %s: %s",
+                               dir, strerror(errno));
+    }
+    if (!s->memory) {
+      /* The file is made private before SQLite opens it; its write-ahead
+         log and shared-memory files take the same mode. */
+      int fd = open(s->base.path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      if (fd >= 0)
+        close(fd);
+      else if (errno == EROFS || errno == EACCES) {
+        if (access(s->base.path, F_OK) != 0 || access(s->base.path, W_OK) != 0)
+          return sl_store_seterr(&s->base, SL_STORE_EREADONLY, "the store is "
+                                 "read-only here (%s): runs cannot be recorded",
+                                 strerror(errno));
+      }
+    }
   }
-  rc = sqlite3_open_v2(s->base.path, &s->db, SQLITE_OPEN_READWRITE
-                       | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
-                       | SQLITE_OPEN_EXRESCODE, NULL);
+  rc = sqlite3_open_v2(s->base.path, &s->db, flags, NULL);
   if (s->db == NULL)
     return sl_store_seterr(&s->base, SL_STORE_ENOMEM, "opening: out of "
                            "memory");
@@ -1494,6 +2392,18 @@ static int sq_setup (sq_store *s, const sl_store_options *o) {
     return sl_store_seterr(&s->base, SL_STORE_EVERSION, "was written by a "
                            "newer sluice (schema version %d, this one knows "
                            "up to %d)", (int)version, NMIGRATIONS);
+  if (s->read_only) {
+    if (appid != SQ_APPLICATION_ID)
+      return sl_store_seterr(&s->base, SL_STORE_ENOTFOUND, "holds no runs yet");
+    if (version < NMIGRATIONS)
+      return sl_store_seterr(&s->base, SL_STORE_EVERSION, "was written by an "
+                             "older sluice (schema version %d): a command that "
+                             "writes (sluice run) brings it up to date",
+                             (int)version);
+    if (o != NULL && o->full_check && (rc = sq_quick_check(s)) != 0)
+      return rc;
+    return 0;
+  }
   if (!s->memory && ntables > 0 && o != NULL && o->full_check) {
     if ((rc = sq_quick_check(s)) != 0)
       return rc;
@@ -1528,6 +2438,12 @@ static int sq_setup (sq_store *s, const sl_store_options *o) {
 
 static void sq_free (sq_store *s) {
   int i;
+  while (s->runs != NULL) {
+    sq_runbuf *next = s->runs->next;
+    runbuf_free(s->runs);
+    s->runs = next;
+  }
+  sq_journal_free(s->read);
   for (i = 0; i < ST_COUNT; i++)
     sqlite3_finalize(s->stmt[i]);
   sqlite3_close(s->db);  /* NULL is a no-op */
@@ -1568,6 +2484,151 @@ static void sq_close (sl_store *b) {
 /* }====================================================== */
 
 
+/*
+** {======================================================
+** SQLite backend: retention and upkeep
+** =======================================================
+*/
+
+/* Runs one statement that takes no parameters and gives no rows. */
+static int sq_exec (sq_store *s, const char *text, const char *what) {
+  int rc = sqlite3_exec(s->db, text, NULL, NULL, NULL);
+  return rc == SQLITE_OK ? 0 : sq_fail(s, rc, "%s", what);
+}
+
+
+static int sq_prune (sl_store *b, int64_t older_than_ms, const char *status,
+                     int64_t keep, const char *pipeline, int64_t *removed) {
+  static const char *const del =
+    "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE "
+    "(?2 IS NULL AND status IN ('completed', 'failed', 'cancelled') OR status = ?2) "
+    "AND status NOT IN ('queued', 'running', 'waiting') "
+    "AND (?1 = 0 OR coalesce(ended_ms, started_ms) < ?1) "
+    "AND (?4 IS NULL OR pipeline = ?4) "
+    "ORDER BY id DESC LIMIT -1 OFFSET ?3)";
+  static const char *const orphans =
+    "DELETE FROM blobs WHERE hash NOT IN ("
+    "SELECT input_ref FROM runs WHERE input_ref IS NOT NULL "
+    "UNION SELECT output_ref FROM runs WHERE output_ref IS NOT NULL "
+    "UNION SELECT output_ref FROM checkpoints WHERE output_ref IS NOT NULL "
+    "UNION SELECT changes_ref FROM checkpoints WHERE changes_ref IS NOT NULL "
+    "UNION SELECT hash FROM blob_refs)";
+  sq_store *s = (sq_store *)b;
+  sqlite3_stmt *st = NULL;
+  int rc;
+  if (s->read_only)
+    return sq_fail(s, SQLITE_READONLY, "pruning runs");
+  if ((rc = sq_flush(b)) != 0)
+    return rc;
+  if ((rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL)) != SQLITE_OK)
+    return sq_fail(s, rc, "pruning runs");
+  rc = sqlite3_prepare_v2(s->db, del, -1, &st, NULL);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_bind_int64(st, 1, older_than_ms) | bind_text(st, 2, status)
+       | sqlite3_bind_int64(st, 3, keep) | bind_text(st, 4, pipeline);
+    if ((rc = bind_failed(s, rc)) == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_DONE)
+      rc = SQLITE_OK;
+  }
+  sqlite3_finalize(st);
+  int64_t n = rc == SQLITE_OK ? sqlite3_changes64(s->db) : 0;
+  if (rc == SQLITE_OK)
+    rc = sqlite3_exec(s->db, orphans, NULL, NULL, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+  if (rc != SQLITE_OK) {
+    int code = sq_fail(s, rc, "pruning runs");
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return code;
+  }
+  if (removed != NULL)
+    *removed = n;
+  return 0;
+}
+
+
+static int sq_stats (sl_store *b, sl_store_stats *o) {
+  static const char *const q =
+    "SELECT (SELECT count(*) FROM runs),"
+    " (SELECT coalesce(sum(length(coalesce(input, '')) + length(coalesce(output, ''))"
+    "   + length(coalesce(error, '')) + length(coalesce(options, ''))), 0) FROM runs),"
+    " (SELECT count(*) FROM checkpoints) + (SELECT count(*) FROM journal),"
+    " (SELECT coalesce(sum(length(coalesce(output, '')) + length(coalesce(changes, ''))"
+    "   + length(coalesce(state, '')) + length(coalesce(error, ''))), 0) FROM checkpoints)"
+    "   + (SELECT coalesce(sum(length(data)), 0) FROM journal),"
+    " (SELECT count(*) FROM waits),"
+    " (SELECT count(*) FROM blobs), (SELECT coalesce(sum(size), 0) FROM blobs),"
+    " (SELECT count(*) FROM cache), (SELECT coalesce(sum(size), 0) FROM cache),"
+    " (SELECT page_count * page_size FROM pragma_page_count, pragma_page_size)";
+  sq_store *s = (sq_store *)b;
+  sqlite3_stmt *st;
+  int rc = sqlite3_prepare_v2(s->db, q, -1, &st, NULL);
+  if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    o->runs = sqlite3_column_int64(st, 0);
+    o->run_bytes = sqlite3_column_int64(st, 1);
+    o->checkpoints = sqlite3_column_int64(st, 2);
+    o->checkpoint_bytes = sqlite3_column_int64(st, 3);
+    o->waits = sqlite3_column_int64(st, 4);
+    o->values = sqlite3_column_int64(st, 5);
+    o->value_bytes = sqlite3_column_int64(st, 6);
+    o->cache_entries = sqlite3_column_int64(st, 7);
+    o->cache_bytes = sqlite3_column_int64(st, 8);
+    o->file_bytes = sqlite3_column_int64(st, 9);
+    rc = SQLITE_OK;
+  }
+  sqlite3_finalize(st);
+  return rc == SQLITE_OK ? 0 : sq_fail(s, rc, "reading the store's figures");
+}
+
+
+static int sq_check (sl_store *b) {
+  sq_store *s = (sq_store *)b;
+  sqlite3_stmt *st;
+  char found[400] = "";
+  size_t used = 0;
+  int rc = sqlite3_prepare_v2(s->db, "PRAGMA integrity_check(20)", -1, &st, NULL);
+  int ok = 1;
+  while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const char *line = column_text(st, 0);
+    if (line != NULL && strcmp(line, "ok") == 0)
+      continue;
+    ok = 0;
+    if (line != NULL && used + 3 < sizeof found)
+      used += (size_t)snprintf(found + used, sizeof found - used, "%s%s",
+                               used ? "; " : "", line);
+  }
+  if (rc == SQLITE_DONE || rc == SQLITE_ROW)
+    rc = SQLITE_OK;
+  sqlite3_finalize(st);
+  if (rc != SQLITE_OK)
+    return sq_fail(s, rc, "checking the store");
+  if (!ok)
+    return sl_store_seterr(b, SL_STORE_ECORRUPT, "is damaged: %s", found);
+  int64_t broken = 0;
+  if ((rc = query_int(s->db, "SELECT count(*) FROM pragma_foreign_key_check", &broken))
+      != SQLITE_OK)
+    return sq_fail(s, rc, "checking the store");
+  if (broken != 0)
+    return sl_store_seterr(b, SL_STORE_ECORRUPT, "is damaged: %lld rows refer to "
+                           "runs that are gone", (long long)broken);
+  return 0;
+}
+
+
+static int sq_vacuum (sl_store *b) {
+  sq_store *s = (sq_store *)b;
+  int rc;
+  if (s->read_only)
+    return sq_fail(s, SQLITE_READONLY, "vacuuming");
+  if ((rc = sq_flush(b)) != 0)
+    return rc;
+  if ((rc = sq_exec(s, "VACUUM", "vacuuming")) != 0)
+    return rc;
+  return s->memory ? 0 : sq_exec(s, "PRAGMA wal_checkpoint(TRUNCATE)", "vacuuming");
+}
+
+/* }====================================================== */
+
+
 static const struct sl_store_ops sqlite_ops = {
   "sqlite",
   sq_accepts,
@@ -1591,4 +2652,12 @@ static const struct sl_store_ops sqlite_ops = {
   sq_cache_clear,
   sq_cache_purge,
   sq_cache_stats,
+  sq_run_claim,
+  sq_run_renew,
+  sq_run_finish,
+  sq_prune,
+  sq_stats,
+  sq_check,
+  sq_vacuum,
+  sq_cache_touch,
 };

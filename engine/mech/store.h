@@ -44,6 +44,10 @@
 #define SL_STORE_EFULL     (-22)  /* disk full, or the store reached max_bytes */
 #define SL_STORE_EIO       (-23)  /* cannot open, read or write the file */
 #define SL_STORE_EVERSION  (-24)  /* written by a newer sluice (unknown schema) */
+#define SL_STORE_ECONFLICT (-25)  /* another owner holds the run, or the step
+                                     is recorded as completed already */
+#define SL_STORE_EREADONLY (-26)  /* a write to a store opened read-only, or
+                                     on a read-only medium */
 
 /* Length of a cache key, in bytes (a 128-bit hash). */
 #define SL_STORE_KEYLEN 16
@@ -60,6 +64,13 @@ typedef struct sl_store_options {
   int full_check;        /* 1: run the integrity check (PRAGMA quick_check,
                             which reads the whole file) on open; else only
                             the header is checked */
+  int reader;            /* 1: the connection a writer works beside: cache
+                            reads count no hits and leave expired entries
+                            (the writer does both), so it never writes on
+                            its own */
+  int read_only;         /* 1: open an existing store for reading only: it
+                            is never created (ENOTFOUND when absent) nor
+                            migrated, and writes fail with EREADONLY */
 } sl_store_options;
 
 
@@ -80,6 +91,12 @@ typedef struct sl_store_run {
                               with (budget, memory_limit, trace), or NULL */
   int64_t started_ms;      /* Unix time, milliseconds */
   int64_t ended_ms;        /* Unix time, milliseconds; 0 while not ended */
+  const char *owner;       /* the process executing it ("host:pid:start"),
+                              or NULL when none does */
+  int64_t lease_ms;        /* Unix ms its owner's lease runs to; 0: none */
+  int64_t epoch;           /* how many owners it has had: a write names the
+                              epoch it was made under, and one from an
+                              earlier owner is refused */
 } sl_store_run;
 
 typedef struct sl_store_run_filter {
@@ -96,6 +113,9 @@ typedef struct sl_store_run_filter {
 */
 typedef struct sl_store_checkpoint {
   const char *run_id, *path;
+  const char *owner;       /* as an argument: the writer's owner id and */
+  int64_t epoch;           /* epoch, checked against the run's (NULL owner:
+                              unchecked); not set in results */
   const char *parent;      /* the parent's path, NULL for the root */
   const char *name, *kind;
   const char *key;         /* the key its parent gave it (a map item, a
@@ -225,6 +245,55 @@ int sl_store_run_list (sl_store *s, const sl_store_run_filter *f,
    such run. */
 int sl_store_run_delete (sl_store *s, const char *id);
 
+/*
+** Ownership. A run's owner holds a lease it renews while it executes the
+** run; every owner change bumps the run's epoch, and writes made under an
+** older epoch are refused (ECONFLICT), so two owners never both record.
+*/
+
+/* Makes owner the owner of run id until lease_ms, as epoch expect + 1 and
+   with status, if the run is still at epoch expect (compare and set): of
+   two processes claiming the same run, one wins and the other gets
+   ECONFLICT. Commits at once. */
+int sl_store_run_claim (sl_store *s, const char *id, const char *owner,
+                        int64_t lease_ms, int64_t expect, const char *status);
+
+/* Extends owner's lease on run id to lease_ms; ECONFLICT when the run has
+   another owner or epoch now. */
+int sl_store_run_renew (sl_store *s, const char *id, const char *owner,
+                        int64_t epoch, int64_t lease_ms);
+
+/* As sl_store_run_update, as owner at epoch (ECONFLICT when the run has
+   moved on to another owner), and letting go of the ownership when release
+   is 1 (the run ended or stopped). */
+int sl_store_run_finish (sl_store *s, const char *id, const char *owner,
+                         int64_t epoch, int release, const char *status,
+                         const char *output, const char *error,
+                         const char *usage, int64_t ended_ms);
+
+/* Deletes the runs that match: ended before older_than_ms (0: any age),
+   with status (NULL: any ended status; running runs are never deleted),
+   beyond the keep newest that match (0: none kept), of pipeline (NULL:
+   any); and the values only they referred to. *removed (may be NULL)
+   counts the runs. Commits at once. */
+int sl_store_prune (sl_store *s, int64_t older_than_ms, const char *status,
+                    int64_t keep, const char *pipeline, int64_t *removed);
+
+/* What a store holds, by kind. */
+typedef struct sl_store_stats {
+  int64_t runs, checkpoints, waits, values, cache_entries;
+  int64_t run_bytes, checkpoint_bytes, value_bytes, cache_bytes, file_bytes;
+} sl_store_stats;
+
+int sl_store_get_stats (sl_store *s, sl_store_stats *out);
+
+/* Checks every page of the store (PRAGMA integrity_check); ECORRUPT with
+   what is damaged in the message. */
+int sl_store_check (sl_store *s);
+
+/* Gives the space of deleted rows back to the file system (VACUUM). */
+int sl_store_vacuum (sl_store *s);
+
 /* }====================================================== */
 
 
@@ -312,6 +381,9 @@ int sl_store_cache_put (sl_store *s, const unsigned char key[SL_STORE_KEYLEN],
    *removed (may be NULL) is how many. */
 int sl_store_cache_clear (sl_store *s, const char *step, int64_t *removed);
 
+/* Counts a hit on the entry for key (none: nothing happens). */
+int sl_store_cache_touch (sl_store *s, const unsigned char key[SL_STORE_KEYLEN]);
+
 /* Removes the entries expired at now_ms; *removed (may be NULL) is how
    many. */
 int sl_store_cache_purge (sl_store *s, int64_t now_ms, int64_t *removed);
@@ -372,6 +444,20 @@ struct sl_store_ops {
   int (*cache_purge) (sl_store *s, int64_t now_ms, int64_t *removed);
   int (*cache_stats) (sl_store *s, sl_store_cache_totals *total,
                       sl_store_cache_step_cb cb, void *ud);
+  int (*run_claim) (sl_store *s, const char *id, const char *owner,
+                    int64_t lease_ms, int64_t expect, const char *status);
+  int (*run_renew) (sl_store *s, const char *id, const char *owner,
+                    int64_t epoch, int64_t lease_ms);
+  int (*run_finish) (sl_store *s, const char *id, const char *owner,
+                     int64_t epoch, int release, const char *status,
+                     const char *output, const char *error,
+                     const char *usage, int64_t ended_ms);
+  int (*prune) (sl_store *s, int64_t older_than_ms, const char *status,
+                int64_t keep, const char *pipeline, int64_t *removed);
+  int (*stats) (sl_store *s, sl_store_stats *out);
+  int (*check) (sl_store *s);
+  int (*vacuum) (sl_store *s);
+  int (*cache_touch) (sl_store *s, const unsigned char *key);
 };
 
 struct sl_store {

@@ -61,13 +61,10 @@ static const char *options_json(sl_run *r, sl_buf *b) {
 
 void sl_record_run_begin(lua_State *L, sl_run *r, int ii) {
   sl_core *e = r->core;
-  if (e->store == NULL) return;
+  if (e->writer == NULL) return;
   r->durable = 1;
-  if (r->replay) {
-    if (sl_store_run_update(e->store, r->id, "running", NULL, NULL, NULL, 0) != 0)
-      luaL_error(L, "%s", sl_store_errmsg(e->store));
-    return;
-  }
+  /* A resumed run was claimed (owner, epoch, status) by its resume. */
+  if (r->replay) return;
   sl_buf in, options;
   sl_buf_init(&in);
   sl_buf_init(&options);
@@ -88,22 +85,21 @@ void sl_record_run_begin(lua_State *L, sl_run *r, int ii) {
   row.input = in.data ? in.data : "null";
   row.options = options_json(r, &options);
   row.started_ms = sl_durable_wall_ms();
-  int rc = row.options == NULL ? SL_STORE_ENOMEM : sl_store_run_begin(e->store, &row);
+  row.owner = e->owner;
+  row.lease_ms = row.started_ms + e->lease_ms;
+  row.epoch = r->epoch = 1;
+  uint64_t seq = row.options == NULL ? 0 : sl_writer_run_begin(e->writer, &row);
   sl_buf_free(&in);
   sl_buf_free(&options);
-  if (rc == SL_STORE_ENOMEM) {
+  if (seq == 0) {
     r->durable = 0;
     luaL_error(L, "not enough memory to record the run");
   }
-  if (rc != 0) {
-    r->durable = 0;
-    luaL_error(L, "%s", sl_store_errmsg(e->store));
-  }
 }
 
-int sl_record_run_end(lua_State *L, sl_run *r) {
+uint64_t sl_record_run_end(lua_State *L, sl_run *r) {
   sl_core *e = r->core;
-  if (!r->durable || e->store == NULL) return 0;
+  if (!r->durable || e->writer == NULL || r->lost) return 0;
   sl_buf out, err;
   sl_buf_init(&out);
   sl_buf_init(&err);
@@ -111,19 +107,20 @@ int sl_record_run_end(lua_State *L, sl_run *r) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);            /* run */
   lua_getiuservalue(L, -1, SL_RUN_UV_OUTPUT);
   lua_getiuservalue(L, -2, SL_RUN_UV_ERROR);
-  const char *o = r->status == SL_RUN_COMPLETED ? record_json(L, -2, &out) : NULL;
+  int status = r->end_status;
+  const char *o = status == SL_RUN_COMPLETED ? record_json(L, -2, &out) : NULL;
   const char *x = lua_isnil(L, -1) ? NULL : record_json(L, -1, &err);
   /* A run the store failed is not over: what it did since the last commit
      was lost, and a resume, once the store can be written, does it again. */
-  const char *status = r->unrecorded ? "interrupted" : sl_status_name(r->status);
-  int rc = sl_store_run_update(e->store, r->id, status, o, x,
-                               sl_durable_usage_json(&r->quota.spent, usage, sizeof usage),
-                               r->status == SL_RUN_PAUSED ? 0 : sl_durable_wall_ms());
-  if (rc == 0) rc = sl_store_flush(e->store);
+  const char *name = r->unrecorded ? "interrupted" : sl_status_name(status);
+  uint64_t seq = sl_writer_finish(e->writer, r->id, e->owner, r->epoch, 1, name, o, x,
+                                  sl_durable_usage_json(&r->quota.spent, usage, sizeof usage),
+                                  status == SL_RUN_PAUSED ? 0 : sl_durable_wall_ms());
   lua_pop(L, 3);
   sl_buf_free(&out);
   sl_buf_free(&err);
-  return rc;
+  if (seq == 0) r->unrecorded = 1;
+  return seq;
 }
 
 /* Waits and resume. */

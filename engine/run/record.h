@@ -6,14 +6,17 @@
 
 #include "host.h"
 
-/* Records run r as started, with its input (at ii) and options, or as
-   running again when it is resumed. Raises on an input the store cannot
-   keep and on a store error; r is then not durable. */
+/* Writes run r as started, with its input (at ii) and options, owned by
+   this process (epoch 1); a resumed run was claimed already. Raises on an
+   input the store cannot keep; r is then not durable. */
 void sl_record_run_begin(lua_State *L, sl_run *r, int ii);
 
-/* Records run r's end (or pause) and commits. Returns 0, or the store's
-   code when that could not be written. */
-int sl_record_run_end(lua_State *L, sl_run *r);
+/* Writes run r's end (or pause), with status r->end_status, as its owner,
+   letting go of it. Returns the write's number, to wait for before the run
+   ends, or 0 when there is nothing to wait for: the run is not durable,
+   another process owns it now, or memory ran out (r->unrecorded is then
+   set). */
+uint64_t sl_record_run_end(lua_State *L, sl_run *r);
 
 /* Pushes the list of run id's waits ({path, message, schema, answer}). */
 void sl_record_push_waits(lua_State *L, sl_core *c, const char *run_id);

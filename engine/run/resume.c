@@ -9,6 +9,8 @@
 #include <lauxlib.h>
 
 #include "resume.h"
+#include <time.h>
+#include "owner.h"
 #include "record.h"
 #include "durable.h"
 #include "error.h"
@@ -126,9 +128,27 @@ sl_run *sl_resume(lua_State *L, sl_host *h, const char *id, int ii, int force) {
   else lua_pushnil(L);                                  /* ... options */
   if (row->error) lua_pushstring(L, row->error);
   else lua_pushnil(L);                                  /* ... error */
+  if (row->owner) lua_pushstring(L, row->owner);
+  else lua_pushnil(L);                                  /* ... owner */
+  int64_t lease = row->lease_ms, epoch = row->epoch;
   sl_store_run_free(row);
   const char *status = lua_tostring(L, top + 1);
   const char *file = lua_tostring(L, top + 2);
+  const char *owner = lua_tostring(L, top + 8);
+  int64_t now = sl_owner_now_ms();
+  int active = strcmp(status, "running") == 0 || strcmp(status, "waiting") == 0 ||
+               strcmp(status, "queued") == 0;
+  if (active && sl_owner_alive(owner, lease, now)) {
+    /* Its owner executes it still: a second owner would run its steps
+       twice. */
+    char when[64];
+    time_t t = (time_t)(lease / 1000);
+    struct tm tmv;
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tmv));
+    luaL_error(L, "run %s is being executed by %s (alive; its lease runs until %s): "
+                  "it can be resumed once that process has stopped", id, owner, when);
+  }
+  if (active) status = "interrupted";   /* its owner is gone */
   int paused = strcmp(status, "paused") == 0;
   if (strcmp(status, "completed") == 0 || strcmp(status, "failed") == 0)
     luaL_error(L, "run %s has %s: only a paused or interrupted run can be resumed",
@@ -206,6 +226,17 @@ sl_run *sl_resume(lua_State *L, sl_host *h, const char *id, int ii, int force) {
     }
     lua_pop(L, 1);
   }
-  sl_run_opts o = {bi, id, ai};
+  /* Take it over: of two processes resuming the run at once, one wins. */
+  int64_t lease_until = sl_owner_now_ms() + e->lease_ms;
+  if (e->writer != NULL) {
+    /* What this engine wrote must be in before the run moves on. */
+    sl_writer_sync(e->writer, NULL, 0);
+  }
+  int rc2 = sl_store_run_claim(e->store, id, e->owner, lease_until, epoch, "running");
+  if (rc2 == SL_STORE_ECONFLICT)
+    luaL_error(L, "run %s was taken over by another process just now: %s", id,
+               sl_store_errmsg(e->store));
+  if (rc2 != 0) luaL_error(L, "%s", sl_store_errmsg(e->store));
+  sl_run_opts o = {bi, id, ai, epoch + 1};
   return sl_run_launch(L, h, si, in, &o);
 }

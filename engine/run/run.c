@@ -17,6 +17,7 @@
 #include "lifecycle.h"
 #include "meter.h"
 #include "plan.h"
+#include "protect.h"
 #include "record.h"
 #include "value.h"
 
@@ -128,6 +129,7 @@ sl_run *sl_run_launch(lua_State *L, sl_host *h, int si, int ii, const sl_run_opt
   if (o->id != NULL) {
     snprintf(r->id, sizeof r->id, "%s", o->id);
     r->replay = 1;
+    r->epoch = o->epoch;
   } else {
     make_id(h, r->id);
   }
@@ -190,49 +192,32 @@ static void unanchor(lua_State *L, sl_run *r) {
   if (--r->core->active_runs == 0) sl_sched_trim(&r->core->sched, POOL_KEEP);
 }
 
-/* hooks.ended: the run ends with what its root ended with, unless a
-   background step that had to succeed failed. */
-static void run_ended(sl_run *r, lua_State *L) {
+/* The run ends for good: its store record (if any) is committed, or lost
+   (ok 0, why says what the store said). Sets its status and lets it go. */
+static void run_over(sl_run *r, lua_State *L, int ok, const char *why) {
   sl_host *h = sl_host_of(r->core);
-  r->t_end = sl_now();
+  int status = r->end_status;
   lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);            /* run */
-  if (r->root_ok && lua_getiuservalue(L, -1, SL_RUN_UV_ERROR) == LUA_TTABLE)
-    r->root_ok = 0;                                     /* a required background failed */
-  else if (!r->root_ok) lua_pushnil(L);
-  lua_pop(L, 1);
-  if (r->root_ok) {
-    r->status = SL_RUN_COMPLETED;
-  } else {
-    lua_getiuservalue(L, -1, SL_RUN_UV_ERROR);
-    lua_getfield(L, -1, "kind");
-    const char *kind = lua_tostring(L, -1);
-    if (r->abort_step[0] && kind && strcmp(kind, "cancelled") == 0) {
-      /* An abort names the step that ended the run, not the root. */
-      lua_pushstring(L, r->abort_step);
-      lua_setfield(L, -3, "step");
-      lua_pushboolean(L, 1);
-      lua_setfield(L, -3, "aborted");
-    }
-    r->status = kind && strcmp(kind, "cancelled") == 0 ? SL_RUN_CANCELLED
-              : kind && strcmp(kind, "interrupted") == 0 ? SL_RUN_INTERRUPTED
-              : kind && strcmp(kind, "paused") == 0 ? SL_RUN_PAUSED
-              : SL_RUN_FAILED;
-    lua_pop(L, 2);
-  }
-  if (sl_record_run_end(L, r) != 0) {
-    /* Its end could not be recorded: whatever it reached, it did not end
-       as the store says, so it does not report success. */
-    char msg[700];
-    snprintf(msg, sizeof msg, "the store could not record the run's end, so its result "
-             "was not kept (resume it once the store can be written): %s",
-             sl_store_errmsg(r->core->store));
+  if (!ok || r->lost) {
+    /* Its end could not be recorded, or another process owns the run now:
+       whatever it reached, it did not end as the store says, so it does not
+       report success. */
+    char msg[1100];
+    if (r->lost)
+      snprintf(msg, sizeof msg, "%s", r->abort_msg[0] ? r->abort_msg
+               : "another process owns the run now");
+    else
+      snprintf(msg, sizeof msg, "the store could not record the run's end, so its result "
+               "was not kept (resume it once the store can be written): %s",
+               why ? why : "the write failed");
     lua_pushnil(L);
     lua_setiuservalue(L, -2, SL_RUN_UV_OUTPUT);
-    sl_error_push(L, "error", msg, r->pipeline, NULL);
+    sl_error_push(L, r->lost ? "interrupted" : "error", msg, r->pipeline, NULL);
     lua_setiuservalue(L, -2, SL_RUN_UV_ERROR);
-    r->status = SL_RUN_FAILED;
-    r->unrecorded = 1;
+    status = r->lost ? SL_RUN_INTERRUPTED : SL_RUN_FAILED;
+    if (!ok) r->unrecorded = 1;
   }
+  r->status = status;
   /* The next run of this pipeline makes room for as many records. */
   lua_getiuservalue(L, -1, SL_RUN_UV_PIPELINE);
   sl_plan *root = sl_plan_push(L, -1);
@@ -246,7 +231,71 @@ static void run_ended(sl_run *r, lua_State *L) {
   if (r->on_end != NULL) r->on_end(r, r->on_end_ud);
 }
 
-const sl_run_hooks sl_run_hooks_of_host = { run_ended };
+/* hooks.ended: the run ends with what its root ended with, unless a
+   background step that had to succeed failed. A durable run ends once its
+   end is committed (hooks.recorded): never reported before it is kept. */
+static void run_ended(sl_run *r, lua_State *L) {
+  r->t_end = sl_now();
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);            /* run */
+  if (r->root_ok && lua_getiuservalue(L, -1, SL_RUN_UV_ERROR) == LUA_TTABLE)
+    r->root_ok = 0;                                     /* a required background failed */
+  else if (!r->root_ok) lua_pushnil(L);
+  lua_pop(L, 1);
+  if (r->root_ok) {
+    r->end_status = SL_RUN_COMPLETED;
+  } else {
+    lua_getiuservalue(L, -1, SL_RUN_UV_ERROR);
+    lua_getfield(L, -1, "kind");
+    const char *kind = lua_tostring(L, -1);
+    if (r->abort_step[0] && kind && strcmp(kind, "cancelled") == 0) {
+      /* An abort names the step that ended the run, not the root. */
+      lua_pushstring(L, r->abort_step);
+      lua_setfield(L, -3, "step");
+      lua_pushboolean(L, 1);
+      lua_setfield(L, -3, "aborted");
+    }
+    r->end_status = kind && strcmp(kind, "cancelled") == 0 ? SL_RUN_CANCELLED
+                  : kind && strcmp(kind, "interrupted") == 0 ? SL_RUN_INTERRUPTED
+                  : kind && strcmp(kind, "paused") == 0 ? SL_RUN_PAUSED
+                  : SL_RUN_FAILED;
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 1);
+  uint64_t seq = sl_record_run_end(L, r);
+  if (seq != 0) {
+    r->end_seq = seq;
+    r->awaiting_record = 1;
+    sl_writer_kick(r->core->writer);
+    return;
+  }
+  run_over(r, L, !r->unrecorded || !r->durable, "not enough memory");
+}
+
+typedef struct over_args { sl_run *r; int ok; const char *why; } over_args;
+
+static int run_over_p(lua_State *L) {
+  over_args *a = lua_touserdata(L, 1);
+  run_over(a->r, L, a->ok, a->why);
+  return 0;
+}
+
+/* hooks.recorded: the runs whose end waited for these writes end. */
+static void run_recorded(sl_core *c, uint64_t upto, int ok, const char *why) {
+  for (sl_run *r = c->runs, *next; r != NULL; r = next) {
+    next = r->next;
+    if (!r->awaiting_record || r->end_seq > upto) continue;
+    r->awaiting_record = 0;
+    over_args a = {r, ok, why};
+    char err[512];
+    if (sl_protect(c->L, run_over_p, &a, err, sizeof err) != LUA_OK) {
+      /* Out of memory while ending it: it ends failed, as plainly as can be. */
+      r->status = SL_RUN_FAILED;
+      r->unrecorded = 1;
+    }
+  }
+}
+
+const sl_run_hooks sl_run_hooks_of_host = { run_ended, run_recorded };
 
 /* __index of a result table: builds the step history the first time
    result.steps is read, so a host that never reads it never pays for it. */

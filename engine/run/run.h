@@ -14,6 +14,7 @@ typedef struct sl_run_opts {
   int bi;                  /* index of a budget table overriding the root's, or 0 */
   const char *id;          /* the id of a run to resume, or NULL for a new one */
   int ai;                  /* index of the answers table (path -> answer), or 0 */
+  int64_t epoch;           /* a resumed run: the epoch its resume claimed */
 } sl_run_opts;
 
 /* What the core tells the runs layer (its run_hooks). */

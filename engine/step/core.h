@@ -21,6 +21,7 @@
 #include "scheduler.h"
 #include "store.h"
 #include "trace.h"
+#include "writer.h"
 #include "value.h"
 #include "sluice.h"
 
@@ -37,6 +38,10 @@ typedef struct sl_run_hooks {
      its status, records it and lets go of it. Called on L (a thread of the
      engine's state) from inside the engine. */
   void (*ended)(sl_run *r, lua_State *L);
+  /* The store's writer answered for every write up to upto: committed
+     (ok), or lost with its batch (msg says why). Runs whose end waited
+     for it can end now. Called on the loop's thread, outside any step. */
+  void (*recorded)(sl_core *c, uint64_t upto, int ok, const char *msg);
 } sl_run_hooks;
 
 struct sl_core {
@@ -45,7 +50,13 @@ struct sl_core {
   uv_loop_t *loop;
   sl_handles *handles;       /* the engine's count of open handles */
   sl_cache *cache;           /* the in-memory tier of the step cache, or NULL */
-  sl_store *store;           /* durable runs and the persistent cache, or NULL */
+  sl_store *store;           /* durable runs and the persistent cache, or NULL:
+                                the loop's connection, for reading */
+  sl_writer *writer;         /* the store's writes, on a thread of their own */
+  char owner[160];           /* this process as the owner of its runs */
+  int64_t lease_ms;          /* how long a lease lasts */
+  uv_timer_t *lease_timer;   /* renews the leases of the active runs */
+  int64_t last_commit_ms;    /* when the writer last committed (Unix ms) */
   sl_trace *trace;           /* where spans go, or NULL */
   const sl_run_hooks *run_hooks;
   sl_run *runs;              /* every run not yet collected */
@@ -112,6 +123,12 @@ struct sl_run {
   int durable;             /* recorded in the engine's store */
   int replay;              /* resumed: completed steps come from the store */
   int unrecorded;          /* a write to the store failed */
+  int lost;                /* another process owns the run now: this one
+                              records nothing more of it */
+  int64_t epoch;           /* the run's epoch while this process owns it */
+  uint64_t end_seq;        /* the write of its end, while waiting for it */
+  int awaiting_record;     /* its end is written, not yet committed */
+  int end_status;          /* the status it ends with, once its root ended */
   int pausing;             /* a step waits for a person: pause once quiet */
   char file[1024];         /* the pipeline file, for resume ("" if none) */
   char def_hash[40];       /* the pipeline's definition hash */

@@ -12,43 +12,143 @@
 #include "error.h"
 #include "plan.h"
 #include "state.h"
+#include "owner.h"
 
-/* Writes commit by themselves after this many, at the latest. */
-#define AUTOFLUSH 512
+/* How long an owner's lease lasts unless SLUICE_LEASE_MS says otherwise;
+   it is renewed every third of that. */
+#define LEASE_MS 30000
 
 int64_t sl_durable_wall_ms(void) {
-  uv_timeval64_t tv;
-  if (uv_gettimeofday(&tv) != 0) return 0;
-  return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+  return sl_owner_now_ms();
 }
 
-void sl_durable_write_failed(sl_core *c) {
+/* A failed write discards the whole batch it belonged to, and a batch
+   holds the writes of every run: none of them may go on as if recorded. */
+static void writes_lost(sl_core *c, const char *why) {
   char msg[700];
   snprintf(msg, sizeof msg, "the store could not record the run, so it stops here "
-           "(resume it once the store can be written): %s", sl_store_errmsg(c->store));
-  /* A failed write discards the whole batch it belonged to, and a batch
-     holds the writes of every run: none of them may go on as if recorded. */
+           "(resume it once the store can be written): %s", why);
   for (sl_run *r = c->runs; r != NULL; r = r->next)
-    if (r->durable && r->status == SL_RUN_RUNNING) {
+    if (r->durable && r->status == SL_RUN_RUNNING && !r->awaiting_record) {
       r->unrecorded = 1;
       sl_core_abort_run(r, "error", msg);
     }
 }
 
-int sl_durable_open(sl_core *c, const char *path) {
+void sl_durable_write_failed(sl_core *c) {
+  writes_lost(c, sl_store_errmsg(c->store));
+}
+
+/* A write of run_id was refused: another process owns the run now (or the
+   step is recorded already, which only a second owner can cause). This
+   process stops the run and records nothing more of it. */
+static void write_refused(sl_core *c, const char *run_id, const char *why) {
+  for (sl_run *r = c->runs; r != NULL; r = r->next) {
+    if (strcmp(r->id, run_id) != 0 || !r->durable || r->lost) continue;
+    r->lost = 1;
+    char msg[700];
+    snprintf(msg, sizeof msg, "this process no longer owns the run, so it stops "
+             "here and records nothing more: %s", why);
+    sl_core_abort_run(r, "interrupted", msg);
+  }
+}
+
+/* What the writer tells the loop. */
+static void on_written(void *ud, const sl_writer_event *ev) {
+  sl_core *c = ud;
+  switch (ev->kind) {
+    case SL_WRITER_REFUSED:
+      if (ev->run_id != NULL) write_refused(c, ev->run_id, ev->msg ? ev->msg : "");
+      return;
+    case SL_WRITER_FAILED:
+      writes_lost(c, ev->msg ? ev->msg : "the write failed");
+      c->run_hooks->recorded(c, ev->upto, 0, ev->msg);
+      break;
+    default:
+      c->last_commit_ms = sl_owner_now_ms();
+      c->run_hooks->recorded(c, ev->upto, 1, NULL);
+      break;
+  }
+  /* A run the events stopped ends before the loop waits (hooks.idle). */
+}
+
+/* Renews the leases of the active durable runs; a run whose lease could
+   not be renewed in time stops, so that no two processes ever run it. */
+static void on_lease_timer(uv_timer_t *t) {
+  sl_core *c = t->data;
+  int64_t now = sl_owner_now_ms();
+  int stale = c->last_commit_ms != 0 && now - c->last_commit_ms > c->lease_ms;
+  for (sl_run *r = c->runs; r != NULL; r = r->next) {
+    if (!r->durable || r->lost || r->status != SL_RUN_RUNNING || r->awaiting_record)
+      continue;
+    if (stale && sl_writer_queued(c->writer) > sl_writer_answered(c->writer)) {
+      r->lost = 1;
+      sl_core_abort_run(r, "interrupted", "its lease could not be renewed in time "
+                        "(the store did not answer), so it stops rather than risk "
+                        "a second owner; resume it once the store answers");
+      continue;
+    }
+    sl_writer_renew(c->writer, r->id, c->owner, r->epoch, now + c->lease_ms);
+  }
+  sl_writer_kick(c->writer);
+}
+
+static void on_lease_closed(uv_handle_t *h) {
+  sl_handles *handles = h->data;
+  free(h);
+  sl_handles_closed(handles);
+}
+
+int sl_durable_open(sl_core *c, const char *path, int read_only) {
   if (path == NULL || strcmp(path, ":memory:") == 0) return 0;
   char err[512];
   sl_store_options opts = {0};
-  opts.autoflush = AUTOFLUSH;
+  opts.read_only = read_only;
+  opts.reader = !read_only;
   int rc = sl_store_open(&c->store, path, &opts, err, sizeof err);
   if (rc != 0) {
     c->store = NULL;
+    return sl_core_fail(c, rc == SL_STORE_ENOTFOUND ? SL_ENOTFOUND : SL_EINVAL, "%s", err);
+  }
+  if (read_only) return 0;
+  opts.reader = 0;
+  rc = sl_writer_open(&c->writer, c->loop, c->handles, path, &opts, on_written, c,
+                      err, sizeof err);
+  if (rc != 0) {
+    sl_store_close(c->store, NULL, 0);
+    c->store = NULL;
+    c->writer = NULL;
     return sl_core_fail(c, SL_EINVAL, "%s", err);
+  }
+  sl_owner_self(c->owner, sizeof c->owner);
+  const char *env = getenv("SLUICE_LEASE_MS");
+  c->lease_ms = env && atoll(env) > 0 ? atoll(env) : LEASE_MS;
+  c->last_commit_ms = 0;
+  c->lease_timer = malloc(sizeof *c->lease_timer);
+  if (c->lease_timer != NULL) {
+    uv_timer_init(c->loop, c->lease_timer);
+    c->lease_timer->data = c;
+    sl_handles_opened(c->handles);
+    uint64_t every = (uint64_t)(c->lease_ms / 3 > 0 ? c->lease_ms / 3 : 1);
+    uv_timer_start(c->lease_timer, on_lease_timer, every, every);
+    uv_unref((uv_handle_t *)c->lease_timer);
   }
   return 0;
 }
 
 void sl_durable_close(sl_core *c) {
+  if (c->lease_timer != NULL) {
+    c->lease_timer->data = c->handles;
+    uv_close((uv_handle_t *)c->lease_timer, on_lease_closed);
+    c->lease_timer = NULL;
+  }
+  if (c->writer != NULL) {
+    char err[512];
+    if (sl_writer_sync(c->writer, err, sizeof err) != 0)
+      sl_core_fail(c, SL_EINVAL, "closing the store: %s", err);
+    sl_writer_close(c->writer);
+    c->writer = NULL;
+  }
   if (c->store != NULL) {
     char err[512];
     if (sl_store_close(c->store, err, sizeof err) != 0)
@@ -57,9 +157,12 @@ void sl_durable_close(sl_core *c) {
   }
 }
 
+void sl_durable_sync(sl_core *c) {
+  if (c->writer != NULL) sl_writer_sync(c->writer, NULL, 0);
+}
+
 void sl_durable_flush(sl_core *c) {
-  if (c->store == NULL || sl_store_pending(c->store) == 0) return;
-  if (sl_store_flush(c->store) != 0) sl_durable_write_failed(c);
+  if (c->writer != NULL) sl_writer_kick(c->writer);
 }
 
 /* The JSON text of the value at idx in b, or NULL when it has none. */
@@ -83,10 +186,22 @@ void sl_durable_path(sl_exec *x) {
   char buf[512];
   if (x->hist < 0) return;
   int parent = h->recs[x->hist].parent;
-  if (parent < 0 || h->recs[parent].path == NULL)
-    snprintf(buf, sizeof buf, "1");
-  else
-    snprintf(buf, sizeof buf, "%s/%d", h->recs[parent].path, h->recs[x->hist].ordinal);
+  if (parent < 0 || h->recs[parent].path == NULL) {
+    sl_hist_set_path(h, x->hist, "1");
+    return;
+  }
+  /* parent's path, "/", the ordinal: written by hand, once per step. */
+  const char *pp = h->recs[parent].path;
+  size_t n = strlen(pp);
+  char digits[24];
+  int nd = 0;
+  unsigned v = (unsigned)h->recs[x->hist].ordinal;
+  do digits[nd++] = (char)('0' + v % 10); while ((v /= 10) != 0 && nd < 23);
+  if (n + 1 + (size_t)nd + 1 > sizeof buf) n = sizeof buf - 2 - (size_t)nd;
+  memcpy(buf, pp, n);
+  buf[n++] = '/';
+  while (nd > 0) buf[n++] = digits[--nd];
+  buf[n] = '\0';
   sl_hist_set_path(h, x->hist, buf);
 }
 
@@ -156,9 +271,11 @@ int sl_durable_seal(lua_State *L, sl_exec *x) {
 void sl_durable_checkpoint(lua_State *L, sl_exec *x, int ok, int out) {
   sl_run *r = x->run;
   sl_core *c = sl_core_of(x);
-  if (!r->durable || c->store == NULL || x->hist < 0) return;
+  if (!r->durable || c->writer == NULL || r->lost || x->hist < 0) return;
   sl_hist_rec *rec = &r->hist.recs[x->hist];
-  if (rec->path == NULL) return;
+  /* A step restored from an earlier attempt at the run is recorded
+     already, and a completed step is recorded once. */
+  if (rec->path == NULL || rec->restored) return;
   sl_buf error;
   sl_buf_init(&error);
   char usage[160];
@@ -166,6 +283,8 @@ void sl_durable_checkpoint(lua_State *L, sl_exec *x, int ok, int out) {
   memset(&cp, 0, sizeof cp);
   cp.run_id = r->id;
   cp.path = rec->path;
+  cp.owner = c->owner;
+  cp.epoch = r->epoch;
   cp.parent = rec->parent >= 0 ? r->hist.recs[rec->parent].path : NULL;
   cp.name = rec->name;
   cp.kind = rec->kind;
@@ -184,7 +303,7 @@ void sl_durable_checkpoint(lua_State *L, sl_exec *x, int ok, int out) {
   } else {
     cp.error = to_json(L, out, &error);
   }
-  if (sl_store_checkpoint_put(c->store, &cp) != 0) sl_durable_write_failed(c);
+  if (sl_writer_checkpoint(c->writer, &cp) == 0) writes_lost(c, "not enough memory");
   sl_buf_free(&error);
 }
 
@@ -253,7 +372,7 @@ int sl_durable_human(lua_State *L, sl_exec *x, int mi, int si) {
   sl_run *r = x->run;
   sl_core *c = sl_core_of(x);
   sl_hist_rec *rec = &r->hist.recs[x->hist];
-  if (!r->durable || c->store == NULL || rec->path == NULL)
+  if (!r->durable || c->writer == NULL || rec->path == NULL)
     return luaL_error(L, "step '%s' waits for a person, which needs a durable "
                          "run: give the engine a store (--store, SLUICE_STORE "
                          "or store = in the APIs)", rec->name);
@@ -271,9 +390,9 @@ int sl_durable_human(lua_State *L, sl_exec *x, int mi, int si) {
   w.message = lua_tostring(L, mi);
   w.schema = lua_isnoneornil(L, si) ? NULL : to_json(L, si, &schema);
   w.created_ms = sl_durable_wall_ms();
-  int rc = sl_store_wait_put(c->store, &w);
+  uint64_t seq = sl_writer_wait(c->writer, &w);
   sl_buf_free(&schema);
-  if (rc != 0) return luaL_error(L, "%s", sl_store_errmsg(c->store));
+  if (seq == 0) return luaL_error(L, "not enough memory to record the wait");
   r->pausing = 1;
   return sl_task_suspend(L, &x->task, SL_WAIT_HUMAN, human_k, 0);
 }

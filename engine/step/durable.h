@@ -14,15 +14,21 @@
 #include "core.h"
 
 /* Opens the store at path for core c (":memory:" or NULL: none), checking
-   its header only (the whole file is checked by `sluice store check`).
+   its header only (the whole file is checked by `sluice store check`),
+   with its writer thread and the lease timer; read_only: only to read
+   (never created, no writer).
    Returns 0, or a negative code with the message in c->errmsg. */
-int sl_durable_open(sl_core *c, const char *path);
+int sl_durable_open(sl_core *c, const char *path, int read_only);
 
 /* Commits pending writes and closes the store (teardown). */
 void sl_durable_close(sl_core *c);
 
 /* Commits pending writes (also done before the loop waits). */
 void sl_durable_flush(sl_core *c);
+
+/* Waits until what was written so far is committed or lost, and hands on
+   what the writer said (runs waiting for their end end). Blocks. */
+void sl_durable_sync(sl_core *c);
 
 /* A write to c's store failed, discarding the batch it was in: every
    durable run of c that is active stops with an error naming the store

@@ -127,6 +127,7 @@ static int store_get(lua_State *L, sl_exec *x, const sl_key *key) {
   if (sl_store_cache_get(c->store, kb, (int64_t)now, &b) == 0 && b.data != NULL) {
     hit = sl_json_decode(L, b.data, b.len) == 0 && lua_istable(L, -1);
     if (!hit) lua_pop(L, 1);                            /* the decode's message */
+    else if (c->writer != NULL) sl_writer_cache_hit(c->writer, kb);
   }
   if (hit) {
     /* The stored form is always {o, c, r} with c and r as records; the
@@ -254,12 +255,12 @@ void sl_memo_end(lua_State *L, sl_exec *x, int ok, int idx, int vi, int ci) {
       uint64_t now = wall_ms();
       const sl_plan *p = x->plan;
       uint64_t expires = p->ttl_ms > 0 ? now + p->ttl_ms : 0;
-      if (c->store != NULL) {
+      if (c->writer != NULL) {
+        /* The persistent tier is a cache: a lost write only costs a miss. */
         unsigned char kb[SL_STORE_KEYLEN];
         key_bytes(&x->memo_key, kb);
-        if (sl_store_cache_put(c->store, kb, p->name, b.data ? b.data : "null",
-                               (int64_t)now, (int64_t)expires) != 0)
-          sl_durable_write_failed(c);
+        sl_writer_cache_put(c->writer, kb, p->name, b.data ? b.data : "null",
+                            (int64_t)now, (int64_t)expires);
       }
       int keep = idx;
       if (more) {

@@ -77,7 +77,8 @@ static const char *usage_main =
   "  run FILE     run a pipeline and print its output as JSON\n"
   "  dev FILE     run a pipeline again each time its files change\n"
   "  resume ID    continue a paused or interrupted run\n"
-  "  runs         list stored runs\n"
+  "  runs         list stored runs (runs prune: delete old ones)\n"
+  "  store check|vacuum|stats  look after the store\n"
   "  show ID      show one run's step history\n"
   "  check FILE   check a pipeline file without running it\n"
   "  graph FILE   draw a pipeline for Mermaid or Graphviz\n"
@@ -137,6 +138,24 @@ static const char *usage_runs =
   "  --limit N        at most N runs (default 50; 0 for all)\n"
   "  --before RUN_ID  only runs older than RUN_ID: the next page after a listing\n"
   "                   that ended with RUN_ID\n";
+
+static const char *usage_prune =
+  "usage: sluice runs prune [--older-than AGE] [--status S] [--keep N] [--pipeline NAME]\n"
+  "                         [--json] [--store PATH]\n"
+  "\n"
+  "Deletes ended runs (completed, failed, cancelled; or those of --status)\n"
+  "with their steps, waits and the values only they refer to.\n"
+  "  --older-than AGE  only runs that ended more than AGE ago: 7d, 12h, 30m, 90s\n"
+  "  --status S        only runs with this status\n"
+  "  --keep N          keep the N newest of the runs that match\n"
+  "  --pipeline NAME   only runs of this pipeline\n";
+
+static const char *usage_store =
+  "usage: sluice store check|vacuum|stats [--json] [--store PATH]\n"
+  "\n"
+  "  check   reads every page of the store and says what is damaged (exit 1)\n"
+  "  vacuum  gives the space of deleted runs back to the file system\n"
+  "  stats   runs, checkpoints, stored values and cache entries, with their bytes\n";
 
 static const char *usage_show =
   "usage: sluice show RUN_ID [--json] [--store PATH]\n"
@@ -221,6 +240,7 @@ static void parse_opts(lua_State *L, cli *c, int first, cli_opt *opts,
     usage_error(L, c, "sluice %s: missing %s\n%s", c->command,
                 strcmp(c->command, "resume") == 0 || strcmp(c->command, "show") == 0
                   ? "RUN_ID" : strcmp(c->command, "cache") == 0 ? "stats or clear"
+                  : strcmp(c->command, "store") == 0 ? "check, vacuum or stats"
                   : "FILE", usage);
 }
 
@@ -562,12 +582,28 @@ static int finish_run(lua_State *L, cli *c, int json) {
 
 /* Opens the store the command works on: --store, else SLUICE_STORE, else
    .sluice/state.db under the working directory (":memory:" for none). */
-static void open_store(lua_State *L, cli *c, const char *flag) {
+/* The store a command uses: --store, SLUICE_STORE, or .sluice/state.db. */
+static const char *store_path(const char *flag) {
   const char *path = flag;
   if (path == NULL) path = getenv("SLUICE_STORE");
   if (path == NULL || *path == '\0') path = ".sluice/state.db";
+  return path;
+}
+
+static void open_store(lua_State *L, cli *c, const char *flag) {
   c->code = EXIT_USAGE;
-  sl_engine_set_store(L, c->e, path);
+  sl_engine_set_store(L, c->e, store_path(flag), 0);
+}
+
+/* For the commands that only read: the store is never created; returns 0
+   when there is none (nothing has run yet), and raises on any other
+   failure. */
+static int open_store_to_read(lua_State *L, cli *c, const char *flag) {
+  const char *path = store_path(flag);
+  c->code = EXIT_USAGE;
+  if (access(path, F_OK) != 0 && errno == ENOENT) return 0;
+  sl_engine_set_store(L, c->e, path, 1);
+  return 1;
 }
 
 /* --trace FILE: one OpenTelemetry span per step execution, as JSON lines. */
@@ -619,13 +655,46 @@ static int call_cli_lua(lua_State *L, cli *c, const char *fn, int nargs) {
   return 0;
 }
 
+/* sluice runs prune [--older-than AGE] [--status S] [--keep N] [--pipeline P]. */
+static int cmd_prune(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--older-than", 1, NULL}, {"--status", 1, NULL}, {"--keep", 1, NULL},
+                    {"--pipeline", 1, NULL}, {"--json", 0, NULL}, {"--store", 1, NULL},
+                    {NULL, 0, NULL}};
+  c->file = "";
+  parse_opts(L, c, 3, opts, usage_prune);
+  if (c->file[0] != '\0')
+    usage_error(L, c, "sluice runs prune: unexpected argument '%s'", c->file);
+  if (!open_store_to_read(L, c, opts[5].value)) {
+    fputs(opts[4].value ? "{\"removed\":0}\n" : "removed 0 runs (there is no store)\n", stdout);
+    c->code = EXIT_COMPLETED;
+    return 0;
+  }
+  open_store(L, c, opts[5].value);
+  lua_createtable(L, 0, 5);
+  for (int i = 0; i < 5; i++) {
+    if (opts[i].value == NULL) continue;
+    lua_pushstring(L, opts[i].value);
+    lua_setfield(L, -2, opts[i].name + 2);
+  }
+  c->code = EXIT_USAGE;
+  return call_cli_lua(L, c, "prune", 1);
+}
+
 static int cmd_runs(lua_State *L, cli *c) {
+  if (c->argc > 2 && strcmp(c->argv[2], "prune") == 0) return cmd_prune(L, c);
   cli_opt opts[] = {{"--json", 0, NULL}, {"--status", 1, NULL},
                     {"--pipeline", 1, NULL}, {"--limit", 1, NULL},
                     {"--before", 1, NULL}, {"--store", 1, NULL}, {NULL, 0, NULL}};
   c->file = "";  /* no FILE for this command */
   parse_opts(L, c, 2, opts, usage_runs);
-  open_store(L, c, opts[5].value);
+  if (c->file[0] != '\0')
+    usage_error(L, c, "sluice runs: unexpected argument '%s' (did you mean sluice runs prune?)",
+                c->file);
+  if (!open_store_to_read(L, c, opts[5].value)) {
+    fputs(opts[0].value ? "[]\n" : "no runs\n", stdout);
+    c->code = EXIT_COMPLETED;
+    return 0;
+  }
   lua_createtable(L, 0, 5);
   for (int i = 0; i < 5; i++) {
     if (opts[i].value == NULL) continue;
@@ -639,11 +708,30 @@ static int cmd_runs(lua_State *L, cli *c) {
 static int cmd_show(lua_State *L, cli *c) {
   cli_opt opts[] = {{"--json", 0, NULL}, {"--store", 1, NULL}, {NULL, 0, NULL}};
   parse_opts(L, c, 2, opts, usage_show);
-  open_store(L, c, opts[1].value);
+  if (!open_store_to_read(L, c, opts[1].value))
+    usage_error(L, c, "sluice show: no run with id '%s': there is no store at %s",
+                c->file, store_path(opts[1].value));
   lua_pushstring(L, c->file);
   lua_pushboolean(L, opts[0].value != NULL);
   c->code = EXIT_USAGE;
   return call_cli_lua(L, c, "show", 2);
+}
+
+/* sluice store check | vacuum | stats [--json]. */
+static int cmd_store(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--json", 0, NULL}, {"--store", 1, NULL}, {NULL, 0, NULL}};
+  parse_opts(L, c, 2, opts, usage_store);
+  const char *verb = c->file;
+  if (strcmp(verb, "check") != 0 && strcmp(verb, "vacuum") != 0 && strcmp(verb, "stats") != 0)
+    usage_error(L, c, "sluice store: unknown action '%s' (check, vacuum or stats)", verb);
+  if (!open_store_to_read(L, c, opts[1].value))
+    usage_error(L, c, "sluice store %s: there is no store at %s", verb,
+                store_path(opts[1].value));
+  if (strcmp(verb, "vacuum") == 0) open_store(L, c, opts[1].value);
+  lua_pushstring(L, verb);
+  lua_pushboolean(L, opts[0].value != NULL);
+  c->code = EXIT_USAGE;
+  return call_cli_lua(L, c, "store", 2);
 }
 
 /* sluice cache stats | clear [--step NAME]: the persistent tier. */
@@ -654,7 +742,13 @@ static int cmd_cache(lua_State *L, cli *c) {
   const char *verb = c->file;
   if (strcmp(verb, "stats") != 0 && strcmp(verb, "clear") != 0)
     usage_error(L, c, "sluice cache: unknown action '%s' (stats or clear)", verb);
-  open_store(L, c, opts[2].value);
+  if (strcmp(verb, "clear") == 0) open_store(L, c, opts[2].value);
+  else if (!open_store_to_read(L, c, opts[2].value)) {
+    fputs(opts[1].value ? "{\"entries\":0,\"bytes\":0,\"hits\":0,\"steps\":[]}\n"
+                        : "0 cached outputs (there is no store)\n", stdout);
+    c->code = EXIT_COMPLETED;
+    return 0;
+  }
   lua_pushstring(L, verb);
   lua_createtable(L, 0, 2);
   if (opts[0].value) {
@@ -727,6 +821,7 @@ static int cli_main(lua_State *L) {
   if (strcmp(c->command, "cache") == 0) return cmd_cache(L, c);
   if (strcmp(c->command, "resume") == 0) return cmd_resume(L, c);
   if (strcmp(c->command, "runs") == 0) return cmd_runs(L, c);
+  if (strcmp(c->command, "store") == 0) return cmd_store(L, c);
   if (strcmp(c->command, "show") == 0) return cmd_show(L, c);
   if (strcmp(c->command, "version") == 0 || strcmp(c->command, "--version") == 0) {
     printf("sluice %s (%s, libuv %s)\n", SLUICE_VERSION, LUA_RELEASE, uv_version_string());
@@ -742,12 +837,14 @@ static int cli_main(lua_State *L) {
           : strcmp(topic, "cache") == 0 ? usage_cache
           : strcmp(topic, "resume") == 0 ? usage_resume
           : strcmp(topic, "runs") == 0 ? usage_runs
+          : strcmp(topic, "prune") == 0 ? usage_prune
+          : strcmp(topic, "store") == 0 ? usage_store
           : strcmp(topic, "show") == 0 ? usage_show
           : strcmp(topic, "check") == 0 ? usage_check : usage_main, stdout);
     c->code = EXIT_COMPLETED;
     return 0;
   }
-  static const char *commands[] = {"run", "dev", "resume", "runs", "show", "check",
+  static const char *commands[] = {"run", "dev", "resume", "runs", "store", "show", "check",
                                    "graph", "cache", "help", "version", NULL};
   const char *best = sl_suggest(c->command, commands,
                                 sizeof commands / sizeof *commands - 1);

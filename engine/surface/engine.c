@@ -118,8 +118,10 @@ void sl_engine_destroy(sl_engine *e, int lua_alive) {
     if (box != NULL) box->e = NULL;
     lua_pop(L, 1);
     for (sl_run *r = c->runs; r != NULL; r = r->next)
-      if (r->status == SL_RUN_RUNNING)
+      if (r->status == SL_RUN_RUNNING && !r->awaiting_record)
         sl_step_stop_run(r, "interrupted", "the engine was shut down");
+    /* Their ends are written before they are let go. */
+    sl_durable_sync(c);
     /* A host may read its runs' results after freeing the engine. */
     for (sl_run *r = c->runs; r != NULL; r = r->next)
       if (r->ref_host != LUA_NOREF) sl_result_keep(L, r);
@@ -221,14 +223,14 @@ void sl_engine_push_new(lua_State *L, size_t memory_limit, const char *store) {
   sl_engine_open_shared(L);
   sl_engine *e = engine_create(L, NULL, 1);
   if (memory_limit > 0) sl_engine_set_memory_limit(L, e, memory_limit, "memory_limit");
-  if (sl_durable_open(sl_engine_core(e), store) != 0)
+  if (sl_durable_open(sl_engine_core(e), store, 0) != 0)
     luaL_error(L, "%s", sl_engine_core(e)->errmsg);
 }
 
-void sl_engine_set_store(lua_State *L, sl_engine *e, const char *store) {
+void sl_engine_set_store(lua_State *L, sl_engine *e, const char *store, int read_only) {
   sl_core *c = sl_engine_core(e);
   sl_durable_close(c);
-  if (sl_durable_open(c, store) != 0) luaL_error(L, "%s", c->errmsg);
+  if (sl_durable_open(c, store, read_only) != 0) luaL_error(L, "%s", c->errmsg);
 }
 
 /* Lets `require "sluice"` find the Lua side and the C module in a state
@@ -252,7 +254,7 @@ void sl_engine_make(lua_State *L, const sl_engine_options *opts, sl_engine **out
   *out = engine_create(L, opts ? opts->loop : NULL, 0);
   if (opts && opts->memory_limit > 0)
     sl_engine_set_memory_limit(L, *out, opts->memory_limit, "sl_engine_options.memory_limit");
-  if (opts && opts->store && sl_durable_open(sl_engine_core(*out), opts->store) != 0)
+  if (opts && opts->store && sl_durable_open(sl_engine_core(*out), opts->store, 0) != 0)
     luaL_error(L, "%s", sl_engine_core(*out)->errmsg);
   lua_setfield(L, LUA_REGISTRYINDEX, SL_DEFAULT_ENGINE_KEY);
   /* The DSL module binds to the default engine and adds the kinds written
@@ -285,7 +287,7 @@ void sl_engine_push_pipelines(lua_State *L, sl_engine *e) {
 }
 
 sl_run *sl_engine_start(lua_State *L, sl_engine *e, int si, int ii, int bi) {
-  sl_run_opts o = {bi, NULL, 0};
+  sl_run_opts o = {bi, NULL, 0, 0};
   return sl_run_launch(L, &e->host, si, ii, &o);
 }
 

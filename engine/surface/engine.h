@@ -47,8 +47,9 @@ void sl_engine_push_default(lua_State *L);
 void sl_engine_push_new(lua_State *L, size_t memory_limit, const char *store);
 
 /* Gives e the store at path (NULL or ":memory:": none), closing the one it
-   had (its header is checked, not the whole file). Raises on failure. */
-void sl_engine_set_store(lua_State *L, sl_engine *e, const char *path);
+   had (its header is checked, not the whole file); read_only: to read
+   only, never creating it. Raises on failure. */
+void sl_engine_set_store(lua_State *L, sl_engine *e, const char *path, int read_only);
 
 /* Caps e's state at limit bytes, refusing one that cannot be meant or
    that the state already holds more than; what names the option in the

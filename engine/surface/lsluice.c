@@ -9,6 +9,7 @@
 #include <lauxlib.h>
 
 #include "engine.h"
+#include "owner.h"
 #include "ctx.h"
 #include "lifecycle.h"
 #include "plan.h"
@@ -69,7 +70,7 @@ static int e_start(lua_State *L) {
   lua_settop(L, 4);
   push_target(L, e, 2);                                 /* e p in opts step */
   int bi = push_budget(L, 4);
-  sl_run_opts o = {bi, NULL, 0};
+  sl_run_opts o = {bi, NULL, 0, 0};
   sl_run_launch(L, &e->host, 5, 3, &o);                 /* ... run */
   sl_sched_drain(&e->host.core.sched);
   return 1;
@@ -84,7 +85,7 @@ static int e_run(lua_State *L) {
                          "(from a step, use ctx:run; from a callback, use start/poll)");
   push_target(L, e, 2);                                 /* e p in opts step */
   int bi = push_budget(L, 4);
-  sl_run_opts o = {bi, NULL, 0};
+  sl_run_opts o = {bi, NULL, 0, 0};
   sl_run *r = sl_run_launch(L, &e->host, 5, 3, &o);     /* ... run */
   sl_run_block(L, r);
   sl_run_push_result(L, r, -1);
@@ -277,7 +278,7 @@ static int e_watch(lua_State *L) {
 /* engine:set_store(path): opens the store at path (":memory:": none). */
 static int e_set_store(lua_State *L) {
   sl_engine *e = sl_engine_check(L, 1);
-  sl_engine_set_store(L, e, luaL_optstring(L, 2, NULL));
+  sl_engine_set_store(L, e, luaL_optstring(L, 2, NULL), lua_toboolean(L, 3));
   return 0;
 }
 
@@ -294,14 +295,28 @@ static int e_resume(lua_State *L) {
 
 /* Pushes a stored run as a table onto the list on top of L; a listing row
    leaves out the input and output, which only `show` needs. */
+/* The status a stored run shows: one stored as running whose owner is gone
+   (its process died, or its lease ran out) is interrupted. */
+static const char *shown_status(const sl_store_run *r, int64_t now_ms) {
+  int active = strcmp(r->status, "running") == 0 || strcmp(r->status, "waiting") == 0;
+  if (active && !sl_owner_alive(r->owner, r->lease_ms, now_ms)) return "interrupted";
+  return r->status;
+}
+
 static int push_row(lua_State *L, const sl_store_run *r, int whole) {
-  lua_createtable(L, 0, 10);
+  lua_createtable(L, 0, 12);
   lua_pushstring(L, r->id);
   lua_setfield(L, -2, "run_id");
   lua_pushstring(L, r->pipeline);
   lua_setfield(L, -2, "pipeline");
-  lua_pushstring(L, r->status);
+  lua_pushstring(L, shown_status(r, sl_owner_now_ms()));
   lua_setfield(L, -2, "status");
+  if (r->owner != NULL) {
+    lua_pushstring(L, r->owner);
+    lua_setfield(L, -2, "owner");
+    lua_pushinteger(L, r->lease_ms);
+    lua_setfield(L, -2, "lease_ms");
+  }
   lua_pushinteger(L, r->started_ms);
   lua_setfield(L, -2, "started_ms");
   if (r->ended_ms) {
@@ -323,11 +338,23 @@ static int push_row(lua_State *L, const sl_store_run *r, int whole) {
   return 0;
 }
 
+/* A listing: the rows, and, for a listing by a status whose runs are told
+   apart only here (running, interrupted), the one status wanted and how
+   many may still be added. */
+typedef struct row_list { lua_State *L; const char *want; int64_t left; } row_list;
+
 static int push_run_row(void *ud, const sl_store_run *r) {
-  return push_row(ud, r, 0);
+  row_list *rl = ud;
+  if (rl->want != NULL) {
+    if (strcmp(shown_status(r, sl_owner_now_ms()), rl->want) != 0) return 0;
+    if (rl->left == 0) return 1;   /* enough */
+    if (rl->left > 0) rl->left--;
+  }
+  return push_row(rl->L, r, 0);
 }
 
-/* engine:runs([{status=, pipeline=, limit=}]): stored runs, newest first. */
+/* engine:runs([{status=, pipeline=, limit=, before=}]): stored runs, newest
+   first. */
 static int e_runs(lua_State *L) {
   sl_engine *e = sl_engine_check(L, 1);
   if (e->host.core.store == NULL) return luaL_error(L, "the engine has no store");
@@ -342,10 +369,20 @@ static int e_runs(lua_State *L) {
     f.limit = lua_tointeger(L, -2);
     f.before = lua_tostring(L, -1);
   }
+  row_list rl = {L, NULL, -1};
+  if (f.status != NULL && (strcmp(f.status, "running") == 0 ||
+                           strcmp(f.status, "interrupted") == 0)) {
+    /* Which of these a run is depends on its owner: read them all and
+       keep the wanted ones. */
+    rl.want = f.status;
+    rl.left = f.limit > 0 ? f.limit : -1;
+    f.status = NULL;
+    f.limit = 0;
+  }
   lua_newtable(L);
   sl_json_pusharraymt(L);
   lua_setmetatable(L, -2);
-  if (sl_store_run_list(e->host.core.store, &f, push_run_row, L) < 0)
+  if (sl_store_run_list(e->host.core.store, &f, push_run_row, &rl) < 0)
     return luaL_error(L, "%s", sl_store_errmsg(e->host.core.store));
   return 1;
 }
@@ -478,7 +515,77 @@ static int e_cache_clear(lua_State *L) {
   return 1;
 }
 
+static sl_store *store_of(lua_State *L, sl_engine *e) {
+  if (e->host.core.store == NULL) luaL_error(L, "the engine has no store");
+  return e->host.core.store;
+}
+
+/* engine:prune{older_than_ms=, status=, keep=, pipeline=}: deletes ended
+   runs and what only they refer to; returns how many runs went. */
+static int e_prune(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  sl_store *s = store_of(L, e);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_getfield(L, 2, "older_than_ms");
+  lua_getfield(L, 2, "status");
+  lua_getfield(L, 2, "keep");
+  lua_getfield(L, 2, "pipeline");
+  int64_t removed = 0;
+  if (sl_store_prune(s, (int64_t)lua_tointeger(L, -4), lua_tostring(L, -3),
+                     (int64_t)lua_tointeger(L, -2), lua_tostring(L, -1), &removed) != 0)
+    return luaL_error(L, "%s", sl_store_errmsg(s));
+  lua_pushinteger(L, (lua_Integer)removed);
+  return 1;
+}
+
+/* engine:store_stats(): what the store holds, by kind. */
+static int e_store_stats(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  sl_store *s = store_of(L, e);
+  sl_store_stats st;
+  if (sl_store_get_stats(s, &st) != 0) return luaL_error(L, "%s", sl_store_errmsg(s));
+  struct { const char *k; int64_t v; } f[] = {
+    {"runs", st.runs}, {"run_bytes", st.run_bytes}, {"checkpoints", st.checkpoints},
+    {"checkpoint_bytes", st.checkpoint_bytes}, {"waits", st.waits},
+    {"values", st.values}, {"value_bytes", st.value_bytes},
+    {"cache_entries", st.cache_entries}, {"cache_bytes", st.cache_bytes},
+    {"file_bytes", st.file_bytes}};
+  lua_createtable(L, 0, 10);
+  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+    lua_pushinteger(L, (lua_Integer)f[i].v);
+    lua_setfield(L, -2, f[i].k);
+  }
+  lua_pushstring(L, sl_store_path(s));
+  lua_setfield(L, -2, "path");
+  return 1;
+}
+
+/* engine:store_check(): true, or false and what is damaged. */
+static int e_store_check(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  sl_store *s = store_of(L, e);
+  if (sl_store_check(s) == 0) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushboolean(L, 0);
+  lua_pushstring(L, sl_store_errmsg(s));
+  return 2;
+}
+
+/* engine:store_vacuum(): gives the space of deleted rows back. */
+static int e_store_vacuum(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  sl_store *s = store_of(L, e);
+  if (sl_store_vacuum(s) != 0) return luaL_error(L, "%s", sl_store_errmsg(s));
+  return 0;
+}
+
 static const luaL_Reg engine_methods[] = {
+  {"prune", e_prune},
+  {"store_stats", e_store_stats},
+  {"store_check", e_store_check},
+  {"store_vacuum", e_store_vacuum},
   {"cache_stats", e_cache_stats},
   {"cache_clear", e_cache_clear},
   {"set_store", e_set_store},
@@ -657,6 +764,12 @@ static int l_next_done(lua_State *L) {
   return sl_step_next_done(L, x);
 }
 
+/* wall_ms(): Unix time in milliseconds. */
+static int l_wall_ms(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)sl_owner_now_ms());
+  return 1;
+}
+
 /* now(): monotonic time in seconds, for timing. */
 static int l_now(lua_State *L) {
   lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e9);
@@ -702,6 +815,7 @@ static const luaL_Reg core_funcs[] = {
   {"memory_used", l_memory_used},
   {"set_runners", l_set_runners},
   {"now", l_now},
+  {"wall_ms", l_wall_ms},
   {"default_engine", l_default_engine},
   {"new_engine", l_new_engine},
   {"json_encode", l_json_encode},

@@ -102,4 +102,80 @@ function M.cache(eng, verb, opts)
   return table.concat(lines, "\n") .. "\n", 0
 end
 
+-- A duration as the CLI takes it: 7d, 12h, 30m, 90s, 2w (or a bare
+-- number of seconds), in milliseconds; nil when it is not one.
+local units = { s = 1e3, m = 60e3, h = 3600e3, d = 86400e3, w = 7 * 86400e3 }
+local function duration_ms(text)
+  local n, u = tostring(text):match("^(%d+%.?%d*)(%a?)$")
+  if not n or (u ~= "" and not units[u]) then return nil end
+  return math.floor(tonumber(n) * units[u ~= "" and u or "s"])
+end
+M.duration_ms = duration_ms
+
+--- sluice runs prune: opts.older_than, opts.status, opts.keep, opts.pipeline, opts.json.
+function M.prune(eng, opts)
+  local older = 0
+  if opts["older-than"] then
+    local ms = duration_ms(opts["older-than"])
+    if not ms then
+      error("sluice runs prune: --older-than must be an age such as 7d, 12h, 30m or 90s, got '"
+        .. opts["older-than"] .. "'", 0)
+    end
+    older = core.wall_ms() - ms
+  end
+  local keep = 0
+  if opts.keep then
+    keep = math.tointeger(tonumber(opts.keep))
+    if not keep or keep < 0 then
+      error("sluice runs prune: --keep must be a non-negative integer, got '" .. opts.keep .. "'", 0)
+    end
+  end
+  local statuses = { completed = true, failed = true, cancelled = true, paused = true,
+    interrupted = true }
+  if opts.status and not statuses[opts.status] then
+    error(("sluice runs prune: --status must be one of completed, failed, cancelled, "
+      .. "paused or interrupted, got '%s'"):format(opts.status), 0)
+  end
+  local n = eng:prune{ older_than_ms = older, status = opts.status, keep = keep,
+    pipeline = opts.pipeline }
+  if opts.json then return encode{ removed = n }, 0 end
+  return ("removed %d run%s\n"):format(n, n == 1 and "" or "s"), 0
+end
+
+local function bytes(n)
+  if n >= 1 << 30 then return ("%.1f GB"):format(n / (1 << 30)) end
+  if n >= 1 << 20 then return ("%.1f MB"):format(n / (1 << 20)) end
+  if n >= 1 << 10 then return ("%.1f KB"):format(n / (1 << 10)) end
+  return ("%d B"):format(n)
+end
+
+--- sluice store check | vacuum | stats.
+function M.store(eng, verb, json)
+  if verb == "check" then
+    local ok, why = eng:store_check()
+    if json then return encode{ ok = ok, problem = why }, ok and 0 or 1 end
+    if ok then return "ok: the store is whole\n", 0 end
+    return why .. "\n", 1
+  end
+  if verb == "vacuum" then
+    local before = eng:store_stats().file_bytes
+    eng:store_vacuum()
+    local after = eng:store_stats().file_bytes
+    if json then return encode{ before = before, after = after }, 0 end
+    return ("vacuumed: %s -> %s\n"):format(bytes(before), bytes(after)), 0
+  end
+  local st = eng:store_stats()
+  if json then return encode(st), 0 end
+  local lines = {
+    st.path,
+    ("  runs           %10d  %10s"):format(st.runs, bytes(st.run_bytes)),
+    ("  checkpoints    %10d  %10s"):format(st.checkpoints, bytes(st.checkpoint_bytes)),
+    ("  waits          %10d"):format(st.waits),
+    ("  stored values  %10d  %10s"):format(st.values, bytes(st.value_bytes)),
+    ("  cache entries  %10d  %10s"):format(st.cache_entries, bytes(st.cache_bytes)),
+    ("  file                       %10s"):format(bytes(st.file_bytes)),
+  }
+  return table.concat(lines, "\n") .. "\n", 0
+end
+
 return M
