@@ -62,6 +62,13 @@ typedef struct sl_engine_options {
   /* The store that keeps runs durable (an SQLite file, created if missing),
      or NULL or ":memory:" for none. */
   const char *store;
+  /* Retention: the ended runs (completed, failed, cancelled; never one that
+     can resume) are deleted from the store once they ended more than
+     retain_days ago (0: any age), beyond the retain_keep newest (0: none
+     kept); both 0: runs are kept until `sluice runs prune`. Applied after
+     runs end, at most once a minute. */
+  double retain_days;
+  long long retain_keep;
 } sl_engine_options;
 
 /* Creates an engine. opts may be NULL. On failure *out is NULL and

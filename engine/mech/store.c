@@ -2500,12 +2500,12 @@ static int sq_exec (sq_store *s, const char *text, const char *what) {
 static int sq_prune (sl_store *b, int64_t older_than_ms, const char *status,
                      int64_t keep, const char *pipeline, int64_t *removed) {
   static const char *const del =
-    "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE "
+    "DELETE FROM runs WHERE id IN (SELECT id FROM (SELECT id, "
+    "coalesce(ended_ms, started_ms) AS t FROM runs WHERE "
     "(?2 IS NULL AND status IN ('completed', 'failed', 'cancelled') OR status = ?2) "
     "AND status NOT IN ('queued', 'running', 'waiting') "
-    "AND (?1 = 0 OR coalesce(ended_ms, started_ms) < ?1) "
     "AND (?4 IS NULL OR pipeline = ?4) "
-    "ORDER BY id DESC LIMIT -1 OFFSET ?3)";
+    "ORDER BY id DESC LIMIT -1 OFFSET ?3) WHERE ?1 = 0 OR t < ?1)";
   static const char *const orphans =
     "DELETE FROM blobs WHERE hash NOT IN ("
     "SELECT input_ref FROM runs WHERE input_ref IS NOT NULL "

@@ -271,10 +271,10 @@ int sl_store_run_finish (sl_store *s, const char *id, const char *owner,
                          const char *output, const char *error,
                          const char *usage, int64_t ended_ms);
 
-/* Deletes the runs that match: ended before older_than_ms (0: any age),
-   with status (NULL: any ended status; running runs are never deleted),
-   beyond the keep newest that match (0: none kept), of pipeline (NULL:
-   any); and the values only they referred to. *removed (may be NULL)
+/* Deletes the runs that match: with status (NULL: any ended status;
+   running runs are never deleted), of pipeline (NULL: any), beyond the
+   keep newest of those (0: none kept), that ended before older_than_ms
+   (0: any age); and the values only they referred to. *removed (may be NULL)
    counts the runs. Commits at once. */
 int sl_store_prune (sl_store *s, int64_t older_than_ms, const char *status,
                     int64_t keep, const char *pipeline, int64_t *removed);

@@ -4,6 +4,8 @@
 */
 
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -243,9 +245,11 @@ int sl_trace_open (const char *path, sl_trace **out, char *err,
     format_error(err, errlen, path, "out of memory");
     return SL_TRACE_ENOMEM;
   }
-  /* "e": close on exec, so processes started by ctx:exec do not inherit
-     the file. */
-  t->f = fopen(path, "ae");
+  /* Close on exec, so processes started by ctx:exec do not inherit the
+     file; created private (0600), as the store is: spans hold inputs. */
+  int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  t->f = fd >= 0 ? fdopen(fd, "a") : NULL;
+  if (fd >= 0 && t->f == NULL) close(fd);
   if (t->f == NULL) {
     format_error(err, errlen, path, "cannot open trace file: %s",
                  strerror(errno));

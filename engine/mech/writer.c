@@ -6,22 +6,27 @@
 ** a uv_async_t, referenced only while writes wait for an answer, so a loop
 ** whose runs wait for their records keeps running and an idle one can end.
 */
+#include <errno.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "writer.h"
 
 /* The writer commits by itself once this many writes have queued. */
 #define KICK_AT 256
+/* Writes wait at most this long for a kick: a step that computes for a
+   long time without waiting still has what finished before it kept. */
+#define COMMIT_AFTER_NS 5000000LL
 /* Past this many bytes queued, the loop waits for the writer: memory stays
    bounded when the disk is slower than the steps. */
 #define MAX_QUEUED ((size_t)64 << 20)
 
 enum { OP_RUN_BEGIN, OP_CHECKPOINT, OP_WAIT, OP_RENEW, OP_FINISH, OP_CACHE_PUT,
-       OP_CACHE_HIT };
+       OP_CACHE_HIT, OP_PRUNE };
 
 typedef struct renew_rec { const char *id, *owner; int64_t epoch, lease; } renew_rec;
 typedef struct finish_rec {
@@ -29,6 +34,7 @@ typedef struct finish_rec {
   int64_t epoch, ended;
   int release;
 } finish_rec;
+typedef struct prune_rec { const char *pipeline; int64_t before, keep; } prune_rec;
 typedef struct cache_rec {
   const char *step, *value;
   unsigned char key[SL_STORE_KEYLEN];
@@ -47,6 +53,7 @@ typedef struct op {
     renew_rec renew;
     finish_rec fin;
     cache_rec cache;
+    prune_rec prune;
   } u;
   char text[];
 } op;
@@ -72,6 +79,7 @@ struct sl_writer {
   int nqueued;
   size_t queued_bytes;
   int kicked, stop;
+  int64_t first_at;          /* when the oldest queued write came (monotonic ns) */
   uint64_t seq;              /* the last write numbered (loop thread) */
   uint64_t answered;         /* the last write the thread answered for */
   int failed;                /* a failure since the last sync */
@@ -112,6 +120,12 @@ static op *make_op(int type, const void *rec, size_t size, const size_t *offs, i
   return o;
 }
 
+static int64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 static uint64_t enqueue(sl_writer *w, op *o) {
   if (o == NULL) return 0;
   pthread_mutex_lock(&w->mu);
@@ -121,6 +135,7 @@ static uint64_t enqueue(sl_writer *w, op *o) {
     pthread_cond_wait(&w->space, &w->mu);
   }
   o->seq = ++w->seq;
+  if (w->head == NULL) w->first_at = mono_ns();
   if (w->tail) w->tail->next = o;
   else w->head = o;
   w->tail = o;
@@ -208,6 +223,13 @@ uint64_t sl_writer_cache_hit(sl_writer *w, const unsigned char key[SL_STORE_KEYL
   return enqueue(w, make_op(OP_CACHE_HIT, &c, sizeof c, NULL, 0));
 }
 
+uint64_t sl_writer_prune(sl_writer *w, const char *pipeline, int64_t ended_before_ms,
+                         int64_t keep) {
+  static const size_t offs[] = { OFF(prune_rec, pipeline) };
+  prune_rec p = { pipeline, ended_before_ms, keep };
+  return enqueue(w, make_op(OP_PRUNE, &p, sizeof p, offs, 1));
+}
+
 void sl_writer_kick(sl_writer *w) {
   pthread_mutex_lock(&w->mu);
   if (w->head != NULL) {
@@ -288,9 +310,14 @@ static void commit_batch(sl_writer *w, op *batch) {
   uint64_t upto = 0;
   int failed = 0;
   char msg[512] = "";
+  int prunes = 0;
   for (op *o = batch; o != NULL; o = o->next) {
     upto = o->seq;
     if (failed) continue;
+    if (o->type == OP_PRUNE) {
+      prunes = 1;
+      continue;
+    }
     int rc = apply(w->store, o);
     if (rc == 0) continue;
     if (rc == SL_STORE_ENOTFOUND && o->type == OP_CACHE_HIT) continue;
@@ -306,6 +333,13 @@ static void commit_batch(sl_writer *w, op *batch) {
     failed = 1;
     snprintf(msg, sizeof msg, "%s", sl_store_errmsg(w->store));
   }
+  /* Retention is housekeeping, in its own transactions once the batch is
+     kept: a prune that fails (a busy store) is tried again next time and
+     costs no run anything. */
+  for (op *o = batch; o != NULL && prunes && !failed; o = o->next)
+    if (o->type == OP_PRUNE)
+      sl_store_prune(w->store, o->u.prune.before, NULL, o->u.prune.keep,
+                     o->u.prune.pipeline, NULL);
   push_event(w, failed ? SL_WRITER_FAILED : SL_WRITER_COMMITTED, upto, NULL,
              failed ? msg : NULL);
   pthread_mutex_lock(&w->mu);
@@ -328,9 +362,17 @@ static void *writer_main(void *arg) {
   sl_writer *w = arg;
   pthread_mutex_lock(&w->mu);
   for (;;) {
-    while (!(w->head != NULL && (w->kicked || w->stop || w->nqueued >= KICK_AT)) &&
-           !(w->stop && w->head == NULL))
-      pthread_cond_wait(&w->work, &w->mu);
+    /* Commits when kicked, when enough is queued, or when the oldest write
+       has waited COMMIT_AFTER_NS. */
+    while (w->head == NULL ? !w->stop : !(w->kicked || w->stop || w->nqueued >= KICK_AT)) {
+      if (w->head == NULL) {
+        pthread_cond_wait(&w->work, &w->mu);
+        continue;
+      }
+      int64_t due_ns = w->first_at + COMMIT_AFTER_NS;
+      struct timespec due = { (time_t)(due_ns / 1000000000LL), (long)(due_ns % 1000000000LL) };
+      if (pthread_cond_timedwait(&w->work, &w->mu, &due) == ETIMEDOUT) break;
+    }
     if (w->head == NULL) break;   /* stopping, and nothing is left */
     op *batch = w->head;
     w->head = w->tail = NULL;
@@ -426,7 +468,11 @@ int sl_writer_open(sl_writer **out, uv_loop_t *loop, sl_handles *handles,
   w->cb = cb;
   w->ud = ud;
   pthread_mutex_init(&w->mu, NULL);
-  pthread_cond_init(&w->work, NULL);
+  pthread_condattr_t monotonic;
+  pthread_condattr_init(&monotonic);
+  pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+  pthread_cond_init(&w->work, &monotonic);
+  pthread_condattr_destroy(&monotonic);
   pthread_cond_init(&w->answered_cv, NULL);
   pthread_cond_init(&w->space, NULL);
   uv_async_init(loop, &w->async, on_async);

@@ -76,6 +76,12 @@ uint64_t sl_writer_finish(sl_writer *w, const char *run_id, const char *owner,
                           const char *output, const char *error,
                           const char *usage, int64_t ended_ms);
 uint64_t sl_writer_cache_hit(sl_writer *w, const unsigned char key[SL_STORE_KEYLEN]);
+/* Deletes, after the batch it joins commits, the ended runs (completed,
+   failed or cancelled: never one that can be resumed) of pipeline (NULL:
+   all) that ended before ended_before_ms (0: any age) and are not among
+   the keep newest (0: none kept), with the values only they refer to. */
+uint64_t sl_writer_prune(sl_writer *w, const char *pipeline, int64_t ended_before_ms,
+                         int64_t keep);
 uint64_t sl_writer_cache_put(sl_writer *w, const unsigned char key[SL_STORE_KEYLEN],
                              const char *step, const char *value, int64_t now_ms,
                              int64_t expires_ms);

@@ -9,6 +9,11 @@
 
 typedef struct sl_watch sl_watch;
 
+/* A retention policy: the ended runs it applies to are deleted once older
+   than ms (0: any age), beyond the keep newest (0: none kept); last_ms:
+   when it last pruned. */
+typedef struct sl_retain { int64_t ms, keep, last_ms; } sl_retain;
+
 typedef struct sl_host {
   sl_core core;              /* first */
   int ref_box;               /* the engine's Lua userdata (its box) */
@@ -20,6 +25,7 @@ typedef struct sl_host {
   int in_uv_run;             /* inside uv_run on the engine's own loop */
   int blocking;              /* a wait is driving the loop for a run */
   unsigned char last_id[16]; /* the bytes of the last run id it made */
+  sl_retain retain;          /* the engine's retention policy, for every run */
 } sl_host;
 
 /* The host a core belongs to. */

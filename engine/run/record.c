@@ -59,12 +59,12 @@ static const char *options_json(sl_run *r, sl_buf *b) {
   return rc == 0 ? b->data : NULL;
 }
 
-void sl_record_run_begin(lua_State *L, sl_run *r, int ii) {
+uint64_t sl_record_run_begin(lua_State *L, sl_run *r, int ii) {
   sl_core *e = r->core;
-  if (e->writer == NULL) return;
+  if (e->writer == NULL) return 0;
   r->durable = 1;
   /* A resumed run was claimed (owner, epoch, status) by its resume. */
-  if (r->replay) return;
+  if (r->replay) return 0;
   sl_buf in, options;
   sl_buf_init(&in);
   sl_buf_init(&options);
@@ -95,6 +95,71 @@ void sl_record_run_begin(lua_State *L, sl_run *r, int ii) {
     r->durable = 0;
     luaL_error(L, "not enough memory to record the run");
   }
+  return seq;
+}
+
+/* How often a policy prunes, at most. */
+#define RETAIN_EVERY_MS 60000
+
+void sl_retain_parse(lua_State *L, int idx, const char *what, sl_retain *out) {
+  idx = lua_absindex(L, idx);
+  memset(out, 0, sizeof *out);
+  if (lua_type(L, idx) != LUA_TTABLE)
+    luaL_error(L, "%s must be a table {days = N, keep = N}, got %s", what, luaL_typename(L, idx));
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    int isnum = lua_type(L, -1) == LUA_TNUMBER;
+    lua_Number n = lua_tonumber(L, -1);
+    if (k != NULL && strcmp(k, "days") == 0) {
+      if (!isnum || !(n > 0) || n > 1e6)
+        luaL_error(L, "%s.days must be a positive number of days, got %s", what,
+                   luaL_tolstring(L, -1, NULL));
+      out->ms = (int64_t)(n * 86400000.0);
+      if (out->ms < 1) out->ms = 1;
+    } else if (k != NULL && strcmp(k, "keep") == 0) {
+      if (!isnum || !(n >= 1) || n != (lua_Number)(lua_Integer)n || n > 1e12)
+        luaL_error(L, "%s.keep must be a whole number of runs of at least 1, got %s", what,
+                   luaL_tolstring(L, -1, NULL));
+      out->keep = (int64_t)n;
+    } else {
+      luaL_error(L, "%s: unknown field '%s' (days or keep)", what,
+                 k ? k : luaL_tolstring(L, -2, NULL));
+    }
+    lua_pop(L, 1);
+  }
+  if (out->ms == 0 && out->keep == 0)
+    luaL_error(L, "%s needs days, keep or both", what);
+}
+
+/* Queues the prune of policy p for pipeline (NULL: all), unless it pruned
+   within the last minute. */
+static void retain_now(sl_core *e, sl_retain *p, const char *pipeline, int64_t now,
+                       int64_t *last) {
+  if (p->ms == 0 && p->keep == 0) return;
+  if (*last != 0 && now - *last < RETAIN_EVERY_MS) return;
+  *last = now;
+  if (sl_writer_prune(e->writer, pipeline, p->ms ? now - p->ms : 0, p->keep) != 0)
+    sl_writer_kick(e->writer);
+}
+
+void sl_record_retain(lua_State *L, sl_run *r) {
+  sl_core *e = r->core;
+  if (!r->durable || e->writer == NULL || r->lost) return;
+  int64_t now = sl_durable_wall_ms();
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);            /* run */
+  lua_getiuservalue(L, -1, SL_RUN_UV_PIPELINE);
+  if (lua_getfield(L, -1, "retain") == LUA_TTABLE) {
+    /* Checked when the pipeline was defined (dsl.lua). */
+    sl_retain p;
+    sl_retain_parse(L, -1, "retain", &p);
+    sl_plan *root = sl_plan_push(L, -2);
+    lua_pop(L, 1);
+    retain_now(e, &p, r->pipeline, now, &root->pruned_ms);
+  }
+  lua_pop(L, 3);
+  sl_host *h = sl_host_of(e);
+  retain_now(e, &h->retain, NULL, now, &h->retain.last_ms);
 }
 
 uint64_t sl_record_run_end(lua_State *L, sl_run *r) {

@@ -8,8 +8,18 @@
 
 /* Writes run r as started, with its input (at ii) and options, owned by
    this process (epoch 1); a resumed run was claimed already. Raises on an
-   input the store cannot keep; r is then not durable. */
-void sl_record_run_begin(lua_State *L, sl_run *r, int ii);
+   input the store cannot keep; r is then not durable. Returns the write's
+   sequence number, for the run to wait for (0: nothing to wait for). */
+uint64_t sl_record_run_begin(lua_State *L, sl_run *r, int ii);
+
+/* Reads a retention policy {days =, keep =} from the table at idx into
+   *out; raises naming what (the option) with what was expected. */
+void sl_retain_parse(lua_State *L, int idx, const char *what, sl_retain *out);
+
+/* Once ended run r is on record: prunes as its pipeline's retention
+   policy (its root's `retain`) and the engine's say, each at most once a
+   minute, after the next commit. Never deletes a run that can resume. */
+void sl_record_retain(lua_State *L, sl_run *r);
 
 /* Writes run r's end (or pause), with status r->end_status, as its owner,
    letting go of it. Returns the write's number, to wait for before the run

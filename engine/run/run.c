@@ -153,12 +153,13 @@ sl_run *sl_run_launch(lua_State *L, sl_host *h, int si, int ii, const sl_run_opt
   if (uv_gettimeofday(&tv) == 0)
     r->start_unix_ns = (int64_t)tv.tv_sec * 1000000000 + (int64_t)tv.tv_usec * 1000;
   r->span_base = (int)(uv_hrtime() & 0x3fffffff) & ~0xfffff;
+  uint64_t begun = 0;
   if (c->store != NULL) {
     char err[128];
     sl_key version;
     if (sl_plan_version(L, root, si, &version, err, sizeof err) == 0)
       sl_key_hex(&version, r->def_hash);
-    sl_record_run_begin(L, r, ii);
+    begun = sl_record_run_begin(L, r, ii);
   }
   /* Committed: the run is active, anchored, and keeps the policy table it
      starts with to its end. */
@@ -170,6 +171,15 @@ sl_run *sl_run_launch(lua_State *L, sl_host *h, int si, int ii, const sl_run_opt
   r->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   c->active_runs++;
   r->t_start = sl_now();
+  if (begun != 0) {
+    /* A durable run starts once the store holds it (hooks.recorded): a
+       process killed at any moment after its first step began leaves a run
+       to resume, never work done for a run nobody knows of. */
+    r->start_seq = begun;
+    r->awaiting_start = 1;
+    sl_writer_kick(c->writer);
+    return r;
+  }
   int top = lua_gettop(L);
   lua_pushvalue(L, si);
   lua_pushvalue(L, ii);
@@ -223,6 +233,7 @@ static void run_over(sl_run *r, lua_State *L, int ok, const char *why) {
   sl_plan *root = sl_plan_push(L, -1);
   root->hist_hint = r->hist.n;
   lua_pop(L, 3);
+  if (ok && !r->unrecorded) sl_record_retain(L, r);   /* once its end is kept */
   unanchor(L, r);
   /* A blocking wait runs the loop once at a time; with other handles alive
      (a watch, a host's) that turn would go on to block in poll after this
@@ -279,18 +290,58 @@ static int run_over_p(lua_State *L) {
   return 0;
 }
 
-/* hooks.recorded: the runs whose end waited for these writes end. */
+/* Runs the root of a run whose start is now on record. */
+static int run_begin_p(lua_State *L) {
+  sl_run *r = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);            /* run */
+  lua_getiuservalue(L, -1, SL_RUN_UV_PIPELINE);
+  lua_getiuservalue(L, -2, SL_RUN_UV_INPUT);
+  int top = lua_gettop(L);
+  sl_step_root(L, r, top - 1, top);
+  return 0;
+}
+
+/* Up to n runs of c waiting for writes up to upto (their start, or their
+   end), into out, clearing what they waited for. The runs found are
+   anchored (they are active), so the Lua calls made for them cannot free
+   them; the list is not walked across those calls, since another, ended,
+   run may be collected during them. */
+static int take_recorded(sl_core *c, uint64_t upto, int ends, sl_run **out, int n) {
+  int k = 0;
+  for (sl_run *r = c->runs; r != NULL && k < n; r = r->next) {
+    if (ends ? (!r->awaiting_record || r->end_seq > upto)
+             : (!r->awaiting_start || r->start_seq > upto))
+      continue;
+    if (ends) r->awaiting_record = 0;
+    else r->awaiting_start = 0;
+    out[k++] = r;
+  }
+  return k;
+}
+
+/* hooks.recorded: the runs whose start waited for these writes start; the
+   runs whose end waited for them end. A start that was not recorded
+   starts nothing: the failed write stops the run (durable.c). */
 static void run_recorded(sl_core *c, uint64_t upto, int ok, const char *why) {
-  for (sl_run *r = c->runs, *next; r != NULL; r = next) {
-    next = r->next;
-    if (!r->awaiting_record || r->end_seq > upto) continue;
-    r->awaiting_record = 0;
-    over_args a = {r, ok, why};
-    char err[512];
-    if (sl_protect(c->L, run_over_p, &a, err, sizeof err) != LUA_OK) {
-      /* Out of memory while ending it: it ends failed, as plainly as can be. */
-      r->status = SL_RUN_FAILED;
-      r->unrecorded = 1;
+  sl_run *batch[64];
+  char err[512];
+  for (int n; (n = take_recorded(c, upto, 0, batch, 64)) > 0;) {
+    for (int i = 0; i < n; i++) {
+      sl_run *r = batch[i];
+      if (!ok || r->status != SL_RUN_RUNNING || r->aborting || r->root_done) continue;
+      if (sl_protect(c->L, run_begin_p, r, err, sizeof err) != LUA_OK)
+        sl_core_abort_run(r, "error", err);
+    }
+  }
+  sl_sched_drain(&c->sched);
+  for (int n; (n = take_recorded(c, upto, 1, batch, 64)) > 0;) {
+    for (int i = 0; i < n; i++) {
+      over_args a = {batch[i], ok, why};
+      if (sl_protect(c->L, run_over_p, &a, err, sizeof err) != LUA_OK) {
+        /* Out of memory while ending it: it ends failed, as plainly as can be. */
+        batch[i]->status = SL_RUN_FAILED;
+        batch[i]->unrecorded = 1;
+      }
     }
   }
 }

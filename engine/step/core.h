@@ -126,6 +126,9 @@ struct sl_run {
   int lost;                /* another process owns the run now: this one
                               records nothing more of it */
   int64_t epoch;           /* the run's epoch while this process owns it */
+  uint64_t start_seq;      /* the write of its start, while waiting for it */
+  int awaiting_start;      /* its start is written, not yet committed: no
+                              step runs before the run is on record */
   uint64_t end_seq;        /* the write of its end, while waiting for it */
   int awaiting_record;     /* its end is written, not yet committed */
   int end_status;          /* the status it ends with, once its root ended */

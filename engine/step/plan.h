@@ -67,6 +67,7 @@ struct sl_plan {
   unsigned char version_known;
   sl_key version;            /* its cache version, once computed */
   int hist_hint;             /* a root: how many records its last run made */
+  int64_t pruned_ms;         /* a root: when its retention last pruned */
   char strings[];
 };
 

@@ -147,7 +147,7 @@ static const char *usage_prune =
   "with their steps, waits and the values only they refer to.\n"
   "  --older-than AGE  only runs that ended more than AGE ago: 7d, 12h, 30m, 90s\n"
   "  --status S        only runs with this status\n"
-  "  --keep N          keep the N newest of the runs that match\n"
+  "  --keep N          keep the N newest runs (of --status, --pipeline) whatever their age\n"
   "  --pipeline NAME   only runs of this pipeline\n";
 
 static const char *usage_store =
@@ -602,7 +602,9 @@ static int open_store_to_read(lua_State *L, cli *c, const char *flag) {
   const char *path = store_path(flag);
   c->code = EXIT_USAGE;
   if (access(path, F_OK) != 0 && errno == ENOENT) return 0;
-  sl_engine_set_store(L, c->e, path, 1);
+  int rc = sl_engine_open_store(c->e, path, 1);
+  if (rc == SL_ENOTFOUND) return 0;   /* made, but nothing written to it yet */
+  if (rc != 0) luaL_error(L, "%s", sl_engine_core(c->e)->errmsg);
   return 1;
 }
 

@@ -214,7 +214,13 @@ void sl_engine_push_default(lua_State *L) {
   if (lua_getfield(L, LUA_REGISTRYINDEX, SL_DEFAULT_ENGINE_KEY) == LUA_TUSERDATA) return;
   lua_pop(L, 1);
   sl_engine_open_shared(L);
-  engine_create(L, NULL, 1);
+  sl_engine *e = engine_create(L, NULL, 1);
+  /* Made here, for a `require "sluice"` in a plain interpreter: its store
+     is the one SLUICE_STORE names, if any. An engine a host made (the CLI,
+     an embedding) has the store its host chose, and nothing else. */
+  const char *store = getenv("SLUICE_STORE");
+  if (store != NULL && *store != '\0' && sl_durable_open(sl_engine_core(e), store, 0) != 0)
+    luaL_error(L, "%s", sl_engine_core(e)->errmsg);
   lua_pushvalue(L, -1);
   lua_setfield(L, LUA_REGISTRYINDEX, SL_DEFAULT_ENGINE_KEY);
 }
@@ -228,9 +234,14 @@ void sl_engine_push_new(lua_State *L, size_t memory_limit, const char *store) {
 }
 
 void sl_engine_set_store(lua_State *L, sl_engine *e, const char *store, int read_only) {
+  if (sl_engine_open_store(e, store, read_only) != 0)
+    luaL_error(L, "%s", sl_engine_core(e)->errmsg);
+}
+
+int sl_engine_open_store(sl_engine *e, const char *store, int read_only) {
   sl_core *c = sl_engine_core(e);
   sl_durable_close(c);
-  if (sl_durable_open(c, store, read_only) != 0) luaL_error(L, "%s", c->errmsg);
+  return sl_durable_open(c, store, read_only);
 }
 
 /* Lets `require "sluice"` find the Lua side and the C module in a state
@@ -256,6 +267,14 @@ void sl_engine_make(lua_State *L, const sl_engine_options *opts, sl_engine **out
     sl_engine_set_memory_limit(L, *out, opts->memory_limit, "sl_engine_options.memory_limit");
   if (opts && opts->store && sl_durable_open(sl_engine_core(*out), opts->store, 0) != 0)
     luaL_error(L, "%s", sl_engine_core(*out)->errmsg);
+  if (opts && (opts->retain_days != 0 || opts->retain_keep != 0)) {
+    if (!(opts->retain_days >= 0 && opts->retain_days <= 1e6) || opts->retain_keep < 0)
+      luaL_error(L, "sl_engine_options.retain_days must be from 0 to 1e6 and retain_keep "
+                    "at least 0, got %g and %lld", opts->retain_days, opts->retain_keep);
+    (*out)->host.retain.ms = (int64_t)(opts->retain_days * 86400000.0);
+    if (opts->retain_days > 0 && (*out)->host.retain.ms < 1) (*out)->host.retain.ms = 1;
+    (*out)->host.retain.keep = opts->retain_keep;
+  }
   lua_setfield(L, LUA_REGISTRYINDEX, SL_DEFAULT_ENGINE_KEY);
   /* The DSL module binds to the default engine and adds the kinds written
      in Lua to it. */

@@ -38,7 +38,7 @@ sl_engine *sl_engine_check(lua_State *L, int idx);
 int sl_engine_fail(sl_engine *e, int code, const char *fmt, ...);
 
 /* Pushes the default engine of L's state, making one (with a loop of its
-   own) on first use. */
+   own, and the store SLUICE_STORE names, if any) on first use. */
 void sl_engine_push_default(lua_State *L);
 
 /* Pushes a new engine, with a loop of its own, owned by its Lua box;
@@ -50,6 +50,10 @@ void sl_engine_push_new(lua_State *L, size_t memory_limit, const char *store);
    had (its header is checked, not the whole file); read_only: to read
    only, never creating it. Raises on failure. */
 void sl_engine_set_store(lua_State *L, sl_engine *e, const char *path, int read_only);
+/* The same, returning SL_ENOTFOUND (a read-only open of a store that holds
+   nothing yet) or another failure code, with the message in the core's
+   errmsg, instead of raising. */
+int sl_engine_open_store(sl_engine *e, const char *path, int read_only);
 
 /* Caps e's state at limit bytes, refusing one that cannot be meant or
    that the state already holds more than; what names the option in the

@@ -276,6 +276,16 @@ static int e_watch(lua_State *L) {
 }
 
 /* engine:set_store(path): opens the store at path (":memory:": none). */
+/* engine:set_retain{days =, keep =}: the retention policy for every run
+   this engine records (nil: none). */
+static int e_set_retain(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  sl_retain p = {0, 0, 0};
+  if (!lua_isnoneornil(L, 2)) sl_retain_parse(L, 2, "retain", &p);
+  e->host.retain = p;
+  return 0;
+}
+
 static int e_set_store(lua_State *L) {
   sl_engine *e = sl_engine_check(L, 1);
   sl_engine_set_store(L, e, luaL_optstring(L, 2, NULL), lua_toboolean(L, 3));
@@ -589,6 +599,7 @@ static const luaL_Reg engine_methods[] = {
   {"cache_stats", e_cache_stats},
   {"cache_clear", e_cache_clear},
   {"set_store", e_set_store},
+  {"set_retain", e_set_retain},
   {"resume", e_resume},
   {"runs", e_runs},
   {"show", e_show},

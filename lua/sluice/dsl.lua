@@ -18,7 +18,31 @@ end
 M.is_step = is_step
 
 -- "file:line" of the function `level` frames above the caller.
-local function where(level)
+-- The place of a definition: a step table, or the function of a
+-- definition inside it (its run, or a child step's place).
+local function site(spec)
+  if type(spec) ~= "table" then return nil end
+  for _, v in ipairs(spec) do
+    if type(v) == "table" and rawget(v, "where") and getmetatable(v) ~= nil then return v.where end
+  end
+  for _, v in pairs(spec) do
+    if type(v) == "function" then
+      local info = debug.getinfo(v, "S")
+      if info.what == "Lua" then return ("%s:%d"):format(info.short_src, info.linedefined) end
+    end
+  end
+end
+
+--- "file:line" of the code at `level` (1: the code that called where),
+--- where it calls the function one level below. A tail call (`return sl.pipeline{...}`, the usual
+--- last line of a pipeline file) leaves no frame for that code; the place
+--- is then the nearest one the definition's own table (spec) tells.
+local function where(level, spec)
+  local callee = debug.getinfo(level, "t")
+  if callee and callee.istailcall then
+    local w = site(spec)
+    if w then return w end
+  end
   local info = debug.getinfo(level + 1, "Sl")
   if not info then return "?" end
   return ("%s:%d"):format(info.short_src, info.currentline or 0)
@@ -127,6 +151,19 @@ local function usage_fields()
   return { cost = nonneg_number, tokens = whole, requests = whole }
 end
 
+-- A retention policy: runs older than days, beyond the keep newest, go.
+local retain_fields = record({
+  days = function(v) return type(v) == "number" and v > 0 and v <= 1e6, "a positive number of days" end,
+  keep = function(v) return math.type(v) == "integer" and v >= 1, "a whole number of at least 1" end,
+}, "a table {days=, keep=}")
+function check.retain(v)
+  local ok, what, got = retain_fields(v)
+  if ok and v.days == nil and v.keep == nil then
+    return false, "a table {days=, keep=}", "a table with neither days nor keep"
+  end
+  return ok, what, got
+end
+
 check.estimate = record(usage_fields(), "a table {cost=, tokens=, requests=}")
 check.budget = record(usage_fields(), "a table {cost=, tokens=, requests=}")
 
@@ -219,7 +256,7 @@ kinds.step = {
 }
 
 kinds.pipeline = {
-  options = {},
+  options = { retain = check.retain },
   positional = true,
   finish = function(s, w)
     if #s == 0 then
@@ -267,7 +304,7 @@ end
 --- Builds a step of the given kind from spec; level is the stack level of
 --- the user's call, for error positions.
 function M.build(kind, spec, level)
-  local w = where(level + 1)
+  local w = where(level + 1, spec)
   if type(spec) ~= "table" then
     fail(w, "sl.%s expects a table of options, got %s", kind, type(spec))
   end

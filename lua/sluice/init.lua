@@ -40,17 +40,10 @@ function sl.builtin(name, handler, spec)
   for eng in pairs(engines) do eng:kind(name, handler) end
 end
 
--- The engine the module-level functions use. Its store is the one
--- SLUICE_STORE names, if any (the CLI defaults to .sluice/state.db).
-local default_ready = false
+-- The engine the module-level functions use: the host's, or one made on
+-- first use whose store is the one SLUICE_STORE names, if any.
 local function default()
-  local eng = core.default_engine()
-  if not default_ready then
-    default_ready = true
-    local store = os.getenv("SLUICE_STORE")
-    if store and store ~= "" then eng:set_store(store) end
-  end
-  return adopt(eng)
+  return adopt(core.default_engine())
 end
 
 -- Options sl.run and sl.start accept.
@@ -113,7 +106,7 @@ function sl.kind(name, handler, spec)
   eng:kind(name, handler)
 end
 
-local engine_options = { memory_limit = true, store = true }
+local engine_options = { memory_limit = true, store = true, retain = true }
 
 --- Makes an engine of its own, with the same methods as the module plus
 --- load. opts.memory_limit caps the memory of the Lua state the engine
@@ -143,7 +136,17 @@ function sl.engine(opts)
   if store ~= nil and type(store) ~= "string" then
     error("bad argument #1 to 'engine' (store must be a path or \":memory:\")", 2)
   end
-  return adopt(core.new_engine(limit or 0, store))
+  local retain = opts and opts.retain
+  if retain ~= nil then
+    local ok, what, got = dsl.check.retain(retain)
+    if not ok then
+      error(("bad argument #1 to 'engine' (retain must be %s, got %s)"):format(
+        what, got or type(retain)), 2)
+    end
+  end
+  local eng = core.new_engine(limit or 0, store)
+  if retain ~= nil then eng:set_retain(retain) end
+  return adopt(eng)
 end
 
 --- Ends the whole run of the calling step at once, with status cancelled
