@@ -27,8 +27,10 @@ static void host_name(char *out, size_t size) {
 }
 
 /* When process pid started, in clock ticks since boot (field 22 of
-   /proc/PID/stat), or 0 when it cannot be read. */
-static unsigned long long start_time(long pid) {
+   /proc/PID/stat), or 0 when it cannot be read; *state (may be NULL) gets
+   its state letter (field 3: 'Z' for a zombie), or 0. */
+static unsigned long long proc_stat(long pid, char *state) {
+  if (state != NULL) *state = 0;
   char path[64], buf[1024];
   snprintf(path, sizeof path, "/proc/%ld/stat", pid);
   FILE *f = fopen(path, "r");
@@ -42,8 +44,10 @@ static unsigned long long start_time(long pid) {
   char *save = NULL;
   int field = 3;
   for (char *tok = strtok_r(p + 1, " ", &save); tok != NULL;
-       tok = strtok_r(NULL, " ", &save), field++)
+       tok = strtok_r(NULL, " ", &save), field++) {
+    if (field == 3 && state != NULL) *state = tok[0];
     if (field == 22) return strtoull(tok, NULL, 10);
+  }
   return 0;
 }
 
@@ -51,7 +55,7 @@ void sl_owner_self(char *out, size_t size) {
   char host[128];
   host_name(host, sizeof host);
   long pid = (long)getpid();
-  snprintf(out, size, "%s:%ld:%llu", host, pid, start_time(pid));
+  snprintf(out, size, "%s:%ld:%llu", host, pid, proc_stat(pid, NULL));
 }
 
 int64_t sl_owner_now_ms(void) {
@@ -75,7 +79,12 @@ int sl_owner_alive(const char *owner, int64_t lease_ms, int64_t now_ms) {
   if (*end != ':' || pid <= 0) return 1;
   unsigned long long started = strtoull(end + 1, NULL, 10);
   if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) return 0;
-  unsigned long long now_started = start_time(pid);
+  /* A process killed while its parent was gone stays a zombie until init
+     reaps it: it has died, and runs nothing. A process of another start
+     time reuses the pid. */
+  char state;
+  unsigned long long now_started = proc_stat(pid, &state);
+  if (state == 'Z' || state == 'X') return 0;
   if (now_started != 0 && started != 0 && now_started != started) return 0;
   return 1;
 }

@@ -663,6 +663,145 @@ static void a_checkpoint_needs_its_run (void **state) {
 
 /*
 ** {======================================================
+** Ownership: leases, claims, fencing, exactly once
+** =======================================================
+*/
+
+static sl_store_run an_owned_run (const char *id, const char *owner) {
+  sl_store_run r = a_run(id, "p", "running", 1000);
+  r.owner = owner;
+  r.lease_ms = 5000;
+  r.epoch = 1;
+  return r;
+}
+
+static void of_two_claims_at_one_epoch_exactly_one_wins (void **state) {
+  fixture *f = *state;
+  sl_store *a = open_ok(f->path, NULL);
+  sl_store *b = open_ok(f->path, NULL);
+  sl_store_run r = an_owned_run("01A", "h:1:1");
+  sl_store_run *got;
+  OK(a, sl_store_run_begin(a, &r));
+  OK(a, sl_store_flush(a));
+  /* Both saw epoch 1; the first to claim wins, the other is refused. */
+  OK(a, sl_store_run_claim(a, "01A", "h:2:2", 9000, 1, "running"));
+  assert_int_equal(sl_store_run_claim(b, "01A", "h:3:3", 9000, 1, "running"),
+                   SL_STORE_ECONFLICT);
+  OK(b, sl_store_run_get(b, "01A", &got));
+  assert_string_equal(got->owner, "h:2:2");
+  assert_int_equal(got->epoch, 2);
+  assert_int_equal(got->lease_ms, 9000);
+  sl_store_run_free(got);
+  close_ok(a);
+  close_ok(b);
+}
+
+static void an_owner_that_lost_the_run_can_write_nothing_more (void **state) {
+  fixture *f = *state;
+  sl_store *old = open_ok(f->path, NULL);
+  sl_store *now = open_ok(f->path, NULL);
+  sl_store_run r = an_owned_run("01A", "h:1:1");
+  sl_store_run *got;
+  OK(old, sl_store_run_begin(old, &r));
+  OK(old, sl_store_flush(old));
+  OK(now, sl_store_run_claim(now, "01A", "h:2:2", 9000, 1, "running"));
+  /* The old owner's renewal, checkpoint and end are all refused. */
+  assert_int_equal(sl_store_run_renew(old, "01A", "h:1:1", 1, 99999), SL_STORE_ECONFLICT);
+  sl_store_checkpoint c = a_checkpoint("01A", "1", "\"stale\"");
+  c.owner = "h:1:1";
+  c.epoch = 1;
+  int rc = sl_store_checkpoint_put(old, &c);
+  if (rc == 0) rc = sl_store_flush(old);
+  assert_int_equal(rc, SL_STORE_ECONFLICT);
+  assert_int_equal(sl_store_run_finish(old, "01A", "h:1:1", 1, 1, "completed", "\"stale\"",
+                                       NULL, NULL, 2000), SL_STORE_ECONFLICT);
+  /* A refused write leaves the batch it was in to go on (the writer
+     commits the rest); with nothing else in it, the commit is empty. */
+  OK(old, sl_store_flush(old));
+  OK(now, sl_store_run_get(now, "01A", &got));
+  assert_string_equal(got->status, "running");
+  assert_null(got->output);
+  assert_string_equal(got->owner, "h:2:2");
+  sl_store_run_free(got);
+  sl_store_checkpoint *cp = NULL;
+  assert_int_equal(sl_store_checkpoint_get(now, "01A", "1", &cp), SL_STORE_ENOTFOUND);
+  /* The new owner writes, and ends the run, letting it go. */
+  c.owner = "h:2:2";
+  c.epoch = 2;
+  c.output = "\"fresh\"";
+  OK(now, sl_store_checkpoint_put(now, &c));
+  OK(now, sl_store_flush(now));
+  OK(now, sl_store_run_finish(now, "01A", "h:2:2", 2, 1, "completed", "\"fresh\"",
+                              NULL, NULL, 3000));
+  OK(now, sl_store_flush(now));
+  OK(old, sl_store_run_get(old, "01A", &got));
+  assert_string_equal(got->status, "completed");
+  assert_string_equal(got->output, "\"fresh\"");
+  assert_null(got->owner);
+  sl_store_run_free(got);
+  close_ok(old);
+  close_ok(now);
+}
+
+static void a_completed_step_is_recorded_once (void **state) {
+  fixture *f = *state;
+  sl_store *s = open_ok(f->path, NULL);
+  sl_store_run r = an_owned_run("01A", "h:1:1");
+  OK(s, sl_store_run_begin(s, &r));
+  sl_store_checkpoint c = a_checkpoint("01A", "1/1", "1");
+  c.owner = "h:1:1";
+  c.epoch = 1;
+  OK(s, sl_store_checkpoint_put(s, &c));
+  OK(s, sl_store_flush(s));
+  /* The same step again, as a second owner that thought it had the run
+     would write it: refused, and the first record stays. */
+  c.output = "2";
+  int rc = sl_store_checkpoint_put(s, &c);
+  if (rc == 0) rc = sl_store_flush(s);
+  assert_int_equal(rc, SL_STORE_ECONFLICT);
+  close_ok(s);
+  s = open_ok(f->path, NULL);
+  sl_store_checkpoint *got = NULL;
+  OK(s, sl_store_checkpoint_get(s, "01A", "1/1", &got));
+  assert_string_equal(got->output, "1");
+  sl_store_checkpoint_free(got);
+  close_ok(s);
+}
+
+static void prune_keeps_the_newest_whatever_their_age_and_never_a_live_run (void **state) {
+  fixture *f = *state;
+  sl_store *s = open_ok(f->path, NULL);
+  const char *ids[] = {"01A", "01B", "01C", "01D", "01E"};
+  for (int i = 0; i < 5; i++) {
+    sl_store_run r = a_run(ids[i], "p", "running", 1000 + i);
+    OK(s, sl_store_run_begin(s, &r));
+    OK(s, sl_store_run_update(s, ids[i], i == 0 ? "interrupted" : "completed", "1", NULL,
+                              NULL, 2000 + i));
+  }
+  sl_store_run live = an_owned_run("01F", "h:1:1");
+  OK(s, sl_store_run_begin(s, &live));
+  OK(s, sl_store_flush(s));
+  int64_t removed = -1;
+  /* Ended before 2004, beyond the 2 newest: 01B only (01A can resume,
+     01D and 01E are the newest, 01C ended at 2002 and so goes too). */
+  OK(s, sl_store_prune(s, 2004, NULL, 2, NULL, &removed));
+  assert_int_equal(removed, 2);
+  sl_store_run *got;
+  assert_int_equal(sl_store_run_get(s, "01B", &got), SL_STORE_ENOTFOUND);
+  assert_int_equal(sl_store_run_get(s, "01C", &got), SL_STORE_ENOTFOUND);
+  const char *stay[] = {"01A", "01D", "01E", "01F"};
+  for (int i = 0; i < 4; i++) {
+    OK(s, sl_store_run_get(s, stay[i], &got));
+    sl_store_run_free(got);
+  }
+  close_ok(s);
+}
+
+/* }====================================================== */
+
+
+/*
+** {======================================================
 ** Batching and crashes
 ** =======================================================
 */
@@ -1215,6 +1354,10 @@ int main (void) {
     T(a_listing_cannot_restart_itself_from_its_callback),
     T(checkpoints_round_trip_and_keep_their_order),
     T(a_checkpoint_needs_its_run),
+    T(of_two_claims_at_one_epoch_exactly_one_wins),
+    T(an_owner_that_lost_the_run_can_write_nothing_more),
+    T(a_completed_step_is_recorded_once),
+    T(prune_keeps_the_newest_whatever_their_age_and_never_a_live_run),
     T(writes_are_invisible_to_others_until_flushed),
     T(autoflush_commits_after_the_set_count),
     T(closing_flushes),

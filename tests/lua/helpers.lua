@@ -97,6 +97,17 @@ function M.cli(args, opts)
   return code, stdout, stderr
 end
 
+--- Whether process pid still runs. A killed process whose parent has gone
+--- is a zombie until init reaps it, which kill -0 still finds: it counts
+--- as gone.
+function M.alive(pid)
+  local f = io.open("/proc/" .. tostring(pid) .. "/stat")
+  if not f then return false end
+  local stat = f:read("a") or ""
+  f:close()
+  return stat:match("^%d+ %b() (%a)") ~= "Z"
+end
+
 --- Waits until pred() holds, polling every 5 ms, for about 10 seconds at
 --- most; returns whether it did.
 function M.wait_for(pred)

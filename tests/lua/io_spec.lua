@@ -21,16 +21,7 @@ local function step_error(fn)
   return r.error
 end
 
--- Is pid a live process (one that exists and has not died)? A zombie has
--- died, whoever will reap it.
-local function alive(pid)
-  if not os.execute("kill -0 " .. pid .. " 2>/dev/null") then return false end
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if f == nil then return false end
-  local state = f:read("a"):match("^%d+ %b() (%a)")
-  f:close()
-  return state ~= "Z" and state ~= "X"
-end
+local alive = helpers.alive
 
 -- Lets the engine's loop run (to reap what it killed) until pid has died,
 -- for at most about ten seconds; returns whether it has.

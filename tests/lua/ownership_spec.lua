@@ -27,7 +27,7 @@ local function mode(path)
 end
 
 local function alive(pid)
-  return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
+  return h.alive(pid)
 end
 
 -- A pipeline whose steps log their names; "hold" waits until the file
@@ -125,6 +125,40 @@ return sl.pipeline{ name = "eager",
     local code, out = h.cli({ "resume", id }, { env = env })
     assert.equal(0, code)
     assert.equal("1\n", out)
+    h.rm(dir)
+  end)
+
+  it("takes a run over from an owner killed but not yet reaped (a zombie)", function()
+    local dir = h.tmpdir()
+    local store = dir .. "/s.db"
+    local file = gated(dir)
+    -- The owner's parent is a shell that execs sleep: it never reaps the
+    -- owner, which stays a zombie after kill -9 for as long as sleep runs.
+    local pidfile = dir .. "/owner.pid"
+    local asan = os.getenv("SLUICE_CHILD_ASAN_OPTIONS")
+    local cmd = ("%sSLUICE_STORE=%s sh -c %s >/dev/null 2>&1 </dev/null & echo $!"):format(
+      asan and ("ASAN_OPTIONS=" .. h.quote(asan) .. " ") or "", h.quote(store),
+      h.quote(("%s run %s --input 0 >/dev/null 2>&1 & echo $! > %s; exec sleep 30")
+        :format(h.quote(h.bin), h.quote(file), h.quote(pidfile))))
+    local p = io.popen(cmd)
+    local parent = tonumber(p:read("l"))
+    p:close()
+    assert.is_true(h.wait_for(function() return h.peek(pidfile):match("%d+\n") ~= nil end))
+    local owner = tonumber(h.peek(pidfile):match("%d+"))
+    assert.is_true(h.wait_for(function() return count(dir .. "/log", "hold") == 1 end))
+    os.execute("kill -9 " .. owner)
+    assert.is_true(h.wait_for(function() return not h.alive(owner) end))
+    local zombie = io.open("/proc/" .. owner .. "/stat")
+    local env = { SLUICE_STORE = store }
+    local id, n = interrupted_id(env)
+    assert.equal(1, n)
+    h.write(dir .. "/gate", "")
+    local code, out, err = h.cli({ "resume", id }, { env = env })
+    assert.equal(0, code, err)
+    assert.equal("3\n", out)
+    assert.equal(1, count(dir .. "/log", "a"))
+    if zombie then zombie:close() end
+    os.execute("kill " .. tostring(parent) .. " 2>/dev/null")
     h.rm(dir)
   end)
 

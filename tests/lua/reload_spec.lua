@@ -138,7 +138,7 @@ return sl.pipeline{ name = "p",
     h.write(file, (src:gsub("EDIT", "e2")))
     assert.is_true(h.wait_for(function() return h.peek(out):find('"x+s+e2"', 1, true) end))
     os.execute("kill -INT " .. pid)
-    assert.is_true(h.wait_for(function() return not os.execute("kill -0 " .. pid .. " 2>/dev/null") end))
+    assert.is_true(h.wait_for(function() return not h.alive(pid) end))
     local second = h.read(err):match("reloaded.-$")
     assert.matches("cached%s+stable", second)
     assert.matches("ran%s+edited", second)
@@ -174,7 +174,7 @@ return sl.pipeline{ name = "p",
     os.execute("kill -INT " .. pid)
     local exited = false
     for _ = 1, 400 do
-      if not os.execute("kill -0 " .. pid .. " 2>/dev/null") then exited = true break end
+      if not h.alive(pid) then exited = true break end
       os.execute("sleep 0.005")
     end
     assert.is_true(exited)
