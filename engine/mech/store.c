@@ -27,6 +27,7 @@
 #include <xxhash.h>
 
 #include "store.h"
+#include "owner.h"
 
 
 /*
@@ -264,6 +265,14 @@ int sl_store_check (sl_store *s) {
   if (s == NULL)
     return SL_STORE_EINVAL;
   return s->ops->check(s);
+}
+
+
+int sl_store_check_after_crash (sl_store *s, int *checked) {
+  int ignored;
+  if (s == NULL)
+    return SL_STORE_EINVAL;
+  return s->ops->check_after_crash(s, checked ? checked : &ignored);
 }
 
 
@@ -534,6 +543,13 @@ static const char *const migrations[] = {
   "  run_id  TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,"
   "  hash    BLOB NOT NULL,"
   "  PRIMARY KEY (run_id, hash)"
+  ") STRICT, WITHOUT ROWID;",
+
+  /* 4: what the store knows of itself: the dead owners whose crash its
+     whole-file check has seen already. */
+  "CREATE TABLE meta ("
+  "  key    TEXT NOT NULL PRIMARY KEY,"
+  "  value  TEXT"
   ") STRICT, WITHOUT ROWID;"
 };
 
@@ -2580,6 +2596,92 @@ static int sq_stats (sl_store *b, sl_store_stats *o) {
 }
 
 
+static int sq_check (sl_store *b);
+
+/* The owners of runs left active by a process that is gone, one per line,
+   into b; returns an SQLite code. */
+static int dead_owners (sq_store *s, sl_buf *b) {
+  sqlite3_stmt *st;
+  int rc = sqlite3_prepare_v2(s->db, "SELECT owner, max(lease_ms) FROM runs WHERE status "
+                              "IN ('running', 'waiting') AND owner IS NOT NULL "
+                              "GROUP BY owner ORDER BY owner", -1, &st, NULL);
+  if (rc != SQLITE_OK)
+    return rc;
+  int64_t now = sl_owner_now_ms();
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const char *owner = column_text(st, 0);
+    if (owner == NULL || sl_owner_alive(owner, sqlite3_column_int64(st, 1), now))
+      continue;
+    if (sl_buf_add(b, owner, strlen(owner)) != 0 || sl_buf_add(b, "\n", 1) != 0) {
+      rc = SQLITE_NOMEM;
+      break;
+    }
+  }
+  if (rc == SQLITE_DONE)
+    rc = SQLITE_OK;
+  sqlite3_finalize(st);
+  return rc;
+}
+
+/* A process that died with runs of this store in hand may have died in
+   the middle of a write: the first writer to open the store after that
+   checks the whole file, once per crash. */
+static int sq_check_after_crash (sl_store *b, int *checked) {
+  sq_store *s = (sq_store *)b;
+  sl_buf dead, seen;
+  sl_buf_init(&dead);
+  sl_buf_init(&seen);
+  *checked = 0;
+  int rc = dead_owners(s, &dead);
+  sqlite3_stmt *st = NULL;
+  if (rc == SQLITE_OK && dead.len > 0) {
+    rc = sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = 'checked_owners'",
+                            -1, &st, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+      const char *v = column_text(st, 0);
+      if (v != NULL && sl_buf_add(&seen, v, strlen(v)) != 0) rc = SQLITE_NOMEM;
+    }
+    if (rc == SQLITE_ROW || rc == SQLITE_DONE) rc = SQLITE_OK;
+    sqlite3_finalize(st);
+    st = NULL;
+  }
+  int fresh = 0;
+  if (rc == SQLITE_OK && dead.len > 0) {
+    if (sl_buf_add(&dead, "", 1) != 0 || sl_buf_add(&seen, "", 1) != 0) rc = SQLITE_NOMEM;
+    /* A dead owner the last check did not know of is a crash not checked. */
+    for (char *line = dead.data; rc == SQLITE_OK && line && *line;) {
+      char *end = strchr(line, '\n');
+      size_t n = (size_t)(end - line);
+      int known = 0;
+      for (const char *p = seen.data; p && *p;) {
+        const char *e = strchr(p, '\n');
+        size_t m = e ? (size_t)(e - p) : strlen(p);
+        if (m == n && memcmp(p, line, n) == 0) known = 1;
+        p = e ? e + 1 : p + m;
+      }
+      if (!known) fresh = 1;
+      line = end + 1;
+    }
+  }
+  int code = 0;
+  if (rc == SQLITE_OK && fresh) {
+    *checked = 1;
+    code = sq_check(b);
+    if (code == 0) {
+      rc = sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO meta (key, value) "
+                              "VALUES ('checked_owners', ?1)", -1, &st, NULL);
+      if (rc == SQLITE_OK) rc = bind_text(st, 1, dead.data);
+      if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_DONE) rc = SQLITE_OK;
+      sqlite3_finalize(st);
+    }
+  }
+  sl_buf_free(&dead);
+  sl_buf_free(&seen);
+  if (code != 0)
+    return code;
+  return rc == SQLITE_OK ? 0 : sq_fail(s, rc, "checking the store after a crash");
+}
+
 static int sq_check (sl_store *b) {
   sq_store *s = (sq_store *)b;
   sqlite3_stmt *st;
@@ -2660,4 +2762,5 @@ static const struct sl_store_ops sqlite_ops = {
   sq_check,
   sq_vacuum,
   sq_cache_touch,
+  sq_check_after_crash,
 };

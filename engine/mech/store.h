@@ -291,6 +291,12 @@ int sl_store_get_stats (sl_store *s, sl_store_stats *out);
    what is damaged in the message. */
 int sl_store_check (sl_store *s);
 
+/* Runs sl_store_check once per crash: when runs are held by owners that
+   are gone (sl_owner_alive) and the last such check did not see all of
+   them. *checked (may be NULL) says whether it ran. Commits at once; for a
+   writer, with nothing pending. */
+int sl_store_check_after_crash (sl_store *s, int *checked);
+
 /* Gives the space of deleted rows back to the file system (VACUUM). */
 int sl_store_vacuum (sl_store *s);
 
@@ -458,6 +464,7 @@ struct sl_store_ops {
   int (*check) (sl_store *s);
   int (*vacuum) (sl_store *s);
   int (*cache_touch) (sl_store *s, const unsigned char *key);
+  int (*check_after_crash) (sl_store *s, int *checked);
 };
 
 struct sl_store {

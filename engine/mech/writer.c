@@ -464,6 +464,15 @@ int sl_writer_open(sl_writer **out, uv_loop_t *loop, sl_handles *handles,
   if (uv_gettimeofday(&tv) == 0)
     sl_store_cache_purge(w->store, (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000, &purged);
   sl_store_flush(w->store);
+  /* A process that died holding runs of this store: the whole file is
+     checked before anything more is written to it. */
+  if ((rc = sl_store_check_after_crash(w->store, NULL)) != 0) {
+    snprintf(err, errlen, "%s; sluice store check tells what is damaged",
+             sl_store_errmsg(w->store));
+    sl_store_close(w->store, NULL, 0);
+    free(w);
+    return rc;
+  }
   w->handles = handles;
   w->cb = cb;
   w->ud = ud;

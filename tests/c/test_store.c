@@ -768,6 +768,29 @@ static void a_completed_step_is_recorded_once (void **state) {
   close_ok(s);
 }
 
+static void a_crash_is_checked_for_once (void **state) {
+  fixture *f = *state;
+  sl_store *s = open_ok(f->path, NULL);
+  int checked = -1;
+  OK(s, sl_store_check_after_crash(s, &checked));
+  assert_int_equal(checked, 0);             /* nobody died */
+  sl_store_run r = an_owned_run("01A", "elsewhere:1:1");
+  r.lease_ms = 1;                           /* long run out: gone */
+  OK(s, sl_store_run_begin(s, &r));
+  OK(s, sl_store_flush(s));
+  OK(s, sl_store_check_after_crash(s, &checked));
+  assert_int_equal(checked, 1);
+  OK(s, sl_store_check_after_crash(s, &checked));
+  assert_int_equal(checked, 0);             /* seen already */
+  sl_store_run r2 = an_owned_run("01B", "elsewhere:2:2");
+  r2.lease_ms = 1;
+  OK(s, sl_store_run_begin(s, &r2));
+  OK(s, sl_store_flush(s));
+  OK(s, sl_store_check_after_crash(s, &checked));
+  assert_int_equal(checked, 1);             /* another crash */
+  close_ok(s);
+}
+
 static void prune_keeps_the_newest_whatever_their_age_and_never_a_live_run (void **state) {
   fixture *f = *state;
   sl_store *s = open_ok(f->path, NULL);
@@ -1358,6 +1381,7 @@ int main (void) {
     T(an_owner_that_lost_the_run_can_write_nothing_more),
     T(a_completed_step_is_recorded_once),
     T(prune_keeps_the_newest_whatever_their_age_and_never_a_live_run),
+    T(a_crash_is_checked_for_once),
     T(writes_are_invisible_to_others_until_flushed),
     T(autoflush_commits_after_the_set_count),
     T(closing_flushes),

@@ -302,6 +302,58 @@ return sl.pipeline{ name = "big", table.unpack(steps) }
   end)
 end)
 
+describe("after a crash", function()
+  it("checks the whole store once before writing to it again, and names what is damaged", function()
+    local dir = h.tmpdir()
+    local store = dir .. "/s.db"
+    -- Enough values that most pages have left the log for the file.
+    local eng = sl.engine{ store = store }
+    local fill = sl.pipeline{ name = "fill", sl.step{ name = "s", run = function(i)
+      return string.rep(string.char(65 + i % 26), 20000) .. i end } }
+    for i = 1, 300 do eng:run(fill, i) end
+    eng = nil
+    collectgarbage()
+    local env = { SLUICE_STORE = store }
+    local file = gated(dir)
+    local pid = h.cli({ "run", file, "--input", "0" }, { env = env, background = true })
+    assert.is_true(h.wait_for(function() return count(dir .. "/log", "hold") == 1 end))
+    os.execute("kill -9 " .. pid)
+    assert.is_true(h.wait_for(function() return not h.alive(pid) end))
+    -- A page in the middle of the file is damaged (as a torn write would).
+    local f = assert(io.open(store, "r+b"))
+    local pages = f:seek("end") // 4096
+    f:seek("set", (pages // 3) * 4096)
+    f:write(string.rep("\255", 4096))
+    f:close()
+    local code, _, err = h.cli({ "run", file, "--input", "5" }, { env = env })
+    assert.equal(2, code)
+    assert.matches("s.db: is damaged", err, 1, true)
+    assert.matches("sluice store check", err, 1, true)
+    h.rm(dir)
+  end)
+
+  it("goes on once the check has passed, leaving the interrupted run to resume", function()
+    local dir = h.tmpdir()
+    local env = { SLUICE_STORE = dir .. "/s.db" }
+    local file = gated(dir)
+    local pid = h.cli({ "run", file, "--input", "0" }, { env = env, background = true })
+    assert.is_true(h.wait_for(function() return count(dir .. "/log", "hold") == 1 end))
+    os.execute("kill -9 " .. pid)
+    assert.is_true(h.wait_for(function() return not h.alive(pid) end))
+    h.write(dir .. "/gate", "")
+    local one = h.script([[
+local sl = require "sluice"
+return sl.pipeline{ name = "one", sl.step{ name = "s", run = function(x) return x end } }
+]], dir, "one.lua")
+    -- The first writer checks; the interrupted run stays for a resume.
+    assert.equal(0, (h.cli({ "run", one, "--input", "1" }, { env = env })))
+    local _, json = h.cli({ "runs", "--json", "--status", "interrupted" }, { env = env })
+    assert.equal(1, #sl.decode(json))
+    assert.equal(0, (h.cli({ "run", one, "--input", "2" }, { env = env })))
+    h.rm(dir)
+  end)
+end)
+
 describe("retention", function()
   it("prunes old runs with what only they refer to, and vacuum gives the space back", function()
     local dir = h.tmpdir()
