@@ -19,7 +19,19 @@
 extern "C" {
 #endif
 
-#define SLUICE_VERSION "0.1.0"
+#define SLUICE_VERSION_MAJOR 0
+#define SLUICE_VERSION_MINOR 2
+#define SLUICE_VERSION_PATCH 0
+#define SLUICE_VERSION "0.2.0"
+
+/* The library's public functions; everything else in it is hidden. */
+#if defined(_WIN32)
+#define SL_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define SL_API __attribute__((visibility("default")))
+#else
+#define SL_API
+#endif
 
 struct uv_loop_s;
 struct lua_State;
@@ -46,7 +58,13 @@ typedef struct sl_run sl_run;
 #define SL_RUN_CANCELLED   4
 #define SL_RUN_INTERRUPTED 5
 
+/* Options for sl_engine_new. Start from SL_ENGINE_OPTIONS_INIT (or set
+   size to sizeof(sl_engine_options)) and set what you need: a later
+   sluice may add fields at the end, and reads only those that the size
+   says the caller knows of. A zeroed struct (size 0) is the 0.1 layout:
+   loop, L, memory_limit and store. */
 typedef struct sl_engine_options {
+  size_t size;
   /* The host's event loop. The engine adds its handles to it and never runs
      or closes it; the host drives it. NULL: the engine owns a loop of its own. */
   struct uv_loop_s *loop;
@@ -71,32 +89,39 @@ typedef struct sl_engine_options {
   long long retain_keep;
 } sl_engine_options;
 
+#define SL_ENGINE_OPTIONS_INIT { sizeof(sl_engine_options) }
+
+/* The library's version, "MAJOR.MINOR.PATCH" (SLUICE_VERSION of the
+   library itself, which may be newer than the header a program was built
+   with). */
+SL_API const char *sl_version(void);
+
 /* Creates an engine. opts may be NULL. On failure *out is NULL and
    sl_engine_errmsg(NULL) says why (in the failing thread). */
-int sl_engine_new(sl_engine **out, const sl_engine_options *opts);
+SL_API int sl_engine_new(sl_engine **out, const sl_engine_options *opts);
 
 /* Ends the engine's runs (as interrupted: they can be resumed from the
    store), releases its handles and frees it. With a host loop, the last
    handle closes on the host's next turn of that loop. Runs the host still
    holds stay valid for sl_run_status, sl_run_id, sl_run_result_json and
    sl_run_free: an engine and its runs may be freed in either order. */
-void sl_engine_free(sl_engine *e);
+SL_API void sl_engine_free(sl_engine *e);
 
 /* The message of the last failure on this engine ("" if none); with NULL,
    the message of the last sl_engine_new that failed in this thread. */
-const char *sl_engine_errmsg(const sl_engine *e);
+SL_API const char *sl_engine_errmsg(const sl_engine *e);
 
 /* Loads a pipeline file: compiles and runs it, and keeps the pipelines it
    returns for sl_run_start. A file that does not load leaves the engine's
    pipelines as they were: SL_ENOTFOUND when there is no such file,
    SL_ESCRIPT when it does not load or check. */
-int sl_engine_load(sl_engine *e, const char *path);
+SL_API int sl_engine_load(sl_engine *e, const char *path);
 
 /* Loads again the file last loaded, with the same all-or-nothing rule: on
    failure the engine keeps the pipelines and kinds it had, and the message
    (file:line) is available from sl_engine_errmsg. Runs in flight keep the
    snapshot they started with. */
-int sl_engine_reload(sl_engine *e);
+SL_API int sl_engine_reload(sl_engine *e);
 
 /* Called after each reload a watch made: status SL_OK, or SL_ESCRIPT with
    the message of what failed. */
@@ -106,15 +131,15 @@ typedef void (*sl_watch_fn)(sl_engine *e, int status, const char *message,
 /* Watches the file last loaded and every file it imports (libuv fs events,
    debounced by debounce_ms) and reloads when one changes, then calls fn.
    The events arrive through the engine's loop. */
-int sl_engine_watch(sl_engine *e, int debounce_ms, sl_watch_fn fn, void *ud);
+SL_API int sl_engine_watch(sl_engine *e, int debounce_ms, sl_watch_fn fn, void *ud);
 
 /* Stops watching. */
-void sl_engine_unwatch(sl_engine *e);
+SL_API void sl_engine_unwatch(sl_engine *e);
 
 /* Starts a run of the loaded pipeline called name (NULL when the file holds
    one pipeline) on input_json (NULL for no input). The run belongs to the
    caller until sl_run_free. */
-int sl_run_start(sl_engine *e, const char *name, const char *input_json,
+SL_API int sl_run_start(sl_engine *e, const char *name, const char *input_json,
                  sl_run **out);
 
 /* Continues a paused or interrupted run from the engine's store (see
@@ -122,35 +147,35 @@ int sl_run_start(sl_engine *e, const char *name, const char *input_json,
    again. answer_json answers a paused run (NULL otherwise); force resumes
    even though the pipeline file changed. The run belongs to the caller
    until sl_run_free. SL_ENOTFOUND when the store has no such run. */
-int sl_run_resume(sl_engine *e, const char *run_id, const char *answer_json,
+SL_API int sl_run_resume(sl_engine *e, const char *run_id, const char *answer_json,
                   int force, sl_run **out);
 
 /* Advances the engine without blocking; returns the number of runs still
    active. With a host loop this is a no-op beyond counting: the host's loop
    does the work. */
-int sl_engine_poll(sl_engine *e);
+SL_API int sl_engine_poll(sl_engine *e);
 
 /* Drives the engine's own loop until run r ends; returns its status.
    SL_EBUSY with a host loop (the host drives it) or from inside a step. */
-int sl_run_wait(sl_run *r);
+SL_API int sl_run_wait(sl_run *r);
 
 /* The run's state (SL_RUN_*; SL_EINVAL for NULL) and id. */
-int sl_run_status(const sl_run *r);
-const char *sl_run_id(const sl_run *r);
+SL_API int sl_run_status(const sl_run *r);
+SL_API const char *sl_run_id(const sl_run *r);
 
 /* The run's result as JSON text, shaped as `sluice run --json` prints it, or
    NULL while the run is active. The text belongs to the run. */
-const char *sl_run_result_json(sl_run *r);
+SL_API const char *sl_run_result_json(sl_run *r);
 
 /* Releases the caller's hold on a run (once; NULL is a no-op). An active
    run goes on to its end. */
-void sl_run_free(sl_run *r);
+SL_API void sl_run_free(sl_run *r);
 
 /* The engine's Lua state, for hosts that use the DSL from their own scripts. */
-struct lua_State *sl_engine_lua(sl_engine *e);
+SL_API struct lua_State *sl_engine_lua(sl_engine *e);
 
 /* Opens the "sluice.core" Lua module; `require "sluice"` calls it. */
-int luaopen_sluice_core(struct lua_State *L);
+SL_API int luaopen_sluice_core(struct lua_State *L);
 
 #ifdef __cplusplus
 }

@@ -15,6 +15,8 @@
 
 #include <xxhash.h>
 
+#include "sluice.h"   /* SLUICE_VERSION */
+
 #include "trace.h"
 #include "value.h"
 
@@ -172,7 +174,10 @@ static int attr_double (sl_buf *b, int *first, const char *key, double v) {
 /* }====================================================== */
 
 
-/* Writes span s as one line of JSON into b. Returns 0 or -1 (memory). */
+/* Writes span s as one line of OTLP/JSON into b: a TracesData object
+   (resourceSpans, with the service's name, then scopeSpans, then the one
+   span), enums as integers, as the OTLP JSON encoding requires. Returns 0
+   or -1 (memory). */
 static int build_span (sl_buf *b, const sl_trace_span_info *s) {
   char trace_id[SL_TRACE_TRACEID_HEX + 1], span_id[SL_TRACE_SPANID_HEX + 1];
   int64_t end_ns = s->end_ns < s->start_ns ? s->start_ns : s->end_ns;
@@ -182,6 +187,12 @@ static int build_span (sl_buf *b, const sl_trace_span_info *s) {
 
   sl_trace_trace_id(s->run_id, trace_id);
   sl_trace_span_id(s->run_id, s->index, span_id);
+  const char *service = getenv("OTEL_SERVICE_NAME");
+  rc |= put_lit(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
+  rc |= attr_string(b, &first, "service.name", service && *service ? service : "sluice");
+  rc |= put_lit(b, "]},\"scopeSpans\":[{\"scope\":{\"name\":\"sluice\",\"version\":\""
+                SLUICE_VERSION "\"},\"spans\":[");
+  first = 1;
   rc |= put_lit(b, "{\"traceId\":\"");
   rc |= put_lit(b, trace_id);
   rc |= put_lit(b, "\",\"spanId\":\"");
@@ -193,7 +204,7 @@ static int build_span (sl_buf *b, const sl_trace_span_info *s) {
   }
   rc |= put_lit(b, "\",\"name\":");
   rc |= put_string(b, s->name ? s->name : "");
-  rc |= put_lit(b, ",\"kind\":\"SPAN_KIND_INTERNAL\",\"startTimeUnixNano\":");
+  rc |= put_lit(b, ",\"kind\":1,\"startTimeUnixNano\":");   /* SPAN_KIND_INTERNAL */
   rc |= put_int64(b, s->start_ns);
   rc |= put_lit(b, ",\"endTimeUnixNano\":");
   rc |= put_int64(b, end_ns);
@@ -217,12 +228,12 @@ static int build_span (sl_buf *b, const sl_trace_span_info *s) {
 
   if (failed) {
     const char *msg = s->err_msg ? s->err_msg : s->err_kind ? s->err_kind : "";
-    rc |= put_lit(b, ",\"status\":{\"code\":\"STATUS_CODE_ERROR\",\"message\":");
+    rc |= put_lit(b, ",\"status\":{\"code\":2,\"message\":");   /* STATUS_CODE_ERROR */
     rc |= put_string(b, msg);
-    rc |= put_lit(b, "}}\n");
+    rc |= put_lit(b, "}}]}]}]}\n");
   }
   else
-    rc |= put_lit(b, ",\"status\":{\"code\":\"STATUS_CODE_OK\"}}\n");
+    rc |= put_lit(b, ",\"status\":{\"code\":1}}]}]}]}\n");       /* STATUS_CODE_OK */
   return rc ? -1 : 0;
 }
 

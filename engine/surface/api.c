@@ -6,6 +6,7 @@
 ** Library code prints nothing: messages are read with sl_engine_errmsg.
 */
 #include <errno.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,13 +65,31 @@ static int new_p(lua_State *L) {
   return 0;
 }
 
-int sl_engine_new(sl_engine **out, const sl_engine_options *opts) {
+const char *sl_version(void) {
+  return SLUICE_VERSION;
+}
+
+int sl_engine_new(sl_engine **out, const sl_engine_options *given) {
   new_errmsg[0] = '\0';
   if (out == NULL) {
     snprintf(new_errmsg, sizeof new_errmsg, "sl_engine_new: out is NULL");
     return SL_EINVAL;
   }
   *out = NULL;
+  /* Only the fields the caller's size says it knows of are read; a size of
+     0 is the first layout (up to store). */
+  sl_engine_options copy = {0};
+  const sl_engine_options *opts = NULL;
+  if (given != NULL) {
+    size_t n = given->size == 0 ? offsetof(sl_engine_options, retain_days) : given->size;
+    if (n < sizeof(size_t)) {
+      snprintf(new_errmsg, sizeof new_errmsg, "sl_engine_new: sl_engine_options.size is "
+               "%zu, less than its own field (use SL_ENGINE_OPTIONS_INIT)", given->size);
+      return SL_EINVAL;
+    }
+    memcpy(&copy, given, n < sizeof copy ? n : sizeof copy);
+    opts = &copy;
+  }
   lua_State *L = opts && opts->L ? opts->L : NULL;
   int owns_L = L == NULL;
   if (owns_L) {

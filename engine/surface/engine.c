@@ -4,10 +4,13 @@
 ** (cache, store, trace), the runs layer with its hooks and the ctx
 ** services; and it takes them apart again. No step logic lives here.
 */
+#define _GNU_SOURCE   /* dladdr */
+#include <dlfcn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -29,6 +32,48 @@
 #ifndef SLUICE_LUA_DIR
 #define SLUICE_LUA_DIR "lua"
 #endif
+/* Where the installed Lua files are, relative to the installed library and
+   to the installed command (CMake computes both from the install dirs). */
+#ifndef SLUICE_LUA_FROM_LIB
+#define SLUICE_LUA_FROM_LIB "../share/lua/5.4"
+#endif
+#ifndef SLUICE_LUA_FROM_BIN
+#define SLUICE_LUA_FROM_BIN "../share/lua/5.4"
+#endif
+
+#ifndef SLUICE_BUILD_DIR
+#define SLUICE_BUILD_DIR ""
+#endif
+
+/* The directory of the Lua side: SLUICE_LUA_DIR in the environment; else
+   the installed files next to the file this code is in (the library, or
+   the command it is linked into), found from its own path, so a package
+   works from any prefix; else, for a binary still in the build tree, the
+   source tree. An installed binary never reads the source tree. */
+static const char *lua_dir(char *buf, size_t size) {
+  const char *env = getenv("SLUICE_LUA_DIR");
+  if (env != NULL && *env != '\0') return env;
+  Dl_info info;
+  if (dladdr((void *)lua_dir, &info) == 0 || info.dli_fname == NULL) return SLUICE_LUA_DIR;
+  char self[4096];
+  if (realpath(info.dli_fname, self) == NULL)
+    snprintf(self, sizeof self, "%s", info.dli_fname);
+  size_t nb = strlen(SLUICE_BUILD_DIR);
+  if (nb > 0 && strncmp(self, SLUICE_BUILD_DIR, nb) == 0 && self[nb] == '/')
+    return SLUICE_LUA_DIR;
+  char *slash = strrchr(self, '/');
+  if (slash == NULL) return SLUICE_LUA_DIR;
+  *slash = '\0';
+  const char *rel[] = {SLUICE_LUA_FROM_LIB, SLUICE_LUA_FROM_BIN};
+  for (int i = 0; i < 2; i++) {
+    char probe[4200];
+    snprintf(buf, size, "%s/%s", self, rel[i]);
+    snprintf(probe, sizeof probe, "%s/sluice/init.lua", buf);
+    if (access(probe, R_OK) == 0) return buf;
+  }
+  snprintf(buf, size, "%s/%s", self, rel[0]);
+  return buf;
+}
 
 /* The Lua side of an engine: a box pointing at the C block. */
 typedef struct engine_box {
@@ -252,8 +297,8 @@ void sl_engine_prepare_state(lua_State *L) {
   lua_pushcfunction(L, luaopen_sluice_core);
   lua_setfield(L, -2, "sluice.core");
   lua_pop(L, 1);
-  const char *dir = getenv("SLUICE_LUA_DIR");
-  if (dir == NULL || *dir == '\0') dir = SLUICE_LUA_DIR;
+  char buf[4200];
+  const char *dir = lua_dir(buf, sizeof buf);
   lua_getfield(L, -1, "path");
   lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
   lua_setfield(L, -3, "path");

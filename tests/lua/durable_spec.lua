@@ -212,7 +212,13 @@ return sl.pipeline{ name = "traced",
     assert.matches("late failure", tree, 1, true)
     local spans, ids = {}, {}
     for line in io.lines(trace) do
-      local s = sl.decode(line)
+      -- One OTLP/JSON TracesData object per line, with one span.
+      local doc = sl.decode(line)
+      local rs = doc.resourceSpans[1]
+      assert.equal("service.name", rs.resource.attributes[1].key)
+      assert.equal("sluice", rs.scopeSpans[1].scope.name)
+      local s = rs.scopeSpans[1].spans[1]
+      assert.equal(1, s.kind)
       spans[#spans + 1] = s
       ids[s.spanId] = s
     end
@@ -228,7 +234,7 @@ return sl.pipeline{ name = "traced",
       for _, a in ipairs(s.attributes) do attrs[a.key] = a.value end
       assert.is_table(attrs["sluice.kind"])
       if s.name == "boom" then
-        assert.equal("STATUS_CODE_ERROR", s.status.code)
+        assert.equal(2, s.status.code)   -- STATUS_CODE_ERROR
         assert.equal("late failure", attrs["sluice.error.message"].stringValue)
       end
     end
