@@ -2412,7 +2412,7 @@ static int sq_setup (sq_store *s, const sl_store_options *o) {
     if (appid != SQ_APPLICATION_ID)
       return sl_store_seterr(&s->base, SL_STORE_ENOTFOUND, "holds no runs yet");
     if (version < NMIGRATIONS)
-      return sl_store_seterr(&s->base, SL_STORE_EVERSION, "was written by an "
+      return sl_store_seterr(&s->base, SL_STORE_EOLDER, "was written by an "
                              "older sluice (schema version %d): a command that "
                              "writes (sluice run) brings it up to date",
                              (int)version);

@@ -44,10 +44,13 @@
 #define SL_STORE_EFULL     (-22)  /* disk full, or the store reached max_bytes */
 #define SL_STORE_EIO       (-23)  /* cannot open, read or write the file */
 #define SL_STORE_EVERSION  (-24)  /* written by a newer sluice (unknown schema) */
+
 #define SL_STORE_ECONFLICT (-25)  /* another owner holds the run, or the step
                                      is recorded as completed already */
 #define SL_STORE_EREADONLY (-26)  /* a write to a store opened read-only, or
                                      on a read-only medium */
+#define SL_STORE_EOLDER    (-27)  /* opened read-only, and written by an older
+                                     sluice: a writer brings it up to date */
 
 /* Length of a cache key, in bytes (a 128-bit hash). */
 #define SL_STORE_KEYLEN 16

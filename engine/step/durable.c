@@ -106,6 +106,17 @@ int sl_durable_open(sl_core *c, const char *path, int read_only) {
   opts.read_only = read_only;
   opts.reader = !read_only;
   int rc = sl_store_open(&c->store, path, &opts, err, sizeof err);
+  if (rc == SL_STORE_EOLDER) {
+    /* A store an older sluice wrote: a writer's open brings its schema up
+       to date (the file exists, so nothing is created), then it is read. */
+    sl_store_options up = {0};
+    sl_store *w = NULL;
+    char uerr[512];
+    if (sl_store_open(&w, path, &up, uerr, sizeof uerr) == 0) {
+      sl_store_close(w, NULL, 0);
+      rc = sl_store_open(&c->store, path, &opts, err, sizeof err);
+    }
+  }
   if (rc != 0) {
     c->store = NULL;
     return sl_core_fail(c, rc == SL_STORE_ENOTFOUND ? SL_ENOTFOUND : SL_EINVAL, "%s", err);

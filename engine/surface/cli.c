@@ -4,6 +4,7 @@
 ** only asks the loop to cancel the run. Output goes to stdout as JSON,
 ** messages to stderr.
 */
+#define _GNU_SOURCE   /* memmem */
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -183,6 +184,30 @@ static const char *usage_check =
   "kind) without running anything. Prints \"ok\" and the pipelines' names.\n";
 
 /* Raises a usage error: the message then exit code 2. */
+/* Writes an error message to stderr as "sluice: ...": a message that names
+   its command ("sluice show: ...") keeps it after the prefix; positions
+   inside sluice's own Lua files or C functions, which say nothing to a
+   user, are taken off the front (a user's file:line stays). */
+static void report(const char *msg) {
+  if (msg == NULL) msg = "(no message)";
+  for (;;) {
+    const char *colon = strstr(msg, ": ");
+    if (colon == NULL) break;
+    const char *pos = colon;
+    while (pos > msg && pos[-1] >= '0' && pos[-1] <= '9') pos--;
+    if (pos == colon || pos == msg || pos[-1] != ':') break;   /* not "where:N: " */
+    size_t wl = (size_t)(pos - 1 - msg);
+    int internal = (wl == 3 && strncmp(msg, "[C]", 3) == 0)
+                   || (wl > 11 && memmem(msg, wl, "/sluice/", 8) != NULL
+                       && strncmp(pos - 5, ".lua", 4) == 0);
+    if (!internal) break;
+    msg = colon + 2;
+  }
+  if (strncmp(msg, "sluice: ", 8) == 0) fprintf(stderr, "%s\n", msg);
+  else if (strncmp(msg, "sluice ", 7) == 0) fprintf(stderr, "sluice: %s\n", msg + 7);
+  else fprintf(stderr, "sluice: %s\n", msg);
+}
+
 static int usage_error(lua_State *L, cli *c, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -192,11 +217,23 @@ static int usage_error(lua_State *L, cli *c, const char *fmt, ...) {
   return lua_error(L);
 }
 
-/* Parses argv[first..] into opts and one positional FILE. */
+/* Parses argv[first..] into opts and one positional FILE; "--" ends the
+   options (what follows is positional, even if it starts with "-"). */
 static void parse_opts(lua_State *L, cli *c, int first, cli_opt *opts,
                        const char *usage) {
+  int options = 1;
   for (int i = first; i < c->argc; i++) {
     const char *a = c->argv[i];
+    if (options && strcmp(a, "--") == 0) {
+      options = 0;
+      continue;
+    }
+    if (!options) {
+      if (c->file != NULL)
+        usage_error(L, c, "sluice %s: unexpected argument '%s'", c->command, a);
+      c->file = a;
+      continue;
+    }
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
       fputs(usage, stdout);
       c->code = EXIT_COMPLETED;
@@ -334,11 +371,11 @@ static int dev_report_p(lua_State *L) {
     if (sl_json_encode(L, -1, &b, 0, err, sizeof err) == 0)
       printf("%s\n", b.data);
     else
-      fprintf(stderr, "the output cannot be encoded as JSON: %s\n", err);
+      fprintf(stderr, "sluice: the output cannot be encoded as JSON: %s\n", err);
     sl_buf_free(&b);
   } else {
     lua_getfield(L, -2, "error");
-    fprintf(stderr, "%s\n", luaL_tolstring(L, -1, NULL));
+    report(luaL_tolstring(L, -1, NULL));
   }
   fflush(stdout);
   return 0;
@@ -349,7 +386,7 @@ static void dev_on_end(sl_run *r, void *ud) {
   (void)r;
   char err[1024];
   if (sl_protect(sl_engine_lua(c->e), dev_report_p, c, err, sizeof err) != LUA_OK)
-    fprintf(stderr, "sluice: %s\n", err);
+    report(err);
 }
 
 static int dev_start_p(lua_State *L) {
@@ -374,7 +411,7 @@ static void dev_start(cli *c) {
   }
   char err[1024];
   if (sl_protect(sl_engine_lua(c->e), dev_start_p, c, err, sizeof err) != LUA_OK)
-    fprintf(stderr, "%s\n", err);
+    report(err);
   sl_engine_drain(c->e);
 }
 
@@ -382,7 +419,7 @@ static void dev_on_reload(sl_host *e, int status, const char *msg, void *ud) {
   cli *c = ud;
   (void)e;
   if (status != 0) {
-    fprintf(stderr, "reload failed, keeping the previous version: %s\n", msg);
+    fprintf(stderr, "sluice: reload failed, keeping the previous version: %s\n", msg);
     return;
   }
   fprintf(stderr, "reloaded %s\n", c->file);
@@ -413,7 +450,7 @@ static int cmd_dev(lua_State *L, cli *c) {
   lua_pushcfunction(L, load_only_p);
   lua_pushlightuserdata(L, c);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-    fprintf(stderr, "%s\n", lua_tostring(L, -1));
+    report(lua_tostring(L, -1));
     lua_pop(L, 1);
     loaded = 0;
   }
@@ -666,18 +703,16 @@ static int cmd_prune(lua_State *L, cli *c) {
   parse_opts(L, c, 3, opts, usage_prune);
   if (c->file[0] != '\0')
     usage_error(L, c, "sluice runs prune: unexpected argument '%s'", c->file);
-  if (!open_store_to_read(L, c, opts[5].value)) {
-    fputs(opts[4].value ? "{\"removed\":0}\n" : "removed 0 runs (there is no store)\n", stdout);
-    c->code = EXIT_COMPLETED;
-    return 0;
-  }
-  open_store(L, c, opts[5].value);
-  lua_createtable(L, 0, 5);
+  int nostore = !open_store_to_read(L, c, opts[5].value);
+  if (!nostore) open_store(L, c, opts[5].value);
+  lua_createtable(L, 0, 6);
   for (int i = 0; i < 5; i++) {
     if (opts[i].value == NULL) continue;
     lua_pushstring(L, opts[i].value);
     lua_setfield(L, -2, opts[i].name + 2);
   }
+  lua_pushboolean(L, nostore);
+  lua_setfield(L, -2, "nostore");
   c->code = EXIT_USAGE;
   return call_cli_lua(L, c, "prune", 1);
 }
@@ -692,17 +727,15 @@ static int cmd_runs(lua_State *L, cli *c) {
   if (c->file[0] != '\0')
     usage_error(L, c, "sluice runs: unexpected argument '%s' (did you mean sluice runs prune?)",
                 c->file);
-  if (!open_store_to_read(L, c, opts[5].value)) {
-    fputs(opts[0].value ? "[]\n" : "no runs\n", stdout);
-    c->code = EXIT_COMPLETED;
-    return 0;
-  }
-  lua_createtable(L, 0, 5);
+  int nostore = !open_store_to_read(L, c, opts[5].value);
+  lua_createtable(L, 0, 6);
   for (int i = 0; i < 5; i++) {
     if (opts[i].value == NULL) continue;
     lua_pushstring(L, opts[i].value);
     lua_setfield(L, -2, opts[i].name + 2);
   }
+  lua_pushboolean(L, nostore);
+  lua_setfield(L, -2, "nostore");
   c->code = EXIT_USAGE;
   return call_cli_lua(L, c, "runs", 1);
 }
@@ -865,7 +898,7 @@ int main(int argc, char **argv) {
   lua_pushlightuserdata(L, &c);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
     if (!lua_isnil(L, -1))
-      fprintf(stderr, "%s\n", luaL_tolstring(L, -1, NULL));
+      report(luaL_tolstring(L, -1, NULL));
     if (c.code == EXIT_COMPLETED && !lua_isnil(L, -1)) c.code = EXIT_USAGE;
   }
   if (c.sigint.loop != NULL && !uv_is_closing((uv_handle_t *)&c.sigint))

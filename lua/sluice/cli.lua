@@ -16,7 +16,8 @@ local DEFAULT_LIMIT = 50
 
 --- sluice runs: opts.status, opts.pipeline, opts.limit, opts.before,
 --- opts.json. A page holds at most limit runs (default 50, 0 for all);
---- the text form ends saying how to get the next one.
+--- the text form ends saying how to get the next one. opts.nostore: there
+--- is no store yet (the options are checked all the same).
 function M.runs(eng, opts)
   local show = require "sluice.show"
   local limit = DEFAULT_LIMIT
@@ -26,6 +27,7 @@ function M.runs(eng, opts)
       error("sluice runs: --limit must be a non-negative integer, got '" .. opts.limit .. "'", 0)
     end
   end
+  if opts.nostore then return opts.json and "[]\n" or "no runs\n", 0 end
   -- One more than the page, to know whether there is a next one.
   local rows = eng:runs{ status = opts.status, pipeline = opts.pipeline,
     limit = limit > 0 and limit + 1 or 0, before = opts.before }
@@ -112,7 +114,8 @@ local function duration_ms(text)
 end
 M.duration_ms = duration_ms
 
---- sluice runs prune: opts.older_than, opts.status, opts.keep, opts.pipeline, opts.json.
+--- sluice runs prune: opts.older_than, opts.status, opts.keep, opts.pipeline, opts.json;
+--- opts.nostore: there is no store (the options are checked all the same).
 function M.prune(eng, opts)
   local older = 0
   if opts["older-than"] then
@@ -135,6 +138,9 @@ function M.prune(eng, opts)
   if opts.status and not statuses[opts.status] then
     error(("sluice runs prune: --status must be one of completed, failed, cancelled, "
       .. "paused or interrupted, got '%s'"):format(opts.status), 0)
+  end
+  if opts.nostore then
+    return opts.json and "{\"removed\":0}\n" or "removed 0 runs (there is no store)\n", 0
   end
   local n = eng:prune{ older_than_ms = older, status = opts.status, keep = keep,
     pipeline = opts.pipeline }

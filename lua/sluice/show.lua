@@ -94,25 +94,37 @@ local function ended(run)
   return e
 end
 
--- A run's duration, or what it is doing while it has not ended.
-local function run_duration(run)
+-- A run's duration, or what it is doing while it has not ended; `fmt`
+-- formats the milliseconds (a listing uses one unit for every row).
+local function run_duration(run, fmt)
   local e = ended(run)
-  if e and run.started_ms then return duration(e - run.started_ms) end
+  if e and run.started_ms then return (fmt or duration)(e - run.started_ms) end
   if run.status == "running" then return "running" end
   return "-"
+end
+
+-- Seconds, to the millisecond: the one unit of a listing's durations.
+local function seconds(ms)
+  return ("%.3fs"):format(ms / 1000)
 end
 
 -- Formatted times by second, for one listing: listings hold many runs
 -- from the same second. M.runs starts each listing with an empty one.
 local time_memo = {}
 
+-- ISO 8601 with the zone: 2024-05-01T12:00:00Z in UTC, else local time
+-- with its offset, 2024-05-01T14:00:00+02:00.
 local function time(ms, opts)
   if not ms then return "" end
-  local fmt = (opts and opts.utc) and "!%Y-%m-%d %H:%M:%S" or "%Y-%m-%d %H:%M:%S"
-  local key = fmt .. (ms // 1000)
+  local utc = opts and opts.utc
+  local key = (utc and "u" or "l") .. (ms // 1000)
   local text = time_memo[key]
   if text == nil then
-    text = os.date(fmt, ms // 1000)
+    if utc then
+      text = os.date("!%Y-%m-%dT%H:%M:%SZ", ms // 1000)
+    else
+      text = os.date("%Y-%m-%dT%H:%M:%S%z", ms // 1000):gsub("(%d%d)(%d%d)$", "%1:%2")
+    end
     time_memo[key] = text
   end
   return text
@@ -159,7 +171,7 @@ function M.runs(rows, opts)
   for i, r in ipairs(rows) do
     cells[i + 1] = {
       tostring(r.run_id), tostring(r.pipeline), tostring(r.status),
-      time(r.started_ms, opts), run_duration(r), usage(r.usage),
+      time(r.started_ms, opts), run_duration(r, seconds), usage(r.usage),
     }
   end
   local widths = {}

@@ -277,6 +277,29 @@ static void a_store_from_a_newer_sluice_is_refused (void **state) {
 }
 
 
+static void a_store_from_an_older_sluice_is_read_once_a_writer_updates_it (void **state) {
+  fixture *f = *state;
+  sl_store *s = open_ok(f->path, NULL);
+  sl_store_run r = a_run("01A", "p", "completed", 1);
+  OK(s, sl_store_run_begin(s, &r));
+  close_ok(s);
+  /* As the schema before the last migration left it. */
+  raw_exec(f->path, "DROP TABLE meta; PRAGMA user_version = 3");
+  sl_store_options ro = {0};
+  ro.read_only = 1;
+  char err[512];
+  assert_int_equal(sl_store_open(&s, f->path, &ro, err, sizeof err), SL_STORE_EOLDER);
+  assert_contains(err, "older");
+  s = open_ok(f->path, NULL);      /* a writer migrates */
+  close_ok(s);
+  s = open_ok(f->path, &ro);
+  sl_store_run *got;
+  OK(s, sl_store_run_get(s, "01A", &got));
+  sl_store_run_free(got);
+  close_ok(s);
+}
+
+
 static void another_applications_database_is_left_alone (void **state) {
   fixture *f = *state;
   char path[160], err[512];
@@ -1364,6 +1387,7 @@ int main (void) {
     T(an_empty_file_is_a_new_store),
     T(reopening_runs_no_migration_twice),
     T(a_store_from_a_newer_sluice_is_refused),
+    T(a_store_from_an_older_sluice_is_read_once_a_writer_updates_it),
     T(another_applications_database_is_left_alone),
     T(a_failed_migration_leaves_the_file_as_it_was),
     T(garbage_is_refused_naming_the_file),

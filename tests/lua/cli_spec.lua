@@ -238,7 +238,7 @@ describe("sluice run", function()
     local err
     code, _, err = h.cli{ "run", hello, "--memory-limit", "0.001" }
     assert.equal(2, code)
-    assert.matches("sluice run: --memory-limit: a memory limit of 1048 bytes cannot be meant", err, 1, true)
+    assert.matches("sluice: run: --memory-limit: a memory limit of 1048 bytes cannot be meant", err, 1, true)
   end)
 
   it("prints help for each command and exits 0", function()
@@ -301,5 +301,55 @@ describe("sluice check", function()
     code, out, err = h.cli{ "check", p, "--pipeline", "three" }
     assert.equal(2, code)
     assert.matches("has no pipeline named 'three' (it has: one, two)", err, 1, true)
+  end)
+end)
+
+describe("the command's messages", function()
+  it("all start with sluice: and name no position inside sluice itself", function()
+    local dir = h.tmpdir()
+    local env = { SLUICE_STORE = dir .. "/none/s.db" }
+    local bad = h.script("local sl = require 'sluice'\nreturn sl.pipeline{ name = 'p',\n  sl.step{ name = 's', run = 3 } }\n", dir, "bad.lua")
+    local syntax = h.script("return {\n", dir, "syntax.lua")
+    local cases = {
+      { "frob" },
+      { "run", hello, "--frob" },
+      { "run", hello, "--input", "{bad", "--store", ":memory:" },
+      { "run", dir .. "/missing.lua" },
+      { "run", bad, "--store", ":memory:" },
+      { "run", syntax, "--store", ":memory:" },
+      { "runs", "--limit", "x" },
+      { "runs", "prune", "--keep", "x" },
+      { "show", "01NOPE" },
+      { "store", "frob" },
+    }
+    for _, args in ipairs(cases) do
+      local code, _, err = h.cli(args, { env = env })
+      local what = table.concat(args, " ")
+      assert.equal(2, code, what)
+      local first = err:match("^[^\n]*")
+      assert.matches("^sluice: ", first, nil, false, what)
+      assert.is_nil(err:find("sluice/[%w_]+%.lua:%d+:"), what .. ": " .. err)
+      assert.is_nil(err:find("%[C%]:"), what .. ": " .. err)
+    end
+    -- A user's own file:line stays.
+    local _, _, err = h.cli({ "run", bad, "--store", ":memory:" }, { env = env })
+    assert.matches("bad.lua:3", err, 1, true)
+    -- Wrong options are refused even where there is no store to read.
+    local _, _, e1 = h.cli({ "runs", "--limit", "x" }, { env = env })
+    assert.matches("--limit must be a non-negative integer", e1, 1, true)
+    h.rm(dir)
+  end)
+
+  it("take -- as the end of the options", function()
+    local dir = h.tmpdir()
+    local code, _, err = h.cli({ "check", "--", "--help" })
+    assert.equal(2, code)
+    assert.matches("cannot open '--help'", err, 1, true)
+    code = h.cli({ "check", "--", hello })
+    assert.equal(0, code)
+    code, _, err = h.cli({ "check", "--", hello, "extra" })
+    assert.equal(2, code)
+    assert.matches("unexpected argument 'extra'", err, 1, true)
+    h.rm(dir)
   end)
 end)

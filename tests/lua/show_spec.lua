@@ -62,10 +62,10 @@ describe("show.runs", function()
         ended_ms = T0 - 59650, usage = { cost = 0, tokens = 0, requests = 0 } },
     }
     assert.equal(text{
-      "ID          PIPELINE   STATUS     STARTED              DURATION  USAGE",
-      "r2          summarize  running    2024-05-01 12:00:05   running",
-      "r1-long-id  hello      failed     2024-05-01 12:00:00      1.2s  cost 0.0123 · 1,204 tok · 3 req",
-      "r0          hello      completed  2024-05-01 11:59:00     350ms",
+      "ID          PIPELINE   STATUS     STARTED               DURATION  USAGE",
+      "r2          summarize  running    2024-05-01T12:00:05Z   running",
+      "r1-long-id  hello      failed     2024-05-01T12:00:00Z    1.234s  cost 0.0123 · 1,204 tok · 3 req",
+      "r0          hello      completed  2024-05-01T11:59:00Z    0.350s",
     }, show.runs(rows, UTC))
   end)
 
@@ -83,15 +83,16 @@ describe("show.runs", function()
       { run_id = "b", pipeline = "p", status = "running", started_ms = T0, ended_ms = 0 },
     }, UTC)
     assert.equal(text{
-      "ID  PIPELINE  STATUS   STARTED              DURATION  USAGE",
-      "a   p         paused   2024-05-01 12:00:00         -",
-      "b   p         running  2024-05-01 12:00:00   running",
+      "ID  PIPELINE  STATUS   STARTED               DURATION  USAGE",
+      "a   p         paused   2024-05-01T12:00:00Z         -",
+      "b   p         running  2024-05-01T12:00:00Z   running",
     }, out)
   end)
 
-  it("shows start times in local time unless asked for UTC", function()
+  it("shows start times in ISO 8601, in local time with its offset unless asked for UTC", function()
     local out = show.runs({ { run_id = "a", pipeline = "p", status = "running", started_ms = T0 + 999 } })
-    assert.truthy(out:find(os.date("%Y-%m-%d %H:%M:%S", T0 // 1000), 1, true))
+    assert.truthy(out:find(os.date("%Y-%m-%dT%H:%M:%S", T0 // 1000), 1, true))
+    assert.truthy(out:find("T%d%d:%d%d:%d%d[+-]%d%d:%d%d"))
   end)
 
   it("says so when there are no runs", function()
@@ -123,7 +124,7 @@ describe("show.run", function()
       "run       r1",
       "pipeline  main",
       "status    failed",
-      "started   2024-05-01 12:00:00",
+      "started   2024-05-01T12:00:00Z",
       "duration  350ms",
       "usage     cost 0.50 · 1,234,567 tok",
       "error     timeout: took too long at x.lua:3 (step 'work')",
@@ -149,7 +150,7 @@ describe("show.run", function()
       "run       r",
       "pipeline  loop",
       "status    failed",
-      "started   2024-05-01 12:00:00",
+      "started   2024-05-01T12:00:00Z",
       "duration  5ms",
       "",
       "loop (loop)        failed     5ms",
@@ -172,7 +173,7 @@ describe("show.run", function()
       "run       r",
       "pipeline  a",
       "status    running",
-      "started   2024-05-01 12:00:00",
+      "started   2024-05-01T12:00:00Z",
       "duration  running",
       "",
       "a (pipeline)              running  0µs",
@@ -208,7 +209,7 @@ describe("show.run", function()
       "run       r",
       "pipeline  p",
       "status    failed",
-      "started   2024-05-01 12:00:00",
+      "started   2024-05-01T12:00:00Z",
       "duration  2.0s",
       "error     could not load x.lua",
       "",
