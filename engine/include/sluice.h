@@ -87,6 +87,9 @@ typedef struct sl_engine_options {
      runs end, at most once a minute. */
   double retain_days;
   long long retain_keep;
+  /* Appends one OpenTelemetry span per step execution to this file, as
+     OTLP/JSON TracesData lines (NULL: none), as `sluice run --trace`. */
+  const char *trace;
 } sl_engine_options;
 
 #define SL_ENGINE_OPTIONS_INIT { sizeof(sl_engine_options) }

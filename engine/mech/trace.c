@@ -296,6 +296,21 @@ int sl_trace_span (sl_trace *t, const sl_trace_span_info *s) {
 }
 
 
+int sl_trace_flush (sl_trace *t) {
+  if (t == NULL)
+    return SL_TRACE_OK;
+  if (t->failed)
+    return SL_TRACE_EIO;
+  if (fflush(t->f) != 0) {
+    format_error(t->errmsg, sizeof t->errmsg, t->path,
+                 "cannot write trace file: %s", strerror(errno));
+    t->failed = 1;
+    return SL_TRACE_EIO;
+  }
+  return SL_TRACE_OK;
+}
+
+
 const char *sl_trace_path (const sl_trace *t) {
   return t->path;
 }

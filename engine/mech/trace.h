@@ -101,6 +101,10 @@ int sl_trace_open (const char *path, sl_trace **out, char *err,
 */
 int sl_trace_span (sl_trace *t, const sl_trace_span_info *s);
 
+/* Writes out what is buffered (a run ended: its spans are readable now).
+   Returns 0, or SL_TRACE_EIO as sl_trace_span does. t may be NULL. */
+int sl_trace_flush (sl_trace *t);
+
 /* The message of the last failure on t ("" if none). */
 const char *sl_trace_errmsg (const sl_trace *t);
 

@@ -234,6 +234,7 @@ static void run_over(sl_run *r, lua_State *L, int ok, const char *why) {
   root->hist_hint = r->hist.n;
   lua_pop(L, 3);
   if (ok && !r->unrecorded) sl_record_retain(L, r);   /* once its end is kept */
+  sl_trace_flush(r->core->trace);                       /* its spans, readable now */
   unanchor(L, r);
   /* A blocking wait runs the loop once at a time; with other handles alive
      (a watch, a host's) that turn would go on to block in poll after this

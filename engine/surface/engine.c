@@ -320,6 +320,11 @@ void sl_engine_make(lua_State *L, const sl_engine_options *opts, sl_engine **out
     if (opts->retain_days > 0 && (*out)->host.retain.ms < 1) (*out)->host.retain.ms = 1;
     (*out)->host.retain.keep = opts->retain_keep;
   }
+  if (opts && opts->trace) {
+    char err[300];
+    if (sl_engine_set_trace(*out, opts->trace, err, sizeof err) != 0)
+      luaL_error(L, "sl_engine_options.trace: %s", err);
+  }
   lua_setfield(L, LUA_REGISTRYINDEX, SL_DEFAULT_ENGINE_KEY);
   /* The DSL module binds to the default engine and adds the kinds written
      in Lua to it. */

@@ -286,6 +286,16 @@ static int e_set_retain(lua_State *L) {
   return 0;
 }
 
+/* engine:set_trace(path): one OTLP/JSON span per step execution appended
+   to path (nil: none). Raises naming the file when it cannot be opened. */
+static int e_set_trace(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  char err[300];
+  if (sl_engine_set_trace(e, luaL_optstring(L, 2, NULL), err, sizeof err) != 0)
+    return luaL_error(L, "%s", err);
+  return 0;
+}
+
 static int e_set_store(lua_State *L) {
   sl_engine *e = sl_engine_check(L, 1);
   sl_engine_set_store(L, e, luaL_optstring(L, 2, NULL), lua_toboolean(L, 3));
@@ -600,6 +610,7 @@ static const luaL_Reg engine_methods[] = {
   {"cache_clear", e_cache_clear},
   {"set_store", e_set_store},
   {"set_retain", e_set_retain},
+  {"set_trace", e_set_trace},
   {"resume", e_resume},
   {"runs", e_runs},
   {"show", e_show},

@@ -106,7 +106,7 @@ function sl.kind(name, handler, spec)
   eng:kind(name, handler)
 end
 
-local engine_options = { memory_limit = true, store = true, retain = true }
+local engine_options = { memory_limit = true, store = true, retain = true, trace = true }
 
 --- Makes an engine of its own, with the same methods as the module plus
 --- load. opts.memory_limit caps the memory of the Lua state the engine
@@ -144,8 +144,16 @@ function sl.engine(opts)
         what, got or type(retain)), 2)
     end
   end
+  local trace = opts and opts.trace
+  if trace ~= nil and type(trace) ~= "string" then
+    error("bad argument #1 to 'engine' (trace must be the path of a file)", 2)
+  end
   local eng = core.new_engine(limit or 0, store)
   if retain ~= nil then eng:set_retain(retain) end
+  if trace ~= nil then
+    local ok, err = pcall(eng.set_trace, eng, trace)
+    if not ok then error(("bad argument #1 to 'engine' (%s)"):format(err), 2) end
+  end
   return adopt(eng)
 end
 

@@ -259,6 +259,44 @@ static void opens_into_a_host_lua_state(void **state) {
   lua_close(L);
 }
 
+/* Options that grew: a caller that says their size gets the later fields
+   (a trace file here); a zeroed struct is read as the first layout, so a
+   later field it happens to hold is not read. */
+static void reads_the_options_its_caller_knows_of(void **state) {
+  (void)state;
+  char trace[600], other[600];
+  snprintf(trace, sizeof trace, "%s/spans.jsonl", tmpdir);
+  snprintf(other, sizeof other, "%s/not-read.jsonl", tmpdir);
+  const char *p = write_file("traced.lua",
+    "local sl = require 'sluice'\n"
+    "return sl.pipeline{ name = 'traced', sl.step{ name = 's', run = function(x) return x end } }\n");
+  sl_engine_options opts = SL_ENGINE_OPTIONS_INIT;
+  opts.trace = trace;
+  sl_engine *e;
+  assert_int_equal(sl_engine_new(&e, &opts), SL_OK);
+  assert_int_equal(sl_engine_load(e, p), SL_OK);
+  sl_run *run;
+  assert_int_equal(sl_run_start(e, NULL, "1", &run), SL_OK);
+  assert_int_equal(sl_run_wait(run), SL_RUN_COMPLETED);
+  sl_run_free(run);
+  sl_engine_free(e);
+  FILE *f = fopen(trace, "r");
+  assert_non_null(f);
+  char line[4096];
+  assert_non_null(fgets(line, sizeof line, f));
+  fclose(f);
+  assert_non_null(strstr(line, "{\"resourceSpans\":[{\"resource\""));
+  sl_engine_options old = {0};
+  old.trace = other;
+  assert_int_equal(sl_engine_new(&e, &old), SL_OK);
+  sl_engine_free(e);
+  assert_null(fopen(other, "r"));
+  /* A size too small to hold itself is a mistake. */
+  sl_engine_options tiny = {.size = 1};
+  assert_int_equal(sl_engine_new(&e, &tiny), SL_EINVAL);
+  assert_non_null(strstr(sl_engine_errmsg(NULL), "SL_ENGINE_OPTIONS_INIT"));
+}
+
 /* A paused run is stored; the host resumes it with an answer, and the
    step before the pause is not run again. */
 static void resumes_a_paused_run_from_the_store(void **state) {
@@ -307,6 +345,7 @@ int main(void) {
     cmocka_unit_test(engines_in_two_threads_are_independent),
     cmocka_unit_test(opens_into_a_host_lua_state),
     cmocka_unit_test(resumes_a_paused_run_from_the_store),
+    cmocka_unit_test(reads_the_options_its_caller_knows_of),
   };
   int failed = cmocka_run_group_tests(tests, NULL, NULL);
   char cmd[600];

@@ -547,3 +547,26 @@ describe("sluice runs on a large store", function()
     h.rm(dir)
   end)
 end)
+
+describe("tracing from the Lua API", function()
+  it("writes OTLP/JSON spans for an engine given a trace file, and refuses one it cannot open", function()
+    local dir = h.tmpdir()
+    local path = dir .. "/spans.jsonl"
+    local eng = sl.engine{ trace = path }
+    local p = sl.pipeline{ name = "p", sl.step{ name = "s", run = function(x) return x + 1 end } }
+    assert.equal(2, eng:run(p, 1).output)
+    eng = nil
+    collectgarbage()
+    local names = {}
+    for line in io.lines(path) do
+      local span = sl.decode(line).resourceSpans[1].scopeSpans[1].spans[1]
+      names[#names + 1] = span.name
+    end
+    table.sort(names)
+    assert.same({ "p", "s" }, names)
+    local ok, err = pcall(sl.engine, { trace = dir .. "/no/such/dir/t.jsonl" })
+    assert.is_false(ok)
+    assert.matches("t.jsonl", err, 1, true)
+    h.rm(dir)
+  end)
+end)

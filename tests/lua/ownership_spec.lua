@@ -51,6 +51,23 @@ return sl.pipeline{ name = "gated",
 ]]):format(dir .. "/log", dir .. "/gate"), dir, "g.lua")
 end
 
+-- Waits until the gated pipeline is in "hold" and the store holds "a" as
+-- completed: what a takeover must not run again is what was recorded, and
+-- "a" is recorded a few milliseconds after "hold" begins.
+local function held(dir, store)
+  return h.wait_for(function()
+    if count(dir .. "/log", "hold") ~= 1 then return false end
+    local _, rows = h.cli({ "runs", "--json" }, { env = { SLUICE_STORE = store } })
+    local first = (sl.decode(rows) or {})[1]
+    if not first then return false end
+    local _, j = h.cli({ "show", "--json", first.run_id }, { env = { SLUICE_STORE = store } })
+    for _, st in ipairs((j ~= "" and sl.decode(j) or {}).steps or {}) do
+      if st.name == "a" and st.status == "completed" then return true end
+    end
+    return false
+  end)
+end
+
 local function interrupted_id(env)
   local _, json = h.cli({ "runs", "--json", "--status", "interrupted" }, { env = env })
   local rows = sl.decode(json)
@@ -87,7 +104,7 @@ describe("ownership", function()
     local env = { SLUICE_STORE = dir .. "/s.db" }
     local file = gated(dir)
     local pid = h.cli({ "run", file, "--input", "0" }, { env = env, background = true })
-    assert.is_true(h.wait_for(function() return count(dir .. "/log", "hold") == 1 end))
+    assert.is_true(held(dir, dir .. "/s.db"))
     os.execute("kill -9 " .. pid)
     assert.is_true(h.wait_for(function() return not alive(pid) end))
     local id, n = interrupted_id(env)
@@ -145,7 +162,7 @@ return sl.pipeline{ name = "eager",
     p:close()
     assert.is_true(h.wait_for(function() return h.peek(pidfile):match("%d+\n") ~= nil end))
     local owner = tonumber(h.peek(pidfile):match("%d+"))
-    assert.is_true(h.wait_for(function() return count(dir .. "/log", "hold") == 1 end))
+    assert.is_true(held(dir, dir .. "/s.db"))
     os.execute("kill -9 " .. owner)
     assert.is_true(h.wait_for(function() return not h.alive(owner) end))
     local zombie = io.open("/proc/" .. owner .. "/stat")
@@ -169,7 +186,7 @@ return sl.pipeline{ name = "eager",
     -- The owner plays another machine: its death cannot be seen from here.
     local other = { SLUICE_STORE = store, SLUICE_HOST = "elsewhere", SLUICE_LEASE_MS = "3000" }
     local pid = h.cli({ "run", file, "--input", "0" }, { env = other, background = true })
-    assert.is_true(h.wait_for(function() return count(dir .. "/log", "hold") == 1 end))
+    assert.is_true(held(dir, dir .. "/s.db"))
     os.execute("kill -9 " .. pid)
     assert.is_true(h.wait_for(function() return not alive(pid) end))
     local env = { SLUICE_STORE = store }
@@ -201,7 +218,7 @@ return sl.pipeline{ name = "eager",
     local env = { SLUICE_STORE = dir .. "/s.db" }
     local file = gated(dir)
     local pid = h.cli({ "run", file, "--input", "0" }, { env = env, background = true })
-    assert.is_true(h.wait_for(function() return count(dir .. "/log", "hold") == 1 end))
+    assert.is_true(held(dir, dir .. "/s.db"))
     os.execute("kill -9 " .. pid)
     assert.is_true(h.wait_for(function() return not alive(pid) end))
     local id = interrupted_id(env)
