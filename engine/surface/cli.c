@@ -694,6 +694,19 @@ static int call_cli_lua(lua_State *L, cli *c, const char *fn, int nargs) {
   return 0;
 }
 
+/* Pushes the first n options given as a table for cli.lua, keyed by name
+   without the dashes, with nostore: whether there is a store to read. */
+static void push_opts(lua_State *L, const cli_opt *opts, int n, int nostore) {
+  lua_createtable(L, 0, n + 1);
+  for (int i = 0; i < n; i++) {
+    if (opts[i].value == NULL) continue;
+    lua_pushstring(L, opts[i].value);
+    lua_setfield(L, -2, opts[i].name + 2);
+  }
+  lua_pushboolean(L, nostore);
+  lua_setfield(L, -2, "nostore");
+}
+
 /* sluice runs prune [--older-than AGE] [--status S] [--keep N] [--pipeline P]. */
 static int cmd_prune(lua_State *L, cli *c) {
   cli_opt opts[] = {{"--older-than", 1, NULL}, {"--status", 1, NULL}, {"--keep", 1, NULL},
@@ -705,14 +718,7 @@ static int cmd_prune(lua_State *L, cli *c) {
     usage_error(L, c, "sluice runs prune: unexpected argument '%s'", c->file);
   int nostore = !open_store_to_read(L, c, opts[5].value);
   if (!nostore) open_store(L, c, opts[5].value);
-  lua_createtable(L, 0, 6);
-  for (int i = 0; i < 5; i++) {
-    if (opts[i].value == NULL) continue;
-    lua_pushstring(L, opts[i].value);
-    lua_setfield(L, -2, opts[i].name + 2);
-  }
-  lua_pushboolean(L, nostore);
-  lua_setfield(L, -2, "nostore");
+  push_opts(L, opts, 5, nostore);
   c->code = EXIT_USAGE;
   return call_cli_lua(L, c, "prune", 1);
 }
@@ -728,14 +734,7 @@ static int cmd_runs(lua_State *L, cli *c) {
     usage_error(L, c, "sluice runs: unexpected argument '%s' (did you mean sluice runs prune?)",
                 c->file);
   int nostore = !open_store_to_read(L, c, opts[5].value);
-  lua_createtable(L, 0, 6);
-  for (int i = 0; i < 5; i++) {
-    if (opts[i].value == NULL) continue;
-    lua_pushstring(L, opts[i].value);
-    lua_setfield(L, -2, opts[i].name + 2);
-  }
-  lua_pushboolean(L, nostore);
-  lua_setfield(L, -2, "nostore");
+  push_opts(L, opts, 5, nostore);
   c->code = EXIT_USAGE;
   return call_cli_lua(L, c, "runs", 1);
 }
