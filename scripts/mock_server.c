@@ -61,8 +61,13 @@
 **                          /release answers 200 {"held": <requests it freed>}
 **                          (a latch: lets a test order two requests without
 **                          relying on time)
+**   POST /v1/traces        an OTLP/HTTP (JSON) traces receiver: a body with
+**                          "resourceSpans" gets 200 {"partialSuccess": {}},
+**                          anything else 400; counts requests and spans
+**   GET /v1/traces/count   answers 200 {"requests": R, "spans": S} so far
 **   anything else          404 {"error": "no route"}
 */
+#define _GNU_SOURCE   /* memmem */
 #include <ctype.h>
 #include <errno.h>
 #include <signal.h>
@@ -874,10 +879,36 @@ static void route_release(conn *c, request *r) {
   buf_free(&b);
 }
 
+/* The OTLP receiver's counts. */
+static long otlp_requests, otlp_spans;
+
+static void route_traces(conn *c, request *r) {
+  buf b = {0};
+  const char *end = r->body + r->body_len;
+  if (strcmp(r->method, "POST") != 0 || r->body_len < 2 || r->body[0] != '{'
+      || memmem(r->body, r->body_len, "\"resourceSpans\"", 15) == NULL) {
+    buf_str(&b, "{\"error\": \"not an OTLP/JSON TracesData body\"}");
+    respond_json(c, r, 400, &b, NULL);
+    buf_free(&b);
+    return;
+  }
+  otlp_requests++;
+  for (const char *s = r->body; (s = memmem(s, (size_t)(end - s), "\"spanId\"", 8)) != NULL; s += 8)
+    otlp_spans++;
+  buf_str(&b, "{\"partialSuccess\": {}}");
+  respond_json(c, r, 200, &b, NULL);
+  buf_free(&b);
+}
+
 static void route(conn *c, request *r) {
   const char *p = r->path;
   buf b = {0};
-  if (strcmp(p, "/v1/chat/completions") == 0) {
+  if (strcmp(p, "/v1/traces") == 0) {
+    route_traces(c, r);
+  } else if (strcmp(p, "/v1/traces/count") == 0) {
+    buf_printf(&b, "{\"requests\": %ld, \"spans\": %ld}", otlp_requests, otlp_spans);
+    respond_json(c, r, 200, &b, NULL);
+  } else if (strcmp(p, "/v1/chat/completions") == 0) {
     route_chat(c, r);
   } else if (strncmp(p, "/status/", 8) == 0) {
     int status = atoi(p + 8);

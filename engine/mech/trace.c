@@ -22,7 +22,9 @@
 
 
 struct sl_trace {
-  FILE *f;
+  FILE *f;                 /* the trace file, or NULL for a sink only */
+  sl_trace_sink_fn sink;   /* also given each line, or NULL */
+  void *sink_ud;
   char *path;              /* as opened; owned */
   sl_buf line;             /* the span being written, reused */
   int failed;              /* a write failed: the file's tail is unknown,
@@ -286,7 +288,9 @@ int sl_trace_span (sl_trace *t, const sl_trace_span_info *s) {
     format_error(t->errmsg, sizeof t->errmsg, t->path, "out of memory");
     return SL_TRACE_ENOMEM;
   }
-  if (fwrite(t->line.data, 1, t->line.len, t->f) != t->line.len) {
+  if (t->sink != NULL)
+    t->sink(t->sink_ud, t->line.data, t->line.len);
+  if (t->f != NULL && fwrite(t->line.data, 1, t->line.len, t->f) != t->line.len) {
     format_error(t->errmsg, sizeof t->errmsg, t->path,
                  "cannot write trace file: %s", strerror(errno));
     t->failed = 1;
@@ -296,8 +300,25 @@ int sl_trace_span (sl_trace *t, const sl_trace_span_info *s) {
 }
 
 
+void sl_trace_set_sink (sl_trace *t, sl_trace_sink_fn fn, void *ud) {
+  t->sink = fn;
+  t->sink_ud = ud;
+}
+
+
+int sl_trace_open_sink (sl_trace **out) {
+  *out = calloc(1, sizeof **out);
+  if (*out == NULL || ((*out)->path = strdup("(exporter)")) == NULL) {
+    free(*out);
+    *out = NULL;
+    return SL_TRACE_ENOMEM;
+  }
+  return SL_TRACE_OK;
+}
+
+
 int sl_trace_flush (sl_trace *t) {
-  if (t == NULL)
+  if (t == NULL || t->f == NULL)
     return SL_TRACE_OK;
   if (t->failed)
     return SL_TRACE_EIO;
@@ -327,14 +348,14 @@ int sl_trace_close (sl_trace *t, char *err, size_t errlen) {
     err[0] = '\0';
   if (t == NULL)
     return SL_TRACE_OK;
-  if (t->failed)
+  if (t->f != NULL && t->failed)
     rc = SL_TRACE_EIO;
-  else if (fflush(t->f) != 0) {
+  else if (t->f != NULL && fflush(t->f) != 0) {
     format_error(t->errmsg, sizeof t->errmsg, t->path,
                  "cannot write trace file: %s", strerror(errno));
     rc = SL_TRACE_EIO;
   }
-  if (fclose(t->f) != 0 && rc == SL_TRACE_OK) {
+  if (t->f != NULL && fclose(t->f) != 0 && rc == SL_TRACE_OK) {
     format_error(t->errmsg, sizeof t->errmsg, t->path,
                  "cannot write trace file: %s", strerror(errno));
     rc = SL_TRACE_EIO;

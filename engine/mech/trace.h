@@ -101,6 +101,13 @@ int sl_trace_open (const char *path, sl_trace **out, char *err,
 */
 int sl_trace_span (sl_trace *t, const sl_trace_span_info *s);
 
+/* Each line a span makes, also handed to fn (an exporter), as written. */
+typedef void (*sl_trace_sink_fn) (void *ud, const char *line, size_t len);
+void sl_trace_set_sink (sl_trace *t, sl_trace_sink_fn fn, void *ud);
+
+/* A trace with no file, whose spans only go to a sink set on it. */
+int sl_trace_open_sink (sl_trace **out);
+
 /* Writes out what is buffered (a run ended: its spans are readable now).
    Returns 0, or SL_TRACE_EIO as sl_trace_span does. t may be NULL. */
 int sl_trace_flush (sl_trace *t);

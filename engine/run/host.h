@@ -14,6 +14,8 @@ typedef struct sl_watch sl_watch;
    when it last pruned. */
 typedef struct sl_retain { int64_t ms, keep, last_ms; } sl_retain;
 
+typedef struct sl_otlp sl_otlp;
+
 typedef struct sl_host {
   sl_core core;              /* first */
   int ref_box;               /* the engine's Lua userdata (its box) */
@@ -26,6 +28,7 @@ typedef struct sl_host {
   int blocking;              /* a wait is driving the loop for a run */
   unsigned char last_id[16]; /* the bytes of the last run id it made */
   sl_retain retain;          /* the engine's retention policy, for every run */
+  sl_otlp *otlp;             /* the engine's span exporter, or NULL */
 } sl_host;
 
 /* The host a core belongs to. */

@@ -172,6 +172,8 @@ struct mux {
 struct req {
   mux *m;
   sl_exec *t;                /* the waiting step; NULL once it no longer waits */
+  sl_http_done_fn done;      /* or, for a request of the engine's own, this */
+  void *done_ud;
   CURL *easy;
   struct curl_slist *headers;
   req *next, *prev;
@@ -336,6 +338,21 @@ static void collect(mux *m) {
     if (r == NULL) continue;
     curl_multi_remove_handle(m->multi, r->easy);   /* msg is invalid from here */
     r->code = code;
+    if (r->done != NULL) {
+      long status = 0;
+      char why[CURL_ERROR_SIZE + 64];
+      curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+      int ok = code == CURLE_OK && status >= 200 && status < 300;
+      if (code != CURLE_OK)
+        snprintf(why, sizeof why, "%s", r->errbuf[0] ? r->errbuf : curl_easy_strerror(code));
+      else
+        snprintf(why, sizeof why, "the server answered %ld", status);
+      sl_http_done_fn done = r->done;
+      r->done = NULL;
+      done(r->done_ud, ok, ok ? NULL : why);
+      req_free(r);
+      continue;
+    }
     if (r->t != NULL && sl_protect(e->L, deliver_p, r, e->errmsg, sizeof e->errmsg) != LUA_OK && r->t) {
       /* The response did not fit in memory, most likely: let go of it and
          raise that in the step instead; fail the run only if even that
@@ -498,6 +515,11 @@ void sl_http_close(sl_core *e) {
     req *r = m->reqs;
     if (r->t != NULL) r->t->task.wait_cancel = NULL;
     r->t = NULL;
+    if (r->done != NULL) {
+      sl_http_done_fn done = r->done;
+      r->done = NULL;
+      done(r->done_ud, 0, "the engine closed before the request ended");
+    }
     req_free(r);
   }
   while (m->socks != NULL) drop_sock(m->socks);
@@ -787,6 +809,72 @@ static int ctx_http(lua_State *L) {
   }
   r->t = t;
   return sl_task_suspend_io(L, &t->task, http_cancel, r, http_k, 0);
+}
+
+static int open_mux_p(lua_State *L) {
+  sl_core *e = lua_touserdata(L, 1);
+  *(mux **)lua_touserdata(L, 2) = open_mux(L, e);
+  return 0;
+}
+
+int sl_http_post(sl_core *e, const char *url, const char *content_type,
+                 const char *body, size_t len, long timeout_ms,
+                 sl_http_done_fn done, void *ud, char *err, size_t errlen) {
+  if (e->closing) {
+    snprintf(err, errlen, "the engine is shutting down");
+    return -1;
+  }
+  mux *m = NULL;
+  lua_State *L = e->L;
+  lua_pushcfunction(L, open_mux_p);
+  lua_pushlightuserdata(L, e);
+  lua_pushlightuserdata(L, &m);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return -1;
+  }
+  req *r = calloc(1, sizeof *r);
+  if (r == NULL) {
+    snprintf(err, errlen, "not enough memory for a request");
+    return -1;
+  }
+  r->m = m;
+  r->max_response = 1 << 20;
+  memcpy(r->method, "POST", 5);
+  r->next = m->reqs;
+  if (m->reqs) m->reqs->prev = r;
+  m->reqs = r;
+  char type[160];
+  snprintf(type, sizeof type, "Content-Type: %s", content_type);
+  CURL *h = r->easy = curl_easy_init();
+  int ok = h != NULL
+    && (r->headers = curl_slist_append(NULL, type)) != NULL
+    && (r->headers = curl_slist_append(r->headers, "Expect:")) != NULL
+    && curl_easy_setopt(h, CURLOPT_URL, url) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_PRIVATE, (char *)r) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_USERAGENT, "sluice/" SLUICE_VERSION) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->errbuf) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_WRITEDATA, r) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_HEADERDATA, r) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->headers) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_COPYPOSTFIELDS, body) == CURLE_OK;
+  CURLMcode mc = ok ? curl_multi_add_handle(m->multi, h) : CURLM_OUT_OF_MEMORY;
+  if (mc != CURLM_OK) {
+    req_free(r);
+    snprintf(err, errlen, "cannot start the request: %s", curl_multi_strerror(mc));
+    return -1;
+  }
+  r->done = done;
+  r->done_ud = ud;
+  return 0;
 }
 
 static const luaL_Reg http_methods[] = {

@@ -50,6 +50,7 @@ static int finish_run(lua_State *L, cli *c, int json);
 static void open_store(lua_State *L, cli *c, const char *flag);
 static void start_sigint(cli *c);
 static void open_trace(lua_State *L, cli *c, const char *path);
+static void open_exporter(lua_State *L, cli *c, const char *url);
 static int load_only_p(lua_State *L);
 
 struct cli {
@@ -93,7 +94,7 @@ static const char *usage_main =
 static const char *usage_run =
   "usage: sluice run FILE [--input JSON|@FILE|-] [--pipeline NAME] [--json]\n"
   "                 [--memory-limit MB] [--budget cost=0.5,tokens=20000,requests=100]\n"
-  "                 [--store PATH] [--trace FILE]\n"
+  "                 [--store PATH] [--trace FILE] [--otlp URL]\n"
   "\n"
   "Runs a pipeline from FILE and prints its output as JSON.\n"
   "  --input JSON     the pipeline's input: JSON text, @FILE to read a file,\n"
@@ -108,7 +109,9 @@ static const char *usage_run =
   "                   estimate does not fit fails with kind \"quota\"\n"
   "  --store PATH     where runs are recorded (default: SLUICE_STORE, else\n"
   "                   .sluice/state.db; :memory: for none)\n"
-  "  --trace FILE     append one OpenTelemetry span per step execution (JSON lines)\n";
+  "  --trace FILE     append one OpenTelemetry span per step execution (JSON lines)\n"
+  "  --otlp URL       also export the spans over OTLP/HTTP to a collector (default:\n"
+  "                   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT)\n";
 
 static const char *usage_dev =
   "usage: sluice dev FILE [--input JSON|@FILE|-] [--pipeline NAME] [--debounce MS]\n"
@@ -480,7 +483,7 @@ static int cmd_run(lua_State *L, cli *c) {
   cli_opt opts[] = {{"--input", 1, NULL}, {"--pipeline", 1, NULL},
                     {"--json", 0, NULL}, {"--memory-limit", 1, NULL},
                     {"--budget", 1, NULL}, {"--store", 1, NULL}, {"--trace", 1, NULL},
-                    {NULL, 0, NULL}};
+                    {"--otlp", 1, NULL}, {NULL, 0, NULL}};
   parse_opts(L, c, 2, opts, usage_run);
   if (opts[3].value != NULL) {
     /* A bare number is in MB here (SPEC); a unit may be given. */
@@ -495,6 +498,7 @@ static int cmd_run(lua_State *L, cli *c) {
   push_input(L, c, opts[0].value);                      /* set step input */
   open_store(L, c, opts[5].value);
   open_trace(L, c, opts[6].value);
+  open_exporter(L, c, opts[7].value);
   start_sigint(c);
   int bi = 0;
   if (opts[4].value != NULL) {
@@ -653,6 +657,19 @@ static void open_trace(lua_State *L, cli *c, const char *path) {
     usage_error(L, c, "--trace: %s", err);
 }
 
+/* --otlp URL, else OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (the whole URL) or
+   OTEL_EXPORTER_OTLP_ENDPOINT (the collector's base): spans exported over
+   OTLP/HTTP as the run goes; what the collector did not take is counted
+   and said at the end, and the run's outcome is its own. */
+static void open_exporter(lua_State *L, cli *c, const char *url) {
+  if (url == NULL) url = getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+  if (url == NULL || *url == '\0') url = getenv("OTEL_EXPORTER_OTLP_ENDPOINT");
+  if (url == NULL || *url == '\0') return;
+  char err[1200];
+  if (sl_engine_set_otlp(c->e, url, err, sizeof err) != 0)
+    usage_error(L, c, "sluice %s: --otlp: %s", c->command, err);
+}
+
 static void start_sigint(cli *c) {
   uv_signal_init(sl_engine_loop(c->e), &c->sigint);
   c->sigint.data = c;
@@ -663,10 +680,11 @@ static void start_sigint(cli *c) {
 static int cmd_resume(lua_State *L, cli *c) {
   cli_opt opts[] = {{"--input", 1, NULL}, {"--force", 0, NULL},
                     {"--json", 0, NULL}, {"--store", 1, NULL}, {"--trace", 1, NULL},
-                    {NULL, 0, NULL}};
+                    {"--otlp", 1, NULL}, {NULL, 0, NULL}};
   parse_opts(L, c, 2, opts, usage_resume);
   open_store(L, c, opts[3].value);
   open_trace(L, c, opts[4].value);
+  open_exporter(L, c, opts[5].value);
   if (opts[0].value != NULL) push_input(L, c, opts[0].value);
   else lua_pushnil(L);
   int ii = lua_gettop(L);
@@ -900,6 +918,8 @@ int main(int argc, char **argv) {
       report(luaL_tolstring(L, -1, NULL));
     if (c.code == EXIT_COMPLETED && !lua_isnil(L, -1)) c.code = EXIT_USAGE;
   }
+  char lost[1600];
+  if (sl_engine_otlp_finish(c.e, 5000, lost, sizeof lost) > 0) report(lost);
   if (c.sigint.loop != NULL && !uv_is_closing((uv_handle_t *)&c.sigint))
     uv_close((uv_handle_t *)&c.sigint, NULL);
   fflush(stdout);

@@ -22,6 +22,7 @@
 #include "error.h"
 #include "exec.h"
 #include "http.h"
+#include "otlp.h"
 #include "kinds.h"
 #include "lifecycle.h"
 #include "memory.h"
@@ -170,7 +171,14 @@ void sl_engine_destroy(sl_engine *e, int lua_alive) {
     /* A host may read its runs' results after freeing the engine. */
     for (sl_run *r = c->runs; r != NULL; r = r->next)
       if (r->ref_host != LUA_NOREF) sl_result_keep(L, r);
+    /* Requests still in flight end (as not sent) before the exporter
+       that counts them goes. */
     sl_http_close(c);
+    if (h->otlp != NULL) {
+      if (c->trace != NULL) sl_trace_set_sink(c->trace, NULL, NULL);
+      sl_otlp_close(h->otlp);
+      h->otlp = NULL;
+    }
     int refs[] = {h->ref_pipelines, h->ref_files, h->ref_box, c->ref_kinds,
                   c->ref_ctxmt, e->ref_watch_cb};
     for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++)
@@ -243,12 +251,65 @@ int sl_engine_set_trace(sl_engine *e, const char *path, char *err, size_t errlen
     sl_trace_close(c->trace, ignored, sizeof ignored);
     c->trace = NULL;
   }
-  if (path == NULL) return 0;
+  sl_otlp *o = sl_host_of(c)->otlp;
+  if (path == NULL) {
+    /* The exporter goes on with a trace of its own. */
+    if (o != NULL && sl_trace_open_sink(&c->trace) == 0) sl_otlp_attach(o, c->trace);
+    return 0;
+  }
   if (sl_trace_open(path, &c->trace, err, errlen) != 0) {
     c->trace = NULL;
+    if (o != NULL && sl_trace_open_sink(&c->trace) == 0) sl_otlp_attach(o, c->trace);
     return -1;
   }
+  if (o != NULL) sl_otlp_attach(o, c->trace);
   return 0;
+}
+
+int sl_engine_set_otlp(sl_engine *e, const char *endpoint, char *err, size_t errlen) {
+  sl_core *c = sl_engine_core(e);
+  sl_host *h = &e->host;
+  if (h->otlp != NULL) {
+    sl_otlp_flush(h->otlp);
+    if (c->trace != NULL) sl_trace_set_sink(c->trace, NULL, NULL);
+    sl_otlp_close(h->otlp);
+    h->otlp = NULL;
+  }
+  if (endpoint == NULL) return 0;
+  if (sl_otlp_open(c, endpoint, &h->otlp, err, errlen) != 0) return -1;
+  if (c->trace == NULL && sl_trace_open_sink(&c->trace) != 0) {
+    snprintf(err, errlen, "not enough memory for the trace");
+    sl_otlp_close(h->otlp);
+    h->otlp = NULL;
+    return -1;
+  }
+  sl_otlp_attach(h->otlp, c->trace);
+  return 0;
+}
+
+int64_t sl_engine_otlp_finish(sl_engine *e, int timeout_ms, char *msg, size_t msglen) {
+  sl_host *h = &e->host;
+  if (msglen) msg[0] = '\0';
+  if (h->otlp == NULL) return 0;
+  sl_otlp_flush(h->otlp);
+  int64_t sent, dropped, inflight;
+  const char *why;
+  uint64_t until = uv_hrtime() + (uint64_t)timeout_ms * 1000000u;
+  sl_otlp_counts(h->otlp, &sent, &dropped, &inflight, &why);
+  /* On its own loop, the engine waits for the answers; a host's loop
+     brings them as it turns. */
+  while (inflight > 0 && h->owns_loop && uv_hrtime() < until) {
+    uv_run(e->host.core.loop, UV_RUN_ONCE);
+    sl_otlp_counts(h->otlp, &sent, &dropped, &inflight, &why);
+  }
+  if (inflight > 0) {
+    dropped += inflight;
+    why = "the collector did not answer in time";
+  }
+  if (dropped > 0 && msglen)
+    snprintf(msg, msglen, "%lld span%s not exported to %s: %s", (long long)dropped,
+             dropped == 1 ? " was" : "s were", sl_otlp_url(h->otlp), why);
+  return dropped;
 }
 
 void sl_engine_set_cache_all(sl_engine *e, int on) {

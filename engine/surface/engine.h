@@ -64,6 +64,16 @@ void sl_engine_set_memory_limit(lua_State *L, sl_engine *e, size_t limit, const 
    trace it had (NULL: none). Raises naming the file on failure. */
 int sl_engine_set_trace(sl_engine *e, const char *path, char *err, size_t errlen);
 
+/* Exports the engine's spans over OTLP/HTTP (JSON) to endpoint (NULL:
+   stops), batched on the loop, besides any trace file. Returns 0, or -1
+   with err (a URL that is not http:// or https://). */
+int sl_engine_set_otlp(sl_engine *e, const char *endpoint, char *err, size_t errlen);
+
+/* Sends what is batched and, on the engine's own loop, waits up to
+   timeout_ms for the collector's answers. Returns the spans that were not
+   exported, with msg saying how many, where and why ("" when none). */
+int64_t sl_engine_otlp_finish(sl_engine *e, int timeout_ms, char *msg, size_t msglen);
+
 /* Caches every step of e's runs (sluice dev). */
 void sl_engine_set_cache_all(sl_engine *e, int on);
 

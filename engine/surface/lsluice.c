@@ -296,6 +296,30 @@ static int e_set_trace(lua_State *L) {
   return 0;
 }
 
+/* engine:set_otlp(url): exports the engine's spans over OTLP/HTTP to a
+   collector (nil: stops). */
+static int e_set_otlp(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  char err[1200];
+  if (sl_engine_set_otlp(e, luaL_optstring(L, 2, NULL), err, sizeof err) != 0)
+    return luaL_error(L, "%s", err);
+  return 0;
+}
+
+/* engine:flush_spans([seconds]): sends what the exporter holds and waits
+   (on the engine's own loop) up to seconds (default 5) for the collector;
+   returns the spans not exported so far and, if any, why. */
+static int e_flush_spans(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  lua_Number s = luaL_optnumber(L, 2, 5);
+  char msg[1600];
+  int64_t lost = sl_engine_otlp_finish(e, (int)(s > 0 ? s * 1000 : 0), msg, sizeof msg);
+  lua_pushinteger(L, (lua_Integer)lost);
+  if (lost > 0) lua_pushstring(L, msg);
+  else lua_pushnil(L);
+  return 2;
+}
+
 static int e_set_store(lua_State *L) {
   sl_engine *e = sl_engine_check(L, 1);
   sl_engine_set_store(L, e, luaL_optstring(L, 2, NULL), lua_toboolean(L, 3));
@@ -611,6 +635,8 @@ static const luaL_Reg engine_methods[] = {
   {"set_store", e_set_store},
   {"set_retain", e_set_retain},
   {"set_trace", e_set_trace},
+  {"set_otlp", e_set_otlp},
+  {"flush_spans", e_flush_spans},
   {"resume", e_resume},
   {"runs", e_runs},
   {"show", e_show},

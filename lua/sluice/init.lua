@@ -106,7 +106,8 @@ function sl.kind(name, handler, spec)
   eng:kind(name, handler)
 end
 
-local engine_options = { memory_limit = true, store = true, retain = true, trace = true }
+local engine_options = { memory_limit = true, store = true, retain = true, trace = true,
+  otlp = true }
 
 --- Makes an engine of its own, with the same methods as the module plus
 --- load. opts.memory_limit caps the memory of the Lua state the engine
@@ -153,6 +154,11 @@ function sl.engine(opts)
   if trace ~= nil then
     local ok, err = pcall(eng.set_trace, eng, trace)
     if not ok then error(("bad argument #1 to 'engine' (%s)"):format(err), 2) end
+  end
+  local otlp = opts and opts.otlp
+  if otlp ~= nil then
+    local ok, err = pcall(eng.set_otlp, eng, otlp)
+    if not ok then error(("bad argument #1 to 'engine' (otlp: %s)"):format(err), 2) end
   end
   return adopt(eng)
 end

@@ -432,3 +432,76 @@ describe("ctx:http", function()
     assert.same({ true, "exit", 0 }, { ok, how, code })
   end)
 end)
+
+describe("the OTLP exporter", function()
+  local server, server_pid, base
+
+  setup(function()
+    server = assert(io.popen("exec env -u LD_PRELOAD sh -c 'echo $$; exec " .. q(MOCK) .. " 0'"))
+    server_pid = server:read("l")
+    local port = assert(server:read("l"):match("^listening on (%d+)$"), "the mock server did not start")
+    base = "http://127.0.0.1:" .. port
+  end)
+
+  teardown(function()
+    if server_pid then os.execute("kill -TERM " .. server_pid) end
+    if server then server:close() end
+  end)
+
+  local function counts()
+    local r = run_step(function(ctx) return ctx:http{ url = base .. "/v1/traces/count" } end)
+    assert.equal("completed", r.status)
+    return sl.decode(r.output.body)
+  end
+
+  local function script(n)
+    local dir = helpers.tmpdir()
+    local lines = { 'local sl = require "sluice"', "local steps = {}" }
+    lines[#lines + 1] = ("for i = 1, %d do steps[i] = sl.step{ name = 's' .. i, run = function(x) return x + 1 end } end"):format(n)
+    lines[#lines + 1] = "return sl.pipeline{ name = 'many', table.unpack(steps) }"
+    return helpers.script(table.concat(lines, "\n") .. "\n", dir, "many.lua"), dir
+  end
+
+  it("sends every span to the collector over OTLP/HTTP, in batches, from --otlp or the environment", function()
+    local before = counts()
+    local file, dir = script(1200)
+    local code, out = helpers.cli({ "run", file, "--input", "0", "--store", ":memory:", "--otlp", base })
+    assert.equal(0, code)
+    assert.equal("1200\n", out)
+    local after = counts()
+    assert.equal(1201, after.spans - before.spans)
+    assert.is_true(after.requests - before.requests >= 3)   -- batches of at most 512
+    code = helpers.cli({ "run", file, "--input", "0", "--store", ":memory:" },
+      { env = { OTEL_EXPORTER_OTLP_ENDPOINT = base } })
+    assert.equal(0, code)
+    assert.equal(1201, counts().spans - after.spans)
+    helpers.rm(dir)
+  end)
+
+  it("counts the spans a collector that is down did not take, and the run is unaffected", function()
+    local file, dir = script(3)
+    local code, out, err = helpers.cli({ "run", file, "--input", "0", "--store", ":memory:",
+      "--otlp", "http://127.0.0.1:1" })
+    assert.equal(0, code)
+    assert.equal("3\n", out)
+    assert.matches("sluice: 4 spans were not exported to http://127.0.0.1:1/v1/traces", err, 1, true)
+    code, _, err = helpers.cli({ "run", file, "--otlp", "ftp://x" })
+    assert.equal(2, code)
+    assert.matches("--otlp: the OTLP endpoint must be an http:// or https:// URL", err, 1, true)
+    helpers.rm(dir)
+  end)
+end)
+
+describe("the OTLP exporter from the Lua API", function()
+  it("exports an engine's spans and says what a collector that is down did not take", function()
+    local eng = sl.engine{ otlp = "http://127.0.0.1:1" }
+    local p = sl.pipeline{ name = "p", sl.step{ name = "s", run = function(x) return x end } }
+    assert.equal(7, eng:run(p, 7).output)
+    local lost, why = eng:flush_spans(2)
+    assert.equal(2, lost)
+    assert.matches("not exported to http://127.0.0.1:1/v1/traces", why, 1, true)
+    local ok, err = pcall(sl.engine, { otlp = "nope" })
+    assert.is_false(ok)
+    assert.matches("http:// or https://", err, 1, true)
+  end)
+end)
