@@ -80,6 +80,8 @@ extra=$(nm -D --defined-only "$pfx/lib/libsluice.so" | awk '{print $3}' \
 for sym in $(nm -D --defined-only "$pfx/lib/libsluice.so" | awk '{print $3}' | grep '^sl_'); do
   grep -q "$sym(" "$pfx/include/sluice.h" || fail "$sym is exported but not in sluice.h"
 done
+core=$(nm -D --defined-only "$pfx/lib/lua/5.4/sluice/core.so" | awk '{print $3}')
+[ "$core" = luaopen_sluice_core ] || fail "core.so exports more than luaopen_sluice_core: $core"
 readelf -d "$pfx/lib/libsluice.so" | grep -q 'SONAME.*\[libsluice\.so\.0\]' || fail "the SONAME is not versioned"
 [ -f "$pfx/lib/libsluice.a" ] || fail "no static library"
 [ -f "$pfx/share/man/man1/sluice.1" ] || fail "no man page"
