@@ -110,6 +110,8 @@ int sl_hist_begin(sl_history *h, int parent, sl_hist_label *label, uint64_t t0) 
   r->status = SL_STEP_RUNNING;
   r->cached = 0;
   r->has_usage = 0;
+  r->events = NULL;
+  r->nevents = 0;
   memset(&r->usage, 0, sizeof r->usage);
   return h->n++;
 }
@@ -140,6 +142,28 @@ void sl_hist_set_restored(sl_history *h, int i) {
 
 void sl_hist_set_cached(sl_history *h, int i) {
   if (i >= 0) h->recs[i].cached = 1;
+}
+
+int sl_hist_add_event(sl_history *h, int i, const char *json, size_t len) {
+  if (i < 0) return -1;
+  sl_hist_rec *r = &h->recs[i];
+  if (r->nevents >= SL_HIST_MAX_EVENTS) return -1;
+  size_t old = r->events ? strlen(r->events) : 0;
+  char *joined = malloc(old + len + 2);
+  if (joined == NULL) return -1;
+  size_t n = 0;
+  if (old > 0) {
+    memcpy(joined, r->events, old);
+    joined[old] = ',';
+    n = old + 1;
+  }
+  memcpy(joined + n, json, len);
+  const char *kept = arena_copy(h, joined, n + len);
+  free(joined);
+  if (kept == NULL) return -1;
+  r->events = kept;
+  r->nevents++;
+  return 0;
 }
 
 void sl_hist_set_fallback(sl_history *h, int i, const char *why) {

@@ -43,8 +43,15 @@ typedef struct sl_hist_rec {
   int ordinal;                        /* 1-based: the parent's how-many-th child this is */
   int attempts;
   sl_usage usage;                     /* what it reported */
+  const char *events;                 /* its log records as OTLP span events
+                                         (JSON objects, comma-separated), or NULL */
+  int nevents;
   unsigned char status, cached, has_usage, restored;
 } sl_hist_rec;
+
+/* The log records one execution keeps for its span, at most (as OTLP
+   collectors keep 128 by default; later ones go to stderr only). */
+#define SL_HIST_MAX_EVENTS 32
 
 typedef struct sl_hist_chunk sl_hist_chunk;
 
@@ -55,6 +62,11 @@ typedef struct sl_history {
 } sl_history;
 
 void sl_hist_init(sl_history *h);
+
+/* Adds one span event (a JSON object of len bytes) to record i; returns
+   0, or -1 when the record holds SL_HIST_MAX_EVENTS already or memory ran
+   out. */
+int sl_hist_add_event(sl_history *h, int i, const char *json, size_t len);
 void sl_hist_free(sl_history *h);
 
 /* Makes room for n records, so a run as long as the last one of its

@@ -227,6 +227,11 @@ static int build_span (sl_buf *b, const sl_trace_span_info *s) {
   rc |= attr_string(b, &first, "sluice.error.message", s->err_msg);
   rc |= attr_string(b, &first, "sluice.error.where", s->err_where);
   rc |= put_lit(b, "]");
+  if (s->events != NULL) {
+    rc |= put_lit(b, ",\"events\":[");
+    rc |= put_lit(b, s->events);
+    rc |= put_lit(b, "]");
+  }
 
   if (failed) {
     const char *msg = s->err_msg ? s->err_msg : s->err_kind ? s->err_kind : "";

@@ -80,6 +80,8 @@ typedef struct sl_trace_span_info {
   const char *fallback;       /* why a fallback ran, or NULL */
   const char *err_kind, *err_msg, *err_where;   /* NULL unless it failed;
                                  any one set makes the status an error */
+  const char *events;         /* span events, JSON objects comma-separated
+                                 (its log records), or NULL */
 } sl_trace_span_info;
 
 

@@ -12,6 +12,7 @@
 #include <lauxlib.h>
 
 #include "ctx.h"
+#include "clock.h"
 #include "attempt.h"
 #include "plan.h"
 #include "state.h"
@@ -78,21 +79,73 @@ void sl_ctx_push_state(lua_State *L, sl_exec *x) {
   x->state_on = 1;
 }
 
-/* ctx:log(...): writes one line to stderr naming the run and the step;
-   a table is written as JSON when it has that form. */
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+
+#define ADD_LIT(b, lit) sl_buf_add((b), (lit), sizeof(lit) - 1)
+
+/* Appends to b the OTLP attribute key = string value. */
+static int add_attr(sl_buf *b, const char *key, const char *v, size_t vlen, int first) {
+  return (first ? ADD_LIT(b, "{\"key\":") : ADD_LIT(b, ",{\"key\":"))
+       | sl_json_add_string(b, key, strlen(key))
+       | ADD_LIT(b, ",\"value\":{\"stringValue\":")
+       | sl_json_add_string(b, v, vlen) | ADD_LIT(b, "}}");
+}
+
+/* ctx:log([level,] ...): one record, with a level (debug, info, warn or
+   error; info unless the first of several arguments names one), the
+   message (the rest, joined by tabs, a table written as JSON when it has
+   that form) and fields (the last argument, when it is a table). It goes
+   to stderr, naming the run and the step, and into the step's span as an
+   event. */
 static int ctx_log(lua_State *L) {
   sl_exec *x = sl_ctx_check(L, 1);
   int n = lua_gettop(L);
+  int from = 2;
+  const char *level = "info";
+  if (n >= 3 && lua_type(L, 2) == LUA_TSTRING) {
+    const char *l = lua_tostring(L, 2);
+    for (int k = 0; log_levels[k]; k++)
+      if (strcmp(l, log_levels[k]) == 0) {
+        level = log_levels[k];
+        from = 3;
+      }
+  }
+  /* A last table after a message is the record's fields, not its text. */
+  int fields = n > from && lua_type(L, n) == LUA_TTABLE ? n : 0;
+  int last = fields ? n - 1 : n;
   luaL_Buffer b;
   luaL_buffinit(L, &b);
-  for (int i = 2; i <= n; i++) {
-    if (i > 2) luaL_addchar(&b, '\t');
+  for (int i = from; i <= last; i++) {
+    if (i > from) luaL_addchar(&b, '\t');
     if (lua_type(L, i) != LUA_TTABLE || sl_json_push(L, i, 0, NULL, 0) != 0)
       luaL_tolstring(L, i, NULL);
     luaL_addvalue(&b);
   }
   luaL_pushresult(&b);
-  fprintf(stderr, "[%s %s] %s\n", x->run->id, x->plan->name, lua_tostring(L, -1));
+  size_t mlen;
+  const char *msg = lua_tolstring(L, -1, &mlen);
+  const char *ftext = "";
+  if (fields && sl_json_push(L, fields, 0, NULL, 0) == 0) ftext = lua_tostring(L, -1);
+  else if (fields) ftext = luaL_tolstring(L, fields, NULL);
+  fprintf(stderr, "[%s %s] %s%s%s%s%s\n", x->run->id, x->plan->name,
+          strcmp(level, "info") == 0 ? "" : level, strcmp(level, "info") == 0 ? "" : ": ",
+          msg, fields ? "\t" : "", ftext);
+  sl_run *r = x->run;
+  if (r->core == NULL || r->core->trace == NULL) return 0;
+  /* The span event: its time, the message as its name, level and fields. */
+  sl_buf ev;
+  sl_buf_init(&ev);
+  char num[64];
+  snprintf(num, sizeof num, "%lld",
+           (long long)(r->start_unix_ns + (int64_t)(sl_now() - r->t_start)));
+  int rc = ADD_LIT(&ev, "{\"timeUnixNano\":\"") | sl_buf_add(&ev, num, strlen(num))
+         | ADD_LIT(&ev, "\",\"name\":") | sl_json_add_string(&ev, msg, mlen)
+         | ADD_LIT(&ev, ",\"attributes\":[")
+         | add_attr(&ev, "log.level", level, strlen(level), 1);
+  if (fields) rc |= add_attr(&ev, "log.fields", ftext, strlen(ftext), 0);
+  rc |= ADD_LIT(&ev, "]}");
+  if (rc == 0) sl_hist_add_event(&r->hist, x->hist, ev.data, ev.len);
+  sl_buf_free(&ev);
   return 0;
 }
 

@@ -570,3 +570,49 @@ describe("tracing from the Lua API", function()
     h.rm(dir)
   end)
 end)
+
+describe("ctx:log", function()
+  it("keeps structured records: a level, a message and fields, as the span's events", function()
+    local dir = h.tmpdir()
+    local path = dir .. "/spans.jsonl"
+    local file = h.script(([[
+local sl = require "sluice"
+return sl.pipeline{ name = "logged",
+  sl.step{ name = "s", run = function(x, ctx)
+    ctx:log("plain")
+    ctx:log("warn", "disk low", { free_mb = 3 })
+    ctx:log({ just = "a table" })
+    return x end },
+  sl.step{ name = "chatty", run = function(x, ctx)
+    for i = 1, 40 do ctx:log("line", i) end
+    return x end } }
+]]), dir, "logged.lua")
+    local code, _, err = h.cli({ "run", file, "--input", "1", "--store", ":memory:", "--trace", path })
+    assert.equal(0, code)
+    assert.matches("%] plain\n", err)
+    assert.matches("%] warn: disk low\t{\"free_mb\":3}\n", err)
+    assert.matches("%] {\"just\":\"a table\"}\n", err)
+    local spans = {}
+    for line in io.lines(path) do
+      local s = sl.decode(line).resourceSpans[1].scopeSpans[1].spans[1]
+      spans[s.name] = s
+    end
+    local ev = spans.s.events
+    assert.equal(3, #ev)
+    local function attr(e, k)
+      for _, a in ipairs(e.attributes) do if a.key == k then return a.value.stringValue end end
+    end
+    assert.equal("plain", ev[1].name)
+    assert.equal("info", attr(ev[1], "log.level"))
+    assert.equal("disk low", ev[2].name)
+    assert.equal("warn", attr(ev[2], "log.level"))
+    assert.same({ free_mb = 3 }, sl.decode(attr(ev[2], "log.fields")))
+    assert.is_string(ev[2].timeUnixNano)
+    assert.is_true(tonumber(ev[2].timeUnixNano) >= tonumber(spans.s.startTimeUnixNano))
+    -- A span keeps at most 32; the rest went to stderr only.
+    assert.equal(32, #spans.chatty.events)
+    assert.matches("line\t40\n", err, 1, true)
+    assert.is_nil(spans.logged.events)
+    h.rm(dir)
+  end)
+end)
