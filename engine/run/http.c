@@ -588,6 +588,22 @@ static int http_k(lua_State *L, int status, lua_KContext kctx) {
   return 1;
 }
 
+/* The options every transfer of r to url has: where it goes, how it
+   reports, and that it never signals or leaves http(s). */
+static int setup_easy(CURL *h, req *r, const char *url) {
+  return curl_easy_setopt(h, CURLOPT_URL, url) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_PRIVATE, (char *)r) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_USERAGENT, "sluice/" SLUICE_VERSION) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->errbuf) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_WRITEDATA, r) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header) == CURLE_OK
+    && curl_easy_setopt(h, CURLOPT_HEADERDATA, r) == CURLE_OK;
+}
+
 static const char *const http_options[] = {
   "method", "url", "headers", "body", "timeout", "max_response", NULL
 };
@@ -777,17 +793,7 @@ static int ctx_http(lua_State *L) {
   if (ok && body != NULL && !has_expect)
     ok = (r->headers = curl_slist_append(r->headers, "Expect:")) != NULL;
   ok = ok
-    && curl_easy_setopt(h, CURLOPT_URL, url) == CURLE_OK
-    && curl_easy_setopt(h, CURLOPT_PRIVATE, (char *)r) == CURLE_OK
-    && curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) == CURLE_OK
-    && curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket) == CURLE_OK
-    && curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK
-    && curl_easy_setopt(h, CURLOPT_USERAGENT, "sluice/" SLUICE_VERSION) == CURLE_OK
-    && curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->errbuf) == CURLE_OK
-    && curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK
-    && curl_easy_setopt(h, CURLOPT_WRITEDATA, r) == CURLE_OK
-    && curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header) == CURLE_OK
-    && curl_easy_setopt(h, CURLOPT_HEADERDATA, r) == CURLE_OK
+    && setup_easy(h, r, url)
     && curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max_response) == CURLE_OK
     && curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->headers) == CURLE_OK;
   if (ok && timeout > 0)
@@ -851,17 +857,7 @@ int sl_http_post(sl_core *e, const char *url, const char *content_type,
   int ok = h != NULL
     && (r->headers = curl_slist_append(NULL, type)) != NULL
     && (r->headers = curl_slist_append(r->headers, "Expect:")) != NULL
-    && curl_easy_setopt(h, CURLOPT_URL, url) == CURLE_OK
-    && curl_easy_setopt(h, CURLOPT_PRIVATE, (char *)r) == CURLE_OK
-    && curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) == CURLE_OK
-    && curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket) == CURLE_OK
-    && curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK
-    && curl_easy_setopt(h, CURLOPT_USERAGENT, "sluice/" SLUICE_VERSION) == CURLE_OK
-    && curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->errbuf) == CURLE_OK
-    && curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body) == CURLE_OK
-    && curl_easy_setopt(h, CURLOPT_WRITEDATA, r) == CURLE_OK
-    && curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header) == CURLE_OK
-    && curl_easy_setopt(h, CURLOPT_HEADERDATA, r) == CURLE_OK
+    && setup_easy(h, r, url)
     && curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->headers) == CURLE_OK
     && curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms) == CURLE_OK
     && curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len) == CURLE_OK
