@@ -24,7 +24,13 @@ struct sl_otlp {
   int64_t sent, dropped, inflight;
   char why[400];             /* why the last spans were dropped */
   uv_timer_t timer;
+  int timer_closed;          /* closed: freed once no request is in flight */
 };
+
+static void release(sl_otlp *o) {
+  sl_buf_free(&o->batch);
+  free(o);
+}
 
 /* One request's spans, for its answer. */
 typedef struct sending { sl_otlp *o; int64_t n; } sending;
@@ -32,14 +38,20 @@ typedef struct sending { sl_otlp *o; int64_t n; } sending;
 static void on_sent(void *ud, int ok, const char *why) {
   sending *s = ud;
   sl_otlp *o = s->o;
-  o->inflight -= s->n;
+  int64_t n = s->n;
+  free(s);
+  o->inflight -= n;
+  if (o->timer_closed) {
+    /* Closed while this was in flight: the last answer lets it go. */
+    if (o->inflight == 0) release(o);
+    return;
+  }
   if (ok) {
-    o->sent += s->n;
+    o->sent += n;
   } else {
-    o->dropped += s->n;
+    o->dropped += n;
     snprintf(o->why, sizeof o->why, "%s", why ? why : "the request failed");
   }
-  free(s);
 }
 
 void sl_otlp_flush(sl_otlp *o) {
@@ -147,8 +159,8 @@ const char *sl_otlp_url(const sl_otlp *o) {
 static void on_closed(uv_handle_t *h) {
   sl_otlp *o = h->data;
   sl_handles_closed(o->c->handles);
-  sl_buf_free(&o->batch);
-  free(o);
+  o->timer_closed = 1;
+  if (o->inflight == 0) release(o);
 }
 
 void sl_otlp_close(sl_otlp *o) {

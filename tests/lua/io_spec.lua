@@ -478,6 +478,20 @@ describe("the OTLP exporter", function()
     helpers.rm(dir)
   end)
 
+  it("lets go of an exporter replaced while its request is in flight only once it is answered", function()
+    local eng = sl.engine{ otlp = base .. "/hold?key=otlp-late&to=/v1/traces" }
+    local p = sl.pipeline{ name = "p", sl.step{ name = "s", run = function(x) return x end } }
+    assert.equal(1, eng:run(p, 1).output)
+    local lost = eng:flush_spans(0)          -- sent; the collector holds it
+    assert.equal(2, lost)                    -- not answered: not known to be taken
+    eng:set_otlp(nil)                        -- the exporter goes while it waits
+    run_step(function(ctx) return ctx:http{ url = base .. "/release?key=otlp-late" } end)
+    -- The engine's loop turns and the answer arrives for the closed exporter.
+    local nap = sl.pipeline{ name = "nap", sl.step{ name = "z", run = function(x, ctx)
+      ctx:sleep(0.3); return x end } }
+    assert.equal(5, eng:run(nap, 5).output)
+  end)
+
   it("counts the spans a collector that is down did not take, and the run is unaffected", function()
     local file, dir = script(3)
     local code, out, err = helpers.cli({ "run", file, "--input", "0", "--store", ":memory:",
