@@ -90,6 +90,10 @@ typedef struct sl_engine_options {
   /* Appends one OpenTelemetry span per step execution to this file, as
      OTLP/JSON TracesData lines (NULL: none), as `sluice run --trace`. */
   const char *trace;
+  /* Also exports the spans over OTLP/HTTP (JSON) to this collector: its
+     base URL (to which /v1/traces is added) or its traces URL; NULL: none.
+     Batched on the engine's loop; see sl_engine_flush_spans. */
+  const char *otlp;
 } sl_engine_options;
 
 #define SL_ENGINE_OPTIONS_INIT { sizeof(sl_engine_options) }
@@ -176,6 +180,12 @@ SL_API void sl_run_free(sl_run *r);
 
 /* The engine's Lua state, for hosts that use the DSL from their own scripts. */
 SL_API struct lua_State *sl_engine_lua(sl_engine *e);
+
+/* Sends the spans the exporter (sl_engine_options.otlp) holds and, on the
+   engine's own loop, waits up to timeout_ms for the collector. Returns how
+   many spans were not exported so far (0 with no exporter); when some were
+   not, sl_engine_errmsg(e) says how many, where and why. */
+SL_API long long sl_engine_flush_spans(sl_engine *e, int timeout_ms);
 
 /* Opens the "sluice.core" Lua module; `require "sluice"` calls it. */
 SL_API int luaopen_sluice_core(struct lua_State *L);

@@ -131,6 +131,15 @@ const char *sl_engine_errmsg(const sl_engine *e) {
   return e ? e->host.core.errmsg : new_errmsg;
 }
 
+long long sl_engine_flush_spans(sl_engine *e, int timeout_ms) {
+  if (e == NULL) return SL_EINVAL;
+  char msg[sizeof e->host.core.errmsg];
+  long long lost = (long long)sl_engine_otlp_finish(e, timeout_ms > 0 ? timeout_ms : 0,
+                                                    msg, sizeof msg);
+  if (lost > 0) snprintf(e->host.core.errmsg, sizeof e->host.core.errmsg, "%s", msg);
+  return lost;
+}
+
 lua_State *sl_engine_lua(sl_engine *e) {
   return e ? sl_engine_core(e)->L : NULL;
 }

@@ -386,6 +386,11 @@ void sl_engine_make(lua_State *L, const sl_engine_options *opts, sl_engine **out
     if (sl_engine_set_trace(*out, opts->trace, err, sizeof err) != 0)
       luaL_error(L, "sl_engine_options.trace: %s", err);
   }
+  if (opts && opts->otlp) {
+    char err[1200];
+    if (sl_engine_set_otlp(*out, opts->otlp, err, sizeof err) != 0)
+      luaL_error(L, "sl_engine_options.otlp: %s", err);
+  }
   lua_setfield(L, LUA_REGISTRYINDEX, SL_DEFAULT_ENGINE_KEY);
   /* The DSL module binds to the default engine and adds the kinds written
      in Lua to it. */

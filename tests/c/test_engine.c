@@ -291,6 +291,21 @@ static void reads_the_options_its_caller_knows_of(void **state) {
   assert_int_equal(sl_engine_new(&e, &old), SL_OK);
   sl_engine_free(e);
   assert_null(fopen(other, "r"));
+  /* Spans for a collector that is down are counted, and said. */
+  sl_engine_options ex = SL_ENGINE_OPTIONS_INIT;
+  ex.otlp = "http://127.0.0.1:1";
+  assert_int_equal(sl_engine_new(&e, &ex), SL_OK);
+  assert_int_equal(sl_engine_load(e, p), SL_OK);
+  assert_int_equal(sl_run_start(e, NULL, "1", &run), SL_OK);
+  assert_int_equal(sl_run_wait(run), SL_RUN_COMPLETED);
+  sl_run_free(run);
+  assert_int_equal(sl_engine_flush_spans(e, 2000), 2);
+  assert_non_null(strstr(sl_engine_errmsg(e), "2 spans were not exported to http://127.0.0.1:1/v1/traces"));
+  sl_engine_free(e);
+  assert_int_equal(sl_engine_flush_spans(NULL, 0), SL_EINVAL);
+  ex.otlp = "ftp://x";
+  assert_int_equal(sl_engine_new(&e, &ex), SL_EINVAL);
+  assert_non_null(strstr(sl_engine_errmsg(NULL), "http:// or https://"));
   /* A size too small to hold itself is a mistake. */
   sl_engine_options tiny = {.size = 1};
   assert_int_equal(sl_engine_new(&e, &tiny), SL_EINVAL);
