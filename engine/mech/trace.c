@@ -286,7 +286,8 @@ int sl_trace_span (sl_trace *t, const sl_trace_span_info *s) {
   if (t == NULL || s == NULL || s->run_id == NULL || s->index < 0
       || s->parent < -1)
     return SL_TRACE_EINVAL;
-  if (t->failed)
+  /* A file that failed takes no more; an exporter still does. */
+  if (t->failed && t->sink == NULL)
     return SL_TRACE_EIO;
   sl_buf_reset(&t->line);
   if (build_span(&t->line, s) != 0) {
@@ -295,6 +296,8 @@ int sl_trace_span (sl_trace *t, const sl_trace_span_info *s) {
   }
   if (t->sink != NULL)
     t->sink(t->sink_ud, t->line.data, t->line.len);
+  if (t->failed)
+    return SL_TRACE_EIO;
   if (t->f != NULL && fwrite(t->line.data, 1, t->line.len, t->f) != t->line.len) {
     format_error(t->errmsg, sizeof t->errmsg, t->path,
                  "cannot write trace file: %s", strerror(errno));

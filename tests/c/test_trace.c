@@ -483,6 +483,37 @@ static void test_full_disk_reported_on_close (void **state) {
 }
 
 
+static int sunk;
+static void count_line (void *ud, const char *line, size_t len) {
+  (void)ud;
+  if (len > 0 && line[len - 1] == '\n') sunk++;
+}
+
+/* A trace file that failed takes no more spans, but an exporter on the
+   same trace still gets every one; a trace may have no file at all. */
+static void test_a_sink_outlives_a_failed_file (void **state) {
+  sl_trace *t;
+  sl_trace_span_info s = plain_span("run-8", 0, -1, "a");
+  char err[256];
+  (void)state;
+  if (access("/dev/full", W_OK) != 0)
+    skip();
+  sunk = 0;
+  assert_int_equal(sl_trace_open("/dev/full", &t, err, sizeof err), SL_TRACE_OK);
+  sl_trace_set_sink(t, count_line, NULL);
+  assert_int_equal(sl_trace_span(t, &s), SL_TRACE_OK);
+  assert_int_equal(sl_trace_flush(t), SL_TRACE_EIO);     /* the disk is full */
+  s.index = 1;
+  assert_int_equal(sl_trace_span(t, &s), SL_TRACE_EIO);
+  assert_int_equal(sunk, 2);
+  sl_trace_close(t, err, sizeof err);
+  assert_int_equal(sl_trace_open_sink(&t), SL_TRACE_OK);
+  sl_trace_set_sink(t, count_line, NULL);
+  assert_int_equal(sl_trace_span(t, &s), SL_TRACE_OK);
+  assert_int_equal(sunk, 3);
+  assert_int_equal(sl_trace_close(t, err, sizeof err), SL_TRACE_OK);
+}
+
 /* A write that fails mid-run fails every later span too, with the reason,
    since the file's tail is then unknown. */
 static void test_write_error_is_sticky (void **state) {
@@ -546,6 +577,7 @@ int main (void) {
     cmocka_unit_test_setup_teardown(test_unwritable_path, setup, teardown),
     cmocka_unit_test(test_full_disk_reported_on_close),
     cmocka_unit_test(test_write_error_is_sticky),
+    cmocka_unit_test(test_a_sink_outlives_a_failed_file),
     cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
