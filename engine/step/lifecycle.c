@@ -159,16 +159,23 @@ static void push_body(lua_State *L, sl_exec *x, int pi, int si, int ii) {
   if (x->att_on || x->guarded || x->hooked) sl_attempt_arm(x);
 }
 
-/* Primes the next attempt of x from what its record keeps. */
-static void prime(lua_State *L, sl_exec *x) {
+/* Calls go(L, x, plan, step, input) with x's step and input as its record
+   keeps them and its plan resolved against the run's policy table. */
+static void from_record(lua_State *L, sl_exec *x,
+                        void (*go)(lua_State *, sl_exec *, int, int, int)) {
   luaL_checkstack(L, 12, "prime");
   int top = lua_gettop(L);
   sl_exec_get(L, x, SL_REC_STEP);
   sl_exec_get(L, x, SL_REC_INPUT);
   sl_plan *p = sl_plan_push(L, top + 1);
   sl_plan_resolve(L, p, top + 3, x->run->kinds, x->run->ref_kinds);
-  push_body(L, x, top + 3, top + 1, top + 2);
+  go(L, x, top + 3, top + 1, top + 2);
   lua_settop(L, top);
+}
+
+/* Primes the next attempt of x from what its record keeps. */
+static void prime(lua_State *L, sl_exec *x) {
+  from_record(L, x, push_body);
 }
 
 /* Ends x without running anything: the value on top of L (popped) is its
@@ -260,14 +267,7 @@ static void phases(lua_State *L, sl_exec *x, int pi, int si, int ii) {
 
 /* Begins x again from its record (a follower that found nothing). */
 static void begin_again(lua_State *L, sl_exec *x) {
-  luaL_checkstack(L, 12, "prime");
-  int top = lua_gettop(L);
-  sl_exec_get(L, x, SL_REC_STEP);
-  sl_exec_get(L, x, SL_REC_INPUT);
-  sl_plan *p = sl_plan_push(L, top + 1);
-  sl_plan_resolve(L, p, top + 3, x->run->kinds, x->run->ref_kinds);
-  phases(L, x, top + 3, top + 1, top + 2);
-  lua_settop(L, top);
+  from_record(L, x, phases);
 }
 
 /* A background step belongs to its run, not to the step that started it:
