@@ -110,8 +110,8 @@ int sl_hist_begin(sl_history *h, int parent, sl_hist_label *label, uint64_t t0) 
   r->status = SL_STEP_RUNNING;
   r->cached = 0;
   r->has_usage = 0;
-  r->events = NULL;
-  r->nevents = 0;
+  r->logs = r->logs_tail = NULL;
+  r->nlogs = r->logs_dropped = 0;
   memset(&r->usage, 0, sizeof r->usage);
   return h->n++;
 }
@@ -144,26 +144,78 @@ void sl_hist_set_cached(sl_history *h, int i) {
   if (i >= 0) h->recs[i].cached = 1;
 }
 
-int sl_hist_add_event(sl_history *h, int i, const char *json, size_t len) {
+/* Room for n bytes in the arena, aligned for a struct. */
+static void *arena_alloc(sl_history *h, size_t n) {
+  sl_hist_chunk *c = h->arena;
+  size_t pad = c ? (-(uintptr_t)(c->data + c->used)) & (sizeof(void *) - 1) : 0;
+  if (c == NULL || c->size - c->used < n + pad) {
+    size_t size = n > CHUNK_SIZE ? n : CHUNK_SIZE;
+    c = malloc(sizeof *c + size);
+    if (c == NULL) return NULL;
+    c->size = size;
+    c->used = 0;
+    c->next = h->arena;
+    h->arena = c;
+    pad = 0;
+  }
+  void *p = c->data + c->used + pad;
+  c->used += pad + n;
+  return p;
+}
+
+int sl_hist_add_log(sl_history *h, int i, int64_t time_ns, const char *level,
+                    const char *msg, size_t mlen, const char *fields) {
   if (i < 0) return -1;
   sl_hist_rec *r = &h->recs[i];
-  if (r->nevents >= SL_HIST_MAX_EVENTS) return -1;
-  size_t old = r->events ? strlen(r->events) : 0;
-  char *joined = malloc(old + len + 2);
-  if (joined == NULL) return -1;
-  size_t n = 0;
-  if (old > 0) {
-    memcpy(joined, r->events, old);
-    joined[old] = ',';
-    n = old + 1;
+  if (r->nlogs >= SL_HIST_MAX_LOGS) {
+    r->logs_dropped++;
+    return -1;
   }
-  memcpy(joined + n, json, len);
-  const char *kept = arena_copy(h, joined, n + len);
-  free(joined);
-  if (kept == NULL) return -1;
-  r->events = kept;
-  r->nevents++;
+  sl_trace_event *e = arena_alloc(h, sizeof *e);
+  const char *m = e ? arena_copy(h, msg, mlen) : NULL;
+  const char *f = m && fields ? arena_copy(h, fields, strlen(fields)) : NULL;
+  if (m == NULL || (fields && f == NULL)) {
+    r->logs_dropped++;
+    return -1;
+  }
+  e->next = NULL;
+  e->time_ns = time_ns;
+  e->level = level;
+  e->message = m;
+  e->mlen = mlen;
+  e->fields = f;
+  if (r->logs_tail) r->logs_tail->next = e;
+  else r->logs = e;
+  r->logs_tail = e;
+  r->nlogs++;
   return 0;
+}
+
+#define ADD_LIT(b, lit) sl_buf_add((b), (lit), sizeof(lit) - 1)
+
+int sl_hist_logs_json(const sl_hist_rec *r, sl_buf *b) {
+  if (r->logs == NULL && r->logs_dropped == 0) return 0;
+  int rc = ADD_LIT(b, "[");
+  char num[32];
+  for (const sl_trace_event *e = r->logs; e; e = e->next) {
+    snprintf(num, sizeof num, "%lld", (long long)(e->time_ns / 1000000));
+    if (e != r->logs) rc |= ADD_LIT(b, ",");
+    rc |= ADD_LIT(b, "{\"time_ms\":");
+    rc |= sl_buf_add(b, num, strlen(num)) | ADD_LIT(b, ",\"level\":")
+        | sl_json_add_string(b, e->level, strlen(e->level)) | ADD_LIT(b, ",\"message\":")
+        | sl_json_add_string(b, e->message, e->mlen);
+    if (e->fields) {
+      /* Fields the encoder wrote are JSON; others were kept as their text. */
+      rc |= ADD_LIT(b, ",\"fields\":") | sl_buf_add(b, e->fields, strlen(e->fields));
+    }
+    rc |= ADD_LIT(b, "}");
+  }
+  if (r->logs_dropped > 0) {
+    snprintf(num, sizeof num, "%d", r->logs_dropped);
+    if (r->logs) rc |= ADD_LIT(b, ",");
+    rc |= ADD_LIT(b, "{\"dropped\":") | sl_buf_add(b, num, strlen(num)) | ADD_LIT(b, "}");
+  }
+  return (rc | ADD_LIT(b, "]")) ? -1 : 0;
 }
 
 void sl_hist_set_fallback(sl_history *h, int i, const char *why) {
@@ -241,6 +293,15 @@ void sl_hist_push(lua_State *L, const sl_history *h) {
     uint64_t t1 = r->t1 ? r->t1 : r->t0;
     lua_pushnumber(L, (double)(t1 - r->t0) / 1e6);
     lua_setfield(L, -2, "ms");
+    if (r->logs || r->logs_dropped) {
+      sl_buf b;
+      sl_buf_init(&b);
+      if (sl_hist_logs_json(r, &b) == 0 && b.len > 0) {
+        if (sl_json_decode(L, b.data, b.len) == 0) lua_setfield(L, -2, "logs");
+        else lua_pop(L, 1);
+      }
+      sl_buf_free(&b);
+    }
     if (r->err_kind || r->err_msg) {
       lua_createtable(L, 0, 3);                     /* steps record error */
       set_str(L, "kind", r->err_kind);

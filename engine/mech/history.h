@@ -11,6 +11,9 @@
 #include <lua.h>
 
 #include "quota.h"
+#include "trace.h"
+
+struct sl_buf;
 
 enum { SL_STEP_RUNNING, SL_STEP_COMPLETED, SL_STEP_FAILED, SL_STEP_CANCELLED };
 
@@ -43,15 +46,15 @@ typedef struct sl_hist_rec {
   int ordinal;                        /* 1-based: the parent's how-many-th child this is */
   int attempts;
   sl_usage usage;                     /* what it reported */
-  const char *events;                 /* its log records as OTLP span events
-                                         (JSON objects, comma-separated), or NULL */
-  int nevents;
+  sl_trace_event *logs, *logs_tail;   /* its ctx:log records, oldest first */
+  int nlogs;                          /* how many it keeps */
+  int logs_dropped;                   /* and how many more it had */
   unsigned char status, cached, has_usage, restored;
 } sl_hist_rec;
 
-/* The log records one execution keeps for its span, at most (as OTLP
-   collectors keep 128 by default; later ones go to stderr only). */
-#define SL_HIST_MAX_EVENTS 32
+/* The log records one execution keeps (for its span and its checkpoint),
+   at most; later ones go to stderr only and are counted. */
+#define SL_HIST_MAX_LOGS 32
 
 typedef struct sl_hist_chunk sl_hist_chunk;
 
@@ -63,10 +66,18 @@ typedef struct sl_history {
 
 void sl_hist_init(sl_history *h);
 
-/* Adds one span event (a JSON object of len bytes) to record i; returns
-   0, or -1 when the record holds SL_HIST_MAX_EVENTS already or memory ran
-   out. */
-int sl_hist_add_event(sl_history *h, int i, const char *json, size_t len);
+/* Adds a log record to record i: its time (Unix ns), level (a static
+   string), message (mlen bytes) and fields (JSON text, or NULL), copied.
+   Returns 0, or -1 when the record holds SL_HIST_MAX_LOGS already (the
+   record is counted as dropped) or memory ran out. */
+int sl_hist_add_log(sl_history *h, int i, int64_t time_ns, const char *level,
+                    const char *msg, size_t mlen, const char *fields);
+
+/* Appends record r's log records to b as a JSON array of
+   {time_ms, level, message[, fields]} (plus {dropped = n} when some were
+   not kept); returns 0 or -1 (memory). A record without logs adds
+   nothing and returns 0. */
+int sl_hist_logs_json(const sl_hist_rec *r, struct sl_buf *b);
 void sl_hist_free(sl_history *h);
 
 /* Makes room for n records, so a run as long as the last one of its

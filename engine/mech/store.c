@@ -550,7 +550,12 @@ static const char *const migrations[] = {
   "CREATE TABLE meta ("
   "  key    TEXT NOT NULL PRIMARY KEY,"
   "  value  TEXT"
-  ") STRICT, WITHOUT ROWID;"
+  ") STRICT, WITHOUT ROWID;",
+
+  /* 5: journal records in their second form (a count of strings, and the
+     step's log records among them), which code that knows version 4 could
+     not read: the version tells it the store is newer than it. */
+  "INSERT OR REPLACE INTO meta (key, value) VALUES ('journal_record', '2');"
 };
 
 #define NMIGRATIONS  ((int)(sizeof migrations / sizeof migrations[0]))
@@ -980,7 +985,7 @@ static const size_t checkpoint_strings[] = {
   offsetof(sl_store_checkpoint, status),
   offsetof(sl_store_checkpoint, output), offsetof(sl_store_checkpoint, state),
   offsetof(sl_store_checkpoint, usage), offsetof(sl_store_checkpoint, error),
-  offsetof(sl_store_checkpoint, changes)
+  offsetof(sl_store_checkpoint, changes), offsetof(sl_store_checkpoint, logs)
 };
 
 #define COUNT(a)  ((int)(sizeof (a) / sizeof (a)[0]))
@@ -1338,8 +1343,14 @@ static int sq_run_delete (sl_store *b, const char *id) {
 ** an owner that lost the run records nothing more.
 */
 
-#define NSTR 13   /* path parent name kind key status usage error state
-                     output output_ref changes changes_ref */
+#define NSTR_V1 13  /* path parent name kind key status usage error state
+                       output output_ref changes changes_ref */
+#define NSTR 14     /* and logs */
+/* A record in the later form starts with this in place of its first
+   string's length, then its number of strings: a reader skips the strings
+   it does not know, and reads a record of the first form (13 strings, no
+   marker) as before. */
+#define RECORD_V2 0xfffffffeu
 
 struct sq_runbuf {
   sq_runbuf *next;
@@ -1462,15 +1473,20 @@ static uint32_t get_u32 (const unsigned char *p) {
    Returns 0, or -1 on a damaged record. */
 static int decode_record (const unsigned char **p, const unsigned char *end,
                           sl_store_checkpoint *c, const unsigned char *refs[2]) {
-  const char *f[NSTR];
+  const char *f[NSTR] = { NULL };
   const unsigned char *q = *p;
-  for (int i = 0; i < NSTR; i++) {
+  uint32_t nstr = NSTR_V1;
+  if (end - q >= 8 && get_u32(q) == RECORD_V2) {
+    nstr = get_u32(q + 4);
+    q += 8;
+  }
+  for (uint32_t i = 0; i < nstr; i++) {
     if (end - q < 4) return -1;
     uint32_t len = get_u32(q);
     q += 4;
-    if (len == 0xffffffffu) { f[i] = NULL; continue; }
+    if (len == 0xffffffffu) continue;
     if ((size_t)(end - q) < (size_t)len + 1) return -1;
-    f[i] = (const char *)q;
+    if (i < NSTR) f[i] = (const char *)q;
     q += len + 1;
   }
   if (end - q < 4 * 8) return -1;
@@ -1480,7 +1496,7 @@ static int decode_record (const unsigned char **p, const unsigned char *end,
   memset(c, 0, sizeof *c);
   c->path = f[0]; c->parent = f[1]; c->name = f[2]; c->kind = f[3];
   c->key = f[4]; c->status = f[5]; c->usage = f[6]; c->error = f[7];
-  c->state = f[8]; c->output = f[9]; c->changes = f[11];
+  c->state = f[8]; c->output = f[9]; c->changes = f[11]; c->logs = f[13];
   refs[0] = (const unsigned char *)f[10];
   refs[1] = (const unsigned char *)f[12];
   c->attempts = (int)n[0];
@@ -1802,9 +1818,9 @@ static int sq_checkpoint_put (sl_store *b, const sl_store_checkpoint *c) {
   const char *f[NSTR] = {
     c->path, c->parent, c->name, c->kind, c->key, c->status, c->usage, c->error,
     c->state, out.inline_text, out.is_ref ? (const char *)out.hash : NULL,
-    ch.inline_text, ch.is_ref ? (const char *)ch.hash : NULL
+    ch.inline_text, ch.is_ref ? (const char *)ch.hash : NULL, c->logs
   };
-  size_t lens[NSTR], total = 4 * 8;
+  size_t lens[NSTR], total = 8 + 4 * 8;
   for (int i = 0; i < NSTR; i++) {
     lens[i] = f[i] == NULL ? 0 : (i == 10 || i == 12) ? 16 : strlen(f[i]);
     total += 4 + (f[i] ? lens[i] + 1 : 0);
@@ -1814,6 +1830,8 @@ static int sq_checkpoint_put (sl_store *b, const sl_store_checkpoint *c) {
   if (sl_buf_reserve(p, total) != 0 || (done_now && done_add(rb, c->path, s->tx) != 0))
     return sq_fail(s, SQLITE_NOMEM, "recording checkpoint %s of run %s", c->path, c->run_id);
   unsigned char *q = (unsigned char *)p->data + p->len;
+  for (int i = 0; i < 8; i++)
+    *q++ = (unsigned char)((i < 4 ? RECORD_V2 : (uint32_t)NSTR) >> (8 * (3 - i % 4)));
   for (int i = 0; i < NSTR; i++) {
     uint32_t len = f[i] == NULL ? 0xffffffffu : (uint32_t)lens[i];
     q[0] = (unsigned char)(len >> 24); q[1] = (unsigned char)(len >> 16);

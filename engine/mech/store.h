@@ -132,6 +132,8 @@ typedef struct sl_store_checkpoint {
                               state ({set, del, replace}); state holds the
                               whole state instead in stores written before
                               changes were recorded */
+  const char *logs;        /* JSON text: its ctx:log records, an array of
+                              {time_ms, level, message[, fields]}, or NULL */
   int64_t t0, t1;          /* start and end on the engine's clock, in ns;
                               stored as given */
 } sl_store_checkpoint;

@@ -107,6 +107,10 @@ static int put_string (sl_buf *b, const char *s) {
   return sl_json_add_string(b, s, strlen(s));
 }
 
+static int put_string_len (sl_buf *b, const char *s, size_t len) {
+  return sl_json_add_string(b, s ? s : "", s ? len : 0);
+}
+
 
 /* Writes an int64 as OTLP/JSON does: a string of decimal digits. */
 static int put_int64 (sl_buf *b, int64_t v) {
@@ -229,8 +233,24 @@ static int build_span (sl_buf *b, const sl_trace_span_info *s) {
   rc |= put_lit(b, "]");
   if (s->events != NULL) {
     rc |= put_lit(b, ",\"events\":[");
-    rc |= put_lit(b, s->events);
+    for (const sl_trace_event *e = s->events; e; e = e->next) {
+      int efirst = 1;
+      rc |= put_lit(b, e == s->events ? "{\"timeUnixNano\":" : ",{\"timeUnixNano\":");
+      rc |= put_int64(b, e->time_ns);
+      rc |= put_lit(b, ",\"name\":");
+      rc |= put_string_len(b, e->message, e->mlen);
+      rc |= put_lit(b, ",\"attributes\":[");
+      rc |= attr_string(b, &efirst, "log.level", e->level);
+      rc |= attr_string(b, &efirst, "log.fields", e->fields);
+      rc |= put_lit(b, "]}");
+    }
     rc |= put_lit(b, "]");
+  }
+  if (s->dropped_events > 0) {
+    char n[16];   /* a uint32: a JSON number */
+    snprintf(n, sizeof n, "%d", s->dropped_events);
+    rc |= put_lit(b, ",\"droppedEventsCount\":");
+    rc |= put_lit(b, n);
   }
 
   if (failed) {

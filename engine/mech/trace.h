@@ -52,6 +52,18 @@
 #define SL_TRACE_ENOMEM (-2)
 #define SL_TRACE_EIO    (-23)  /* cannot open or write the file */
 
+/* A log record of a span, written as one of its events: the message is
+   the event's name, the level and the fields (JSON text) its attributes
+   log.level and log.fields. */
+typedef struct sl_trace_event {
+  const struct sl_trace_event *next;
+  int64_t time_ns;            /* Unix time in nanoseconds */
+  const char *level;          /* "debug", "info", "warn" or "error" */
+  const char *message;
+  size_t mlen;
+  const char *fields;         /* JSON text, or NULL */
+} sl_trace_event;
+
 /* Lengths of the ids as hex text, without the NUL. */
 #define SL_TRACE_TRACEID_HEX 32
 #define SL_TRACE_SPANID_HEX  16
@@ -80,8 +92,8 @@ typedef struct sl_trace_span_info {
   const char *fallback;       /* why a fallback ran, or NULL */
   const char *err_kind, *err_msg, *err_where;   /* NULL unless it failed;
                                  any one set makes the status an error */
-  const char *events;         /* span events, JSON objects comma-separated
-                                 (its log records), or NULL */
+  const sl_trace_event *events;   /* its log records, oldest first, or NULL */
+  int dropped_events;         /* how many more it had than it kept */
 } sl_trace_span_info;
 
 

@@ -171,9 +171,10 @@ uint64_t sl_writer_checkpoint(sl_writer *w, const sl_store_checkpoint *c) {
     OFF(sl_store_checkpoint, key), OFF(sl_store_checkpoint, status),
     OFF(sl_store_checkpoint, output), OFF(sl_store_checkpoint, state),
     OFF(sl_store_checkpoint, usage), OFF(sl_store_checkpoint, error),
-    OFF(sl_store_checkpoint, changes)
+    OFF(sl_store_checkpoint, changes), OFF(sl_store_checkpoint, logs)
   };
-  return enqueue(w, make_op(OP_CHECKPOINT, c, sizeof *c, offs, 13));
+  return enqueue(w, make_op(OP_CHECKPOINT, c, sizeof *c, offs,
+                            (int)(sizeof offs / sizeof offs[0])));
 }
 
 uint64_t sl_writer_wait(sl_writer *w, const sl_store_wait *wt) {

@@ -81,22 +81,12 @@ void sl_ctx_push_state(lua_State *L, sl_exec *x) {
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
-#define ADD_LIT(b, lit) sl_buf_add((b), (lit), sizeof(lit) - 1)
-
-/* Appends to b the OTLP attribute key = string value. */
-static int add_attr(sl_buf *b, const char *key, const char *v, size_t vlen, int first) {
-  return (first ? ADD_LIT(b, "{\"key\":") : ADD_LIT(b, ",{\"key\":"))
-       | sl_json_add_string(b, key, strlen(key))
-       | ADD_LIT(b, ",\"value\":{\"stringValue\":")
-       | sl_json_add_string(b, v, vlen) | ADD_LIT(b, "}}");
-}
-
 /* ctx:log([level,] ...): one record, with a level (debug, info, warn or
    error; info unless the first of several arguments names one), the
    message (the rest, joined by tabs, a table written as JSON when it has
    that form) and fields (the last argument, when it is a table). It goes
-   to stderr, naming the run and the step, and into the step's span as an
-   event. */
+   to stderr, naming the run and the step, and into the step's record: its
+   checkpoint (`sluice show`), the result's steps and its span's events. */
 static int ctx_log(lua_State *L) {
   sl_exec *x = sl_ctx_check(L, 1);
   int n = lua_gettop(L);
@@ -124,28 +114,29 @@ static int ctx_log(lua_State *L) {
   luaL_pushresult(&b);
   size_t mlen;
   const char *msg = lua_tolstring(L, -1, &mlen);
-  const char *ftext = "";
-  if (fields && sl_json_push(L, fields, 0, NULL, 0) == 0) ftext = lua_tostring(L, -1);
-  else if (fields) ftext = luaL_tolstring(L, fields, NULL);
-  fprintf(stderr, "[%s %s] %s%s%s%s%s\n", x->run->id, x->plan->name,
-          strcmp(level, "info") == 0 ? "" : level, strcmp(level, "info") == 0 ? "" : ": ",
-          msg, fields ? "\t" : "", ftext);
+  /* The fields as JSON text: a table the encoder cannot write is kept as
+     its text, a JSON string. */
+  const char *ftext = NULL;
+  if (fields && sl_json_push(L, fields, 0, NULL, 0) == 0) {
+    ftext = lua_tostring(L, -1);
+  } else if (fields) {
+    size_t tl;
+    const char *t = luaL_tolstring(L, fields, &tl);
+    sl_buf fb;
+    sl_buf_init(&fb);
+    if (sl_json_add_string(&fb, t, tl) == 0) lua_pushlstring(L, fb.data, fb.len);
+    else lua_pushliteral(L, "null");
+    sl_buf_free(&fb);
+    ftext = lua_tostring(L, -1);
+  }
+  int info = strcmp(level, "info") == 0;
+  fprintf(stderr, "[%s %s] %s%s%s%s%s\n", x->run->id, x->plan->name, info ? "" : level,
+          info ? "" : ": ", msg, fields ? "\t" : "", fields ? ftext : "");
+  /* The record: kept with the step for its checkpoint, its span and the
+     run's result. */
   sl_run *r = x->run;
-  if (r->core == NULL || r->core->trace == NULL) return 0;
-  /* The span event: its time, the message as its name, level and fields. */
-  sl_buf ev;
-  sl_buf_init(&ev);
-  char num[64];
-  snprintf(num, sizeof num, "%lld",
-           (long long)(r->start_unix_ns + (int64_t)(sl_now() - r->t_start)));
-  int rc = ADD_LIT(&ev, "{\"timeUnixNano\":\"") | sl_buf_add(&ev, num, strlen(num))
-         | ADD_LIT(&ev, "\",\"name\":") | sl_json_add_string(&ev, msg, mlen)
-         | ADD_LIT(&ev, ",\"attributes\":[")
-         | add_attr(&ev, "log.level", level, strlen(level), 1);
-  if (fields) rc |= add_attr(&ev, "log.fields", ftext, strlen(ftext), 0);
-  rc |= ADD_LIT(&ev, "]}");
-  if (rc == 0) sl_hist_add_event(&r->hist, x->hist, ev.data, ev.len);
-  sl_buf_free(&ev);
+  sl_hist_add_log(&r->hist, x->hist, r->start_unix_ns + (int64_t)(sl_now() - r->t_start),
+                  level, msg, mlen, ftext);
   return 0;
 }
 

@@ -306,6 +306,10 @@ void sl_durable_checkpoint(lua_State *L, sl_exec *x, int ok, int out) {
   cp.t0 = (int64_t)rec->t0;
   cp.t1 = (int64_t)(rec->t1 ? rec->t1 : rec->t0);
   if (rec->has_usage) cp.usage = sl_durable_usage_json(&rec->usage, usage, sizeof usage);
+  sl_buf logs;
+  sl_buf_init(&logs);
+  if (sl_hist_logs_json(rec, &logs) != 0) writes_lost(c, "not enough memory");
+  cp.logs = logs.data;
   if (ok) {
     /* A completed step was sealed when it succeeded: what is recorded is
        exactly what it returned and changed. */
@@ -316,6 +320,7 @@ void sl_durable_checkpoint(lua_State *L, sl_exec *x, int ok, int out) {
   }
   if (sl_writer_checkpoint(c->writer, &cp) == 0) writes_lost(c, "not enough memory");
   sl_buf_free(&error);
+  sl_buf_free(&logs);
 }
 
 /* Restores onto x's view what a completed step changed in the state: its

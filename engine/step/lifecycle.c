@@ -556,7 +556,8 @@ static void trace_step(sl_core *c, sl_run *r, int i) {
   s.err_kind = rec->err_kind;
   s.err_msg = rec->err_msg;
   s.err_where = rec->err_where;
-  s.events = rec->events;
+  s.events = rec->logs;
+  s.dropped_events = rec->logs_dropped;
   if (sl_trace_span(c->trace, &s) != 0) c->spans_dropped++;
 }
 

@@ -449,9 +449,9 @@ static int push_checkpoint(void *ud, const sl_store_checkpoint *c) {
   lua_setfield(L, -2, "ms");
   lua_pushinteger(L, c->t0);
   lua_setfield(L, -2, "t0");
-  const char *json[] = {c->usage, c->error, c->output};
-  const char *jn[] = {"usage", "error", "output"};
-  for (int i = 0; i < 3; i++) {
+  const char *json[] = {c->usage, c->error, c->output, c->logs};
+  const char *jn[] = {"usage", "error", "output", "logs"};
+  for (int i = 0; i < 4; i++) {
     if (json[i] == NULL) continue;
     if (sl_json_decode(L, json[i], strlen(json[i])) != 0) {
       lua_pop(L, 1);

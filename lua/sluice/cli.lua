@@ -56,7 +56,8 @@ local function steps_of(checkpoints)
   for i, c in ipairs(checkpoints) do
     steps[i] = { id = i, parent = c.parent_path and id_of[c.parent_path], path = c.path,
       name = c.name, kind = c.kind, status = c.status, attempts = c.attempts,
-      cached = c.cached, ms = c.ms, usage = c.usage, error = c.error, key = c.key }
+      cached = c.cached, ms = c.ms, usage = c.usage, error = c.error, key = c.key,
+      logs = c.logs }
   end
   return steps
 end

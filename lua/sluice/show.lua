@@ -236,7 +236,20 @@ end
 
 -- Lines of the step tree: each { head, status, duration, extras, notes },
 -- head being the tree prefix and label, notes the lines shown beneath.
-local function tree_lines(steps)
+-- A log record as a line: its time after the run's start, its level
+-- unless info, its message and its fields.
+local function log_line(l, start_ms)
+  if l.dropped then return ("(%d more log records not kept)"):format(l.dropped) end
+  local at = (l.time_ms and start_ms) and ("+" .. seconds(l.time_ms - start_ms) .. " ") or ""
+  local level = (l.level and l.level ~= "info") and (tostring(l.level) .. ": ") or ""
+  local fields = ""
+  if l.fields ~= nil then
+    fields = "  " .. (core.json_encode(l.fields) or tostring(l.fields))
+  end
+  return "log " .. at .. level .. tostring(l.message or "") .. fields
+end
+
+local function tree_lines(steps, start_ms)
   local roots, children = forest(steps)
   local lines, seen = {}, {}
 
@@ -259,6 +272,14 @@ local function tree_lines(steps)
         notes[#notes + 1] = under .. (i == 1 and "error: " or "       ") .. l
       end
     end
+    if type(s.logs) == "table" then
+      local under = body_prefix .. (#kids > 0 and "│ " or "  ")
+      for _, rec in ipairs(s.logs) do
+        for i, l in ipairs(split_lines(log_line(rec, start_ms))) do
+          notes[#notes + 1] = under .. (i == 1 and "" or "    ") .. l
+        end
+      end
+    end
     lines[#lines + 1] = {
       head = head_prefix .. label(s), status = tostring(s.status or "?"),
       duration = s.ms and duration(s.ms) or "", extras = extras, notes = notes,
@@ -275,8 +296,8 @@ local function tree_lines(steps)
   return lines
 end
 
-local function render_tree(steps)
-  local lines = tree_lines(steps)
+local function render_tree(steps, start_ms)
+  local lines = tree_lines(steps, start_ms)
   local wh, ws, wd = 0, 0, 0
   for _, l in ipairs(lines) do
     wh = math.max(wh, width(l.head))
@@ -325,7 +346,7 @@ function M.run(run, steps, opts)
   if not steps or #steps == 0 then
     out[#out + 1] = "no steps recorded"
   else
-    for _, l in ipairs(render_tree(steps)) do out[#out + 1] = l end
+    for _, l in ipairs(render_tree(steps, run.started_ms)) do out[#out + 1] = l end
   end
   return table.concat(out, "\n") .. "\n"
 end

@@ -620,6 +620,7 @@ static void checkpoints_round_trip_and_keep_their_order (void **state) {
   c.cached = 1;
   c.state = "{\"n\":1}";
   c.usage = "{\"tokens\":10}";
+  c.logs = "[{\"time_ms\":5,\"level\":\"info\",\"message\":\"hi\"}]";
   c.error = NULL;
   c.t0 = 1000000001;
   c.t1 = 2000000002;
@@ -653,6 +654,7 @@ static void checkpoints_round_trip_and_keep_their_order (void **state) {
   assert_string_equal(got->output, "[1,2]");
   assert_string_equal(got->state, "{\"n\":1}");
   assert_string_equal(got->usage, "{\"tokens\":10}");
+  assert_string_equal(got->logs, "[{\"time_ms\":5,\"level\":\"info\",\"message\":\"hi\"}]");
   assert_null(got->error);
   assert_int_equal(got->t0, 1000000001);
   assert_int_equal(got->t1, 2000000002);
@@ -668,6 +670,63 @@ static void checkpoints_round_trip_and_keep_their_order (void **state) {
   assert_null(got);
   assert_contains(sl_store_errmsg(s), "1/9");
   assert_string_equal(list_paths(s, "01Z", &col), "");
+  close_ok(s);
+}
+
+
+/* Appends the journal form of one string (NULL: absent) as hex. */
+static size_t hex_field (char *out, const char *v) {
+  uint32_t len = v ? (uint32_t)strlen(v) : 0xffffffffu;
+  size_t n = (size_t)sprintf(out, "%08X", len);
+  if (v) {
+    for (const char *p = v; *p; p++) n += (size_t)sprintf(out + n, "%02X", (unsigned char)*p);
+    n += (size_t)sprintf(out + n, "00");
+  }
+  return n;
+}
+
+/* A journal row written before records carried logs (13 strings, no
+   marker) still reads, with no logs; one in the later form with a string
+   this code does not know reads too. */
+static void journal_records_of_the_first_form_still_read (void **state) {
+  fixture *f = *state;
+  sl_store *s = open_ok(f->path, NULL);
+  sl_store_run r = a_run("01J", "p", "running", 1);
+  OK(s, sl_store_run_begin(s, &r));
+  OK(s, sl_store_flush(s));
+  close_ok(s);
+  /* path parent name kind key status usage error state output output_ref
+     changes changes_ref, then attempts cached t0 t1 */
+  const char *v1[13] = { "1", NULL, "old", "step", NULL, "completed", NULL, NULL,
+                         NULL, "41", NULL, NULL, NULL };
+  char sql[4096];
+  size_t n = (size_t)sprintf(sql, "INSERT INTO journal (run_id, seq, data) VALUES ('01J', 1, X'");
+  for (int i = 0; i < 13; i++) n += hex_field(sql + n, v1[i]);
+  n += (size_t)sprintf(sql + n, "%016X%016X%016X%016X", 2, 0, 10, 20);
+  /* The later form: a marker, 15 strings (logs, then one from the future). */
+  const char *v2[15] = { "1/1", "1", "new", "step", NULL, "completed", NULL, NULL,
+                         NULL, "42", NULL, NULL, NULL, "[]", "future" };
+  n += (size_t)sprintf(sql + n, "FFFFFFFE0000000F");
+  for (int i = 0; i < 15; i++) n += hex_field(sql + n, v2[i]);
+  n += (size_t)sprintf(sql + n, "%016X%016X%016X%016X", 1, 1, 30, 40);
+  sprintf(sql + n, "')");
+  raw_exec(f->path, sql);
+  s = open_ok(f->path, NULL);
+  sl_store_checkpoint *got;
+  OK(s, sl_store_checkpoint_get(s, "01J", "1", &got));
+  assert_string_equal(got->name, "old");
+  assert_string_equal(got->output, "41");
+  assert_null(got->logs);
+  assert_int_equal(got->attempts, 2);
+  assert_int_equal(got->t1, 20);
+  sl_store_checkpoint_free(got);
+  OK(s, sl_store_checkpoint_get(s, "01J", "1/1", &got));
+  assert_string_equal(got->name, "new");
+  assert_string_equal(got->output, "42");
+  assert_string_equal(got->logs, "[]");
+  assert_int_equal(got->cached, 1);
+  assert_int_equal(got->t0, 30);
+  sl_store_checkpoint_free(got);
   close_ok(s);
 }
 
@@ -1400,6 +1459,7 @@ int main (void) {
     T(runs_list_newest_first_with_filters),
     T(a_listing_cannot_restart_itself_from_its_callback),
     T(checkpoints_round_trip_and_keep_their_order),
+    T(journal_records_of_the_first_form_still_read),
     T(a_checkpoint_needs_its_run),
     T(of_two_claims_at_one_epoch_exactly_one_wins),
     T(an_owner_that_lost_the_run_can_write_nothing_more),

@@ -616,3 +616,75 @@ return sl.pipeline{ name = "logged",
     h.rm(dir)
   end)
 end)
+
+describe("ctx:log records in the store", function()
+  it("are listed by show, in its text and JSON, and outlive a pause and resume", function()
+    local dir = h.tmpdir()
+    local file = h.script([[
+local sl = require "sluice"
+return sl.pipeline{ name = "kept",
+  sl.step{ name = "fetch", run = function(x, ctx)
+    ctx:log("warn", "slow source", { ms = 1200, host = "a\"b" })
+    ctx:log("fetched", 3, "rows")
+    return x end },
+  sl.step{ name = "chatty", run = function(x, ctx)
+    for i = 1, 40 do ctx:log("debug", "line", i) end
+    return x end },
+  sl.human{ name = "ok?", message = "go on?" },
+  sl.step{ name = "after", run = function(x, ctx) ctx:log("resumed") return x end } }
+]], dir, "kept.lua")
+    local env = { SLUICE_STORE = dir .. "/s.db" }
+    local code, out = h.cli({ "run", file, "--input", "1" }, { env = env })
+    assert.equal(3, code)
+    local id = out:match("(%w+)")
+    local _, text = h.cli({ "show", id }, { env = env })
+    assert.matches("fetch %(step%)[^\n]*\n│ +log %+%d+%.%d+s warn: slow source  {\"host\":\"a\\\"b\",\"ms\":1200}\n", text)
+    assert.matches("\n│ +log %+[%d.]+s fetched\t3\trows\n", text)
+    assert.matches("log %+[%d.]+s debug: line\t32\n", text)
+    assert.matches("%(8 more log records not kept%)", text)
+    code = h.cli({ "resume", id, "--input", "true" }, { env = env })
+    assert.equal(0, code)
+    local _, js = h.cli({ "show", "--json", id }, { env = env })
+    local steps = {}
+    for _, s in ipairs(sl.decode(js).steps) do steps[s.name] = s end
+    local logs = steps.fetch.logs
+    assert.equal(2, #logs)
+    assert.equal("warn", logs[1].level)
+    assert.equal("slow source", logs[1].message)
+    assert.same({ ms = 1200, host = "a\"b" }, logs[1].fields)
+    assert.is_true(logs[1].time_ms > 1.7e12)
+    assert.equal("info", logs[2].level)
+    assert.equal(33, #steps.chatty.logs)
+    assert.same({ dropped = 8 }, steps.chatty.logs[33])
+    assert.equal("resumed", steps.after.logs[1].message)
+    h.rm(dir)
+  end)
+
+  it("are in the result's steps, and a span counts the events it dropped", function()
+    local e = sl.engine{}
+    local p = sl.pipeline{ name = "r",
+      sl.step{ name = "s", run = function(x, ctx)
+        for i = 1, 35 do ctx:log("n", i) end
+        ctx:log("error", "bad", { why = "x" })
+        return x end } }
+    local res = e:run(p, 1)
+    local s = res.steps[2]
+    assert.equal("s", s.name)
+    assert.equal(33, #s.logs)
+    assert.equal("n\t1", s.logs[1].message)
+    assert.same({ dropped = 4 }, s.logs[33])
+    local dir = h.tmpdir()
+    local path = dir .. "/t.jsonl"
+    local t = sl.engine{ trace = path }
+    t:run(p, 1)
+    t = nil
+    collectgarbage()
+    local dropped
+    for line in io.lines(path) do
+      local span = sl.decode(line).resourceSpans[1].scopeSpans[1].spans[1]
+      if span.name == "s" then dropped = span.droppedEventsCount end
+    end
+    assert.equal(4, dropped)
+    h.rm(dir)
+  end)
+end)
