@@ -64,6 +64,8 @@
 **   POST /v1/traces        an OTLP/HTTP (JSON) traces receiver: a body with
 **                          "resourceSpans" gets 200 {"partialSuccess": {}},
 **                          anything else 400; counts requests and spans
+**                          (and with MOCK_OTLP_DIR set, keeps each body
+**                          there as body-N.json)
 **   GET /v1/traces/count   answers 200 {"requests": R, "spans": S} so far
 **   anything else          404 {"error": "no route"}
 */
@@ -893,6 +895,18 @@ static void route_traces(conn *c, request *r) {
     return;
   }
   otlp_requests++;
+  /* With MOCK_OTLP_DIR set, each body is kept as DIR/body-N.json, for a
+     test to check what the exporter sent. */
+  const char *dir = getenv("MOCK_OTLP_DIR");
+  if (dir != NULL && *dir) {
+    char name[4096];
+    snprintf(name, sizeof name, "%s/body-%ld.json", dir, otlp_requests);
+    FILE *f = fopen(name, "wb");
+    if (f != NULL) {
+      fwrite(r->body, 1, r->body_len, f);
+      fclose(f);
+    }
+  }
   for (const char *s = r->body; (s = memmem(s, (size_t)(end - s), "\"spanId\"", 8)) != NULL; s += 8)
     otlp_spans++;
   buf_str(&b, "{\"partialSuccess\": {}}");

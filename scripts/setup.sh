@@ -16,6 +16,12 @@ for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 
+# Node.js serves tests only (tests/otlp); a machine that has node and npm
+# from elsewhere keeps them.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
+fi
+
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   sudo=""
@@ -23,6 +29,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The OTLP check decodes traces with the official protobuf definitions,
+# from npm (tests/otlp/package-lock.json).
+if [ ! -d tests/otlp/node_modules ] || [ tests/otlp/package-lock.json -nt tests/otlp/node_modules ]; then
+  echo "setup: installing the test tools in tests/otlp (npm ci)" >&2
+  (cd tests/otlp && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  touch tests/otlp/node_modules
 fi
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE="${SLUICE_BUILD_TYPE:-RelWithDebInfo}" >/dev/null
