@@ -420,7 +420,7 @@ int sl_store_cache_stats (sl_store *s, sl_store_cache_totals *total,
 */
 
 struct sl_store_ops {
-  const char *name;                   /* "sqlite" */
+  const char *name;                   /* "sqlite", "postgresql" */
   /* Does this backend open paths like this one? */
   int (*accepts) (const char *path);
   int (*open) (sl_store **out, const char *path, const sl_store_options *o,
@@ -489,6 +489,9 @@ int sl_store_base_init (sl_store *s, const struct sl_store_ops *ops,
 
 /* Frees what sl_store_base_init allocated. */
 void sl_store_base_free (sl_store *s);
+
+/* The backends (store_sqlite.c; store_pg.c when built with libpq). */
+extern const struct sl_store_ops sl_store_sqlite_ops;
 
 /* }====================================================== */
 
