@@ -182,7 +182,7 @@ void sl_store_run_free (sl_store_run *r) {
 
 int sl_store_run_list (sl_store *s, const sl_store_run_filter *f,
                        sl_store_run_cb cb, void *ud) {
-  static const sl_store_run_filter all = { NULL, NULL, 0, 0, NULL };
+  static const sl_store_run_filter all = { NULL, NULL, 0, 0, NULL, NULL };
   ARG(s, cb != NULL, "run_list", "no callback");
   if (f == NULL)
     f = &all;
@@ -202,6 +202,27 @@ int sl_store_run_claim (sl_store *s, const char *id, const char *owner,
                         int64_t lease_ms, int64_t expect, const char *status) {
   ARG(s, id != NULL && owner != NULL, "run_claim", "no run id or owner");
   return s->ops->run_claim(s, id, owner, lease_ms, expect, status);
+}
+
+
+int sl_store_run_claim_next (sl_store *s, const char *queue, const char *owner,
+                             int64_t lease_ms, int64_t now_ms,
+                             const char *const *skip, int nskip,
+                             sl_store_run **out) {
+  if (out != NULL)
+    *out = NULL;
+  ARG(s, queue != NULL && owner != NULL && out != NULL, "run_claim_next",
+      "no queue, owner or place for the run");
+  ARG(s, nskip >= 0 && (nskip == 0 || skip != NULL), "run_claim_next", "bad skip list");
+  return after_write(s, s->ops->run_claim_next(s, queue, owner, lease_ms, now_ms,
+                                               skip, nskip, out));
+}
+
+
+int sl_store_run_requeue (sl_store *s, const char *id, const char *owner,
+                          int64_t epoch, const char *waiting_for) {
+  ARG(s, id != NULL && owner != NULL, "run_requeue", "no run id or owner");
+  return after_write(s, s->ops->run_requeue(s, id, owner, epoch, waiting_for));
 }
 
 

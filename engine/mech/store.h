@@ -100,6 +100,11 @@ typedef struct sl_store_run {
   int64_t epoch;           /* how many owners it has had: a write names the
                               epoch it was made under, and one from an
                               earlier owner is refused */
+  const char *queue;       /* the queue it was submitted to (workers take
+                              it from there), or NULL for a run started in
+                              its own process */
+  const char *waiting_for; /* why a queued run is not being executed (a
+                              worker with its code version), or NULL */
 } sl_store_run;
 
 typedef struct sl_store_run_filter {
@@ -108,6 +113,7 @@ typedef struct sl_store_run_filter {
   int64_t limit;           /* at most this many; 0 for no limit */
   int64_t offset;          /* after skipping this many */
   const char *before;      /* only runs older than this id (paging), or NULL */
+  const char *queue;       /* only runs submitted to this queue, or NULL */
 } sl_store_run_filter;
 
 /*
@@ -262,6 +268,28 @@ int sl_store_run_delete (sl_store *s, const char *id);
    ECONFLICT. Commits at once. */
 int sl_store_run_claim (sl_store *s, const char *id, const char *owner,
                         int64_t lease_ms, int64_t expect, const char *status);
+
+/*
+** The queue. A submitted run is begun with status "queued" and a queue;
+** a worker claims the oldest one it may take: queued, or running under an
+** owner that is gone (its lease ran out, or its process on this host
+** died). The claim makes owner its owner at the next epoch, status
+** "running", in one transaction, so of workers claiming at once each gets
+** a different run. Runs whose id is in skip (nskip of them) are passed
+** over (a worker that cannot run them). *out is the claimed run (freed
+** with sl_store_run_free); ENOTFOUND when there is none to take.
+*/
+int sl_store_run_claim_next (sl_store *s, const char *queue, const char *owner,
+                             int64_t lease_ms, int64_t now_ms,
+                             const char *const *skip, int nskip,
+                             sl_store_run **out);
+
+/* Puts run id, owned by owner at epoch, back in its queue for another
+   worker: status "queued", no owner, and waiting_for (NULL: none) saying
+   what it waits for. ECONFLICT when the run has moved on. Commits at
+   once. */
+int sl_store_run_requeue (sl_store *s, const char *id, const char *owner,
+                          int64_t epoch, const char *waiting_for);
 
 /* Extends owner's lease on run id to lease_ms; ECONFLICT when the run has
    another owner or epoch now. */
@@ -470,6 +498,11 @@ struct sl_store_ops {
   int (*vacuum) (sl_store *s);
   int (*cache_touch) (sl_store *s, const unsigned char *key);
   int (*check_after_crash) (sl_store *s, int *checked);
+  int (*run_claim_next) (sl_store *s, const char *queue, const char *owner,
+                         int64_t lease_ms, int64_t now_ms, const char *const *skip,
+                         int nskip, sl_store_run **out);
+  int (*run_requeue) (sl_store *s, const char *id, const char *owner, int64_t epoch,
+                      const char *waiting_for);
 };
 
 struct sl_store {

@@ -187,7 +187,13 @@ static const char *const migrations[] = {
   /* 5: journal records in their second form (a count of strings, and the
      step's log records among them), which code that knows version 4 could
      not read: the version tells it the store is newer than it. */
-  "INSERT OR REPLACE INTO meta (key, value) VALUES ('journal_record', '2');"
+  "INSERT OR REPLACE INTO meta (key, value) VALUES ('journal_record', '2');",
+
+  /* 6: the queue: the queue a submitted run waits in, and why a queued run
+     is not being executed; workers find the oldest by queue and status. */
+  "ALTER TABLE runs ADD COLUMN queue TEXT;"
+  "ALTER TABLE runs ADD COLUMN waiting_for TEXT;"
+  "CREATE INDEX runs_by_queue ON runs (queue, status, id) WHERE queue IS NOT NULL;"
 };
 
 #define NMIGRATIONS  ((int)(sizeof migrations / sizeof migrations[0]))
@@ -212,7 +218,7 @@ enum {
   ST_CACHE_TOTAL, ST_CACHE_BY_STEP,
   ST_RUN_CLAIM, ST_RUN_RENEW, ST_RUN_FINISH, ST_RUN_EXISTS, ST_BLOB_PUT,
   ST_CP_STATUS, ST_JOURNAL_PUT, ST_JOURNAL_LAST, ST_JOURNAL_READ, ST_BLOB_GET,
-  ST_BLOB_REF,
+  ST_BLOB_REF, ST_RUN_LIST_QUEUE, ST_QUEUED, ST_TAKEOVERS, ST_RUN_TAKE, ST_RUN_REQUEUE,
   ST_COUNT
 };
 
@@ -221,16 +227,17 @@ enum {
 #define BLOB_OF(ref) "(SELECT data FROM blobs WHERE hash = " ref ")"
 #define RUN_INS_COLS "id, pipeline, file, def_hash, status, input, output, " \
                      "error, usage, budget, started_ms, ended_ms, options, " \
-                     "owner, lease_ms, epoch, input_ref, output_ref"
+                     "owner, lease_ms, epoch, input_ref, output_ref, queue, " \
+                     "waiting_for"
 #define RUN_COLS "id, pipeline, file, def_hash, status, " \
                  "coalesce(input, " BLOB_OF("input_ref") "), " \
                  "coalesce(output, " BLOB_OF("output_ref") "), " \
                  "error, usage, budget, started_ms, ended_ms, options, " \
-                 "owner, lease_ms, epoch"
+                 "owner, lease_ms, epoch, queue, waiting_for"
 /* Listings leave large values where they are. */
 #define RUN_LIST_COLS "id, pipeline, file, def_hash, status, input, output, " \
                       "error, usage, budget, started_ms, ended_ms, options, " \
-                      "owner, lease_ms, epoch"
+                      "owner, lease_ms, epoch, queue, waiting_for"
 #define CP_INS_COLS "run_id, path, parent, name, kind, key, status, attempts, " \
                     "cached, output, state, usage, error, t0, t1, changes, " \
                     "output_ref, changes_ref"
@@ -249,7 +256,7 @@ static const char *const sql[ST_COUNT] = {
   [ST_RUN_BEGIN] =
     "INSERT INTO runs (" RUN_INS_COLS ") "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
-    "?16, ?17, ?18)",
+    "?16, ?17, ?18, ?19, ?20)",
   [ST_RUN_UPDATE] =
     "UPDATE runs SET status = ?2, output = ?3, error = ?4, usage = ?5, "
     "ended_ms = ?6 WHERE id = ?1",
@@ -263,6 +270,23 @@ static const char *const sql[ST_COUNT] = {
   [ST_RUN_LIST_BOTH] =
     "SELECT " RUN_LIST_COLS " FROM runs WHERE status = ?1 AND pipeline = ?2 AND "
     RUN_BEFORE RUN_ORDER,
+  [ST_RUN_LIST_QUEUE] =
+    "SELECT " RUN_LIST_COLS " FROM runs WHERE queue = ?6 AND (?1 IS NULL OR status = ?1) "
+    "AND (?2 IS NULL OR pipeline = ?2) AND " RUN_BEFORE RUN_ORDER,
+  /* The oldest queued runs of a queue, and the active ones whose owner may
+     be gone: what a worker may claim. */
+  [ST_QUEUED] =
+    "SELECT id, status, owner, lease_ms, epoch FROM runs "
+    "WHERE queue = ?1 AND status = 'queued' ORDER BY id LIMIT ?2",
+  [ST_TAKEOVERS] =
+    "SELECT id, status, owner, lease_ms, epoch FROM runs "
+    "WHERE queue = ?1 AND status IN ('running', 'waiting', 'interrupted') ORDER BY id LIMIT ?2",
+  [ST_RUN_TAKE] =
+    "UPDATE runs SET owner = ?2, lease_ms = ?3, epoch = epoch + 1, status = 'running', "
+    "waiting_for = NULL WHERE id = ?1 AND epoch = ?4 AND status = ?5",
+  [ST_RUN_REQUEUE] =
+    "UPDATE runs SET status = 'queued', owner = NULL, lease_ms = NULL, waiting_for = ?4 "
+    "WHERE id = ?1 AND owner = ?2 AND epoch = ?3",
 
   /* An upsert rather than INSERT OR REPLACE: the row keeps its rowid, so a
      step recorded when it starts and again when it ends stays in start
@@ -383,6 +407,8 @@ static void journal_discard (sq_store *s);
 static int journal_write (sq_store *s);
 static void journal_committed (sq_store *s);
 static void journal_finished (sq_store *s, const char *id);
+static void journal_discard (sq_store *s);
+static int sq_run_get (sl_store *b, const char *id, sl_store_run **out);
 
 static int map_code (int rc) {
   switch (rc & 0xff) {
@@ -606,7 +632,8 @@ static const size_t run_strings[] = {
   offsetof(sl_store_run, status), offsetof(sl_store_run, input),
   offsetof(sl_store_run, output), offsetof(sl_store_run, error),
   offsetof(sl_store_run, usage), offsetof(sl_store_run, budget),
-  offsetof(sl_store_run, options), offsetof(sl_store_run, owner)
+  offsetof(sl_store_run, options), offsetof(sl_store_run, owner),
+  offsetof(sl_store_run, queue), offsetof(sl_store_run, waiting_for)
 };
 
 static const size_t checkpoint_strings[] = {
@@ -641,6 +668,8 @@ static void row_to_run (sqlite3_stmt *st, sl_store_run *r) {
   r->owner = column_text(st, 13);
   r->lease_ms = sqlite3_column_int64(st, 14);
   r->epoch = sqlite3_column_int64(st, 15);
+  r->queue = column_text(st, 16);
+  r->waiting_for = column_text(st, 17);
 }
 
 
@@ -746,7 +775,8 @@ static int sq_run_begin (sl_store *b, const sl_store_run *r) {
        | sqlite3_bind_int64(st, 11, r->started_ms)
        | bind_time(st, 12, r->ended_ms) | bind_text(st, 13, r->options)
        | bind_text(st, 14, r->owner) | bind_time(st, 15, r->lease_ms)
-       | sqlite3_bind_int64(st, 16, r->epoch);
+       | sqlite3_bind_int64(st, 16, r->epoch) | bind_text(st, 19, r->queue)
+       | bind_text(st, 20, r->waiting_for);
     if ((rc = bind_failed(s, rc)) == SQLITE_OK)
       rc = sq_step_write(s, st);
   }
@@ -837,6 +867,130 @@ static int sq_run_claim (sl_store *b, const char *id, const char *owner,
 }
 
 
+/* A run a worker may claim, as a candidate list holds it. */
+typedef struct sq_candidate {
+  char id[64];
+  char status[16];
+  int64_t lease_ms, epoch;
+  int owner_alive;
+} sq_candidate;
+
+#define NCANDIDATES 16
+
+/* Reads up to NCANDIDATES rows of statement which (queue bound) into c. */
+static int read_candidates (sq_store *s, int which, const char *queue, int64_t now_ms,
+                            sq_candidate *c, int *n) {
+  sqlite3_stmt *st;
+  int rc = sq_write_stmt(s, which, &st);   /* takes the write lock first */
+  *n = 0;
+  if (rc != SQLITE_OK)
+    return rc;
+  rc = bind_failed(s, bind_text(st, 1, queue) | sqlite3_bind_int(st, 2, NCANDIDATES));
+  while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const char *id = column_text(st, 0), *status = column_text(st, 1);
+    rc = SQLITE_OK;
+    if (id == NULL || strlen(id) >= sizeof c->id || status == NULL)
+      continue;
+    sq_candidate *k = &c[(*n)++];
+    snprintf(k->id, sizeof k->id, "%s", id);
+    snprintf(k->status, sizeof k->status, "%s", status);
+    k->lease_ms = sqlite3_column_int64(st, 3);
+    k->epoch = sqlite3_column_int64(st, 4);
+    k->owner_alive = sl_owner_alive(column_text(st, 2), k->lease_ms, now_ms);
+  }
+  sqlite3_reset(st);
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Drops the open transaction and what it held. */
+static void sq_rollback (sq_store *s) {
+  if (!s->in_tx)
+    return;
+  sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+  s->in_tx = 0;
+  s->base.pending = 0;
+  journal_discard(s);
+}
+
+static int skipped (const char *id, const char *const *skip, int nskip) {
+  for (int i = 0; i < nskip; i++)
+    if (skip[i] != NULL && strcmp(skip[i], id) == 0) return 1;
+  return 0;
+}
+
+static int sq_run_claim_next (sl_store *b, const char *queue, const char *owner,
+                              int64_t lease_ms, int64_t now_ms,
+                              const char *const *skip, int nskip,
+                              sl_store_run **out) {
+  sq_store *s = (sq_store *)b;
+  sq_candidate c[NCANDIDATES];
+  int n = 0, rc = SQLITE_OK;
+  const char *took = NULL;
+  /* Queued runs first, oldest first; then runs whose owner is gone. All in
+     the one transaction that holds the write lock, so no other worker can
+     take the same run between the look and the claim. */
+  for (int pass = 0; pass < 2 && took == NULL && rc == SQLITE_OK; pass++) {
+    rc = read_candidates(s, pass == 0 ? ST_QUEUED : ST_TAKEOVERS, queue, now_ms, c, &n);
+    for (int i = 0; i < n && rc == SQLITE_OK && took == NULL; i++) {
+      if (skipped(c[i].id, skip, nskip) || (pass == 1 && c[i].owner_alive))
+        continue;
+      sqlite3_stmt *st;
+      if ((rc = sq_write_stmt(s, ST_RUN_TAKE, &st)) != SQLITE_OK)
+        break;
+      rc = bind_text(st, 1, c[i].id) | bind_text(st, 2, owner) | bind_time(st, 3, lease_ms)
+         | sqlite3_bind_int64(st, 4, c[i].epoch) | bind_text(st, 5, c[i].status);
+      if ((rc = bind_failed(s, rc)) == SQLITE_OK && (rc = sq_step_write(s, st)) == SQLITE_OK
+          && sqlite3_changes(s->db) == 1)
+        took = c[i].id;
+    }
+  }
+  if (rc == SQLITE_OK && took != NULL) {
+    int code = sq_run_get(b, took, out);
+    if (code != 0) {
+      sq_rollback(s);
+      return code;
+    }
+  }
+  if (rc != SQLITE_OK) {
+    int code = sq_fail(s, rc, "claiming a run of queue '%s'", queue);
+    sq_rollback(s);
+    return code;
+  }
+  int code = sq_flush(b);
+  if (code != 0) {
+    sl_store_run_free(*out);
+    *out = NULL;
+    return code;
+  }
+  if (took == NULL)
+    return sl_store_seterr(b, SL_STORE_ENOTFOUND, "no run to claim in queue '%s'", queue);
+  return 0;
+}
+
+
+static int sq_run_requeue (sl_store *b, const char *id, const char *owner, int64_t epoch,
+                           const char *waiting_for) {
+  sq_store *s = (sq_store *)b;
+  sqlite3_stmt *st;
+  int rc = sq_write_stmt(s, ST_RUN_REQUEUE, &st);
+  if (rc == SQLITE_OK) {
+    rc = bind_text(st, 1, id) | bind_text(st, 2, owner) | sqlite3_bind_int64(st, 3, epoch)
+       | bind_text(st, 4, waiting_for);
+    if ((rc = bind_failed(s, rc)) == SQLITE_OK)
+      rc = sq_step_write(s, st);
+  }
+  if (rc != SQLITE_OK)
+    return sq_fail(s, rc, "putting run %s back in its queue", id);
+  if (sqlite3_changes(s->db) == 0) {
+    int code = sq_not_owner(s, id, owner, epoch, "putting back in its queue");
+    sq_flush(b);
+    return code;
+  }
+  journal_finished(s, id);
+  return sq_flush(b);
+}
+
+
 static int sq_run_renew (sl_store *b, const char *id, const char *owner,
                          int64_t epoch, int64_t lease_ms) {
   sq_store *s = (sq_store *)b;
@@ -920,11 +1074,12 @@ static int sq_run_list (sl_store *b, const sl_store_run_filter *f,
   sqlite3_stmt *st;
   sl_store_run r;
   int stop = 0;
-  int rc = sq_stmt(s, which[f->status != NULL][f->pipeline != NULL], &st);
+  int rc = sq_stmt(s, f->queue ? ST_RUN_LIST_QUEUE
+                             : which[f->status != NULL][f->pipeline != NULL], &st);
   if (rc != SQLITE_OK)
     return sq_fail(s, rc, "listing runs");
-  rc = (f->status ? bind_text(st, 1, f->status) : 0)
-     | (f->pipeline ? bind_text(st, 2, f->pipeline) : 0)
+  rc = bind_text(st, 1, f->status) | bind_text(st, 2, f->pipeline)
+     | (f->queue ? bind_text(st, 6, f->queue) : 0)
      | sqlite3_bind_int64(st, 3, f->limit > 0 ? f->limit : -1)
      | sqlite3_bind_int64(st, 4, f->offset)
      | (f->before ? bind_text(st, 5, f->before) : sqlite3_bind_null(st, 5));
@@ -2414,4 +2569,6 @@ const struct sl_store_ops sl_store_sqlite_ops = {
   sq_vacuum,
   sq_cache_touch,
   sq_check_after_crash,
+  sq_run_claim_next,
+  sq_run_requeue,
 };

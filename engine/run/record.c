@@ -13,6 +13,7 @@
 #include "error.h"
 #include "memory.h"
 #include "plan.h"
+#include "run.h"
 #include "value.h"
 
 /* The JSON text of the value at idx in b, or NULL when it has none. */
@@ -243,4 +244,55 @@ void sl_record_answers(lua_State *L, sl_core *c, const char *run_id, int ai) {
   sl_buf_free(&b);
   if (sl_store_flush(c->store) != 0)
     luaL_error(L, "the answers could not be recorded: %s", sl_store_errmsg(c->store));
+}
+
+void sl_record_submit(lua_State *L, sl_host *h, int si, int ii, int bi, const char *queue,
+                      char id[32]) {
+  sl_core *e = &h->core;
+  si = lua_absindex(L, si);
+  if (e->store == NULL) luaL_error(L, "cannot submit: the engine has no store");
+  char file[4096];
+  if (h->load_path == NULL || realpath(h->load_path, file) == NULL)
+    luaL_error(L, "cannot submit: the pipeline must come from a file the engine loaded");
+  sl_plan *root = sl_plan_push(L, si);
+  char hex[SL_KEY_HEXLEN + 1], err[300];
+  sl_key version;
+  if (sl_plan_version(L, root, si, &version, err, sizeof err) != 0)
+    luaL_error(L, "cannot submit: %s", err);
+  sl_key_hex(&version, hex);
+  char pipeline[128];
+  snprintf(pipeline, sizeof pipeline, "%s", root->name);
+  lua_pop(L, 1);
+  sl_buf in, options;
+  sl_buf_init(&in);
+  sl_buf_init(&options);
+  int rc = sl_json_encode(L, ii, &in, 0, err, sizeof err);
+  if (rc == 0) rc = sl_buf_add(&options, "{", 1);
+  if (rc == 0 && bi != 0) {
+    rc = sl_buf_add(&options, "\"budget\":", 9);
+    if (rc == 0) rc = sl_json_encode(L, bi, &options, 0, err, sizeof err);
+  }
+  if (rc == 0) rc = sl_buf_add(&options, "}", 1);
+  if (rc != 0) {
+    sl_buf_free(&in);
+    sl_buf_free(&options);
+    luaL_error(L, "cannot submit: the input cannot be stored: %s", err);
+  }
+  sl_run_new_id(h, id);
+  sl_store_run row;
+  memset(&row, 0, sizeof row);
+  row.id = id;
+  row.pipeline = pipeline;
+  row.file = file;
+  row.def_hash = hex;
+  row.status = "queued";
+  row.input = in.data ? in.data : "null";
+  row.options = options.data;
+  row.started_ms = sl_durable_wall_ms();
+  row.queue = queue;
+  rc = sl_store_run_begin(e->store, &row);
+  if (rc == 0) rc = sl_store_flush(e->store);
+  sl_buf_free(&in);
+  sl_buf_free(&options);
+  if (rc != 0) luaL_error(L, "cannot submit: %s", sl_store_errmsg(e->store));
 }

@@ -8,8 +8,10 @@
 
 #include <lauxlib.h>
 
-#include "resume.h"
+#include <sys/stat.h>
 #include <time.h>
+
+#include "resume.h"
 #include "owner.h"
 #include "record.h"
 #include "durable.h"
@@ -108,6 +110,152 @@ static void take_answers(lua_State *L, sl_core *e, const char *run_id, int ii) {
   lua_remove(L, wi);
 }
 
+/*
+** {======================================================
+** Loading a stored run's pipeline
+** =======================================================
+** A worker executes runs of many files: what a file loaded (its pipelines,
+** its policy table and the files it read) is kept by path, with the size,
+** time and inode of each file read, and used again while none changed.
+*/
+
+#define LOADED_KEY "sluice.resume.loaded"
+
+/* The signature of the files in the list at fi: what changes when one is
+   edited. Pushes it. */
+static void push_signature(lua_State *L, int fi) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, fi);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, fi, i);
+    const char *f = lua_tostring(L, -1);
+    struct stat st;
+    char part[96];
+    if (f != NULL && stat(f, &st) == 0)
+      snprintf(part, sizeof part, "%lld.%ld:%lld:%llu;", (long long)st.st_mtim.tv_sec,
+               (long)st.st_mtim.tv_nsec, (long long)st.st_size, (unsigned long long)st.st_ino);
+    else
+      snprintf(part, sizeof part, "-;");
+    lua_pop(L, 1);
+    luaL_addstring(&b, part);
+  }
+  luaL_pushresult(&b);
+}
+
+/* Makes file the host's loaded file: as kept if nothing it read changed,
+   else loaded again (raising as a load does). */
+static void use_file(lua_State *L, sl_host *h, const char *file) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, LOADED_KEY) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, LOADED_KEY);
+  }
+  int ki = lua_gettop(L);
+  if (lua_getfield(L, ki, file) == LUA_TTABLE) {            /* kept entry */
+    int ei = lua_gettop(L);
+    lua_getfield(L, ei, "files");
+    push_signature(L, lua_gettop(L));
+    lua_getfield(L, ei, "sig");
+    int same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 3);
+    if (same) {
+      /* The kept snapshot becomes the host's. */
+      lua_getfield(L, ei, "kinds");
+      lua_rawseti(L, LUA_REGISTRYINDEX, h->core.ref_kinds);
+      lua_getfield(L, ei, "pipelines");
+      lua_rawseti(L, LUA_REGISTRYINDEX, h->ref_pipelines);
+      lua_getfield(L, ei, "files");
+      lua_rawseti(L, LUA_REGISTRYINDEX, h->ref_files);
+      if (h->load_path == NULL || strcmp(h->load_path, file) != 0) {
+        char *copy = strdup(file);
+        if (copy == NULL) luaL_error(L, "not enough memory");
+        free(h->load_path);
+        h->load_path = copy;
+      }
+      lua_settop(L, ki - 1);
+      return;
+    }
+  }
+  lua_settop(L, ki);
+  sl_reload_load(L, h, file);
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 4);                                 /* kept entry */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->core.ref_kinds);
+  lua_setfield(L, -2, "kinds");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_pipelines);
+  lua_setfield(L, -2, "pipelines");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_files);
+  push_signature(L, lua_gettop(L));
+  lua_setfield(L, -3, "sig");
+  lua_setfield(L, -2, "files");
+  lua_setfield(L, ki, file);
+  lua_settop(L, ki - 1);
+}
+
+/* Pushes pipeline of file (loaded or kept) and its code version as hex
+   into hex ("" when it has none); returns the step's index. */
+static int push_pipeline(lua_State *L, sl_host *h, const char *file, const char *pipeline,
+                         char hex[SL_KEY_HEXLEN + 1]) {
+  use_file(L, h, file);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_pipelines);
+  sl_load_select(L, -1, pipeline, file, NULL);              /* set step */
+  lua_remove(L, -2);
+  int si = lua_gettop(L);
+  sl_key version;
+  char err[128];
+  if (sl_plan_version(L, sl_plan_push(L, si), si, &version, err, sizeof err) == 0)
+    sl_key_hex(&version, hex);
+  else
+    hex[0] = '\0';
+  lua_pop(L, 1);                                            /* the plan */
+  return si;
+}
+
+/* Does the pipeline at si go on with a run begun on other code
+   (on_code_change = "continue")? */
+static int continues_on_change(lua_State *L, int si) {
+  int yes = lua_getfield(L, si, "on_code_change") == LUA_TSTRING &&
+            strcmp(lua_tostring(L, -1), "continue") == 0;
+  lua_pop(L, 1);
+  return yes;
+}
+
+/* Decodes the stored options at oi (a string or nil): the budget table is
+   pushed (its index returned; 0 and nothing pushed when none), and the
+   memory limit and trace are applied where the engine sets none. */
+static int apply_options(lua_State *L, sl_core *e, const char *id, int oi) {
+  if (lua_isnil(L, oi)) return 0;
+  const char *text = lua_tostring(L, oi);
+  if (sl_json_decode(L, text, strlen(text)) != 0) lua_error(L);
+  int di = lua_gettop(L);
+  int bi = 0;
+  if (lua_getfield(L, di, "memory_limit") == LUA_TNUMBER && sl_memory_get_limit(L) == 0)
+    sl_memory_limit(L, (size_t)lua_tointeger(L, -1));
+  lua_pop(L, 1);
+  if (lua_getfield(L, di, "trace") == LUA_TSTRING && e->trace == NULL) {
+    char terr[300];
+    if (sl_trace_open(lua_tostring(L, -1), &e->trace, terr, sizeof terr) != 0) {
+      e->trace = NULL;
+      luaL_error(L, "run %s wrote its trace to %s, which cannot be opened again: %s",
+                 id, lua_tostring(L, -1), terr);
+    }
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, di, "budget");
+  if (lua_istable(L, -1)) {
+    lua_remove(L, di);
+    bi = lua_gettop(L);
+  } else {
+    lua_pop(L, 2);
+  }
+  return bi;
+}
+
+/* }====================================================== */
+
+
 sl_run *sl_resume(lua_State *L, sl_host *h, const char *id, int ii, int force) {
   sl_core *e = &h->core;
   if (e->store == NULL) luaL_error(L, "cannot resume: the engine has no store");
@@ -130,6 +278,7 @@ sl_run *sl_resume(lua_State *L, sl_host *h, const char *id, int ii, int force) {
   else lua_pushnil(L);                                  /* ... error */
   if (row->owner) lua_pushstring(L, row->owner);
   else lua_pushnil(L);                                  /* ... owner */
+  int queued = row->queue != NULL;
   int64_t lease = row->lease_ms, epoch = row->epoch;
   sl_store_run_free(row);
   const char *status = lua_tostring(L, top + 1);
@@ -175,23 +324,30 @@ sl_run *sl_resume(lua_State *L, sl_host *h, const char *id, int ii, int force) {
     luaL_error(L, "run %s is %s, not paused: --input answers a paused run only", id, status);
   if (paused && (ii == 0 || lua_isnil(L, ii)))
     luaL_error(L, "run %s is paused waiting for input: resume it with --input JSON", id);
+  if (queued && paused) {
+    /* A run workers execute goes back to its queue with its answers; this
+       process need not have its file. */
+    take_answers(L, e, id, ii);
+    if (e->writer != NULL) sl_writer_sync(e->writer, NULL, 0);
+    int64_t lease_until = sl_owner_now_ms() + e->lease_ms;
+    int crc = sl_store_run_claim(e->store, id, e->owner, lease_until, epoch, "running");
+    if (crc == 0) crc = sl_store_run_requeue(e->store, id, e->owner, epoch + 1, NULL);
+    if (crc == SL_STORE_ECONFLICT)
+      luaL_error(L, "run %s was taken over by another process just now: %s", id,
+                 sl_store_errmsg(e->store));
+    if (crc != 0) luaL_error(L, "%s", sl_store_errmsg(e->store));
+    lua_settop(L, top);
+    return NULL;
+  }
   if (file[0] == '\0')
     luaL_error(L, "run %s was not started from a pipeline file, so it cannot be "
                   "resumed from the command line", id);
-  if (h->load_path == NULL || strcmp(h->load_path, file) != 0) {
-    sl_reload_load(L, h, file);
-    lua_pop(L, 1);
-  }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_pipelines);
-  sl_load_select(L, -1, lua_tostring(L, top + 3), file, NULL);      /* ... set step */
-  int si = lua_gettop(L);
-  sl_key version;
-  char hex[SL_KEY_HEXLEN + 1], err[128];
-  if (sl_plan_version(L, sl_plan_push(L, si), si, &version, err, sizeof err) == 0) sl_key_hex(&version, hex);
-  else hex[0] = '\0';
-  if (!force && strcmp(hex, lua_tostring(L, top + 4)) != 0)
+  char hex[SL_KEY_HEXLEN + 1];
+  int si = push_pipeline(L, h, file, lua_tostring(L, top + 3), hex);   /* ... step */
+  if (!force && strcmp(hex, lua_tostring(L, top + 4)) != 0 && !continues_on_change(L, si))
     luaL_error(L, "the pipeline '%s' in %s changed since run %s started: resuming "
-                  "it could mix two versions (use --force to resume anyway)",
+                  "it could mix two versions (use --force to resume anyway, or "
+                  "on_code_change = \"continue\" in the pipeline)",
                lua_tostring(L, top + 3), file, id);
   int ai = 0;
   if (paused) {
@@ -201,31 +357,7 @@ sl_run *sl_resume(lua_State *L, sl_host *h, const char *id, int ii, int force) {
   const char *input = lua_tostring(L, top + 5);
   if (sl_json_decode(L, input, strlen(input)) != 0) lua_error(L);
   int in = lua_gettop(L);
-  int bi = 0;
-  if (!lua_isnil(L, top + 6)) {
-    /* The options the run started with hold on resume: its budget, and,
-       where this engine sets none of its own, its memory limit and trace. */
-    const char *text = lua_tostring(L, top + 6);
-    if (sl_json_decode(L, text, strlen(text)) != 0) lua_error(L);
-    int oi = lua_gettop(L);
-    lua_getfield(L, oi, "budget");
-    if (lua_istable(L, -1)) bi = lua_gettop(L);
-    else lua_pop(L, 1);
-    if (lua_getfield(L, oi, "memory_limit") == LUA_TNUMBER &&
-        sl_memory_get_limit(L) == 0) {
-      sl_memory_limit(L, (size_t)lua_tointeger(L, -1));
-    }
-    lua_pop(L, 1);
-    if (lua_getfield(L, oi, "trace") == LUA_TSTRING && e->trace == NULL) {
-      char terr[300];
-      if (sl_trace_open(lua_tostring(L, -1), &e->trace, terr, sizeof terr) != 0) {
-        e->trace = NULL;
-        luaL_error(L, "run %s wrote its trace to %s, which cannot be opened again: %s",
-                   id, lua_tostring(L, -1), terr);
-      }
-    }
-    lua_pop(L, 1);
-  }
+  int bi = apply_options(L, e, id, top + 6);
   /* Take it over: of two processes resuming the run at once, one wins. */
   int64_t lease_until = sl_owner_now_ms() + e->lease_ms;
   if (e->writer != NULL) {
@@ -239,4 +371,59 @@ sl_run *sl_resume(lua_State *L, sl_host *h, const char *id, int ii, int force) {
   if (rc2 != 0) luaL_error(L, "%s", sl_store_errmsg(e->store));
   sl_run_opts o = {bi, id, ai, epoch + 1};
   return sl_run_launch(L, h, si, in, &o);
+}
+
+sl_run *sl_resume_claimed(lua_State *L, sl_host *h, const sl_store_run *row, char *why,
+                          size_t whylen) {
+  sl_core *e = &h->core;
+  why[0] = '\0';
+  int top = lua_gettop(L);
+  lua_pushstring(L, row->id);                                   /* id */
+  lua_pushstring(L, row->file ? row->file : "");                /* id file */
+  lua_pushstring(L, row->pipeline);
+  lua_pushstring(L, row->def_hash ? row->def_hash : "");
+  lua_pushstring(L, row->input ? row->input : "null");
+  if (row->options) lua_pushstring(L, row->options);
+  else lua_pushnil(L);                                          /* ... options */
+  int64_t epoch = row->epoch;
+  const char *id = lua_tostring(L, top + 1);
+  const char *file = lua_tostring(L, top + 2);
+  if (file[0] == '\0')
+    luaL_error(L, "run %s has no pipeline file to execute", id);
+  char hex[SL_KEY_HEXLEN + 1];
+  int si = push_pipeline(L, h, file, lua_tostring(L, top + 3), hex);
+  const char *want = lua_tostring(L, top + 4);
+  if (want[0] != '\0' && strcmp(hex, want) != 0 && !continues_on_change(L, si)) {
+    snprintf(why, whylen, "a worker with code version %.12s of %s (this one has %.12s)",
+             want, file, hex);
+    lua_settop(L, top);
+    return NULL;
+  }
+  /* The answers recorded for its waits, by path. */
+  sl_record_push_waits(L, e, id);                               /* ... waits */
+  int wi = lua_gettop(L);
+  lua_newtable(L);
+  int ai = lua_gettop(L), answered = 0;
+  lua_Integer n = (lua_Integer)lua_rawlen(L, wi);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, wi, i);
+    lua_getfield(L, -1, "path");
+    if (lua_getfield(L, -2, "answer") != LUA_TNIL) {
+      lua_setfield(L, ai, lua_tostring(L, -2));
+      answered++;
+    } else {
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 2);
+  }
+  const char *input = lua_tostring(L, top + 5);
+  if (sl_json_decode(L, input, strlen(input)) != 0) lua_error(L);
+  int in = lua_gettop(L);
+  int bi = apply_options(L, e, id, top + 6);
+  sl_run_opts o = {bi, id, answered ? ai : 0, epoch};
+  sl_run *r = sl_run_launch(L, h, si, in, &o);
+  /* Only the run is left, where the row's strings were. */
+  lua_replace(L, top + 1);
+  lua_settop(L, top + 1);
+  return r;
 }

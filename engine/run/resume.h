@@ -12,5 +12,19 @@
    with; completed steps are restored, not run. Pushes the run. Raises with
    a clear message (a cancelled run is refused, naming why). */
 sl_run *sl_resume(lua_State *L, sl_host *h, const char *id, int ii, int force);
+/* (For a run submitted to a queue and paused, the answers are recorded and
+   the run goes back to its queue for a worker: nothing is pushed and NULL
+   is returned.) */
+
+/* Starts run row, which this engine's owner claimed from its queue (at
+   row->epoch): its file is loaded (or kept from an earlier load while no
+   file it read changed), its pipeline selected and started with its
+   stored input, options and answers. When this engine's code for the
+   pipeline is not the version the run began with, and the pipeline does
+   not say on_code_change = "continue", starts nothing: returns NULL with
+   why (whylen bytes) saying what the run waits for. Otherwise pushes the
+   run. Raises on a file that cannot be loaded. */
+sl_run *sl_resume_claimed(lua_State *L, sl_host *h, const struct sl_store_run *row,
+                          char *why, size_t whylen);
 
 #endif

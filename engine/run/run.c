@@ -24,7 +24,7 @@
 /* Makes a run id that sorts by start time: 48 bits of milliseconds and 80
    random bits, in Crockford's base 32 (26 characters, like a ULID); the
    ids of one engine grow strictly, even within a millisecond. */
-static void make_id(sl_host *h, char *out) {
+void sl_run_new_id(sl_host *h, char *out) {
   static const char digits[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
   unsigned char *bytes = h->last_id;
   uint64_t ms = 0, last = 0;
@@ -131,7 +131,7 @@ sl_run *sl_run_launch(lua_State *L, sl_host *h, int si, int ii, const sl_run_opt
     r->replay = 1;
     r->epoch = o->epoch;
   } else {
-    make_id(h, r->id);
+    sl_run_new_id(h, r->id);
   }
   snprintf(r->pipeline, sizeof r->pipeline, "%s", root->name);
   lua_pushvalue(L, si);

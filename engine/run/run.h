@@ -26,6 +26,10 @@ extern const sl_run_hooks sl_run_hooks_of_host;
    run counts as active. Raises on a bad step, budget or store. */
 sl_run *sl_run_launch(lua_State *L, sl_host *h, int si, int ii, const sl_run_opts *o);
 
+/* Writes a new run id into out (27 bytes at least): 26 characters that sort
+   by the time it was made, and strictly in the order this host made them. */
+void sl_run_new_id(sl_host *h, char *out);
+
 /* Returns the run userdata at idx, raising if it is not one. */
 sl_run *sl_run_check(lua_State *L, int idx);
 

@@ -29,6 +29,8 @@
 #include "resume.h"
 #include "run.h"
 #include "suggest.h"
+#include "owner.h"
+#include "worker.h"
 #include "value.h"
 
 /* Exit codes (SPEC.md). */
@@ -82,6 +84,9 @@ static const char *usage_main =
   "  runs         list stored runs (runs prune: delete old ones)\n"
   "  store check|vacuum|stats  look after the store\n"
   "  show ID      show one run's step history\n"
+  "  submit FILE  queue a run for a worker and print its id\n"
+  "  worker       execute queued runs until stopped\n"
+  "  wait ID      wait for a run to end and print its output\n"
   "  check FILE   check a pipeline file without running it\n"
   "  graph FILE   draw a pipeline for Mermaid or Graphviz\n"
   "  cache stats|clear  the persistent step cache\n"
@@ -135,10 +140,11 @@ static const char *usage_resume =
   "  --store PATH     the store (default: SLUICE_STORE or .sluice/state.db)\n";
 
 static const char *usage_runs =
-  "usage: sluice runs [--status S] [--pipeline NAME] [--limit N] [--before RUN_ID]\n"
-  "                   [--json] [--store PATH]\n"
+  "usage: sluice runs [--status S] [--pipeline NAME] [--queue Q] [--limit N]\n"
+  "                   [--before RUN_ID] [--json] [--store PATH]\n"
   "\n"
   "Lists stored runs, newest first: id, pipeline, status, started, duration, usage.\n"
+  "  --queue Q        only runs submitted to queue Q, with what a queued one waits for\n"
   "  --limit N        at most N runs (default 50; 0 for all)\n"
   "  --before RUN_ID  only runs older than RUN_ID: the next page after a listing\n"
   "                   that ended with RUN_ID\n";
@@ -166,6 +172,34 @@ static const char *usage_show =
   "\n"
   "Shows one run: its status, usage, error, and the tree of its step\n"
   "executions with kind, status, attempts, time, cache hits and usage.\n";
+
+static const char *usage_submit =
+  "usage: sluice submit FILE [--input JSON|@FILE|-] [--pipeline NAME]\n"
+  "                    [--budget DIMS] [--queue Q] [--store PATH]\n"
+  "\n"
+  "Records a run of a pipeline in the store's queue Q (default \"default\") for\n"
+  "a worker, with the file, its code version and the input, and prints the\n"
+  "run's id. Nothing runs here: sluice worker executes it, sluice wait waits.\n";
+
+static const char *usage_worker =
+  "usage: sluice worker [--concurrency N] [--queue Q] [--store PATH] [--grace S]\n"
+  "                    [--poll S] [--until-idle]\n"
+  "\n"
+  "Executes runs submitted to queue Q (default \"default\"), oldest first, N at a\n"
+  "time (default 1), and takes over runs whose worker died. A run begun on other\n"
+  "code than this worker's copy of its file waits for a worker with its version\n"
+  "(unless its pipeline says on_code_change = \"continue\"). SIGTERM or SIGINT\n"
+  "stops claiming; runs still going after the grace period (default 30 s) are\n"
+  "handed back to the queue, to go on from their last completed step.\n"
+  "  --poll S        how often an idle worker looks for work (default 0.2)\n"
+  "  --until-idle    exit once the queue has nothing left for this worker\n";
+
+static const char *usage_wait =
+  "usage: sluice wait RUN_ID [--json] [--timeout S] [--store PATH]\n"
+  "\n"
+  "Waits for a run to end and prints its output as sluice run does, with the\n"
+  "same exit codes (3: paused, waiting for input; 130: still running after\n"
+  "--timeout, or interrupted). --json prints the run as sluice show --json.\n";
 
 static const char *usage_graph =
   "usage: sluice graph FILE [--format mermaid|dot] [--pipeline NAME]\n"
@@ -278,7 +312,8 @@ static void parse_opts(lua_State *L, cli *c, int first, cli_opt *opts,
   }
   if (c->file == NULL)
     usage_error(L, c, "sluice %s: missing %s\n%s", c->command,
-                strcmp(c->command, "resume") == 0 || strcmp(c->command, "show") == 0
+                strcmp(c->command, "resume") == 0 || strcmp(c->command, "show") == 0 ||
+                strcmp(c->command, "wait") == 0
                   ? "RUN_ID" : strcmp(c->command, "cache") == 0 ? "stats or clear"
                   : strcmp(c->command, "store") == 0 ? "check, vacuum or stats"
                   : "FILE", usage);
@@ -479,6 +514,30 @@ static int load_only_p(lua_State *L) {
   return 0;
 }
 
+/* --budget: exact decimals, pushed as the run's budget table; returns its
+   index, or 0 (nothing pushed) without one. */
+static int push_budget(lua_State *L, cli *c, const char *value) {
+  if (value == NULL) return 0;
+  sl_usage limit;
+  unsigned mask;
+  char err[200];
+  if (sl_budget_parse(value, &limit, &mask, err, sizeof err) != 0)
+    usage_error(L, c, "sluice %s: --budget: %s", c->command, err);
+  lua_newtable(L);
+  for (int d = 0; d < SL_NDIMS; d++) {
+    if (!(mask & (1u << d))) continue;
+    if (d == SL_DIM_COST) {
+      char dec[40];
+      sl_cost_format(limit.cost_nanos, dec, sizeof dec);
+      lua_pushnumber(L, strtod(dec, NULL));
+    } else {
+      lua_pushinteger(L, (lua_Integer)sl_usage_get(&limit, d));
+    }
+    lua_setfield(L, -2, sl_usage_dimname(d));
+  }
+  return lua_gettop(L);
+}
+
 static int cmd_run(lua_State *L, cli *c) {
   cli_opt opts[] = {{"--input", 1, NULL}, {"--pipeline", 1, NULL},
                     {"--json", 0, NULL}, {"--memory-limit", 1, NULL},
@@ -500,28 +559,7 @@ static int cmd_run(lua_State *L, cli *c) {
   open_trace(L, c, opts[6].value);
   open_exporter(L, c, opts[7].value);
   start_sigint(c);
-  int bi = 0;
-  if (opts[4].value != NULL) {
-    /* --budget: exact decimals, handed to the run as its budget table. */
-    sl_usage limit;
-    unsigned mask;
-    char err[200];
-    if (sl_budget_parse(opts[4].value, &limit, &mask, err, sizeof err) != 0)
-      usage_error(L, c, "sluice run: --budget: %s", err);
-    lua_newtable(L);
-    for (int d = 0; d < SL_NDIMS; d++) {
-      if (!(mask & (1u << d))) continue;
-      if (d == SL_DIM_COST) {
-        char dec[40];
-        sl_cost_format(limit.cost_nanos, dec, sizeof dec);
-        lua_pushnumber(L, strtod(dec, NULL));
-      } else {
-        lua_pushinteger(L, (lua_Integer)sl_usage_get(&limit, d));
-      }
-      lua_setfield(L, -2, sl_usage_dimname(d));
-    }
-    bi = lua_gettop(L);
-  }
+  int bi = push_budget(L, c, opts[4].value);
   c->code = EXIT_FAILED;
   c->run = sl_engine_start(L, c->e, bi ? -3 : -2, bi ? -2 : -1, bi);  /* ... run */
   return finish_run(L, c, opts[2].value != NULL);
@@ -691,6 +729,14 @@ static int cmd_resume(lua_State *L, cli *c) {
   start_sigint(c);
   c->code = EXIT_USAGE;
   c->run = sl_resume(L, &c->e->host, c->file, ii, opts[1].value != NULL);
+  if (c->run == NULL) {
+    /* Submitted to a queue: the answer is recorded and a worker goes on. */
+    fprintf(stderr, "sluice: run %s answered; it is queued again for a worker "
+                    "(sluice wait %s)\n", c->file, c->file);
+    printf("%s\n", c->file);
+    c->code = EXIT_COMPLETED;
+    return 0;
+  }
   c->code = EXIT_FAILED;
   return finish_run(L, c, opts[2].value != NULL);
 }
@@ -741,18 +787,22 @@ static int cmd_prune(lua_State *L, cli *c) {
   return call_cli_lua(L, c, "prune", 1);
 }
 
+static const char *queue_opt(lua_State *L, cli *c, const char *q);
+
 static int cmd_runs(lua_State *L, cli *c) {
   if (c->argc > 2 && strcmp(c->argv[2], "prune") == 0) return cmd_prune(L, c);
   cli_opt opts[] = {{"--json", 0, NULL}, {"--status", 1, NULL},
                     {"--pipeline", 1, NULL}, {"--limit", 1, NULL},
-                    {"--before", 1, NULL}, {"--store", 1, NULL}, {NULL, 0, NULL}};
+                    {"--before", 1, NULL}, {"--queue", 1, NULL}, {"--store", 1, NULL},
+                    {NULL, 0, NULL}};
   c->file = "";  /* no FILE for this command */
   parse_opts(L, c, 2, opts, usage_runs);
   if (c->file[0] != '\0')
     usage_error(L, c, "sluice runs: unexpected argument '%s' (did you mean sluice runs prune?)",
                 c->file);
-  int nostore = !open_store_to_read(L, c, opts[5].value);
-  push_opts(L, opts, 5, nostore);
+  if (opts[5].value != NULL) queue_opt(L, c, opts[5].value);
+  int nostore = !open_store_to_read(L, c, opts[6].value);
+  push_opts(L, opts, 6, nostore);
   c->code = EXIT_USAGE;
   return call_cli_lua(L, c, "runs", 1);
 }
@@ -858,6 +908,176 @@ static int cmd_check(lua_State *L, cli *c) {
   return 0;
 }
 
+/* A queue name: letters, digits, '-', '_', '.', at most 64. */
+static const char *queue_opt(lua_State *L, cli *c, const char *q) {
+  if (q == NULL) return "default";
+  size_t n = strlen(q);
+  int ok = n > 0 && n <= 64;
+  for (size_t i = 0; ok && i < n; i++)
+    ok = (q[i] >= 'a' && q[i] <= 'z') || (q[i] >= 'A' && q[i] <= 'Z') ||
+         (q[i] >= '0' && q[i] <= '9') || q[i] == '-' || q[i] == '_' || q[i] == '.';
+  if (!ok)
+    usage_error(L, c, "sluice %s: --queue must be 1 to 64 letters, digits, '-', '_' "
+                      "or '.', got '%s'", c->command, q);
+  return q;
+}
+
+/* A whole number of at least lo from an option, or a usage error. */
+static long long count_opt(lua_State *L, cli *c, const char *name, const char *v,
+                           long long dflt, long long lo) {
+  if (v == NULL) return dflt;
+  char *end;
+  errno = 0;
+  long long n = strtoll(v, &end, 10);
+  if (errno != 0 || end == v || *end != '\0' || n < lo || n > 1000000000)
+    usage_error(L, c, "sluice %s: %s must be a whole number of at least %d, got '%s'",
+                c->command, name, (int)lo, v);
+  return n;
+}
+
+/* Seconds (a decimal) from an option, as milliseconds. */
+static int64_t seconds_opt(lua_State *L, cli *c, const char *name, const char *v,
+                           int64_t dflt_ms) {
+  if (v == NULL) return dflt_ms;
+  char *end;
+  errno = 0;
+  double d = strtod(v, &end);
+  if (errno != 0 || end == v || *end != '\0' || !(d >= 0) || d > 1e9)
+    usage_error(L, c, "sluice %s: %s must be a number of seconds, got '%s'", c->command,
+                name, v);
+  return (int64_t)(d * 1000.0 + 0.5);
+}
+
+/* sluice submit FILE: records a queued run for a worker and prints its id. */
+static int cmd_submit(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--input", 1, NULL}, {"--pipeline", 1, NULL},
+                    {"--budget", 1, NULL}, {"--queue", 1, NULL},
+                    {"--store", 1, NULL}, {NULL, 0, NULL}};
+  parse_opts(L, c, 2, opts, usage_submit);
+  const char *queue = queue_opt(L, c, opts[3].value);
+  load(L, c);                                           /* set */
+  sl_load_select(L, -1, opts[1].value, c->file, "--pipeline NAME");   /* set step */
+  push_input(L, c, opts[0].value);                      /* set step input */
+  int bi = push_budget(L, c, opts[2].value);
+  open_store(L, c, opts[4].value);
+  char id[32];
+  sl_record_submit(L, &c->e->host, bi ? -3 : -2, bi ? -2 : -1, bi, queue, id);
+  printf("%s\n", id);
+  c->code = EXIT_COMPLETED;
+  return 0;
+}
+
+static sl_worker *the_worker;
+
+static void on_stop_signal(uv_signal_t *h, int signum) {
+  cli *c = h->data;
+  if (the_worker == NULL) return;
+  if (!c->interrupted)
+    fprintf(stderr, "sluice: worker stopping (%s): no more claims; running runs "
+                    "finish or are handed back\n", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+  c->interrupted = 1;
+  sl_worker_stop(the_worker);
+}
+
+/* sluice worker: executes queued runs until stopped. */
+static int cmd_worker(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--concurrency", 1, NULL}, {"--queue", 1, NULL},
+                    {"--store", 1, NULL}, {"--grace", 1, NULL},
+                    {"--poll", 1, NULL}, {"--until-idle", 0, NULL}, {NULL, 0, NULL}};
+  c->file = "";
+  parse_opts(L, c, 2, opts, usage_worker);
+  if (c->file[0] != '\0')
+    usage_error(L, c, "sluice worker: unexpected argument '%s'", c->file);
+  sl_worker_options o;
+  memset(&o, 0, sizeof o);
+  o.queue = queue_opt(L, c, opts[1].value);
+  o.concurrency = (int)count_opt(L, c, "--concurrency", opts[0].value, 1, 1);
+  o.grace_ms = seconds_opt(L, c, "--grace", opts[3].value, 30000);
+  o.poll_ms = seconds_opt(L, c, "--poll", opts[4].value, 200);
+  if (o.poll_ms < 1) o.poll_ms = 1;
+  o.until_idle = opts[5].value != NULL;
+  const char *path = store_path(opts[2].value);
+  if (strcmp(path, ":memory:") == 0)
+    usage_error(L, c, "sluice worker: a worker needs a store that submit can reach, "
+                      "not :memory:");
+  open_store(L, c, opts[2].value);
+  sl_host *h = &c->e->host;
+  the_worker = sl_worker_start(h, &o);
+  if (the_worker == NULL) luaL_error(L, "not enough memory for the worker");
+  uv_signal_t sigterm;
+  uv_signal_init(sl_engine_loop(c->e), &c->sigint);
+  uv_signal_init(sl_engine_loop(c->e), &sigterm);
+  c->sigint.data = sigterm.data = c;
+  uv_signal_start(&c->sigint, on_stop_signal, SIGINT);
+  uv_signal_start(&sigterm, on_stop_signal, SIGTERM);
+  uv_unref((uv_handle_t *)&c->sigint);
+  uv_unref((uv_handle_t *)&sigterm);
+  fprintf(stderr, "sluice: worker %s on queue '%s' of %s (concurrency %d)\n",
+          sl_engine_core(c->e)->owner, o.queue, path, o.concurrency);
+  c->code = EXIT_FAILED;
+  while (!sl_worker_done(the_worker)) {
+    h->in_uv_run = 1;
+    uv_run(sl_engine_loop(c->e), UV_RUN_ONCE);
+    h->in_uv_run = 0;
+    sl_engine_drain(c->e);
+  }
+  sl_worker_stats st;
+  sl_worker_get_stats(the_worker, &st);
+  sl_worker_free(the_worker);
+  the_worker = NULL;
+  uv_close((uv_handle_t *)&sigterm, NULL);
+  uv_close((uv_handle_t *)&c->sigint, NULL);
+  sl_engine_run_loop(c->e);   /* the handles close */
+  fprintf(stderr, "sluice: worker done: %lld runs claimed, %lld ended here, %lld handed "
+                  "back, %lld passed over\n", (long long)st.claimed, (long long)st.ended,
+          (long long)st.handed_back, (long long)st.passed_over);
+  c->code = EXIT_COMPLETED;
+  return 0;
+}
+
+/* sluice wait RUN_ID: waits for a run to end and prints as sluice run. */
+static int cmd_wait(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--json", 0, NULL}, {"--timeout", 1, NULL},
+                    {"--store", 1, NULL}, {NULL, 0, NULL}};
+  parse_opts(L, c, 2, opts, usage_wait);
+  int64_t timeout = seconds_opt(L, c, "--timeout", opts[1].value, -1);
+  if (!open_store_to_read(L, c, opts[2].value))
+    usage_error(L, c, "no run with id '%s' in %s (nothing has been recorded there)", c->file,
+                store_path(opts[2].value));
+  sl_store *s = sl_engine_core(c->e)->store;
+  uint64_t start = uv_hrtime();
+  int64_t nap = 2;
+  for (;;) {
+    sl_store_run *row;
+    int rc = sl_store_run_get(s, c->file, &row);
+    if (rc == SL_STORE_ENOTFOUND)
+      usage_error(L, c, "no run with id '%s' in %s", c->file, sl_store_path(s));
+    if (rc != 0) luaL_error(L, "%s", sl_store_errmsg(s));
+    const char *st = row->status;
+    int ended = strcmp(st, "completed") == 0 || strcmp(st, "failed") == 0 ||
+                strcmp(st, "cancelled") == 0 || strcmp(st, "paused") == 0;
+    /* A run nobody will take on (not submitted, its owner gone) has stopped. */
+    int stopped = !ended && row->queue == NULL &&
+                  !sl_owner_alive(row->owner, row->lease_ms, sl_owner_now_ms());
+    sl_store_run_free(row);
+    if (ended || stopped) {
+      lua_pushstring(L, c->file);
+      lua_pushboolean(L, opts[0].value != NULL);
+      return call_cli_lua(L, c, "wait_report", 2);
+    }
+    if (timeout >= 0 && (int64_t)((uv_hrtime() - start) / 1000000) >= timeout) {
+      fprintf(stderr, "sluice: run %s has not ended after %.3gs\n", c->file,
+              (double)timeout / 1000.0);
+      c->code = EXIT_INTERRUPTED;
+      return 0;
+    }
+    /* From 2 ms to 100 ms between looks: a short run is seen at once, a
+       long one costs the store little. */
+    usleep((useconds_t)(nap * 1000));
+    if (nap < 100) nap = nap * 2 > 100 ? 100 : nap * 2;
+  }
+}
+
 static int cli_main(lua_State *L) {
   cli *c = lua_touserdata(L, 1);
   c->code = EXIT_USAGE;
@@ -875,6 +1095,9 @@ static int cli_main(lua_State *L) {
   if (strcmp(c->command, "runs") == 0) return cmd_runs(L, c);
   if (strcmp(c->command, "store") == 0) return cmd_store(L, c);
   if (strcmp(c->command, "show") == 0) return cmd_show(L, c);
+  if (strcmp(c->command, "submit") == 0) return cmd_submit(L, c);
+  if (strcmp(c->command, "worker") == 0) return cmd_worker(L, c);
+  if (strcmp(c->command, "wait") == 0) return cmd_wait(L, c);
   if (strcmp(c->command, "version") == 0 || strcmp(c->command, "--version") == 0) {
     printf("sluice %s (%s, libuv %s)\n", SLUICE_VERSION, LUA_RELEASE, uv_version_string());
     c->code = EXIT_COMPLETED;
@@ -892,12 +1115,16 @@ static int cli_main(lua_State *L) {
           : strcmp(topic, "prune") == 0 ? usage_prune
           : strcmp(topic, "store") == 0 ? usage_store
           : strcmp(topic, "show") == 0 ? usage_show
+          : strcmp(topic, "submit") == 0 ? usage_submit
+          : strcmp(topic, "worker") == 0 ? usage_worker
+          : strcmp(topic, "wait") == 0 ? usage_wait
           : strcmp(topic, "check") == 0 ? usage_check : usage_main, stdout);
     c->code = EXIT_COMPLETED;
     return 0;
   }
   static const char *commands[] = {"run", "dev", "resume", "runs", "store", "show", "check",
-                                   "graph", "cache", "help", "version", NULL};
+                                   "graph", "cache", "submit", "worker", "wait", "help",
+                                   "version", NULL};
   const char *best = sl_suggest(c->command, commands,
                                 sizeof commands / sizeof *commands - 1);
   if (best) return usage_error(L, c, "sluice: unknown command '%s' (did you mean '%s'?)", c->command, best);

@@ -327,12 +327,19 @@ static int e_set_store(lua_State *L) {
 }
 
 /* engine:resume(run_id[, answer[, force]]): continues a paused or
-   interrupted run from the store; returns the run (wait on it, or poll). */
+   interrupted run from the store; returns the run (wait on it, or poll),
+   or, for a paused run submitted to a queue, nil and "queued": the answer
+   is recorded and a worker goes on with it. */
 static int e_resume(lua_State *L) {
   sl_engine *e = sl_engine_check(L, 1);
   const char *id = luaL_checkstring(L, 2);
   lua_settop(L, 4);
-  sl_resume(L, &e->host, id, 3, lua_toboolean(L, 4));
+  if (sl_resume(L, &e->host, id, 3, lua_toboolean(L, 4)) == NULL) {
+    /* Answered and back in its queue: a worker goes on with it. */
+    lua_pushnil(L);
+    lua_pushliteral(L, "queued");
+    return 2;
+  }
   sl_sched_drain(&e->host.core.sched);
   return 1;
 }
@@ -360,6 +367,13 @@ static int push_row(lua_State *L, const sl_store_run *r, int whole) {
     lua_setfield(L, -2, "owner");
     lua_pushinteger(L, r->lease_ms);
     lua_setfield(L, -2, "lease_ms");
+  }
+  const char *strs[] = {r->queue, r->waiting_for, r->def_hash};
+  const char *snames[] = {"queue", "waiting_for", "code_version"};
+  for (int i = 0; i < 3; i++) {
+    if (strs[i] == NULL) continue;
+    lua_pushstring(L, strs[i]);
+    lua_setfield(L, -2, snames[i]);
   }
   lua_pushinteger(L, r->started_ms);
   lua_setfield(L, -2, "started_ms");
@@ -397,8 +411,8 @@ static int push_run_row(void *ud, const sl_store_run *r) {
   return push_row(rl->L, r, 0);
 }
 
-/* engine:runs([{status=, pipeline=, limit=, before=}]): stored runs, newest
-   first. */
+/* engine:runs([{status=, pipeline=, limit=, before=, queue=}]): stored
+   runs, newest first. */
 static int e_runs(lua_State *L) {
   sl_engine *e = sl_engine_check(L, 1);
   if (e->host.core.store == NULL) return luaL_error(L, "the engine has no store");
@@ -408,10 +422,12 @@ static int e_runs(lua_State *L) {
     lua_getfield(L, 2, "pipeline");
     lua_getfield(L, 2, "limit");
     lua_getfield(L, 2, "before");
-    f.status = lua_tostring(L, -4);
-    f.pipeline = lua_tostring(L, -3);
-    f.limit = lua_tointeger(L, -2);
-    f.before = lua_tostring(L, -1);
+    lua_getfield(L, 2, "queue");
+    f.status = lua_tostring(L, -5);
+    f.pipeline = lua_tostring(L, -4);
+    f.limit = lua_tointeger(L, -3);
+    f.before = lua_tostring(L, -2);
+    f.queue = lua_tostring(L, -1);
   }
   row_list rl = {L, NULL, -1};
   if (f.status != NULL && (strcmp(f.status, "running") == 0 ||

@@ -30,7 +30,7 @@ function M.runs(eng, opts)
   if opts.nostore then return opts.json and "[]\n" or "no runs\n", 0 end
   -- One more than the page, to know whether there is a next one.
   local rows = eng:runs{ status = opts.status, pipeline = opts.pipeline,
-    limit = limit > 0 and limit + 1 or 0, before = opts.before }
+    limit = limit > 0 and limit + 1 or 0, before = opts.before, queue = opts.queue }
   local more = limit > 0 and #rows > limit
   if more then rows[#rows] = nil end
   if opts.json then return encode(show.runs_json(rows)), 0 end
@@ -80,6 +80,37 @@ function M.show(eng, id, json)
     end
   end
   return text, 0
+end
+
+--- sluice wait RUN_ID, once the run has ended: what it prints (its output,
+--- or with json the run as show --json gives it), what it says on stderr,
+--- and the exit code, as sluice run would.
+function M.wait_report(eng, id, json)
+  local show = require "sluice.show"
+  local run, checkpoints, waits = eng:show(id)
+  if not run then error(checkpoints, 0) end
+  local status = run.status
+  local code = ({ completed = 0, paused = 3, interrupted = 130 })[status] or 1
+  if json then
+    local t = show.run_json(run, steps_of(checkpoints))
+    if #waits > 0 then t.waits = waits end
+    return encode(t), code
+  end
+  if status == "completed" then
+    if run.output == nil then return "null\n", code end
+    return encode(run.output), code
+  end
+  if status == "paused" then
+    local lines = { ("sluice: run %s paused, waiting for input:"):format(id) }
+    for _, w in ipairs(waits) do
+      if w.answer == nil then lines[#lines + 1] = ("  at %s: %s"):format(w.path, w.message or "") end
+    end
+    lines[#lines + 1] = ("resume with: sluice resume %s --input JSON"):format(id)
+    io.stderr:write(table.concat(lines, "\n"), "\n")
+    return id .. "\n", code
+  end
+  io.stderr:write(("sluice: run %s %s: %s\n"):format(id, status, show.error_text(run.error)))
+  return "", code
 end
 
 --- sluice cache stats | clear [--step NAME].

@@ -164,6 +164,11 @@ function check.retain(v)
   return ok, what, got
 end
 
+-- What a worker does with a run begun on other code than its own copy.
+function check.on_code_change(v)
+  return v == "wait" or v == "continue", '"wait" (the default) or "continue"'
+end
+
 check.estimate = record(usage_fields(), "a table {cost=, tokens=, requests=}")
 check.budget = record(usage_fields(), "a table {cost=, tokens=, requests=}")
 
@@ -256,7 +261,7 @@ kinds.step = {
 }
 
 kinds.pipeline = {
-  options = { retain = check.retain },
+  options = { retain = check.retain, on_code_change = check.on_code_change },
   positional = true,
   finish = function(s, w)
     if #s == 0 then

@@ -167,12 +167,25 @@ end
 function M.runs(rows, opts)
   if #rows == 0 then return "no runs\n" end
   time_memo = {}
-  local cells = { { "ID", "PIPELINE", "STATUS", "STARTED", "DURATION", "USAGE" } }
+  -- Runs submitted to a queue add its column, and what a queued one waits
+  -- for, when there are any.
+  local queued, waiting = false, false
+  for _, r in ipairs(rows) do
+    queued = queued or r.queue ~= nil
+    waiting = waiting or r.waiting_for ~= nil
+  end
+  local head = { "ID", "PIPELINE", "STATUS", "STARTED", "DURATION", "USAGE" }
+  if queued then head[#head + 1] = "QUEUE" end
+  if waiting then head[#head + 1] = "WAITING FOR" end
+  local cells = { head }
   for i, r in ipairs(rows) do
-    cells[i + 1] = {
+    local line = {
       tostring(r.run_id), tostring(r.pipeline), tostring(r.status),
       time(r.started_ms, opts), run_duration(r, seconds), usage(r.usage),
     }
+    if queued then line[#line + 1] = r.queue or "" end
+    if waiting then line[#line + 1] = r.waiting_for or "" end
+    cells[i + 1] = line
   end
   local widths = {}
   for _, line in ipairs(cells) do
@@ -329,6 +342,18 @@ function M.run(run, steps, opts)
   }
   local u = usage(run.usage)
   if u ~= "" then header[#header + 1] = { "usage", u } end
+  if run.queue ~= nil then header[#header + 1] = { "queue", tostring(run.queue) } end
+  if run.owner ~= nil then
+    -- "host:pid:start": the worker (or process) executing it.
+    local host, pid = tostring(run.owner):match("^(.*):(%d+):%d+$")
+    header[#header + 1] = { "owner", host and ("%s pid %s"):format(host, pid) or tostring(run.owner) }
+  end
+  if run.code_version ~= nil then
+    header[#header + 1] = { "code", tostring(run.code_version):sub(1, 12) }
+  end
+  if run.waiting_for ~= nil then
+    header[#header + 1] = { "waiting", "for " .. tostring(run.waiting_for) }
+  end
   if run.error ~= nil then
     local text = error_text(run.error)
     if type(run.error) == "table" and run.error.step then
@@ -393,5 +418,7 @@ function M.run_json(run, steps)
 end
 
 -- }======================================================
+
+M.error_text = error_text
 
 return M

@@ -283,8 +283,10 @@ static void a_store_from_an_older_sluice_is_read_once_a_writer_updates_it (void 
   sl_store_run r = a_run("01A", "p", "completed", 1);
   OK(s, sl_store_run_begin(s, &r));
   close_ok(s);
-  /* As the schema before the last migration left it. */
-  raw_exec(f->path, "DROP TABLE meta; PRAGMA user_version = 3");
+  /* As the schema of version 3 left it (migrations 4 to 6 undone). */
+  raw_exec(f->path, "DROP INDEX runs_by_queue; ALTER TABLE runs DROP COLUMN queue; "
+                    "ALTER TABLE runs DROP COLUMN waiting_for; DROP TABLE meta; "
+                    "PRAGMA user_version = 3");
   sl_store_options ro = {0};
   ro.read_only = 1;
   char err[512];
@@ -777,6 +779,92 @@ static void of_two_claims_at_one_epoch_exactly_one_wins (void **state) {
   close_ok(a);
   close_ok(b);
 }
+
+static sl_store_run a_queued_run (const char *id, const char *queue) {
+  sl_store_run r = a_run(id, "p", "queued", 1);
+  r.queue = queue;
+  return r;
+}
+
+/* Claims the next run of queue for owner at now_ms; returns its id (static
+   storage) or "" when there is none. */
+static const char *claim (sl_store *s, const char *queue, const char *owner,
+                          int64_t now_ms, const char *const *skip, int nskip) {
+  static char id[64];
+  sl_store_run *got;
+  int rc = sl_store_run_claim_next(s, queue, owner, now_ms + 1000, now_ms, skip, nskip, &got);
+  if (rc == SL_STORE_ENOTFOUND) {
+    assert_null(got);
+    return "";
+  }
+  OK(s, rc);
+  assert_string_equal(got->status, "running");
+  assert_string_equal(got->owner, owner);
+  assert_string_equal(got->queue, queue);
+  assert_null(got->waiting_for);
+  snprintf(id, sizeof id, "%s", got->id);
+  sl_store_run_free(got);
+  return id;
+}
+
+/* Workers take queued runs oldest first, by queue, each run once; a run
+   passed over stays for others; a run put back is taken again; a run
+   whose owner's lease ran out is taken over at the next epoch. */
+static void a_queue_hands_each_run_to_one_worker_oldest_first (void **state) {
+  fixture *f = *state;
+  sl_store *a = open_ok(f->path, NULL);
+  sl_store *b = open_ok(f->path, NULL);
+  const char *ids[] = { "01Q1", "01Q2", "01Q3" };
+  for (int i = 0; i < 3; i++) {
+    sl_store_run r = a_queued_run(ids[i], "main");
+    OK(a, sl_store_run_begin(a, &r));
+  }
+  sl_store_run other = a_queued_run("01Q0", "other");
+  OK(a, sl_store_run_begin(a, &other));
+  sl_store_run direct = a_run("01P0", "p", "running", 1);   /* not submitted */
+  OK(a, sl_store_run_begin(a, &direct));
+  OK(a, sl_store_flush(a));
+
+  assert_string_equal(claim(a, "main", "h:1:1", 5000, NULL, 0), "01Q1");
+  const char *skip[] = { "01Q2" };
+  assert_string_equal(claim(b, "main", "h:2:2", 5000, skip, 1), "01Q3");
+  assert_string_equal(claim(b, "main", "h:2:2", 5000, skip, 1), "");
+  assert_string_equal(claim(a, "main", "h:1:1", 5000, NULL, 0), "01Q2");
+  assert_string_equal(claim(a, "main", "h:1:1", 5000, NULL, 0), "");
+  assert_string_equal(claim(a, "other", "h:1:1", 5000, NULL, 0), "01Q0");
+
+  /* Put back, with why: listed with its queue and reason, taken again. */
+  sl_store_run *got;
+  OK(a, sl_store_run_get(a, "01Q1", &got));
+  int64_t epoch = got->epoch;
+  sl_store_run_free(got);
+  assert_int_equal(epoch, 1);
+  assert_int_equal(sl_store_run_requeue(b, "01Q1", "h:2:2", epoch, NULL), SL_STORE_ECONFLICT);
+  OK(a, sl_store_run_requeue(a, "01Q1", "h:1:1", epoch, "a worker with code version abc"));
+  OK(b, sl_store_run_get(b, "01Q1", &got));
+  assert_string_equal(got->status, "queued");
+  assert_null(got->owner);
+  assert_string_equal(got->waiting_for, "a worker with code version abc");
+  sl_store_run_free(got);
+  sl_store_run_filter flt = { NULL, NULL, 0, 0, NULL, "main" };
+  collected col;
+  assert_string_equal(list_runs(b, &flt, &col), "01Q3 01Q2 01Q1");
+  flt.status = "queued";
+  assert_string_equal(list_runs(b, &flt, &col), "01Q1");
+  assert_string_equal(claim(b, "main", "h:2:2", 5000, NULL, 0), "01Q1");
+
+  /* Running under h:2:2 until 6000: not taken before, taken after, at the
+     next epoch; the old owner's writes are refused from then on. */
+  assert_string_equal(claim(a, "main", "h:1:1", 5500, NULL, 0), "");
+  assert_string_equal(claim(a, "main", "h:1:1", 6001, NULL, 0), "01Q1");
+  OK(a, sl_store_run_get(a, "01Q1", &got));
+  assert_int_equal(got->epoch, 3);
+  sl_store_run_free(got);
+  assert_int_equal(sl_store_run_renew(b, "01Q1", "h:2:2", 2, 9000), SL_STORE_ECONFLICT);
+  close_ok(a);
+  close_ok(b);
+}
+
 
 static void an_owner_that_lost_the_run_can_write_nothing_more (void **state) {
   fixture *f = *state;
@@ -1462,6 +1550,7 @@ int main (void) {
     T(journal_records_of_the_first_form_still_read),
     T(a_checkpoint_needs_its_run),
     T(of_two_claims_at_one_epoch_exactly_one_wins),
+    T(a_queue_hands_each_run_to_one_worker_oldest_first),
     T(an_owner_that_lost_the_run_can_write_nothing_more),
     T(a_completed_step_is_recorded_once),
     T(prune_keeps_the_newest_whatever_their_age_and_never_a_live_run),
