@@ -109,6 +109,36 @@ static int e_load(lua_State *L) {
   return 1;
 }
 
+/* engine:submit(path, input[, {pipeline=, queue=, budget=}]): loads the
+   file and records a run of its pipeline in the store's queue (default
+   "default") for a worker; returns the run's id. */
+static int e_submit(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  const char *path = luaL_checkstring(L, 2);
+  lua_settop(L, 4);
+  const char *pipeline = NULL, *queue = "default";
+  int bi = 0;
+  if (!lua_isnil(L, 4)) {
+    luaL_checktype(L, 4, LUA_TTABLE);
+    lua_getfield(L, 4, "pipeline");
+    lua_getfield(L, 4, "queue");
+    lua_getfield(L, 4, "budget");
+    pipeline = luaL_optstring(L, 5, NULL);
+    queue = luaL_optstring(L, 6, "default");
+    if (!lua_isnil(L, 7)) {
+      luaL_checktype(L, 7, LUA_TTABLE);
+      bi = 7;
+    }
+  }
+  if (e->host.core.store == NULL) return luaL_error(L, "the engine has no store to submit to");
+  sl_engine_load_lua(L, e, path);                       /* set */
+  sl_load_select(L, -1, pipeline, path, "pipeline =");  /* set step */
+  char id[32];
+  sl_record_submit(L, &e->host, -1, 3, bi, queue, id);
+  lua_pushstring(L, id);
+  return 1;
+}
+
 /* engine:check(step): checks the tree under a step against the engine's
    policy table; raises naming the first bad step. */
 static int e_check(lua_State *L) {
@@ -654,6 +684,7 @@ static const luaL_Reg engine_methods[] = {
   {"set_otlp", e_set_otlp},
   {"flush_spans", e_flush_spans},
   {"resume", e_resume},
+  {"submit", e_submit},
   {"runs", e_runs},
   {"show", e_show},
   {"reload", e_reload},
