@@ -22,6 +22,7 @@ external_dependencies = {
   LIBUV = { header = "uv.h" },
   SQLITE = { header = "sqlite3.h" },
   XXHASH = { header = "xxhash.h" },
+  LIBPQ = { header = "postgresql/libpq-fe.h" },
 }
 build = {
   type = "cmake",

@@ -1,6 +1,6 @@
 /*
 ** The store: the sl_store_* front, which checks arguments and dispatches
-** to a backend's ops (store_sqlite.c).
+** to a backend's ops (store_sqlite.c, store_pg.c).
 */
 
 #include <stdarg.h>
@@ -20,7 +20,12 @@
 
 /* Backends in the order they are asked whether they take a path; the last
    one takes every path. */
-static const struct sl_store_ops *const backends[] = { &sl_store_sqlite_ops };
+static const struct sl_store_ops *const backends[] = {
+#ifdef SLUICE_HAVE_POSTGRESQL
+  &sl_store_pg_ops,
+#endif
+  &sl_store_sqlite_ops
+};
 
 
 static void copy_message (char *err, size_t errlen, const char *msg) {
@@ -83,6 +88,14 @@ int sl_store_open (sl_store **out, const char *path,
   for (i = 0; i + 1 < n && !backends[i]->accepts(path); i++)
     ;
   return backends[i]->open(out, path, opts, err, errlen);
+}
+
+
+int sl_store_is_server (const char *path) {
+  size_t n = sizeof backends / sizeof backends[0];
+  for (size_t i = 0; path != NULL && i + 1 < n; i++)
+    if (backends[i]->accepts(path)) return 1;
+  return 0;
 }
 
 

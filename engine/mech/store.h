@@ -252,6 +252,10 @@ void sl_store_run_free (sl_store_run *r);
 int sl_store_run_list (sl_store *s, const sl_store_run_filter *f,
                        sl_store_run_cb cb, void *ud);
 
+/* Does path name a store on a server (a postgresql:// URL) rather than a
+   file? */
+int sl_store_is_server (const char *path);
+
 /* Deletes a run with its checkpoints and waits. ENOTFOUND if there is no
    such run. */
 int sl_store_run_delete (sl_store *s, const char *id);
@@ -525,6 +529,7 @@ void sl_store_base_free (sl_store *s);
 
 /* The backends (store_sqlite.c; store_pg.c when built with libpq). */
 extern const struct sl_store_ops sl_store_sqlite_ops;
+extern const struct sl_store_ops sl_store_pg_ops;
 
 /* }====================================================== */
 

@@ -680,7 +680,7 @@ static void open_store(lua_State *L, cli *c, const char *flag) {
 static int open_store_to_read(lua_State *L, cli *c, const char *flag) {
   const char *path = store_path(flag);
   c->code = EXIT_USAGE;
-  if (access(path, F_OK) != 0 && errno == ENOENT) return 0;
+  if (!sl_store_is_server(path) && access(path, F_OK) != 0 && errno == ENOENT) return 0;
   int rc = sl_engine_open_store(c->e, path, 1);
   if (rc == SL_ENOTFOUND) return 0;   /* made, but nothing written to it yet */
   if (rc != 0) luaL_error(L, "%s", sl_engine_core(c->e)->errmsg);

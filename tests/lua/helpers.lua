@@ -97,6 +97,22 @@ function M.cli(args, opts)
   return code, stdout, stderr
 end
 
+local databases = 0
+
+--- A new, empty store for a test: a PostgreSQL database of its own when
+--- the specs run beside a server (tests/pg_env.sh sets SLUICE_TEST_PG),
+--- else an SQLite file in dir.
+function M.new_store(dir)
+  local base = os.getenv("SLUICE_TEST_PG")
+  if not base then return dir .. "/s.db" end
+  databases = databases + 1
+  local name = ("t%d_%d"):format(math.floor(os.time() % 100000), databases)
+  name = name .. "_" .. tostring(math.random(1000000))
+  assert(os.execute("env -u LD_PRELOAD psql -q " .. shell_quote(base) ..
+    " -c " .. shell_quote("CREATE DATABASE " .. name) .. " >/dev/null"))
+  return (base:gsub("/sluice%?", "/" .. name .. "?"))
+end
+
 --- Whether process pid still runs. A killed process whose parent has gone
 --- is a zombie until init reaps it, which kill -0 still finds: it counts
 --- as gone.

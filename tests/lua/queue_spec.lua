@@ -53,7 +53,7 @@ end
 describe("sluice submit, worker and wait", function()
   it("queue a run, execute it in a worker and print its output", function()
     local dir = h.tmpdir()
-    local env = { SLUICE_STORE = dir .. "/s.db" }
+    local env = { SLUICE_STORE = h.new_store(dir) }
     local file = logged(dir)
     local id = submit(file, env, "3")
     local _, listed = h.cli({ "runs", "--queue", "default" }, { env = env })
@@ -89,7 +89,7 @@ describe("sluice submit, worker and wait", function()
 
   it("refuses what makes no sense, naming it", function()
     local dir = h.tmpdir()
-    local env = { SLUICE_STORE = dir .. "/s.db" }
+    local env = { SLUICE_STORE = h.new_store(dir) }
     local code, _, err = h.cli({ "worker", "--concurrency", "0" }, { env = env })
     assert.equal(2, code)
     assert.matches("--concurrency must be a whole number of at least 1, got '0'", err, 1, true)
@@ -113,7 +113,7 @@ describe("sluice submit, worker and wait", function()
 
   it("gives each run to one worker: several worker processes execute every step once", function()
     local dir = h.tmpdir()
-    local env = { SLUICE_STORE = dir .. "/s.db" }
+    local env = { SLUICE_STORE = h.new_store(dir) }
     local file = logged(dir)
     local ids = {}
     for i = 1, 40 do ids[i] = submit(file, env, tostring(i)) end
@@ -137,7 +137,7 @@ describe("sluice submit, worker and wait", function()
 
   it("takes over the runs of a worker killed mid-run, without running completed steps again", function()
     local dir = h.tmpdir()
-    local env = { SLUICE_STORE = dir .. "/s.db" }
+    local env = { SLUICE_STORE = h.new_store(dir) }
     local file = logged(dir, { nap = "30" })
     local id = submit(file, env, "1")
     local pid = h.cli({ "worker" }, { env = env, background = true })
@@ -182,7 +182,7 @@ describe("sluice submit, worker and wait", function()
 
   it("puts a paused run answered by sluice resume back in the queue for any worker", function()
     local dir = h.tmpdir()
-    local env = { SLUICE_STORE = dir .. "/s.db" }
+    local env = { SLUICE_STORE = h.new_store(dir) }
     local file = h.script([[
 local sl = require "sluice"
 return sl.pipeline{ name = "asks",

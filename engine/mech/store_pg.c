@@ -1,0 +1,1604 @@
+/*
+** The PostgreSQL backend of the store, for many workers on many machines.
+**
+** It takes postgresql:// and postgres:// URLs (libpq's syntax; the
+** password, if the URL holds one, is left out of every message). Its
+** tables live in a schema of their own, "sluice", created on first use and
+** versioned as the SQLite file is (migrations[] below, each applied once,
+** under an advisory lock so that workers starting together migrate once).
+**
+** Writes run inside one open transaction, committed by flush, as with
+** SQLite: the writer thread groups a batch of writes into one commit. A
+** step's checkpoint costs no round trip of its own: its ownership is checked
+** once per run and transaction (the run's row is locked FOR SHARE until the
+** commit, so no other worker can take the run over between the check and the
+** commit), a completed step is refused from memory (exactly once), and the
+** batch's checkpoints go in at the commit as one INSERT of a JSON array.
+** Claims use FOR UPDATE SKIP LOCKED, so workers claiming at once never wait
+** on each other or take the same run. Values are kept inline (PostgreSQL
+** compresses large ones itself).
+*/
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "store.h"
+#include "owner.h"
+#include "value.h"
+
+/* {======================================================
+** Schema
+** ======================================================= */
+
+static const char *const migrations[] = {
+  /* 1: runs, checkpoints, waits, the cache. Ids sort bytewise (the
+     ULID-like run ids sort by start time). */
+  "CREATE TABLE sluice.runs ("
+  "  id          text COLLATE \"C\" NOT NULL PRIMARY KEY,"
+  "  pipeline    text NOT NULL,"
+  "  status      text NOT NULL CHECK (status IN ('queued', 'running', 'waiting',"
+  "                'paused', 'completed', 'failed', 'cancelled', 'interrupted')),"
+  "  started_ms  bigint NOT NULL,"
+  "  ended_ms    bigint,"
+  "  file        text,"
+  "  def_hash    text,"
+  "  usage       text,"
+  "  budget      text,"
+  "  options     text,"
+  "  error       text,"
+  "  input       text,"
+  "  output      text,"
+  "  owner       text,"
+  "  lease_ms    bigint,"
+  "  epoch       bigint NOT NULL DEFAULT 0,"
+  "  queue       text,"
+  "  waiting_for text"
+  ");"
+  "CREATE INDEX runs_by_status ON sluice.runs (status, id);"
+  "CREATE INDEX runs_by_pipeline ON sluice.runs (pipeline, id);"
+  "CREATE INDEX runs_by_queue ON sluice.runs (queue, status, id) WHERE queue IS NOT NULL;"
+  "CREATE TABLE sluice.checkpoints ("
+  "  run_id    text COLLATE \"C\" NOT NULL REFERENCES sluice.runs (id) ON DELETE CASCADE,"
+  "  path      text COLLATE \"C\" NOT NULL,"
+  "  ord       bigint GENERATED ALWAYS AS IDENTITY,"
+  "  parent    text,"
+  "  name      text NOT NULL,"
+  "  kind      text NOT NULL,"
+  "  key       text,"
+  "  status    text NOT NULL,"
+  "  attempts  integer NOT NULL,"
+  "  cached    integer NOT NULL,"
+  "  t0        bigint,"
+  "  t1        bigint,"
+  "  usage     text,"
+  "  error     text,"
+  "  state     text,"
+  "  output    text,"
+  "  changes   text,"
+  "  logs      text,"
+  "  PRIMARY KEY (run_id, path)"
+  ");"
+  "CREATE TABLE sluice.waits ("
+  "  run_id      text COLLATE \"C\" NOT NULL REFERENCES sluice.runs (id) ON DELETE CASCADE,"
+  "  path        text COLLATE \"C\" NOT NULL,"
+  "  ord         bigint GENERATED ALWAYS AS IDENTITY,"
+  "  created_ms  bigint NOT NULL,"
+  "  message     text,"
+  "  schema      text,"
+  "  answer      text,"
+  "  PRIMARY KEY (run_id, path)"
+  ");"
+  "CREATE TABLE sluice.cache ("
+  "  key         bytea NOT NULL PRIMARY KEY CHECK (length(key) = 16),"
+  "  step        text NOT NULL,"
+  "  size        bigint NOT NULL,"
+  "  created_ms  bigint NOT NULL,"
+  "  expires_ms  bigint,"
+  "  hits        bigint NOT NULL DEFAULT 0,"
+  "  value       text NOT NULL"
+  ");"
+  "CREATE INDEX cache_by_step ON sluice.cache (step);"
+  "CREATE INDEX cache_by_expiry ON sluice.cache (expires_ms) WHERE expires_ms IS NOT NULL;"
+};
+
+#define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
+
+/* The advisory lock migrations take: "sluice" as a number. */
+#define MIGRATION_LOCK "7310575183453774949"
+
+/* }====================================================== */
+
+
+/* {======================================================
+** Strings sets: the paths a run recorded as completed, and the index of a
+** run's checkpoints read for a resume
+** ======================================================= */
+
+typedef struct strset {
+  char **keys;
+  int *vals;
+  size_t cap, count;
+} strset;
+
+static uint64_t str_hash (const char *p) {
+  uint64_t h = 1469598103934665603ull;
+  while (*p) h = (h ^ (unsigned char)*p++) * 1099511628211ull;
+  return h;
+}
+
+static void strset_free (strset *t) {
+  for (size_t i = 0; i < t->cap; i++) free(t->keys[i]);
+  free(t->keys);
+  free(t->vals);
+  memset(t, 0, sizeof *t);
+}
+
+static int strset_find (const strset *t, const char *k) {
+  if (t->cap == 0) return -1;
+  for (size_t j = str_hash(k) & (t->cap - 1); t->keys[j]; j = (j + 1) & (t->cap - 1))
+    if (strcmp(t->keys[j], k) == 0) return t->vals[j];
+  return -1;
+}
+
+static int strset_put (strset *t, const char *k, int v);
+
+static int strset_grow (strset *t) {
+  strset n = { calloc(t->cap ? t->cap * 2 : 64, sizeof(char *)), NULL, t->cap ? t->cap * 2 : 64, 0 };
+  n.vals = calloc(n.cap, sizeof(int));
+  if (n.keys == NULL || n.vals == NULL) {
+    free(n.keys);
+    free(n.vals);
+    return -1;
+  }
+  for (size_t i = 0; i < t->cap; i++)
+    if (t->keys[i]) {
+      size_t j = str_hash(t->keys[i]) & (n.cap - 1);
+      while (n.keys[j]) j = (j + 1) & (n.cap - 1);
+      n.keys[j] = t->keys[i];
+      n.vals[j] = t->vals[i];
+      n.count++;
+    }
+  free(t->keys);
+  free(t->vals);
+  *t = n;
+  return 0;
+}
+
+static int strset_put (strset *t, const char *k, int v) {
+  if ((t->count + 1) * 2 > t->cap && strset_grow(t) != 0) return -1;
+  size_t j = str_hash(k) & (t->cap - 1);
+  while (t->keys[j]) {
+    if (strcmp(t->keys[j], k) == 0) {
+      t->vals[j] = v;
+      return 0;
+    }
+    j = (j + 1) & (t->cap - 1);
+  }
+  if ((t->keys[j] = strdup(k)) == NULL) return -1;
+  t->vals[j] = v;
+  t->count++;
+  return 0;
+}
+
+/* }====================================================== */
+
+
+/* {======================================================
+** The handle
+** ======================================================= */
+
+/* What one connection knows of a run it records steps of. */
+typedef struct pg_runbuf {
+  struct pg_runbuf *next;
+  uint64_t checked_tx;     /* its ownership was checked in this transaction */
+  int exists, owned;
+  int loaded;              /* done holds what the store had before */
+  strset done;             /* the paths it recorded as completed */
+  sl_buf pending;          /* this transaction's checkpoints, as JSON objects
+                              (comma-separated) */
+  strset pending_at;       /* path -> its offset in pending + 1, to replace a
+                              record of the same path in place */
+  int npending;
+  char id[];
+} pg_runbuf;
+
+/* A run's checkpoints read whole, for the gets of a resume. */
+typedef struct pg_read {
+  char *run_id;
+  sl_store_checkpoint **recs;
+  int n;
+  strset index;            /* path -> index in recs */
+} pg_read;
+
+typedef struct pg_store {
+  sl_store base;
+  PGconn *conn;
+  char *conninfo;          /* as given, password included */
+  int in_tx;
+  uint64_t tx;             /* counts transactions */
+  int read_only, reader;
+  pg_runbuf *runs;
+  pg_read read;
+} pg_store;
+
+/* The URL with its password taken out, for messages. */
+static char *redacted (const char *url) {
+  char *out = strdup(url);
+  if (out == NULL) return NULL;
+  char *scheme = strstr(out, "://");
+  if (scheme == NULL) return out;
+  char *auth = scheme + 3;
+  char *at = strchr(auth, '@');
+  char *slash = strchr(auth, '/');
+  if (at != NULL && (slash == NULL || at < slash)) {
+    char *colon = memchr(auth, ':', (size_t)(at - auth));
+    if (colon != NULL) memmove(colon, at, strlen(at) + 1);
+  }
+  char *pw = strstr(out, "password=");
+  if (pw != NULL) {
+    char *end = strchr(pw, '&');
+    memmove(pw + 9, end ? end : pw + strlen(pw), strlen(end ? end : pw + strlen(pw)) + 1);
+  }
+  return out;
+}
+
+/* }====================================================== */
+
+
+/* {======================================================
+** Statements and errors
+** ======================================================= */
+
+/* Parameters: text, or NULL for SQL NULL. */
+typedef struct pgp {
+  int n;
+  const char *v[24];
+  char num[24][40];
+} pgp;
+
+static void p_str (pgp *p, const char *v) { p->v[p->n++] = v; }
+
+static void p_int (pgp *p, int64_t v) {
+  snprintf(p->num[p->n], sizeof p->num[0], "%lld", (long long)v);
+  p->v[p->n] = p->num[p->n];
+  p->n++;
+}
+
+/* 0 stands for NULL (an end time, a lease, an expiry). */
+static void p_time (pgp *p, int64_t v) {
+  if (v == 0) p->v[p->n++] = NULL;
+  else p_int(p, v);
+}
+
+static void p_key (pgp *p, const unsigned char *key) {
+  static const char hex[] = "0123456789abcdef";
+  char *o = p->num[p->n];
+  o[0] = '\\';
+  o[1] = 'x';
+  for (int i = 0; i < SL_STORE_KEYLEN; i++) {
+    o[2 + 2 * i] = hex[key[i] >> 4];
+    o[3 + 2 * i] = hex[key[i] & 15];
+  }
+  o[2 + 2 * SL_STORE_KEYLEN] = '\0';
+  p->v[p->n] = o;
+  p->n++;
+}
+
+static void discard_tx (pg_store *s);
+
+/* Sets the message for a failed result (or connection) while doing what,
+   and returns the store code; a failure inside the write transaction
+   rolls it back, and the message says how many writes were lost. */
+static int pg_fail (pg_store *s, PGresult *res, const char *what, ...) {
+  char doing[256];
+  va_list ap;
+  va_start(ap, what);
+  vsnprintf(doing, sizeof doing, what, ap);
+  va_end(ap);
+  const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+  char why[400];
+  snprintf(why, sizeof why, "%s", res && PQresultErrorMessage(res)[0]
+                                  ? PQresultErrorMessage(res) : PQerrorMessage(s->conn));
+  size_t wl = strlen(why);
+  while (wl > 0 && (why[wl - 1] == '\n' || why[wl - 1] == ' ')) why[--wl] = '\0';
+  int code = SL_STORE_EIO;
+  if (PQstatus(s->conn) == CONNECTION_BAD) {
+    code = SL_STORE_EIO;
+  } else if (state != NULL) {
+    if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
+        strcmp(state, "55P03") == 0 || strcmp(state, "57014") == 0)
+      code = SL_STORE_EBUSY;
+    else if (strcmp(state, "53100") == 0)
+      code = SL_STORE_EFULL;
+    else if (strcmp(state, "25006") == 0)
+      code = SL_STORE_EREADONLY;
+    else if (strncmp(state, "23", 2) == 0 || strncmp(state, "22", 2) == 0)
+      code = SL_STORE_EINVAL;
+    else if (strcmp(state, "53200") == 0)
+      code = SL_STORE_ENOMEM;
+  }
+  int lost = -1;
+  if (s->in_tx) {
+    lost = s->base.pending;
+    discard_tx(s);
+  }
+  if (res) PQclear(res);
+  if (lost > 0)
+    return sl_store_seterr(&s->base, code, "%s: %s (%d writes since the last commit "
+                           "were lost)", doing, why, lost);
+  return sl_store_seterr(&s->base, code, "%s: %s", doing, why);
+}
+
+/* Runs sql with p's parameters. *out gets the result (cleared by the
+   caller) when it is rows or a command; else the failure is set and its
+   code returned. A connection found lost outside a transaction is reset
+   once first. */
+static int pg_run (pg_store *s, const char *sql, const pgp *p, PGresult **out,
+                   const char *what) {
+  *out = NULL;
+  if (PQstatus(s->conn) == CONNECTION_BAD && !s->in_tx) PQreset(s->conn);
+  PGresult *r = PQexecParams(s->conn, sql, p ? p->n : 0, NULL, p ? p->v : NULL, NULL,
+                             NULL, 0);
+  ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+    *out = r;
+    return 0;
+  }
+  return pg_fail(s, r, "%s", what);
+}
+
+/* As pg_run, for a statement whose result is not needed; *changed (may be
+   NULL) gets the rows it changed. */
+static int pg_cmd (pg_store *s, const char *sql, const pgp *p, int64_t *changed,
+                   const char *what) {
+  PGresult *r;
+  int rc = pg_run(s, sql, p, &r, what);
+  if (rc != 0) return rc;
+  if (changed != NULL) *changed = atoll(PQcmdTuples(r));
+  PQclear(r);
+  return 0;
+}
+
+/* The write transaction is open after this. */
+static int begin_write (pg_store *s, const char *what) {
+  if (s->read_only)
+    return sl_store_seterr(&s->base, SL_STORE_EREADONLY, "%s: the store was opened "
+                           "read-only", what);
+  if (s->in_tx) return 0;
+  int rc = pg_cmd(s, "BEGIN", NULL, NULL, what);
+  if (rc != 0) return rc;
+  s->in_tx = 1;
+  s->tx++;
+  return 0;
+}
+
+static const char *val (PGresult *r, int row, int col) {
+  return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
+}
+
+static int64_t ival (PGresult *r, int row, int col) {
+  return PQgetisnull(r, row, col) ? 0 : atoll(PQgetvalue(r, row, col));
+}
+
+/* }====================================================== */
+
+
+/* {======================================================
+** Records out of rows
+** ======================================================= */
+
+static const size_t run_strings[] = {
+  offsetof(sl_store_run, id), offsetof(sl_store_run, pipeline),
+  offsetof(sl_store_run, file), offsetof(sl_store_run, def_hash),
+  offsetof(sl_store_run, status), offsetof(sl_store_run, input),
+  offsetof(sl_store_run, output), offsetof(sl_store_run, error),
+  offsetof(sl_store_run, usage), offsetof(sl_store_run, budget),
+  offsetof(sl_store_run, options), offsetof(sl_store_run, owner),
+  offsetof(sl_store_run, queue), offsetof(sl_store_run, waiting_for)
+};
+
+static const size_t checkpoint_strings[] = {
+  offsetof(sl_store_checkpoint, run_id), offsetof(sl_store_checkpoint, path),
+  offsetof(sl_store_checkpoint, owner), offsetof(sl_store_checkpoint, parent),
+  offsetof(sl_store_checkpoint, name), offsetof(sl_store_checkpoint, kind),
+  offsetof(sl_store_checkpoint, key), offsetof(sl_store_checkpoint, status),
+  offsetof(sl_store_checkpoint, output), offsetof(sl_store_checkpoint, state),
+  offsetof(sl_store_checkpoint, usage), offsetof(sl_store_checkpoint, error),
+  offsetof(sl_store_checkpoint, changes), offsetof(sl_store_checkpoint, logs)
+};
+
+#define COUNT(a) ((int)(sizeof (a) / sizeof (a)[0]))
+
+/* Copies a record of size bytes with its strings (at the offsets) into one
+   allocation. */
+static void *pack (const void *rec, size_t size, const size_t *offs, int n) {
+  size_t total = size;
+  for (int i = 0; i < n; i++) {
+    const char *v = *(const char *const *)((const char *)rec + offs[i]);
+    if (v) total += strlen(v) + 1;
+  }
+  char *out = malloc(total);
+  if (out == NULL) return NULL;
+  memcpy(out, rec, size);
+  char *p = out + size;
+  for (int i = 0; i < n; i++) {
+    const char **slot = (const char **)(out + offs[i]);
+    if (*slot == NULL) continue;
+    size_t len = strlen(*slot) + 1;
+    memcpy(p, *slot, len);
+    *slot = p;
+    p += len;
+  }
+  return out;
+}
+
+#define RUN_COLS "id, pipeline, file, def_hash, status, input, output, error, usage, " \
+                 "budget, started_ms, ended_ms, options, owner, lease_ms, epoch, queue, " \
+                 "waiting_for"
+#define RUN_LIST_COLS "id, pipeline, file, def_hash, status, NULL, NULL, error, usage, " \
+                      "budget, started_ms, ended_ms, options, owner, lease_ms, epoch, " \
+                      "queue, waiting_for"
+
+static void row_to_run (PGresult *r, int i, sl_store_run *o) {
+  memset(o, 0, sizeof *o);
+  o->id = val(r, i, 0);
+  o->pipeline = val(r, i, 1);
+  o->file = val(r, i, 2);
+  o->def_hash = val(r, i, 3);
+  o->status = val(r, i, 4);
+  o->input = val(r, i, 5);
+  o->output = val(r, i, 6);
+  o->error = val(r, i, 7);
+  o->usage = val(r, i, 8);
+  o->budget = val(r, i, 9);
+  o->started_ms = ival(r, i, 10);
+  o->ended_ms = ival(r, i, 11);
+  o->options = val(r, i, 12);
+  o->owner = val(r, i, 13);
+  o->lease_ms = ival(r, i, 14);
+  o->epoch = ival(r, i, 15);
+  o->queue = val(r, i, 16);
+  o->waiting_for = val(r, i, 17);
+}
+
+#define CP_COLS "run_id, path, parent, name, kind, key, status, attempts, cached, " \
+                "output, state, usage, error, t0, t1, changes, logs"
+
+static void row_to_checkpoint (PGresult *r, int i, sl_store_checkpoint *c) {
+  memset(c, 0, sizeof *c);
+  c->run_id = val(r, i, 0);
+  c->path = val(r, i, 1);
+  c->parent = val(r, i, 2);
+  c->name = val(r, i, 3);
+  c->kind = val(r, i, 4);
+  c->key = val(r, i, 5);
+  c->status = val(r, i, 6);
+  c->attempts = (int)ival(r, i, 7);
+  c->cached = (int)ival(r, i, 8);
+  c->output = val(r, i, 9);
+  c->state = val(r, i, 10);
+  c->usage = val(r, i, 11);
+  c->error = val(r, i, 12);
+  c->t0 = ival(r, i, 13);
+  c->t1 = ival(r, i, 14);
+  c->changes = val(r, i, 15);
+  c->logs = val(r, i, 16);
+}
+
+/* }====================================================== */
+
+
+/* {======================================================
+** Runs
+** ======================================================= */
+
+static int pg_run_begin (sl_store *b, const sl_store_run *r) {
+  pg_store *s = (pg_store *)b;
+  int rc = begin_write(s, "recording a run");
+  if (rc != 0) return rc;
+  pgp p = {0};
+  p_str(&p, r->id); p_str(&p, r->pipeline); p_str(&p, r->file); p_str(&p, r->def_hash);
+  p_str(&p, r->status); p_str(&p, r->input); p_str(&p, r->output); p_str(&p, r->error);
+  p_str(&p, r->usage); p_str(&p, r->budget); p_int(&p, r->started_ms);
+  p_time(&p, r->ended_ms); p_str(&p, r->options); p_str(&p, r->owner);
+  p_time(&p, r->lease_ms); p_int(&p, r->epoch); p_str(&p, r->queue);
+  p_str(&p, r->waiting_for);
+  int64_t n;
+  rc = pg_cmd(s, "INSERT INTO sluice.runs (" RUN_COLS ") VALUES ($1, $2, $3, $4, $5, $6, "
+              "$7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) "
+              "ON CONFLICT (id) DO NOTHING", &p, &n, "recording run");
+  if (rc != 0) return rc;
+  if (n == 0)
+    return sl_store_seterr(b, SL_STORE_EINVAL, "recording run %s: a run with this id "
+                           "exists already", r->id);
+  b->pending++;
+  return 0;
+}
+
+static int pg_run_update (sl_store *b, const char *id, const char *status,
+                          const char *output, const char *error, const char *usage,
+                          int64_t ended_ms) {
+  pg_store *s = (pg_store *)b;
+  int rc = begin_write(s, "updating a run");
+  if (rc != 0) return rc;
+  pgp p = {0};
+  p_str(&p, id); p_str(&p, status); p_str(&p, output); p_str(&p, error); p_str(&p, usage);
+  p_time(&p, ended_ms);
+  int64_t n;
+  rc = pg_cmd(s, "UPDATE sluice.runs SET status = $2, output = $3, error = $4, usage = $5, "
+              "ended_ms = $6 WHERE id = $1", &p, &n, "updating run");
+  if (rc != 0) return rc;
+  b->pending++;
+  if (n == 0) return sl_store_seterr(b, SL_STORE_ENOTFOUND, "updating run %s: no such run", id);
+  return 0;
+}
+
+static int pg_run_get (sl_store *b, const char *id, sl_store_run **out) {
+  pg_store *s = (pg_store *)b;
+  pgp p = {0};
+  p_str(&p, id);
+  PGresult *r;
+  int rc = pg_run(s, "SELECT " RUN_COLS " FROM sluice.runs WHERE id = $1", &p, &r,
+                  "reading a run");
+  if (rc != 0) return rc;
+  if (PQntuples(r) == 0) {
+    PQclear(r);
+    return sl_store_seterr(b, SL_STORE_ENOTFOUND, "no run %s", id);
+  }
+  sl_store_run row;
+  row_to_run(r, 0, &row);
+  *out = pack(&row, sizeof row, run_strings, COUNT(run_strings));
+  PQclear(r);
+  if (*out == NULL) return sl_store_seterr(b, SL_STORE_ENOMEM, "reading run %s: out of memory", id);
+  return 0;
+}
+
+static int pg_run_list (sl_store *b, const sl_store_run_filter *f, sl_store_run_cb cb,
+                        void *ud) {
+  pg_store *s = (pg_store *)b;
+  pgp p = {0};
+  p_str(&p, f->status); p_str(&p, f->pipeline);
+  if (f->limit > 0) p_int(&p, f->limit);
+  else p_str(&p, NULL);
+  p_int(&p, f->offset); p_str(&p, f->before); p_str(&p, f->queue);
+  PGresult *r;
+  int rc = pg_run(s, "SELECT " RUN_LIST_COLS " FROM sluice.runs WHERE "
+                  "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR pipeline = $2) "
+                  "AND ($5::text IS NULL OR id < $5) AND ($6::text IS NULL OR queue = $6) "
+                  "ORDER BY id DESC LIMIT $3::bigint OFFSET $4::bigint", &p, &r, "listing runs");
+  if (rc != 0) return rc;
+  int stop = 0;
+  for (int i = 0; i < PQntuples(r) && stop == 0; i++) {
+    sl_store_run row;
+    row_to_run(r, i, &row);
+    stop = cb(ud, &row);
+  }
+  PQclear(r);
+  return stop;
+}
+
+static int pg_run_delete (sl_store *b, const char *id) {
+  pg_store *s = (pg_store *)b;
+  int rc = begin_write(s, "deleting a run");
+  if (rc != 0) return rc;
+  pgp p = {0};
+  p_str(&p, id);
+  int64_t n;
+  rc = pg_cmd(s, "DELETE FROM sluice.runs WHERE id = $1", &p, &n, "deleting run");
+  if (rc != 0) return rc;
+  b->pending++;
+  if (n == 0) return sl_store_seterr(b, SL_STORE_ENOTFOUND, "deleting run %s: no such run", id);
+  return 0;
+}
+
+/* After an owner-checked write changed nothing: the run is gone, or it
+   belongs to another owner (or epoch) now. */
+static int not_owner (pg_store *s, const char *id, const char *owner, int64_t epoch,
+                      const char *what) {
+  pgp p = {0};
+  p_str(&p, id);
+  PGresult *r;
+  int rc = pg_run(s, "SELECT owner, epoch FROM sluice.runs WHERE id = $1", &p, &r, what);
+  if (rc != 0) return rc;
+  if (PQntuples(r) == 0) {
+    PQclear(r);
+    return sl_store_seterr(&s->base, SL_STORE_ENOTFOUND, "%s run %s: no such run", what, id);
+  }
+  char holder[160];
+  snprintf(holder, sizeof holder, "%s", val(r, 0, 0) ? val(r, 0, 0) : "no process");
+  int64_t e = ival(r, 0, 1);
+  PQclear(r);
+  return sl_store_seterr(&s->base, SL_STORE_ECONFLICT, "%s run %s: it is owned by %s now "
+                         "(epoch %lld; this process held epoch %lld as %s)", what, id, holder,
+                         (long long)e, (long long)epoch, owner ? owner : "?");
+}
+
+static int pg_flush (sl_store *b);
+
+static int pg_run_claim (sl_store *b, const char *id, const char *owner, int64_t lease_ms,
+                         int64_t expect, const char *status) {
+  pg_store *s = (pg_store *)b;
+  int rc = begin_write(s, "taking over a run");
+  if (rc != 0) return rc;
+  pgp p = {0};
+  p_str(&p, id); p_str(&p, owner); p_time(&p, lease_ms); p_int(&p, expect); p_str(&p, status);
+  int64_t n;
+  rc = pg_cmd(s, "UPDATE sluice.runs SET owner = $2, lease_ms = $3, epoch = epoch + 1, "
+              "status = coalesce($5, status) WHERE id = $1 AND epoch = $4", &p, &n,
+              "taking over run");
+  if (rc != 0) return rc;
+  b->pending++;
+  if (n == 0) {
+    int code = not_owner(s, id, owner, expect, "taking over");
+    pg_flush(b);
+    return code;
+  }
+  return pg_flush(b);
+}
+
+static int pg_run_renew (sl_store *b, const char *id, const char *owner, int64_t epoch,
+                         int64_t lease_ms) {
+  pg_store *s = (pg_store *)b;
+  int rc = begin_write(s, "renewing a lease");
+  if (rc != 0) return rc;
+  pgp p = {0};
+  p_str(&p, id); p_str(&p, owner); p_int(&p, epoch); p_int(&p, lease_ms);
+  int64_t n;
+  rc = pg_cmd(s, "UPDATE sluice.runs SET lease_ms = $4 WHERE id = $1 AND owner = $2 AND "
+              "epoch = $3", &p, &n, "renewing the lease on run");
+  if (rc != 0) return rc;
+  b->pending++;
+  if (n == 0) return not_owner(s, id, owner, epoch, "renewing the lease on");
+  return 0;
+}
+
+static void runbuf_finished (pg_store *s, const char *id);
+
+static int pg_run_finish (sl_store *b, const char *id, const char *owner, int64_t epoch,
+                          int release, const char *status, const char *output,
+                          const char *error, const char *usage, int64_t ended_ms) {
+  pg_store *s = (pg_store *)b;
+  int rc = begin_write(s, "recording the end of a run");
+  if (rc != 0) return rc;
+  pgp p = {0};
+  p_str(&p, id); p_str(&p, status); p_str(&p, output); p_str(&p, error); p_str(&p, usage);
+  p_time(&p, ended_ms); p_str(&p, owner); p_int(&p, epoch); p_str(&p, release ? "t" : "f");
+  int64_t n;
+  rc = pg_cmd(s, "UPDATE sluice.runs SET status = $2, output = $3, error = $4, usage = $5, "
+              "ended_ms = $6, owner = CASE WHEN $9::boolean THEN NULL ELSE owner END, "
+              "lease_ms = CASE WHEN $9::boolean THEN NULL ELSE lease_ms END "
+              "WHERE id = $1 AND ($7::text IS NULL OR (owner = $7 AND epoch = $8))", &p, &n,
+              "updating run");
+  if (rc != 0) return rc;
+  b->pending++;
+  if (n == 0) return not_owner(s, id, owner, epoch, "recording the end of");
+  if (release) runbuf_finished(s, id);
+  return 0;
+}
+
+/* A run a worker may take over, as a candidate list holds it. */
+typedef struct pg_candidate {
+  char id[64], status[16];
+  int64_t epoch;
+} pg_candidate;
+
+static int pg_run_claim_next (sl_store *b, const char *queue, const char *owner,
+                              int64_t lease_ms, int64_t now_ms, const char *const *skip,
+                              int nskip, sl_store_run **out) {
+  pg_store *s = (pg_store *)b;
+  int rc = begin_write(s, "claiming a run");
+  if (rc != 0) return rc;
+  /* The ids passed over, as an array literal (ids are letters and digits). */
+  sl_buf arr;
+  sl_buf_init(&arr);
+  int bad = sl_buf_add(&arr, "{", 1);
+  for (int i = 0; i < nskip; i++) {
+    if (skip[i] == NULL) continue;
+    if (arr.len > 1) bad |= sl_buf_add(&arr, ",", 1);
+    bad |= sl_json_add_string(&arr, skip[i], strlen(skip[i]));
+  }
+  bad |= sl_buf_add(&arr, "}", 1);
+  if (bad) {
+    sl_buf_free(&arr);
+    return sl_store_seterr(b, SL_STORE_ENOMEM, "claiming a run: out of memory");
+  }
+  pgp p = {0};
+  p_str(&p, queue); p_str(&p, owner); p_time(&p, lease_ms); p_str(&p, arr.data);
+  PGresult *r;
+  /* Queued runs first, oldest first: a row another worker is claiming is
+     skipped, not waited for. */
+  rc = pg_run(s, "UPDATE sluice.runs SET owner = $2, lease_ms = $3, epoch = epoch + 1, "
+              "status = 'running', waiting_for = NULL WHERE id = (SELECT id FROM sluice.runs "
+              "WHERE queue = $1 AND status = 'queued' AND NOT (id = ANY ($4::text[])) "
+              "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING " RUN_COLS, &p, &r,
+              "claiming a run");
+  if (rc == 0 && PQntuples(r) == 0) {
+    /* Then runs whose owner is gone: their lease ran out, or their process
+       on this host died. */
+    PQclear(r);
+    pgp q = {0};
+    p_str(&q, queue); p_str(&q, arr.data);
+    rc = pg_run(s, "SELECT id, status, owner, lease_ms, epoch FROM sluice.runs WHERE "
+                "queue = $1 AND status IN ('running', 'waiting', 'interrupted') AND NOT "
+                "(id = ANY ($2::text[])) ORDER BY id LIMIT 16 FOR UPDATE SKIP LOCKED", &q, &r,
+                "claiming a run");
+    pg_candidate c[16];
+    int nc = 0;
+    if (rc == 0) {
+      for (int i = 0; i < PQntuples(r); i++) {
+        const char *id = val(r, i, 0), *st = val(r, i, 1);
+        if (id == NULL || st == NULL || strlen(id) >= sizeof c->id) continue;
+        if (sl_owner_alive(val(r, i, 2), ival(r, i, 3), now_ms)) continue;
+        snprintf(c[nc].id, sizeof c->id, "%s", id);
+        snprintf(c[nc].status, sizeof c->status, "%s", st);
+        c[nc].epoch = ival(r, i, 4);
+        nc++;
+      }
+      PQclear(r);
+      r = NULL;
+    }
+    for (int i = 0; rc == 0 && i < nc && r == NULL; i++) {
+      pgp t = {0};
+      p_str(&t, c[i].id); p_str(&t, owner); p_time(&t, lease_ms); p_int(&t, c[i].epoch);
+      p_str(&t, c[i].status);
+      rc = pg_run(s, "UPDATE sluice.runs SET owner = $2, lease_ms = $3, epoch = epoch + 1, "
+                  "status = 'running', waiting_for = NULL WHERE id = $1 AND epoch = $4 AND "
+                  "status = $5 RETURNING " RUN_COLS, &t, &r, "claiming a run");
+      if (rc == 0 && PQntuples(r) == 0) {
+        PQclear(r);
+        r = NULL;
+      }
+    }
+  }
+  sl_buf_free(&arr);
+  if (rc != 0) return rc;
+  if (r != NULL && PQntuples(r) > 0) {
+    sl_store_run row;
+    row_to_run(r, 0, &row);
+    *out = pack(&row, sizeof row, run_strings, COUNT(run_strings));
+  }
+  int found = r != NULL && PQntuples(r) > 0;
+  if (r != NULL) PQclear(r);
+  if (found && *out == NULL) {
+    discard_tx(s);
+    return sl_store_seterr(b, SL_STORE_ENOMEM, "claiming a run: out of memory");
+  }
+  b->pending++;
+  if ((rc = pg_flush(b)) != 0) {
+    free(*out);
+    *out = NULL;
+    return rc;
+  }
+  if (!found)
+    return sl_store_seterr(b, SL_STORE_ENOTFOUND, "no run to claim in queue '%s'", queue);
+  return 0;
+}
+
+static int pg_run_requeue (sl_store *b, const char *id, const char *owner, int64_t epoch,
+                           const char *waiting_for) {
+  pg_store *s = (pg_store *)b;
+  int rc = begin_write(s, "putting a run back in its queue");
+  if (rc != 0) return rc;
+  pgp p = {0};
+  p_str(&p, id); p_str(&p, owner); p_int(&p, epoch); p_str(&p, waiting_for);
+  int64_t n;
+  rc = pg_cmd(s, "UPDATE sluice.runs SET status = 'queued', owner = NULL, lease_ms = NULL, "
+              "waiting_for = $4 WHERE id = $1 AND owner = $2 AND epoch = $3", &p, &n,
+              "putting run back in its queue");
+  if (rc != 0) return rc;
+  b->pending++;
+  if (n == 0) {
+    int code = not_owner(s, id, owner, epoch, "putting back in its queue");
+    pg_flush(b);
+    return code;
+  }
+  runbuf_finished(s, id);
+  return pg_flush(b);
+}
+
+/* }====================================================== */
+
+
+/* {======================================================
+** Checkpoints
+** ======================================================= */
+
+static pg_runbuf *runbuf_of (pg_store *s, const char *id) {
+  for (pg_runbuf *rb = s->runs; rb; rb = rb->next)
+    if (strcmp(rb->id, id) == 0) return rb;
+  size_t len = strlen(id) + 1;
+  pg_runbuf *rb = calloc(1, sizeof *rb + len);
+  if (rb == NULL) return NULL;
+  memcpy(rb->id, id, len);
+  sl_buf_init(&rb->pending);
+  rb->next = s->runs;
+  s->runs = rb;
+  return rb;
+}
+
+static void runbuf_free (pg_runbuf *rb) {
+  strset_free(&rb->done);
+  strset_free(&rb->pending_at);
+  sl_buf_free(&rb->pending);
+  free(rb);
+}
+
+/* Run id ended here: what it recorded need not be remembered past the
+   commit. Marked by an empty id check in flush. */
+static void runbuf_finished (pg_store *s, const char *id) {
+  for (pg_runbuf *rb = s->runs; rb; rb = rb->next)
+    if (strcmp(rb->id, id) == 0) rb->checked_tx = UINT64_MAX;
+}
+
+/* Forgets the open transaction: its checkpoints, and (since some of its
+   completed paths were not committed) what runs recorded as completed. */
+static void discard_tx (pg_store *s) {
+  if (s->in_tx) {
+    PGresult *r = PQexec(s->conn, "ROLLBACK");
+    if (r) PQclear(r);
+  }
+  s->in_tx = 0;
+  s->base.pending = 0;
+  pg_runbuf **pp = &s->runs;
+  while (*pp) {
+    pg_runbuf *rb = *pp;
+    *pp = rb->next;
+    runbuf_free(rb);
+  }
+}
+
+static int load_done (pg_store *s, pg_runbuf *rb) {
+  pgp p = {0};
+  p_str(&p, rb->id);
+  PGresult *r;
+  int rc = pg_run(s, "SELECT path FROM sluice.checkpoints WHERE run_id = $1 AND "
+                  "status = 'completed'", &p, &r, "reading the steps of a run");
+  if (rc != 0) return rc;
+  for (int i = 0; i < PQntuples(r); i++)
+    if (strset_put(&rb->done, PQgetvalue(r, i, 0), 1) != 0) {
+      PQclear(r);
+      return sl_store_seterr(&s->base, SL_STORE_ENOMEM, "reading the steps of a run: "
+                             "out of memory");
+    }
+  PQclear(r);
+  rb->loaded = 1;
+  return 0;
+}
+
+/* Appends "key":value to b, the value a JSON string or null. */
+static int add_field (sl_buf *b, const char *key, const char *v, int first) {
+  int rc = first ? 0 : sl_buf_add(b, ",", 1);
+  rc |= sl_json_add_string(b, key, strlen(key)) | sl_buf_add(b, ":", 1);
+  return rc | (v ? sl_json_add_string(b, v, strlen(v)) : sl_buf_add(b, "null", 4));
+}
+
+static int add_num (sl_buf *b, const char *key, int64_t v) {
+  char num[48];
+  snprintf(num, sizeof num, ",\"%s\":%lld", key, (long long)v);
+  return sl_buf_add(b, num, strlen(num));
+}
+
+static int pg_checkpoint_put (sl_store *b, const sl_store_checkpoint *c) {
+  pg_store *s = (pg_store *)b;
+  int rc = begin_write(s, "recording a checkpoint");
+  if (rc != 0) return rc;
+  pg_runbuf *rb = runbuf_of(s, c->run_id);
+  if (rb == NULL) return sl_store_seterr(b, SL_STORE_ENOMEM, "recording a checkpoint: out of memory");
+  if (rb->checked_tx != s->tx) {
+    /* Once per run and transaction: the run's row stays locked until the
+       commit, so no other worker takes it over between here and there. */
+    pgp p = {0};
+    p_str(&p, c->run_id);
+    PGresult *r;
+    if ((rc = pg_run(s, "SELECT owner, epoch FROM sluice.runs WHERE id = $1 FOR SHARE", &p,
+                     &r, "recording a checkpoint")) != 0)
+      return rc;
+    rb->exists = PQntuples(r) > 0;
+    const char *o = rb->exists ? val(r, 0, 0) : NULL;
+    rb->owned = rb->exists && (c->owner == NULL ||
+                               (o != NULL && strcmp(o, c->owner) == 0 && ival(r, 0, 1) == c->epoch));
+    PQclear(r);
+    rb->checked_tx = s->tx;
+  }
+  if (!rb->exists)
+    return sl_store_seterr(b, SL_STORE_EINVAL, "recording checkpoint %s of run %s: no such run",
+                           c->path, c->run_id);
+  if (!rb->owned) return not_owner(s, c->run_id, c->owner, c->epoch, "recording a checkpoint of");
+  if (!rb->loaded && (rc = load_done(s, rb)) != 0) return rc;
+  if (strset_find(&rb->done, c->path) >= 0)
+    return sl_store_seterr(b, SL_STORE_ECONFLICT, "recording checkpoint %s of run %s: the "
+                           "step is recorded as completed already, and a completed step is "
+                           "recorded once", c->path, c->run_id);
+  sl_buf rec;
+  sl_buf_init(&rec);
+  int bad = sl_buf_add(&rec, "{", 1) | add_field(&rec, "run_id", c->run_id, 1)
+          | add_field(&rec, "path", c->path, 0) | add_field(&rec, "parent", c->parent, 0)
+          | add_field(&rec, "name", c->name ? c->name : "", 0)
+          | add_field(&rec, "kind", c->kind ? c->kind : "", 0)
+          | add_field(&rec, "key", c->key, 0)
+          | add_field(&rec, "status", c->status ? c->status : "running", 0)
+          | add_num(&rec, "attempts", c->attempts) | add_num(&rec, "cached", c->cached != 0)
+          | add_num(&rec, "t0", c->t0) | add_num(&rec, "t1", c->t1)
+          | add_field(&rec, "usage", c->usage, 0) | add_field(&rec, "error", c->error, 0)
+          | add_field(&rec, "state", c->state, 0) | add_field(&rec, "output", c->output, 0)
+          | add_field(&rec, "changes", c->changes, 0) | add_field(&rec, "logs", c->logs, 0)
+          | sl_buf_add(&rec, "}", 1);
+  int done_now = c->status != NULL && strcmp(c->status, "completed") == 0;
+  if (!bad && done_now) bad = strset_put(&rb->done, c->path, 1);
+  if (!bad) {
+    /* A second record of the same path in one transaction replaces the
+       first, keeping its place. */
+    int at = strset_find(&rb->pending_at, c->path);
+    if (at > 0) {
+      /* Records are kept whole in pending, one per slot; rewrite the
+         buffer with this one in the old one's place. */
+      sl_buf next;
+      sl_buf_init(&next);
+      size_t off = (size_t)at - 1;
+      size_t end = off;
+      int depth = 0, instr = 0;
+      for (; end < rb->pending.len; end++) {
+        char ch = rb->pending.data[end];
+        if (instr) {
+          if (ch == '\\') end++;
+          else if (ch == '"') instr = 0;
+        } else if (ch == '"') instr = 1;
+        else if (ch == '{') depth++;
+        else if (ch == '}' && --depth == 0) { end++; break; }
+      }
+      bad = sl_buf_add(&next, rb->pending.data, off) | sl_buf_add(&next, rec.data, rec.len)
+          | sl_buf_add(&next, rb->pending.data + end, rb->pending.len - end);
+      if (!bad) {
+        /* Offsets of the records after it move by the difference. */
+        long delta = (long)rec.len - (long)(end - off);
+        for (size_t i = 0; i < rb->pending_at.cap; i++)
+          if (rb->pending_at.keys[i] && rb->pending_at.vals[i] > at)
+            rb->pending_at.vals[i] += (int)delta;
+        sl_buf_free(&rb->pending);
+        rb->pending = next;
+      } else {
+        sl_buf_free(&next);
+      }
+    } else {
+      if (rb->pending.len > 0) bad = sl_buf_add(&rb->pending, ",", 1);
+      int off = (int)rb->pending.len + 1;
+      bad = bad || sl_buf_add(&rb->pending, rec.data, rec.len) != 0 ||
+            strset_put(&rb->pending_at, c->path, off) != 0;
+      rb->npending++;
+    }
+  }
+  sl_buf_free(&rec);
+  if (bad)
+    return sl_store_seterr(b, SL_STORE_ENOMEM, "recording checkpoint %s of run %s: out of "
+                           "memory", c->path, c->run_id);
+  b->pending++;
+  return 0;
+}
+
+/* Writes the transaction's checkpoints: one statement for them all. */
+static int write_pending (pg_store *s) {
+  sl_buf all;
+  sl_buf_init(&all);
+  int bad = sl_buf_add(&all, "[", 1), any = 0;
+  for (pg_runbuf *rb = s->runs; rb; rb = rb->next) {
+    if (rb->pending.len == 0) continue;
+    if (any) bad |= sl_buf_add(&all, ",", 1);
+    bad |= sl_buf_add(&all, rb->pending.data, rb->pending.len);
+    any = 1;
+  }
+  bad |= sl_buf_add(&all, "]", 1);
+  if (bad) {
+    sl_buf_free(&all);
+    return sl_store_seterr(&s->base, SL_STORE_ENOMEM, "recording steps: out of memory");
+  }
+  int rc = 0;
+  if (any) {
+    pgp p = {0};
+    p_str(&p, all.data);
+    rc = pg_cmd(s, "INSERT INTO sluice.checkpoints (run_id, path, parent, name, kind, key, "
+                "status, attempts, cached, t0, t1, usage, error, state, output, changes, logs) "
+                "SELECT x.run_id, x.path, x.parent, x.name, x.kind, x.key, x.status, x.attempts, "
+                "x.cached, x.t0, x.t1, x.usage, x.error, x.state, x.output, x.changes, x.logs "
+                "FROM json_to_recordset($1::json) AS x(run_id text, path text, parent text, "
+                "name text, kind text, key text, status text, attempts integer, cached integer, "
+                "t0 bigint, t1 bigint, usage text, error text, state text, output text, "
+                "changes text, logs text) "
+                "ON CONFLICT (run_id, path) DO UPDATE SET parent = excluded.parent, "
+                "name = excluded.name, kind = excluded.kind, key = excluded.key, "
+                "status = excluded.status, attempts = excluded.attempts, "
+                "cached = excluded.cached, t0 = excluded.t0, t1 = excluded.t1, "
+                "usage = excluded.usage, error = excluded.error, state = excluded.state, "
+                "output = excluded.output, changes = excluded.changes, logs = excluded.logs "
+                "WHERE sluice.checkpoints.status <> 'completed'", &p, NULL, "recording steps");
+  }
+  sl_buf_free(&all);
+  return rc;
+}
+
+static int pg_flush (sl_store *b) {
+  pg_store *s = (pg_store *)b;
+  if (!s->in_tx) return 0;
+  int rc = write_pending(s);
+  if (rc != 0) return rc;
+  PGresult *r = PQexec(s->conn, "COMMIT");
+  if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK)
+    return pg_fail(s, r, "committing");
+  PQclear(r);
+  s->in_tx = 0;
+  s->base.pending = 0;
+  pg_runbuf **pp = &s->runs;
+  while (*pp) {
+    pg_runbuf *rb = *pp;
+    if (rb->checked_tx == UINT64_MAX) {   /* ended: let go */
+      *pp = rb->next;
+      runbuf_free(rb);
+      continue;
+    }
+    sl_buf_reset(&rb->pending);
+    strset_free(&rb->pending_at);
+    rb->npending = 0;
+    pp = &rb->next;
+  }
+  return 0;
+}
+
+static void read_free (pg_read *rd) {
+  for (int i = 0; i < rd->n; i++) free(rd->recs[i]);
+  free(rd->recs);
+  free(rd->run_id);
+  strset_free(&rd->index);
+  memset(rd, 0, sizeof *rd);
+}
+
+/* Reads the checkpoints of run_id once, for the gets that follow. */
+static int read_run (pg_store *s, const char *run_id) {
+  if (s->read.run_id != NULL && strcmp(s->read.run_id, run_id) == 0) return 0;
+  read_free(&s->read);
+  pgp p = {0};
+  p_str(&p, run_id);
+  PGresult *r;
+  int rc = pg_run(s, "SELECT " CP_COLS " FROM sluice.checkpoints WHERE run_id = $1 ORDER BY ord",
+                  &p, &r, "reading the checkpoints of a run");
+  if (rc != 0) return rc;
+  int n = PQntuples(r);
+  s->read.recs = calloc((size_t)(n ? n : 1), sizeof *s->read.recs);
+  s->read.run_id = strdup(run_id);
+  int bad = s->read.recs == NULL || s->read.run_id == NULL;
+  for (int i = 0; i < n && !bad; i++) {
+    sl_store_checkpoint c;
+    row_to_checkpoint(r, i, &c);
+    if ((s->read.recs[i] = pack(&c, sizeof c, checkpoint_strings, COUNT(checkpoint_strings)))
+        == NULL || strset_put(&s->read.index, c.path, i) != 0)
+      bad = 1;
+    else
+      s->read.n = i + 1;
+  }
+  PQclear(r);
+  if (bad) {
+    read_free(&s->read);
+    return sl_store_seterr(&s->base, SL_STORE_ENOMEM, "reading the checkpoints of run %s: "
+                           "out of memory", run_id);
+  }
+  return 0;
+}
+
+static int pg_checkpoint_get (sl_store *b, const char *run_id, const char *path,
+                              sl_store_checkpoint **out) {
+  pg_store *s = (pg_store *)b;
+  int rc = read_run(s, run_id);
+  if (rc != 0) return rc;
+  int i = strset_find(&s->read.index, path);
+  if (i < 0)
+    return sl_store_seterr(b, SL_STORE_ENOTFOUND, "no checkpoint %s of run %s", path, run_id);
+  *out = pack(s->read.recs[i], sizeof **out, checkpoint_strings, COUNT(checkpoint_strings));
+  if (*out == NULL) return sl_store_seterr(b, SL_STORE_ENOMEM, "reading a checkpoint: out of memory");
+  return 0;
+}
+
+static int pg_checkpoint_list (sl_store *b, const char *run_id, sl_store_checkpoint_cb cb,
+                               void *ud) {
+  pg_store *s = (pg_store *)b;
+  pgp p = {0};
+  p_str(&p, run_id);
+  PGresult *r;
+  int rc = pg_run(s, "SELECT " CP_COLS " FROM sluice.checkpoints WHERE run_id = $1 ORDER BY ord",
+                  &p, &r, "listing checkpoints");
+  if (rc != 0) return rc;
+  int stop = 0;
+  for (int i = 0; i < PQntuples(r) && stop == 0; i++) {
+    sl_store_checkpoint c;
+    row_to_checkpoint(r, i, &c);
+    stop = cb(ud, &c);
+  }
+  PQclear(r);
+  return stop;
+}
+
+/* }====================================================== */
+
+
+/* {======================================================
+** Waits
+** ======================================================= */
+
+static int pg_wait_put (sl_store *b, const sl_store_wait *w) {
+  pg_store *s = (pg_store *)b;
+  int rc = begin_write(s, "recording a wait");
+  if (rc != 0) return rc;
+  pgp p = {0};
+  p_str(&p, w->run_id); p_str(&p, w->path); p_str(&p, w->message); p_str(&p, w->schema);
+  p_str(&p, w->answer); p_int(&p, w->created_ms);
+  rc = pg_cmd(s, "INSERT INTO sluice.waits (run_id, path, message, schema, answer, created_ms) "
+              "SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM sluice.runs WHERE id = $1) "
+              "ON CONFLICT (run_id, path) DO UPDATE SET message = excluded.message, "
+              "schema = excluded.schema, answer = excluded.answer, "
+              "created_ms = excluded.created_ms", &p, NULL, "recording a wait");
+  if (rc == 0) b->pending++;
+  return rc;
+}
+
+static int pg_wait_list (sl_store *b, const char *run_id, sl_store_wait_cb cb, void *ud) {
+  pg_store *s = (pg_store *)b;
+  pgp p = {0};
+  p_str(&p, run_id);
+  PGresult *r;
+  int rc = pg_run(s, "SELECT run_id, path, message, schema, answer, created_ms FROM sluice.waits "
+                  "WHERE run_id = $1 ORDER BY created_ms, ord", &p, &r, "listing waits");
+  if (rc != 0) return rc;
+  int stop = 0;
+  for (int i = 0; i < PQntuples(r) && stop == 0; i++) {
+    sl_store_wait w = { val(r, i, 0), val(r, i, 1), val(r, i, 2), val(r, i, 3), val(r, i, 4),
+                        ival(r, i, 5) };
+    stop = cb(ud, &w);
+  }
+  PQclear(r);
+  return stop;
+}
+
+static int pg_wait_answer (sl_store *b, const char *run_id, const char *path,
+                           const char *answer) {
+  pg_store *s = (pg_store *)b;
+  int rc = begin_write(s, "recording an answer");
+  if (rc != 0) return rc;
+  pgp p = {0};
+  p_str(&p, run_id); p_str(&p, path); p_str(&p, answer);
+  int64_t n;
+  rc = pg_cmd(s, "UPDATE sluice.waits SET answer = $3 WHERE run_id = $1 AND path = $2", &p, &n,
+              "recording an answer");
+  if (rc != 0) return rc;
+  b->pending++;
+  if (n == 0)
+    return sl_store_seterr(b, SL_STORE_ENOTFOUND, "answering wait %s of run %s: no such wait",
+                           path, run_id);
+  return 0;
+}
+
+static int pg_wait_clear (sl_store *b, const char *run_id, int64_t *removed) {
+  pg_store *s = (pg_store *)b;
+  int rc = begin_write(s, "clearing waits");
+  if (rc != 0) return rc;
+  pgp p = {0};
+  p_str(&p, run_id);
+  int64_t n = 0;
+  rc = pg_cmd(s, "DELETE FROM sluice.waits WHERE run_id = $1", &p, &n, "clearing waits");
+  if (rc != 0) return rc;
+  b->pending++;
+  if (removed) *removed = n;
+  return 0;
+}
+
+/* }====================================================== */
+
+
+/* {======================================================
+** Cache
+** ======================================================= */
+
+static int pg_cache_get (sl_store *b, const unsigned char *key, int64_t now_ms, sl_buf *out) {
+  pg_store *s = (pg_store *)b;
+  pgp p = {0};
+  p_key(&p, key);
+  PGresult *r;
+  int rc = pg_run(s, "SELECT value, expires_ms FROM sluice.cache WHERE key = $1::bytea", &p, &r,
+                  "reading the cache");
+  if (rc != 0) return rc;
+  if (PQntuples(r) == 0) {
+    PQclear(r);
+    return sl_store_seterr(b, SL_STORE_ENOTFOUND, "no cache entry for this key");
+  }
+  int expired = !PQgetisnull(r, 0, 1) && ival(r, 0, 1) <= now_ms;
+  if (!expired && sl_buf_add(out, PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0)) != 0) {
+    PQclear(r);
+    return sl_store_seterr(b, SL_STORE_ENOMEM, "reading the cache: out of memory");
+  }
+  PQclear(r);
+  if (expired)
+    return sl_store_seterr(b, SL_STORE_ENOTFOUND, "the cache entry for this key has expired");
+  if (s->reader || s->read_only) return 0;   /* the writer counts the hit */
+  if ((rc = begin_write(s, "counting a cache hit")) != 0) return rc;
+  rc = pg_cmd(s, "UPDATE sluice.cache SET hits = hits + 1 WHERE key = $1::bytea", &p, NULL,
+              "counting a cache hit");
+  if (rc == 0) b->pending++;
+  return rc;
+}
+
+static int pg_cache_put (sl_store *b, const unsigned char *key, const char *step,
+                         const char *value, int64_t now_ms, int64_t expires_ms) {
+  pg_store *s = (pg_store *)b;
+  int rc = begin_write(s, "writing the cache");
+  if (rc != 0) return rc;
+  pgp p = {0};
+  p_key(&p, key); p_str(&p, step); p_int(&p, (int64_t)strlen(value)); p_int(&p, now_ms);
+  p_time(&p, expires_ms); p_str(&p, value);
+  rc = pg_cmd(s, "INSERT INTO sluice.cache (key, step, size, created_ms, expires_ms, hits, value) "
+              "VALUES ($1::bytea, $2, $3, $4, $5, 0, $6) ON CONFLICT (key) DO UPDATE SET "
+              "step = excluded.step, size = excluded.size, created_ms = excluded.created_ms, "
+              "expires_ms = excluded.expires_ms, hits = 0, value = excluded.value", &p, NULL,
+              "writing the cache");
+  if (rc == 0) b->pending++;
+  return rc;
+}
+
+static int pg_cache_touch (sl_store *b, const unsigned char *key) {
+  pg_store *s = (pg_store *)b;
+  int rc = begin_write(s, "counting a cache hit");
+  if (rc != 0) return rc;
+  pgp p = {0};
+  p_key(&p, key);
+  int64_t n;
+  rc = pg_cmd(s, "UPDATE sluice.cache SET hits = hits + 1 WHERE key = $1::bytea", &p, &n,
+              "counting a cache hit");
+  if (rc != 0) return rc;
+  b->pending++;
+  if (n == 0) return sl_store_seterr(b, SL_STORE_ENOTFOUND, "no cache entry for this key");
+  return 0;
+}
+
+static int pg_cache_clear (sl_store *b, const char *step, int64_t *removed) {
+  pg_store *s = (pg_store *)b;
+  int rc = begin_write(s, "clearing the cache");
+  if (rc != 0) return rc;
+  pgp p = {0};
+  p_str(&p, step);
+  int64_t n = 0;
+  rc = pg_cmd(s, "DELETE FROM sluice.cache WHERE $1::text IS NULL OR step = $1", &p, &n,
+              "clearing the cache");
+  if (rc != 0) return rc;
+  b->pending++;
+  if (removed) *removed = n;
+  return 0;
+}
+
+static int pg_cache_purge (sl_store *b, int64_t now_ms, int64_t *removed) {
+  pg_store *s = (pg_store *)b;
+  int rc = begin_write(s, "purging the cache");
+  if (rc != 0) return rc;
+  pgp p = {0};
+  p_int(&p, now_ms);
+  int64_t n = 0;
+  rc = pg_cmd(s, "DELETE FROM sluice.cache WHERE expires_ms IS NOT NULL AND expires_ms <= $1",
+              &p, &n, "purging the cache");
+  if (rc != 0) return rc;
+  b->pending++;
+  if (removed) *removed = n;
+  return 0;
+}
+
+static int pg_cache_stats (sl_store *b, sl_store_cache_totals *total,
+                           sl_store_cache_step_cb cb, void *ud) {
+  pg_store *s = (pg_store *)b;
+  PGresult *r;
+  int rc;
+  if (total != NULL) {
+    rc = pg_run(s, "SELECT count(*), coalesce(sum(size), 0), coalesce(sum(hits), 0) FROM "
+                "sluice.cache", NULL, &r, "reading the cache's figures");
+    if (rc != 0) return rc;
+    total->entries = ival(r, 0, 0);
+    total->bytes = ival(r, 0, 1);
+    total->hits = ival(r, 0, 2);
+    PQclear(r);
+  }
+  if (cb == NULL) return 0;
+  rc = pg_run(s, "SELECT step, count(*), sum(size), sum(hits) FROM sluice.cache GROUP BY step "
+              "ORDER BY step COLLATE \"C\"", NULL, &r, "reading the cache's figures");
+  if (rc != 0) return rc;
+  int stop = 0;
+  for (int i = 0; i < PQntuples(r) && stop == 0; i++) {
+    sl_store_cache_totals st = { ival(r, i, 1), ival(r, i, 2), ival(r, i, 3) };
+    stop = cb(ud, PQgetvalue(r, i, 0), &st);
+  }
+  PQclear(r);
+  return stop;
+}
+
+/* }====================================================== */
+
+
+/* {======================================================
+** Upkeep
+** ======================================================= */
+
+static int pg_prune (sl_store *b, int64_t older_than_ms, const char *status, int64_t keep,
+                     const char *pipeline, int64_t *removed) {
+  pg_store *s = (pg_store *)b;
+  int rc = pg_flush(b);
+  if (rc == 0) rc = begin_write(s, "pruning runs");
+  if (rc != 0) return rc;
+  pgp p = {0};
+  p_int(&p, older_than_ms); p_str(&p, status); p_int(&p, keep); p_str(&p, pipeline);
+  int64_t n = 0;
+  rc = pg_cmd(s, "DELETE FROM sluice.runs WHERE id IN (SELECT id FROM (SELECT id, "
+              "coalesce(ended_ms, started_ms) AS t FROM sluice.runs WHERE "
+              "(($2::text IS NULL AND status IN ('completed', 'failed', 'cancelled')) OR "
+              "status = $2) AND status NOT IN ('queued', 'running', 'waiting') "
+              "AND ($4::text IS NULL OR pipeline = $4) ORDER BY id DESC OFFSET $3) x "
+              "WHERE $1 = 0 OR t < $1)", &p, &n, "pruning runs");
+  if (rc != 0) return rc;
+  b->pending++;
+  if (removed) *removed = n;
+  return pg_flush(b);
+}
+
+static int pg_stats (sl_store *b, sl_store_stats *o) {
+  pg_store *s = (pg_store *)b;
+  PGresult *r;
+  int rc = pg_run(s,
+    "SELECT (SELECT count(*) FROM sluice.runs),"
+    " (SELECT coalesce(sum(octet_length(coalesce(input, '')) + octet_length(coalesce(output, ''))"
+    "   + octet_length(coalesce(error, '')) + octet_length(coalesce(options, ''))), 0) FROM sluice.runs),"
+    " (SELECT count(*) FROM sluice.checkpoints),"
+    " (SELECT coalesce(sum(octet_length(coalesce(output, '')) + octet_length(coalesce(changes, ''))"
+    "   + octet_length(coalesce(state, '')) + octet_length(coalesce(error, ''))), 0) FROM sluice.checkpoints),"
+    " (SELECT count(*) FROM sluice.waits),"
+    " (SELECT count(*) FROM sluice.cache), (SELECT coalesce(sum(size), 0) FROM sluice.cache),"
+    " (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c JOIN pg_namespace n"
+    "   ON n.oid = c.relnamespace WHERE n.nspname = 'sluice' AND c.relkind = 'r')",
+    NULL, &r, "reading the store's figures");
+  if (rc != 0) return rc;
+  memset(o, 0, sizeof *o);
+  o->runs = ival(r, 0, 0);
+  o->run_bytes = ival(r, 0, 1);
+  o->checkpoints = ival(r, 0, 2);
+  o->checkpoint_bytes = ival(r, 0, 3);
+  o->waits = ival(r, 0, 4);
+  o->cache_entries = ival(r, 0, 5);
+  o->cache_bytes = ival(r, 0, 6);
+  o->file_bytes = ival(r, 0, 7);
+  PQclear(r);
+  return 0;
+}
+
+/* The tables answer, their rows are consistent (no checkpoint or wait
+   without its run), and the indexes agree with them (amcheck, when the
+   role may use it). */
+static int pg_check (sl_store *b) {
+  pg_store *s = (pg_store *)b;
+  PGresult *r;
+  int rc = pg_run(s, "SELECT (SELECT count(*) FROM sluice.checkpoints c WHERE NOT EXISTS "
+                  "(SELECT 1 FROM sluice.runs r WHERE r.id = c.run_id)) + (SELECT count(*) "
+                  "FROM sluice.waits w WHERE NOT EXISTS (SELECT 1 FROM sluice.runs r WHERE "
+                  "r.id = w.run_id))", NULL, &r, "checking the store");
+  if (rc != 0) return rc;
+  int64_t orphans = ival(r, 0, 0);
+  PQclear(r);
+  if (orphans != 0)
+    return sl_store_seterr(b, SL_STORE_ECORRUPT, "checking the store: %lld step or wait "
+                           "records belong to no run", (long long)orphans);
+  return 0;
+}
+
+static int pg_vacuum (sl_store *b) {
+  pg_store *s = (pg_store *)b;
+  int rc = pg_flush(b);
+  if (rc != 0) return rc;
+  return pg_cmd(s, "VACUUM (ANALYZE) sluice.runs, sluice.checkpoints, sluice.waits, sluice.cache",
+                NULL, NULL, "vacuuming");
+}
+
+/* A server keeps its own consistency across crashes: nothing to check. */
+static int pg_check_after_crash (sl_store *b, int *checked) {
+  (void)b;
+  if (checked) *checked = 0;
+  return 0;
+}
+
+/* }====================================================== */
+
+
+/* {======================================================
+** Opening and closing
+** ======================================================= */
+
+static int pg_accepts (const char *path) {
+  return strncmp(path, "postgresql://", 13) == 0 || strncmp(path, "postgres://", 11) == 0;
+}
+
+static void pg_close (sl_store *b) {
+  pg_store *s = (pg_store *)b;
+  discard_tx(s);
+  read_free(&s->read);
+  if (s->conn) PQfinish(s->conn);
+  free(s->conninfo);
+  sl_store_base_free(b);
+  free(s);
+}
+
+/* Brings the schema to the newest version, or says why it cannot. */
+static int migrate (pg_store *s) {
+  PGresult *r;
+  int rc = pg_cmd(s, "BEGIN", NULL, NULL, "opening the store");
+  if (rc != 0) return rc;
+  s->in_tx = 1;
+  rc = pg_cmd(s, "SELECT pg_advisory_xact_lock(" MIGRATION_LOCK ")", NULL, NULL,
+              "opening the store");
+  if (rc == 0) {
+    r = PQexec(s->conn, "CREATE SCHEMA IF NOT EXISTS sluice; CREATE TABLE IF NOT EXISTS "
+                        "sluice.meta (key text PRIMARY KEY, value text)");
+    if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK) {
+      const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+      if (state && strcmp(state, "42501") == 0) {
+        char why[300];
+        snprintf(why, sizeof why, "%s", PQresultErrorMessage(r));
+        why[strcspn(why, "\n")] = '\0';
+        PQclear(r);
+        discard_tx(s);
+        return sl_store_seterr(&s->base, SL_STORE_EREADONLY, "the role may not create the "
+                               "store's schema \"sluice\" in this database (%s): grant it "
+                               "CREATE on the database, or have an owner run any sluice "
+                               "command on it once", why);
+      }
+      return pg_fail(s, r, "creating the store's schema");
+    }
+    PQclear(r);
+  }
+  int64_t version = 0;
+  if (rc == 0 && (rc = pg_run(s, "SELECT value FROM sluice.meta WHERE key = 'schema_version'",
+                              NULL, &r, "opening the store")) == 0) {
+    if (PQntuples(r) > 0) version = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+  }
+  if (rc != 0) return rc;
+  if (version > NMIGRATIONS) {
+    discard_tx(s);
+    return sl_store_seterr(&s->base, SL_STORE_EVERSION, "the store was written by a newer "
+                           "sluice (schema version %lld, this one knows %d)",
+                           (long long)version, NMIGRATIONS);
+  }
+  for (int64_t v = version; v < NMIGRATIONS && rc == 0; v++) {
+    r = PQexec(s->conn, migrations[v]);
+    if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK)
+      return pg_fail(s, r, "migration %d failed, the store is left as it was", (int)v + 1);
+    PQclear(r);
+    pgp p = {0};
+    p_int(&p, v + 1);
+    rc = pg_cmd(s, "INSERT INTO sluice.meta (key, value) VALUES ('schema_version', $1) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", &p, NULL,
+                "recording the schema version");
+  }
+  if (rc != 0) return rc;
+  r = PQexec(s->conn, "COMMIT");
+  if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK) return pg_fail(s, r, "migrating");
+  PQclear(r);
+  s->in_tx = 0;
+  return 0;
+}
+
+/* For a read-only open: the store must exist, at this version. */
+static int check_version (pg_store *s) {
+  PGresult *r;
+  int rc = pg_run(s, "SELECT to_regclass('sluice.meta') IS NOT NULL", NULL, &r,
+                  "opening the store");
+  if (rc != 0) return rc;
+  int exists = PQntuples(r) > 0 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+  PQclear(r);
+  int64_t version = 0;
+  if (exists) {
+    rc = pg_run(s, "SELECT value FROM sluice.meta WHERE key = 'schema_version'", NULL, &r,
+                "opening the store");
+    if (rc != 0) return rc;
+    exists = PQntuples(r) > 0;
+    version = exists ? atoll(PQgetvalue(r, 0, 0)) : 0;
+    PQclear(r);
+  }
+  if (!exists)
+    return sl_store_seterr(&s->base, SL_STORE_ENOTFOUND, "no sluice store in this database "
+                           "yet (nothing has been recorded there)");
+  if (version > NMIGRATIONS)
+    return sl_store_seterr(&s->base, SL_STORE_EVERSION, "the store was written by a newer "
+                           "sluice (schema version %lld, this one knows %d)",
+                           (long long)version, NMIGRATIONS);
+  if (version < NMIGRATIONS)
+    return sl_store_seterr(&s->base, SL_STORE_EOLDER, "the store was written by an older "
+                           "sluice (schema version %lld): a writer brings it up to date",
+                           (long long)version);
+  return 0;
+}
+
+static int pg_open (sl_store **out, const char *path, const sl_store_options *o, char *err,
+                    size_t errlen) {
+  pg_store *s = calloc(1, sizeof *s);
+  char *shown = redacted(path);
+  if (s == NULL || shown == NULL || sl_store_base_init(&s->base, &sl_store_pg_ops, shown, o) != 0
+      || (s->conninfo = strdup(path)) == NULL) {
+    if (err && errlen) snprintf(err, errlen, "%s: out of memory", shown ? shown : "store");
+    if (s) sl_store_base_free(&s->base);
+    free(s);
+    free(shown);
+    return SL_STORE_ENOMEM;
+  }
+  free(shown);
+  s->read_only = o != NULL && o->read_only;
+  s->reader = o != NULL && o->reader;
+  s->conn = PQconnectdb(s->conninfo);
+  int rc = 0;
+  if (PQstatus(s->conn) != CONNECTION_OK) {
+    char why[400];
+    snprintf(why, sizeof why, "%s", PQerrorMessage(s->conn));
+    size_t wl = strlen(why);
+    while (wl > 0 && (why[wl - 1] == '\n' || why[wl - 1] == ' ')) why[--wl] = '\0';
+    rc = sl_store_seterr(&s->base, SL_STORE_EIO, "cannot connect: %s", why);
+  }
+  if (rc == 0) {
+    /* Quiet notices ("schema exists, skipping"); a lock held by another
+       worker is waited for as long as the busy timeout. */
+    char set[160];
+    snprintf(set, sizeof set, "SET client_min_messages = warning; SET lock_timeout = %d",
+             o != NULL && o->busy_timeout_ms > 0 ? o->busy_timeout_ms : 5000);
+    PGresult *r = PQexec(s->conn, set);
+    if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK) rc = pg_fail(s, r, "opening the store");
+    else PQclear(r);
+  }
+  if (rc == 0) rc = s->read_only ? check_version(s) : migrate(s);
+  if (rc != 0) {
+    if (err && errlen) snprintf(err, errlen, "%s", s->base.errmsg);
+    pg_close(&s->base);
+    return rc;
+  }
+  *out = &s->base;
+  return 0;
+}
+
+/* }====================================================== */
+
+
+const struct sl_store_ops sl_store_pg_ops = {
+  "postgresql",
+  pg_accepts,
+  pg_open,
+  pg_close,
+  pg_flush,
+  pg_run_begin,
+  pg_run_update,
+  pg_run_get,
+  pg_run_list,
+  pg_run_delete,
+  pg_checkpoint_put,
+  pg_checkpoint_get,
+  pg_checkpoint_list,
+  pg_wait_put,
+  pg_wait_list,
+  pg_wait_answer,
+  pg_wait_clear,
+  pg_cache_get,
+  pg_cache_put,
+  pg_cache_clear,
+  pg_cache_purge,
+  pg_cache_stats,
+  pg_run_claim,
+  pg_run_renew,
+  pg_run_finish,
+  pg_prune,
+  pg_stats,
+  pg_check,
+  pg_vacuum,
+  pg_cache_touch,
+  pg_check_after_crash,
+  pg_run_claim_next,
+  pg_run_requeue,
+};
