@@ -26,6 +26,7 @@
 #include <xxhash.h>
 
 #include "store.h"
+#include "journal.h"
 #include "owner.h"
 
 #define DEFAULT_BUSY_MS  5000
@@ -1130,15 +1131,6 @@ static int sq_run_delete (sl_store *b, const char *id) {
 ** an owner that lost the run records nothing more.
 */
 
-#define NSTR_V1 13  /* path parent name kind key status usage error state
-                       output output_ref changes changes_ref */
-#define NSTR 14     /* and logs */
-/* A record in the later form starts with this in place of its first
-   string's length, then its number of strings: a reader skips the strings
-   it does not know, and reads a record of the first form (13 strings, no
-   marker) as before. */
-#define RECORD_V2 0xfffffffeu
-
 struct sq_runbuf {
   sq_runbuf *next;
   int64_t seq;            /* its last journal row */
@@ -1249,51 +1241,6 @@ static sq_runbuf *runbuf_of (sq_store *s, const char *id) {
   return rb;
 }
 
-/* Encoding. */
-
-static uint32_t get_u32 (const unsigned char *p) {
-  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-/* Decodes the record at *p (end: the blob's end) into c, with the blob
-   references of its output and changes in refs (NULL when inline).
-   Returns 0, or -1 on a damaged record. */
-static int decode_record (const unsigned char **p, const unsigned char *end,
-                          sl_store_checkpoint *c, const unsigned char *refs[2]) {
-  const char *f[NSTR] = { NULL };
-  const unsigned char *q = *p;
-  uint32_t nstr = NSTR_V1;
-  if (end - q >= 8 && get_u32(q) == RECORD_V2) {
-    nstr = get_u32(q + 4);
-    q += 8;
-  }
-  for (uint32_t i = 0; i < nstr; i++) {
-    if (end - q < 4) return -1;
-    uint32_t len = get_u32(q);
-    q += 4;
-    if (len == 0xffffffffu) continue;
-    if ((size_t)(end - q) < (size_t)len + 1) return -1;
-    if (i < NSTR) f[i] = (const char *)q;
-    q += len + 1;
-  }
-  if (end - q < 4 * 8) return -1;
-  int64_t n[4];
-  for (int i = 0; i < 4; i++, q += 8)
-    n[i] = (int64_t)((uint64_t)get_u32(q) << 32 | get_u32(q + 4));
-  memset(c, 0, sizeof *c);
-  c->path = f[0]; c->parent = f[1]; c->name = f[2]; c->kind = f[3];
-  c->key = f[4]; c->status = f[5]; c->usage = f[6]; c->error = f[7];
-  c->state = f[8]; c->output = f[9]; c->changes = f[11]; c->logs = f[13];
-  refs[0] = (const unsigned char *)f[10];
-  refs[1] = (const unsigned char *)f[12];
-  c->attempts = (int)n[0];
-  c->cached = (int)n[1];
-  c->t0 = n[2];
-  c->t1 = n[3];
-  *p = q;
-  return 0;
-}
-
 /* Reads the blob with hash into *out (NULL when missing). */
 static int blob_get (sq_store *s, const unsigned char *hash, sl_buf *out) {
   sqlite3_stmt *st;
@@ -1333,7 +1280,7 @@ static int journal_each (sq_store *s, const char *run_id, sl_store_checkpoint_cb
     while (p < end && rc == SQLITE_OK) {
       sl_store_checkpoint c;
       const unsigned char *refs[2];
-      if (decode_record(&p, end, &c, refs) != 0) {
+      if (sl_journal_decode(&p, end, &c, refs) != 0) {
         rc = SQLITE_CORRUPT;
         break;
       }
@@ -1602,38 +1549,12 @@ static int sq_checkpoint_put (sl_store *b, const sl_store_checkpoint *c) {
   }
   if (rc != SQLITE_OK)
     return sq_fail(s, rc, "recording checkpoint %s of run %s", c->path, c->run_id);
-  const char *f[NSTR] = {
-    c->path, c->parent, c->name, c->kind, c->key, c->status, c->usage, c->error,
-    c->state, out.inline_text, out.is_ref ? (const char *)out.hash : NULL,
-    ch.inline_text, ch.is_ref ? (const char *)ch.hash : NULL, c->logs
-  };
-  size_t lens[NSTR], total = 8 + 4 * 8;
-  for (int i = 0; i < NSTR; i++) {
-    lens[i] = f[i] == NULL ? 0 : (i == 10 || i == 12) ? 16 : strlen(f[i]);
-    total += 4 + (f[i] ? lens[i] + 1 : 0);
-  }
   sl_buf *p = &rb->pending;
   int done_now = c->status != NULL && strcmp(c->status, "completed") == 0;
-  if (sl_buf_reserve(p, total) != 0 || (done_now && done_add(rb, c->path, s->tx) != 0))
+  if (sl_journal_append(p, c, out.inline_text, out.is_ref ? out.hash : NULL, ch.inline_text,
+                        ch.is_ref ? ch.hash : NULL) != 0
+      || (done_now && done_add(rb, c->path, s->tx) != 0))
     return sq_fail(s, SQLITE_NOMEM, "recording checkpoint %s of run %s", c->path, c->run_id);
-  unsigned char *q = (unsigned char *)p->data + p->len;
-  for (int i = 0; i < 8; i++)
-    *q++ = (unsigned char)((i < 4 ? RECORD_V2 : (uint32_t)NSTR) >> (8 * (3 - i % 4)));
-  for (int i = 0; i < NSTR; i++) {
-    uint32_t len = f[i] == NULL ? 0xffffffffu : (uint32_t)lens[i];
-    q[0] = (unsigned char)(len >> 24); q[1] = (unsigned char)(len >> 16);
-    q[2] = (unsigned char)(len >> 8); q[3] = (unsigned char)len;
-    q += 4;
-    if (f[i] == NULL) continue;
-    memcpy(q, f[i], lens[i]);
-    q[lens[i]] = '\0';
-    q += lens[i] + 1;
-  }
-  int64_t n[4] = { c->attempts, c->cached != 0, c->t0, c->t1 };
-  for (int i = 0; i < 4; i++)
-    for (int k = 7; k >= 0; k--) *q++ = (unsigned char)((uint64_t)n[i] >> (8 * k));
-  p->len += total;
-  p->data[p->len] = '\0';
   rb->npending++;
   s->base.pending++;
   return 0;

@@ -2,7 +2,8 @@
 -- store against running without one, and `sluice runs` with 10,000 runs
 -- stored. Prints figures only.
 --   lua5.4 scripts/bench/durable.lua   (LUA_PATH/LUA_CPATH as in the README;
---   SLUICE_BIN names the CLI, default build/sluice)
+--   SLUICE_BIN names the CLI, default build/sluice; BENCH_PG a PostgreSQL
+--   URL to measure too, e.g. tests/pg_env.sh lua5.4 scripts/bench/durable.lua)
 local sl = require "sluice"
 local now = sl.now
 
@@ -29,6 +30,13 @@ local on = per_step(sl.engine{ store = dir .. "/bench.db" })
 print(("pipeline of %d trivial steps, %d runs"):format(N, REPS))
 print(("  durability off   %7.2f us/step"):format(off))
 print(("  durability on    %7.2f us/step  (%.1fx; target under 10 us/step)"):format(on, on / off))
+-- With BENCH_PG (a postgresql:// URL; tests/pg_env.sh sets SLUICE_TEST_PG),
+-- the same on PostgreSQL, against SQLite measured just above.
+local pg = os.getenv("BENCH_PG") or os.getenv("SLUICE_TEST_PG")
+if pg then
+  local on_pg = per_step(sl.engine{ store = pg })
+  print(("  on PostgreSQL    %7.2f us/step  (%.1fx SQLite; target within 3x)"):format(on_pg, on_pg / on))
+end
 
 -- 10,000 runs stored, then the CLI lists them.
 local eng = sl.engine{ store = dir .. "/runs.db" }
