@@ -405,6 +405,7 @@ typedef struct sq_store {
 */
 
 static void journal_discard (sq_store *s);
+static void forget_read (sq_store *s);
 static int journal_write (sq_store *s);
 static void journal_committed (sq_store *s);
 static void journal_finished (sq_store *s, const char *id);
@@ -849,6 +850,7 @@ static int sq_run_claim (sl_store *b, const char *id, const char *owner,
                          int64_t lease_ms, int64_t expect, const char *status) {
   sq_store *s = (sq_store *)b;
   sqlite3_stmt *st;
+  forget_read(s);   /* the run goes on: what was read of it may be old */
   int rc = sq_write_stmt(s, ST_RUN_CLAIM, &st);
   if (rc == SQLITE_OK) {
     rc = bind_text(st, 1, id) | bind_text(st, 2, owner)
@@ -925,6 +927,7 @@ static int sq_run_claim_next (sl_store *b, const char *queue, const char *owner,
                               sl_store_run **out) {
   sq_store *s = (sq_store *)b;
   sq_candidate c[NCANDIDATES];
+  forget_read(s);   /* the run claimed goes on: what was read of it may be old */
   int n = 0, rc = SQLITE_OK;
   const char *took = NULL;
   /* Queued runs first, oldest first; then runs whose owner is gone. All in
@@ -1461,6 +1464,14 @@ static void sq_journal_free (sq_journal *j) {
   free(j->texts);
   free(j->recs);
   free(j);
+}
+
+/* Drops the journal read for the gets of a resume: a run claimed again
+   (resumed, or taken by a worker once more) has records it did not have
+   when it was read. */
+static void forget_read (sq_store *s) {
+  sq_journal_free(s->read);
+  s->read = NULL;
 }
 
 /* Copies the record c, strings and all, into j. */

@@ -688,3 +688,35 @@ return sl.pipeline{ name = "kept",
     h.rm(dir)
   end)
 end)
+
+describe("an engine resuming the same run twice", function()
+  it("restores what the run completed since it was last read", function()
+    local dir = h.tmpdir()
+    local file = h.script(([[
+local sl = require "sluice"
+local log = %q
+local function mark(name) local f = assert(io.open(log, "a")); f:write(name, "\n"); f:close() end
+return sl.pipeline{ name = "twice",
+  sl.step{ name = "first", run = function(x) mark("first") return x end },
+  sl.human{ name = "one", message = "1?" },
+  sl.step{ name = "middle", run = function(x) mark("middle") return x end },
+  sl.human{ name = "two", message = "2?" },
+  sl.step{ name = "last", run = function(x) mark("last") return x end } }
+]]):format(dir .. "/log"), dir, "twice.lua")
+    local eng = sl.engine{ store = dir .. "/s.db" }
+    local p = eng:load(file).twice
+    local r = eng:run(p, 1)
+    assert.equal("paused", r.status)
+    local run = eng:resume(r.run_id, "a")
+    assert.equal("paused", run:wait().status)
+    run = eng:resume(r.run_id, "b")
+    local res = run:wait()
+    assert.equal("completed", res.status)
+    assert.equal("b", res.output)
+    local f = assert(io.open(dir .. "/log"))
+    local text = f:read("a")
+    f:close()
+    assert.equal("first\nmiddle\nlast\n", text)
+    h.rm(dir)
+  end)
+end)
