@@ -13,7 +13,8 @@
 ** once per run and transaction (the run's row is locked FOR SHARE until the
 ** commit, so no other worker can take the run over between the check and the
 ** commit), a completed step is refused from memory (exactly once), and the
-** batch's checkpoints go in at the commit as one INSERT of a JSON array.
+** batch's records go in at the commit as one journal row per run (journal.c),
+** all in one INSERT.
 ** Claims use FOR UPDATE SKIP LOCKED, so workers claiming at once never wait
 ** on each other or take the same run. Values are kept inline (PostgreSQL
 ** compresses large ones itself).
@@ -28,6 +29,7 @@
 
 #include <libpq-fe.h>
 
+#include "journal.h"
 #include "store.h"
 #include "owner.h"
 #include "value.h"
@@ -63,26 +65,14 @@ static const char *const migrations[] = {
   "CREATE INDEX runs_by_status ON sluice.runs (status, id);"
   "CREATE INDEX runs_by_pipeline ON sluice.runs (pipeline, id);"
   "CREATE INDEX runs_by_queue ON sluice.runs (queue, status, id) WHERE queue IS NOT NULL;"
-  "CREATE TABLE sluice.checkpoints ("
-  "  run_id    text COLLATE \"C\" NOT NULL REFERENCES sluice.runs (id) ON DELETE CASCADE,"
-  "  path      text COLLATE \"C\" NOT NULL,"
-  "  ord       bigint GENERATED ALWAYS AS IDENTITY,"
-  "  parent    text,"
-  "  name      text NOT NULL,"
-  "  kind      text NOT NULL,"
-  "  key       text,"
-  "  status    text NOT NULL,"
-  "  attempts  integer NOT NULL,"
-  "  cached    integer NOT NULL,"
-  "  t0        bigint,"
-  "  t1        bigint,"
-  "  usage     text,"
-  "  error     text,"
-  "  state     text,"
-  "  output    text,"
-  "  changes   text,"
-  "  logs      text,"
-  "  PRIMARY KEY (run_id, path)"
+  /* Step records are appended to a journal, one row per run and commit
+     (a batch of records in journal.c's form): recording a step costs an
+     append to a buffer, not a row. */
+  "CREATE TABLE sluice.journal ("
+  "  run_id  text COLLATE \"C\" NOT NULL REFERENCES sluice.runs (id) ON DELETE CASCADE,"
+  "  seq     bigint NOT NULL,"
+  "  data    bytea NOT NULL,"
+  "  PRIMARY KEY (run_id, seq)"
   ");"
   "CREATE TABLE sluice.waits ("
   "  run_id      text COLLATE \"C\" NOT NULL REFERENCES sluice.runs (id) ON DELETE CASCADE,"
@@ -198,23 +188,22 @@ typedef struct pg_runbuf {
   struct pg_runbuf *next;
   uint64_t checked_tx;     /* its ownership was checked in this transaction */
   int exists, owned;
-  int loaded;              /* done holds what the store had before */
+  int loaded;              /* done and seq hold what the store had before */
+  int64_t seq;             /* its last journal row */
   strset done;             /* the paths it recorded as completed */
-  sl_buf pending;          /* this transaction's checkpoints, as JSON objects
-                              (comma-separated) */
-  strset pending_at;       /* path -> its offset in pending + 1, to replace a
-                              record of the same path in place */
+  sl_buf pending;          /* this transaction's records (journal.c) */
   int npending;
   char id[];
 } pg_runbuf;
 
 /* A run's checkpoints read whole, for the gets of a resume. */
-typedef struct pg_read {
+typedef struct pg_read pg_read;
+struct pg_read {
   char *run_id;
   sl_store_checkpoint **recs;
-  int n;
+  int n, cap;
   strset index;            /* path -> index in recs */
-} pg_read;
+};
 
 typedef struct pg_store {
   sl_store base;
@@ -291,6 +280,7 @@ static void p_key (pgp *p, const unsigned char *key) {
 }
 
 static void discard_tx (pg_store *s);
+static void read_free (struct pg_read *rd);
 
 /* Sets the message for a failed result (or connection) while doing what,
    and returns the store code; a failure inside the write transaction
@@ -467,30 +457,6 @@ static void row_to_run (PGresult *r, int i, sl_store_run *o) {
   o->waiting_for = val(r, i, 17);
 }
 
-#define CP_COLS "run_id, path, parent, name, kind, key, status, attempts, cached, " \
-                "output, state, usage, error, t0, t1, changes, logs"
-
-static void row_to_checkpoint (PGresult *r, int i, sl_store_checkpoint *c) {
-  memset(c, 0, sizeof *c);
-  c->run_id = val(r, i, 0);
-  c->path = val(r, i, 1);
-  c->parent = val(r, i, 2);
-  c->name = val(r, i, 3);
-  c->kind = val(r, i, 4);
-  c->key = val(r, i, 5);
-  c->status = val(r, i, 6);
-  c->attempts = (int)ival(r, i, 7);
-  c->cached = (int)ival(r, i, 8);
-  c->output = val(r, i, 9);
-  c->state = val(r, i, 10);
-  c->usage = val(r, i, 11);
-  c->error = val(r, i, 12);
-  c->t0 = ival(r, i, 13);
-  c->t1 = ival(r, i, 14);
-  c->changes = val(r, i, 15);
-  c->logs = val(r, i, 16);
-}
-
 /* }====================================================== */
 
 
@@ -624,6 +590,7 @@ static int pg_flush (sl_store *b);
 static int pg_run_claim (sl_store *b, const char *id, const char *owner, int64_t lease_ms,
                          int64_t expect, const char *status) {
   pg_store *s = (pg_store *)b;
+  read_free(&s->read);   /* the run goes on: what was read of it may be old */
   int rc = begin_write(s, "taking over a run");
   if (rc != 0) return rc;
   pgp p = {0};
@@ -692,6 +659,7 @@ static int pg_run_claim_next (sl_store *b, const char *queue, const char *owner,
                               int64_t lease_ms, int64_t now_ms, const char *const *skip,
                               int nskip, sl_store_run **out) {
   pg_store *s = (pg_store *)b;
+  read_free(&s->read);   /* the run claimed goes on: what was read may be old */
   int rc = begin_write(s, "claiming a run");
   if (rc != 0) return rc;
   /* The ids passed over, as an array literal (ids are letters and digits). */
@@ -824,7 +792,6 @@ static pg_runbuf *runbuf_of (pg_store *s, const char *id) {
 
 static void runbuf_free (pg_runbuf *rb) {
   strset_free(&rb->done);
-  strset_free(&rb->pending_at);
   sl_buf_free(&rb->pending);
   free(rb);
 }
@@ -853,35 +820,59 @@ static void discard_tx (pg_store *s) {
   }
 }
 
-static int load_done (pg_store *s, pg_runbuf *rb) {
+/* Calls cb for each record of run_id's journal, oldest first; *last gets
+   its last row's seq (0: none). */
+static int journal_each (pg_store *s, const char *run_id, int64_t *last,
+                         int (*cb) (void *ud, const sl_store_checkpoint *c), void *ud) {
   pgp p = {0};
-  p_str(&p, rb->id);
-  PGresult *r;
-  int rc = pg_run(s, "SELECT path FROM sluice.checkpoints WHERE run_id = $1 AND "
-                  "status = 'completed'", &p, &r, "reading the steps of a run");
-  if (rc != 0) return rc;
-  for (int i = 0; i < PQntuples(r); i++)
-    if (strset_put(&rb->done, PQgetvalue(r, i, 0), 1) != 0) {
-      PQclear(r);
-      return sl_store_seterr(&s->base, SL_STORE_ENOMEM, "reading the steps of a run: "
-                             "out of memory");
+  p_str(&p, run_id);
+  PGresult *r = PQexecParams(s->conn, "SELECT seq, data FROM sluice.journal WHERE run_id = $1 "
+                             "ORDER BY seq", 1, NULL, p.v, NULL, NULL, 1);
+  if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK)
+    return pg_fail(s, r, "reading the steps of run %s", run_id);
+  int rc = 0;
+  if (last) *last = 0;
+  for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
+    const unsigned char *q = (const unsigned char *)PQgetvalue(r, i, 1);
+    const unsigned char *end = q + PQgetlength(r, i, 1);
+    if (last) {
+      /* seq is an int8 in binary: 8 bytes, big-endian. */
+      const unsigned char *v = (const unsigned char *)PQgetvalue(r, i, 0);
+      uint64_t n = 0;
+      for (int k = 0; k < 8 && PQgetlength(r, i, 0) == 8; k++) n = n << 8 | v[k];
+      *last = (int64_t)n;
     }
+    while (q < end && rc == 0) {
+      sl_store_checkpoint c;
+      const unsigned char *refs[2];
+      if (sl_journal_decode(&q, end, &c, refs) != 0) {
+        rc = sl_store_seterr(&s->base, SL_STORE_ECORRUPT, "reading the steps of run %s: a "
+                             "journal record is damaged", run_id);
+        break;
+      }
+      c.run_id = run_id;
+      rc = cb(ud, &c);
+    }
+  }
   PQclear(r);
-  rb->loaded = 1;
+  return rc;
+}
+
+static int note_done (void *ud, const sl_store_checkpoint *c) {
+  pg_runbuf *rb = ud;
+  if (c->status != NULL && strcmp(c->status, "completed") == 0 &&
+      strset_put(&rb->done, c->path, 1) != 0)
+    return SL_STORE_ENOMEM;
   return 0;
 }
 
-/* Appends "key":value to b, the value a JSON string or null. */
-static int add_field (sl_buf *b, const char *key, const char *v, int first) {
-  int rc = first ? 0 : sl_buf_add(b, ",", 1);
-  rc |= sl_json_add_string(b, key, strlen(key)) | sl_buf_add(b, ":", 1);
-  return rc | (v ? sl_json_add_string(b, v, strlen(v)) : sl_buf_add(b, "null", 4));
-}
-
-static int add_num (sl_buf *b, const char *key, int64_t v) {
-  char num[48];
-  snprintf(num, sizeof num, ",\"%s\":%lld", key, (long long)v);
-  return sl_buf_add(b, num, strlen(num));
+static int load_done (pg_store *s, pg_runbuf *rb) {
+  int rc = journal_each(s, rb->id, &rb->seq, note_done, rb);
+  if (rc == SL_STORE_ENOMEM)
+    return sl_store_seterr(&s->base, SL_STORE_ENOMEM, "reading the steps of a run: out of memory");
+  if (rc != 0) return rc;
+  rb->loaded = 1;
+  return 0;
 }
 
 static int pg_checkpoint_put (sl_store *b, const sl_store_checkpoint *c) {
@@ -915,109 +906,64 @@ static int pg_checkpoint_put (sl_store *b, const sl_store_checkpoint *c) {
     return sl_store_seterr(b, SL_STORE_ECONFLICT, "recording checkpoint %s of run %s: the "
                            "step is recorded as completed already, and a completed step is "
                            "recorded once", c->path, c->run_id);
-  sl_buf rec;
-  sl_buf_init(&rec);
-  int bad = sl_buf_add(&rec, "{", 1) | add_field(&rec, "run_id", c->run_id, 1)
-          | add_field(&rec, "path", c->path, 0) | add_field(&rec, "parent", c->parent, 0)
-          | add_field(&rec, "name", c->name ? c->name : "", 0)
-          | add_field(&rec, "kind", c->kind ? c->kind : "", 0)
-          | add_field(&rec, "key", c->key, 0)
-          | add_field(&rec, "status", c->status ? c->status : "running", 0)
-          | add_num(&rec, "attempts", c->attempts) | add_num(&rec, "cached", c->cached != 0)
-          | add_num(&rec, "t0", c->t0) | add_num(&rec, "t1", c->t1)
-          | add_field(&rec, "usage", c->usage, 0) | add_field(&rec, "error", c->error, 0)
-          | add_field(&rec, "state", c->state, 0) | add_field(&rec, "output", c->output, 0)
-          | add_field(&rec, "changes", c->changes, 0) | add_field(&rec, "logs", c->logs, 0)
-          | sl_buf_add(&rec, "}", 1);
   int done_now = c->status != NULL && strcmp(c->status, "completed") == 0;
-  if (!bad && done_now) bad = strset_put(&rb->done, c->path, 1);
-  if (!bad) {
-    /* A second record of the same path in one transaction replaces the
-       first, keeping its place. */
-    int at = strset_find(&rb->pending_at, c->path);
-    if (at > 0) {
-      /* Records are kept whole in pending, one per slot; rewrite the
-         buffer with this one in the old one's place. */
-      sl_buf next;
-      sl_buf_init(&next);
-      size_t off = (size_t)at - 1;
-      size_t end = off;
-      int depth = 0, instr = 0;
-      for (; end < rb->pending.len; end++) {
-        char ch = rb->pending.data[end];
-        if (instr) {
-          if (ch == '\\') end++;
-          else if (ch == '"') instr = 0;
-        } else if (ch == '"') instr = 1;
-        else if (ch == '{') depth++;
-        else if (ch == '}' && --depth == 0) { end++; break; }
-      }
-      bad = sl_buf_add(&next, rb->pending.data, off) | sl_buf_add(&next, rec.data, rec.len)
-          | sl_buf_add(&next, rb->pending.data + end, rb->pending.len - end);
-      if (!bad) {
-        /* Offsets of the records after it move by the difference. */
-        long delta = (long)rec.len - (long)(end - off);
-        for (size_t i = 0; i < rb->pending_at.cap; i++)
-          if (rb->pending_at.keys[i] && rb->pending_at.vals[i] > at)
-            rb->pending_at.vals[i] += (int)delta;
-        sl_buf_free(&rb->pending);
-        rb->pending = next;
-      } else {
-        sl_buf_free(&next);
-      }
-    } else {
-      if (rb->pending.len > 0) bad = sl_buf_add(&rb->pending, ",", 1);
-      int off = (int)rb->pending.len + 1;
-      bad = bad || sl_buf_add(&rb->pending, rec.data, rec.len) != 0 ||
-            strset_put(&rb->pending_at, c->path, off) != 0;
-      rb->npending++;
-    }
-  }
-  sl_buf_free(&rec);
-  if (bad)
+  if (sl_journal_append(&rb->pending, c, c->output, NULL, c->changes, NULL) != 0 ||
+      (done_now && strset_put(&rb->done, c->path, 1) != 0))
     return sl_store_seterr(b, SL_STORE_ENOMEM, "recording checkpoint %s of run %s: out of "
                            "memory", c->path, c->run_id);
+  rb->npending++;
   b->pending++;
   return 0;
 }
 
-/* Writes the transaction's checkpoints: one statement for them all. */
+/* Writes the transaction's records: a journal row per run, all in one
+   statement. */
 static int write_pending (pg_store *s) {
-  sl_buf all;
-  sl_buf_init(&all);
-  int bad = sl_buf_add(&all, "[", 1), any = 0;
-  for (pg_runbuf *rb = s->runs; rb; rb = rb->next) {
+  int nruns = 0;
+  for (pg_runbuf *rb = s->runs; rb; rb = rb->next)
+    if (rb->pending.len > 0) nruns++;
+  if (nruns == 0) return 0;
+  const char **vals = calloc((size_t)nruns * 3, sizeof *vals);
+  int *lens = calloc((size_t)nruns * 3, sizeof *lens);
+  int *fmts = calloc((size_t)nruns * 3, sizeof *fmts);
+  char (*seqs)[24] = calloc((size_t)nruns, sizeof *seqs);
+  sl_buf sql;
+  sl_buf_init(&sql);
+  int bad = vals == NULL || lens == NULL || fmts == NULL || seqs == NULL ||
+            sl_buf_add(&sql, "INSERT INTO sluice.journal (run_id, seq, data) VALUES ", 54) != 0;
+  int k = 0;
+  for (pg_runbuf *rb = s->runs; rb && !bad; rb = rb->next) {
     if (rb->pending.len == 0) continue;
-    if (any) bad |= sl_buf_add(&all, ",", 1);
-    bad |= sl_buf_add(&all, rb->pending.data, rb->pending.len);
-    any = 1;
-  }
-  bad |= sl_buf_add(&all, "]", 1);
-  if (bad) {
-    sl_buf_free(&all);
-    return sl_store_seterr(&s->base, SL_STORE_ENOMEM, "recording steps: out of memory");
+    snprintf(seqs[k / 3], sizeof seqs[0], "%lld", (long long)(rb->seq + 1));
+    vals[k] = rb->id;
+    vals[k + 1] = seqs[k / 3];
+    vals[k + 2] = rb->pending.data;
+    lens[k + 2] = (int)rb->pending.len;
+    fmts[k + 2] = 1;   /* the records go as bytes, not as escaped text */
+    char tuple[64];
+    snprintf(tuple, sizeof tuple, "%s($%d, $%d::bigint, $%d::bytea)", k ? ", " : "", k + 1,
+             k + 2, k + 3);
+    bad = sl_buf_add(&sql, tuple, strlen(tuple)) != 0;
+    k += 3;
   }
   int rc = 0;
-  if (any) {
-    pgp p = {0};
-    p_str(&p, all.data);
-    rc = pg_cmd(s, "INSERT INTO sluice.checkpoints (run_id, path, parent, name, kind, key, "
-                "status, attempts, cached, t0, t1, usage, error, state, output, changes, logs) "
-                "SELECT x.run_id, x.path, x.parent, x.name, x.kind, x.key, x.status, x.attempts, "
-                "x.cached, x.t0, x.t1, x.usage, x.error, x.state, x.output, x.changes, x.logs "
-                "FROM json_to_recordset($1::json) AS x(run_id text, path text, parent text, "
-                "name text, kind text, key text, status text, attempts integer, cached integer, "
-                "t0 bigint, t1 bigint, usage text, error text, state text, output text, "
-                "changes text, logs text) "
-                "ON CONFLICT (run_id, path) DO UPDATE SET parent = excluded.parent, "
-                "name = excluded.name, kind = excluded.kind, key = excluded.key, "
-                "status = excluded.status, attempts = excluded.attempts, "
-                "cached = excluded.cached, t0 = excluded.t0, t1 = excluded.t1, "
-                "usage = excluded.usage, error = excluded.error, state = excluded.state, "
-                "output = excluded.output, changes = excluded.changes, logs = excluded.logs "
-                "WHERE sluice.checkpoints.status <> 'completed'", &p, NULL, "recording steps");
+  if (bad) {
+    rc = sl_store_seterr(&s->base, SL_STORE_ENOMEM, "recording steps: out of memory");
+  } else {
+    PGresult *r = PQexecParams(s->conn, sql.data, k, NULL, vals, lens, fmts, 0);
+    if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK)
+      rc = pg_fail(s, r, "recording steps");
+    else
+      PQclear(r);
   }
-  sl_buf_free(&all);
+  if (rc == 0)
+    for (pg_runbuf *rb = s->runs; rb; rb = rb->next)
+      if (rb->pending.len > 0) rb->seq++;
+  free(vals);
+  free(lens);
+  free(fmts);
+  free(seqs);
+  sl_buf_free(&sql);
   return rc;
 }
 
@@ -1041,7 +987,6 @@ static int pg_flush (sl_store *b) {
       continue;
     }
     sl_buf_reset(&rb->pending);
-    strset_free(&rb->pending_at);
     rb->npending = 0;
     pp = &rb->next;
   }
@@ -1056,36 +1001,56 @@ static void read_free (pg_read *rd) {
   memset(rd, 0, sizeof *rd);
 }
 
+/* Keeps record c in the read: a later record of a path replaces an
+   earlier one in its place, unless that one completed (a completed step's
+   record is the one kept). */
+static int keep_record (void *ud, const sl_store_checkpoint *c) {
+  pg_read *rd = ud;
+  int i = strset_find(&rd->index, c->path);
+  if (i >= 0 && rd->recs[i]->status && strcmp(rd->recs[i]->status, "completed") == 0) return 0;
+  sl_store_checkpoint *copy = pack(c, sizeof *c, checkpoint_strings, COUNT(checkpoint_strings));
+  if (copy == NULL) return SL_STORE_ENOMEM;
+  if (i >= 0) {
+    free(rd->recs[i]);
+    rd->recs[i] = copy;
+    return 0;
+  }
+  if (rd->n == rd->cap) {
+    int cap = rd->cap ? rd->cap * 2 : 64;
+    sl_store_checkpoint **r = realloc(rd->recs, (size_t)cap * sizeof *r);
+    if (r == NULL) {
+      free(copy);
+      return SL_STORE_ENOMEM;
+    }
+    rd->recs = r;
+    rd->cap = cap;
+  }
+  if (strset_put(&rd->index, copy->path, rd->n) != 0) {
+    free(copy);
+    return SL_STORE_ENOMEM;
+  }
+  rd->recs[rd->n++] = copy;
+  return 0;
+}
+
+/* Reads the checkpoints of run_id into rd. */
+static int read_into (pg_store *s, const char *run_id, pg_read *rd) {
+  memset(rd, 0, sizeof *rd);
+  if ((rd->run_id = strdup(run_id)) == NULL) return SL_STORE_ENOMEM;
+  int rc = journal_each(s, run_id, NULL, keep_record, rd);
+  if (rc == SL_STORE_ENOMEM)
+    rc = sl_store_seterr(&s->base, SL_STORE_ENOMEM, "reading the checkpoints of run %s: "
+                         "out of memory", run_id);
+  return rc;
+}
+
 /* Reads the checkpoints of run_id once, for the gets that follow. */
 static int read_run (pg_store *s, const char *run_id) {
   if (s->read.run_id != NULL && strcmp(s->read.run_id, run_id) == 0) return 0;
   read_free(&s->read);
-  pgp p = {0};
-  p_str(&p, run_id);
-  PGresult *r;
-  int rc = pg_run(s, "SELECT " CP_COLS " FROM sluice.checkpoints WHERE run_id = $1 ORDER BY ord",
-                  &p, &r, "reading the checkpoints of a run");
-  if (rc != 0) return rc;
-  int n = PQntuples(r);
-  s->read.recs = calloc((size_t)(n ? n : 1), sizeof *s->read.recs);
-  s->read.run_id = strdup(run_id);
-  int bad = s->read.recs == NULL || s->read.run_id == NULL;
-  for (int i = 0; i < n && !bad; i++) {
-    sl_store_checkpoint c;
-    row_to_checkpoint(r, i, &c);
-    if ((s->read.recs[i] = pack(&c, sizeof c, checkpoint_strings, COUNT(checkpoint_strings)))
-        == NULL || strset_put(&s->read.index, c.path, i) != 0)
-      bad = 1;
-    else
-      s->read.n = i + 1;
-  }
-  PQclear(r);
-  if (bad) {
-    read_free(&s->read);
-    return sl_store_seterr(&s->base, SL_STORE_ENOMEM, "reading the checkpoints of run %s: "
-                           "out of memory", run_id);
-  }
-  return 0;
+  int rc = read_into(s, run_id, &s->read);
+  if (rc != 0) read_free(&s->read);
+  return rc;
 }
 
 static int pg_checkpoint_get (sl_store *b, const char *run_id, const char *path,
@@ -1104,20 +1069,11 @@ static int pg_checkpoint_get (sl_store *b, const char *run_id, const char *path,
 static int pg_checkpoint_list (sl_store *b, const char *run_id, sl_store_checkpoint_cb cb,
                                void *ud) {
   pg_store *s = (pg_store *)b;
-  pgp p = {0};
-  p_str(&p, run_id);
-  PGresult *r;
-  int rc = pg_run(s, "SELECT " CP_COLS " FROM sluice.checkpoints WHERE run_id = $1 ORDER BY ord",
-                  &p, &r, "listing checkpoints");
-  if (rc != 0) return rc;
-  int stop = 0;
-  for (int i = 0; i < PQntuples(r) && stop == 0; i++) {
-    sl_store_checkpoint c;
-    row_to_checkpoint(r, i, &c);
-    stop = cb(ud, &c);
-  }
-  PQclear(r);
-  return stop;
+  pg_read rd;
+  int rc = read_into(s, run_id, &rd);
+  for (int i = 0; rc == 0 && i < rd.n; i++) rc = cb(ud, rd.recs[i]);
+  read_free(&rd);
+  return rc;
 }
 
 /* }====================================================== */
@@ -1352,9 +1308,8 @@ static int pg_stats (sl_store *b, sl_store_stats *o) {
     "SELECT (SELECT count(*) FROM sluice.runs),"
     " (SELECT coalesce(sum(octet_length(coalesce(input, '')) + octet_length(coalesce(output, ''))"
     "   + octet_length(coalesce(error, '')) + octet_length(coalesce(options, ''))), 0) FROM sluice.runs),"
-    " (SELECT count(*) FROM sluice.checkpoints),"
-    " (SELECT coalesce(sum(octet_length(coalesce(output, '')) + octet_length(coalesce(changes, ''))"
-    "   + octet_length(coalesce(state, '')) + octet_length(coalesce(error, ''))), 0) FROM sluice.checkpoints),"
+    " (SELECT count(*) FROM sluice.journal),"
+    " (SELECT coalesce(sum(octet_length(data)), 0) FROM sluice.journal),"
     " (SELECT count(*) FROM sluice.waits),"
     " (SELECT count(*) FROM sluice.cache), (SELECT coalesce(sum(size), 0) FROM sluice.cache),"
     " (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c JOIN pg_namespace n"
@@ -1380,7 +1335,7 @@ static int pg_stats (sl_store *b, sl_store_stats *o) {
 static int pg_check (sl_store *b) {
   pg_store *s = (pg_store *)b;
   PGresult *r;
-  int rc = pg_run(s, "SELECT (SELECT count(*) FROM sluice.checkpoints c WHERE NOT EXISTS "
+  int rc = pg_run(s, "SELECT (SELECT count(*) FROM sluice.journal c WHERE NOT EXISTS "
                   "(SELECT 1 FROM sluice.runs r WHERE r.id = c.run_id)) + (SELECT count(*) "
                   "FROM sluice.waits w WHERE NOT EXISTS (SELECT 1 FROM sluice.runs r WHERE "
                   "r.id = w.run_id))", NULL, &r, "checking the store");
@@ -1397,7 +1352,7 @@ static int pg_vacuum (sl_store *b) {
   pg_store *s = (pg_store *)b;
   int rc = pg_flush(b);
   if (rc != 0) return rc;
-  return pg_cmd(s, "VACUUM (ANALYZE) sluice.runs, sluice.checkpoints, sluice.waits, sluice.cache",
+  return pg_cmd(s, "VACUUM (ANALYZE) sluice.runs, sluice.journal, sluice.waits, sluice.cache",
                 NULL, NULL, "vacuuming");
 }
 

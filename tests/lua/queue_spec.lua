@@ -142,6 +142,7 @@ describe("sluice submit, worker and wait", function()
     local id = submit(file, env, "1")
     local pid = h.cli({ "worker" }, { env = env, background = true })
     assert.is_true(h.wait_for(function() return counts(dir)[id .. " b"] == 1 end))
+    os.execute("sleep 0.2")   -- what completed before b is committed by now
     os.execute("kill -9 " .. pid)
     assert.is_true(wait_dead(pid))
     -- The run is shown interrupted (its owner is gone); a worker takes it.
@@ -177,6 +178,37 @@ describe("sluice submit, worker and wait", function()
     assert.equal(1, n[id .. " a"])
     assert.equal(3, n[id .. " b"])
     assert.equal(1, n[id .. " c"])
+    h.rm(dir)
+  end)
+
+  it("lets one worker go on with a run it paused, restoring what completed before", function()
+    local dir = h.tmpdir()
+    local env = { SLUICE_STORE = h.new_store(dir) }
+    local file = h.script(([[
+local sl = require "sluice"
+local log = %q
+return sl.pipeline{ name = "asks",
+  sl.step{ name = "draft", run = function(x)
+    local f = assert(io.open(log, "a")); f:write("draft\n"); f:close()
+    return "draft " .. x end },
+  sl.human{ name = "review", message = "Ship it?", schema = { type = "boolean" } },
+  sl.step{ name = "ship", run = function(ok, ctx) return ok and "shipped" or "held" end },
+}
+]]):format(dir .. "/log"), dir, "asks.lua")
+    local pid = h.cli({ "worker", "--poll", "0.01" }, { env = env, background = true })
+    for round = 1, 2 do
+      local id = submit(file, env, '"v' .. round .. '"')
+      assert.is_true(h.wait_for(function() return show(id, env).status == "paused" end))
+      local code, _, err = h.cli({ "resume", id, "--input", "true" }, { env = env })
+      assert.equal(0, code, err)
+      local out
+      code, out = h.cli({ "wait", id, "--timeout", "10" }, { env = env })
+      assert.equal(0, code)
+      assert.equal('"shipped"\n', out)
+      assert.equal(round, h.lines(dir .. "/log"), "draft ran once per run")
+    end
+    os.execute("kill -TERM " .. pid)
+    assert.is_true(wait_dead(pid))
     h.rm(dir)
   end)
 
