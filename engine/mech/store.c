@@ -239,6 +239,22 @@ int sl_store_run_requeue (sl_store *s, const char *id, const char *owner,
 }
 
 
+int sl_store_watch_queue (sl_store *s, const char *queue, sl_store_watch *out) {
+  if (out != NULL) {
+    out->fd = -1;
+    out->path[0] = '\0';
+  }
+  ARG(s, queue != NULL && out != NULL, "watch_queue", "no queue or place for the watch");
+  return s->ops->watch_queue(s, queue, out);
+}
+
+
+int sl_store_watch_clear (sl_store *s) {
+  if (s == NULL) return SL_STORE_EINVAL;
+  return s->ops->watch_clear(s);
+}
+
+
 int sl_store_run_renew (sl_store *s, const char *id, const char *owner,
                         int64_t epoch, int64_t lease_ms) {
   ARG(s, id != NULL && owner != NULL, "run_renew", "no run id or owner");

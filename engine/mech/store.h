@@ -295,6 +295,23 @@ int sl_store_run_claim_next (sl_store *s, const char *queue, const char *owner,
 int sl_store_run_requeue (sl_store *s, const char *id, const char *owner,
                           int64_t epoch, const char *waiting_for);
 
+/* How a worker learns, without asking, that a queue may have new work:
+   a descriptor that turns readable (fd >= 0; then sl_store_watch_clear),
+   or a file that changes (path, watched for changes), or neither (the
+   worker looks on its own, every poll interval). */
+typedef struct sl_store_watch {
+  int fd;                  /* -1: none */
+  char path[4096];         /* "": none */
+} sl_store_watch;
+
+/* Fills *out for queue; 0, or a store error (then *out says none). */
+int sl_store_watch_queue (sl_store *s, const char *queue, sl_store_watch *out);
+
+/* Takes what made the descriptor readable; returns 1 when it said the
+   queue may have new work, 0 when not, or a negative store error (the
+   connection was lost: watch again). */
+int sl_store_watch_clear (sl_store *s);
+
 /* Extends owner's lease on run id to lease_ms; ECONFLICT when the run has
    another owner or epoch now. */
 int sl_store_run_renew (sl_store *s, const char *id, const char *owner,
@@ -507,6 +524,8 @@ struct sl_store_ops {
                          int nskip, sl_store_run **out);
   int (*run_requeue) (sl_store *s, const char *id, const char *owner, int64_t epoch,
                       const char *waiting_for);
+  int (*watch_queue) (sl_store *s, const char *queue, sl_store_watch *out);
+  int (*watch_clear) (sl_store *s);
 };
 
 struct sl_store {

@@ -212,6 +212,7 @@ typedef struct pg_store {
   int in_tx;
   uint64_t tx;             /* counts transactions */
   int read_only, reader;
+  char *listening;         /* the queue a worker watches here, or NULL */
   pg_runbuf *runs;
   pg_read read;
 } pg_store;
@@ -464,6 +465,14 @@ static void row_to_run (PGresult *r, int i, sl_store_run *o) {
 ** Runs
 ** ======================================================= */
 
+/* Tells the queue's workers, when this transaction commits, that it may
+   have work for them (LISTEN/NOTIFY; they also look on their own). */
+static int notify_queue (pg_store *s, const char *queue) {
+  pgp p = {0};
+  p_str(&p, queue);
+  return pg_cmd(s, "SELECT pg_notify('sluice_queue', $1)", &p, NULL, "waking the workers");
+}
+
 static int pg_run_begin (sl_store *b, const sl_store_run *r) {
   pg_store *s = (pg_store *)b;
   int rc = begin_write(s, "recording a run");
@@ -484,6 +493,7 @@ static int pg_run_begin (sl_store *b, const sl_store_run *r) {
     return sl_store_seterr(b, SL_STORE_EINVAL, "recording run %s: a run with this id "
                            "exists already", r->id);
   b->pending++;
+  if (r->queue != NULL) return notify_queue(s, r->queue);
   return 0;
 }
 
@@ -646,7 +656,14 @@ static int pg_run_finish (sl_store *b, const char *id, const char *owner, int64_
   b->pending++;
   if (n == 0) return not_owner(s, id, owner, epoch, "recording the end of");
   if (release) runbuf_finished(s, id);
-  return 0;
+  if (strcmp(status, "interrupted") == 0) {
+    /* Handed back: another worker may take it at once. */
+    pgp q = {0};
+    p_str(&q, id);
+    rc = pg_cmd(s, "SELECT pg_notify('sluice_queue', queue) FROM sluice.runs WHERE id = $1 "
+                "AND queue IS NOT NULL", &q, NULL, "waking the workers");
+  }
+  return rc;
 }
 
 /* A run a worker may take over, as a candidate list holds it. */
@@ -660,8 +677,12 @@ static int pg_run_claim_next (sl_store *b, const char *queue, const char *owner,
                               int nskip, sl_store_run **out) {
   pg_store *s = (pg_store *)b;
   read_free(&s->read);   /* the run claimed goes on: what was read may be old */
-  int rc = begin_write(s, "claiming a run");
-  if (rc != 0) return rc;
+  if (s->read_only)
+    return sl_store_seterr(b, SL_STORE_EREADONLY, "claiming a run: the store was opened "
+                           "read-only");
+  /* Each statement claims atomically by itself: outside a transaction, a
+     claim costs one round trip. */
+  int rc = 0;
   /* The ids passed over, as an array literal (ids are letters and digits). */
   sl_buf arr;
   sl_buf_init(&arr);
@@ -694,8 +715,7 @@ static int pg_run_claim_next (sl_store *b, const char *queue, const char *owner,
     p_str(&q, queue); p_str(&q, arr.data);
     rc = pg_run(s, "SELECT id, status, owner, lease_ms, epoch FROM sluice.runs WHERE "
                 "queue = $1 AND status IN ('running', 'waiting', 'interrupted') AND NOT "
-                "(id = ANY ($2::text[])) ORDER BY id LIMIT 16 FOR UPDATE SKIP LOCKED", &q, &r,
-                "claiming a run");
+                "(id = ANY ($2::text[])) ORDER BY id LIMIT 16", &q, &r, "claiming a run");
     pg_candidate c[16];
     int nc = 0;
     if (rc == 0) {
@@ -733,12 +753,10 @@ static int pg_run_claim_next (sl_store *b, const char *queue, const char *owner,
   }
   int found = r != NULL && PQntuples(r) > 0;
   if (r != NULL) PQclear(r);
-  if (found && *out == NULL) {
-    discard_tx(s);
-    return sl_store_seterr(b, SL_STORE_ENOMEM, "claiming a run: out of memory");
-  }
-  b->pending++;
-  if ((rc = pg_flush(b)) != 0) {
+  if (found && *out == NULL)
+    return sl_store_seterr(b, SL_STORE_ENOMEM, "claiming a run: out of memory (its lease "
+                           "will run out, and a worker take it)");
+  if (s->in_tx && (rc = pg_flush(b)) != 0) {
     free(*out);
     *out = NULL;
     return rc;
@@ -767,6 +785,11 @@ static int pg_run_requeue (sl_store *b, const char *id, const char *owner, int64
     return code;
   }
   runbuf_finished(s, id);
+  pgp q = {0};
+  p_str(&q, id);
+  rc = pg_cmd(s, "SELECT pg_notify('sluice_queue', queue) FROM sluice.runs WHERE id = $1",
+              &q, NULL, "waking the workers");
+  if (rc != 0) return rc;
   return pg_flush(b);
 }
 
@@ -1356,6 +1379,30 @@ static int pg_vacuum (sl_store *b) {
                 NULL, NULL, "vacuuming");
 }
 
+static int pg_watch_queue (sl_store *b, const char *queue, sl_store_watch *out) {
+  pg_store *s = (pg_store *)b;
+  int rc = pg_cmd(s, "LISTEN sluice_queue", NULL, NULL, "watching the queue");
+  if (rc != 0) return rc;
+  free(s->listening);
+  if ((s->listening = strdup(queue)) == NULL)
+    return sl_store_seterr(b, SL_STORE_ENOMEM, "watching the queue: out of memory");
+  out->fd = PQsocket(s->conn);
+  return 0;
+}
+
+static int pg_watch_clear (sl_store *b) {
+  pg_store *s = (pg_store *)b;
+  if (PQconsumeInput(s->conn) == 0)
+    return pg_fail(s, NULL, "watching the queue");
+  int wake = 0;
+  PGnotify *n;
+  while ((n = PQnotifies(s->conn)) != NULL) {
+    if (s->listening == NULL || strcmp(n->extra, s->listening) == 0) wake = 1;
+    PQfreemem(n);
+  }
+  return wake;
+}
+
 /* A server keeps its own consistency across crashes: nothing to check. */
 static int pg_check_after_crash (sl_store *b, int *checked) {
   (void)b;
@@ -1380,6 +1427,7 @@ static void pg_close (sl_store *b) {
   read_free(&s->read);
   if (s->conn) PQfinish(s->conn);
   free(s->conninfo);
+  free(s->listening);
   sl_store_base_free(b);
   free(s);
 }
@@ -1556,4 +1604,6 @@ const struct sl_store_ops sl_store_pg_ops = {
   pg_check_after_crash,
   pg_run_claim_next,
   pg_run_requeue,
+  pg_watch_queue,
+  pg_watch_clear,
 };

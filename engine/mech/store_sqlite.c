@@ -995,6 +995,24 @@ static int sq_run_requeue (sl_store *b, const char *id, const char *owner, int64
 }
 
 
+/* Every commit, from any process, appends to the WAL file: watching it
+   tells a worker at once that the queue may have changed. */
+static int sq_watch_queue (sl_store *b, const char *queue, sl_store_watch *out) {
+  sq_store *s = (sq_store *)b;
+  (void)queue;
+  if (s->memory) return 0;
+  const char *file = sqlite3_db_filename(s->db, "main");
+  if (file == NULL || file[0] == '\0') return 0;
+  snprintf(out->path, sizeof out->path, "%s-wal", file);
+  return 0;
+}
+
+static int sq_watch_clear (sl_store *b) {
+  (void)b;
+  return 1;
+}
+
+
 static int sq_run_renew (sl_store *b, const char *id, const char *owner,
                          int64_t epoch, int64_t lease_ms) {
   sq_store *s = (sq_store *)b;
@@ -2503,4 +2521,6 @@ const struct sl_store_ops sl_store_sqlite_ops = {
   sq_check_after_crash,
   sq_run_claim_next,
   sq_run_requeue,
+  sq_watch_queue,
+  sq_watch_clear,
 };

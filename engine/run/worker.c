@@ -35,6 +35,9 @@ struct sl_worker {
   int until_idle;
   uv_timer_t tick;           /* looks for work */
   uv_timer_t grace;          /* ends the grace period */
+  uv_poll_t poll;            /* the store's descriptor that says "new work" */
+  uv_fs_event_t change;      /* or the store's file that changes */
+  int polling, watching;
   int open;                  /* handles not yet closed */
   int stopping, freed;
   sl_run **runs;             /* the runs it executes, concurrency of them */
@@ -49,6 +52,30 @@ static void on_tick(uv_timer_t *t);
 
 static void look_soon(sl_worker *w) {
   if (!w->stopping) sl_timer_start(&w->tick, on_tick, 0, (uint64_t)w->poll_ms);
+}
+
+/* The store says the queue may have new work: look within a millisecond
+   (a burst of changes makes one look). */
+static void wake(sl_worker *w) {
+  if (w->stopping || w->nruns >= w->concurrency) return;
+  if (uv_timer_get_due_in(&w->tick) > 1) sl_timer_start(&w->tick, on_tick, 1, (uint64_t)w->poll_ms);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events) {
+  sl_worker *w = p->data;
+  (void)events;
+  int rc = status < 0 ? -1 : sl_store_watch_clear(w->h->core.store);
+  if (rc == 1) wake(w);
+  if (rc < 0) {
+    /* The connection went: back to looking every poll interval. */
+    uv_poll_stop(&w->poll);
+  }
+}
+
+static void on_change(uv_fs_event_t *e, const char *name, int events, int status) {
+  (void)name;
+  (void)events;
+  if (status == 0) wake(e->data);
 }
 
 static void remember_skip(sl_worker *w, const char *id) {
@@ -148,6 +175,11 @@ static void on_tick(uv_timer_t *t) {
     sl_store_run_free(row);
   }
   sl_sched_drain(&c->sched);
+  /* What the store said while the claims ran is taken here: libpq may
+     have read it off the socket already, which then stays quiet. */
+  if (w->polling && sl_store_watch_clear(c->store) == 1 && w->nruns < w->concurrency &&
+      claimed_now > 0)
+    wake(w);
   if (w->until_idle && claimed_now == 0 && w->nruns == 0) sl_worker_stop(w);
 }
 
@@ -181,10 +213,26 @@ sl_worker *sl_worker_start(sl_host *h, const sl_worker_options *o) {
   }
   uv_timer_init(h->core.loop, &w->tick);
   uv_timer_init(h->core.loop, &w->grace);
-  w->tick.data = w->grace.data = w;
+  w->tick.data = w->grace.data = w->poll.data = w->change.data = w;
   w->open = 2;
   sl_handles_opened(h->core.handles);
   sl_handles_opened(h->core.handles);
+  /* Woken by the store when it can say there is work; the poll interval
+     stays, for runs whose owner died (no one says so) and as a fallback. */
+  sl_store_watch wt;
+  if (sl_store_watch_queue(h->core.store, w->queue, &wt) == 0) {
+    if (wt.fd >= 0 && uv_poll_init_socket(h->core.loop, &w->poll, wt.fd) == 0) {
+      w->polling = 1;
+      w->open++;
+      sl_handles_opened(h->core.handles);
+      uv_poll_start(&w->poll, UV_READABLE, on_poll);
+    } else if (wt.path[0] != '\0') {
+      uv_fs_event_init(h->core.loop, &w->change);
+      w->open++;
+      sl_handles_opened(h->core.handles);
+      w->watching = uv_fs_event_start(&w->change, on_change, wt.path, 0) == 0;
+    }
+  }
   look_soon(w);
   return w;
 }
@@ -193,6 +241,8 @@ void sl_worker_stop(sl_worker *w) {
   if (w->stopping) return;
   w->stopping = 1;
   uv_timer_stop(&w->tick);
+  if (w->polling) uv_poll_stop(&w->poll);
+  if (w->watching) uv_fs_event_stop(&w->change);
   if (w->nruns > 0) sl_timer_start(&w->grace, on_grace, (uint64_t)w->grace_ms, 0);
 }
 
@@ -226,4 +276,6 @@ void sl_worker_free(sl_worker *w) {
   w->nruns = 0;
   uv_close((uv_handle_t *)&w->tick, on_closed);
   uv_close((uv_handle_t *)&w->grace, on_closed);
+  if (w->polling) uv_close((uv_handle_t *)&w->poll, on_closed);
+  else if (w->change.loop != NULL) uv_close((uv_handle_t *)&w->change, on_closed);
 }

@@ -9,8 +9,9 @@
 --     kill -9 mid-run; the time until a second worker starts the run's next
 --     step, against the lease (SLUICE_LEASE_MS=1000).
 --   lua5.4 scripts/bench/queue.lua   (LUA_PATH/LUA_CPATH as in the README;
---   SLUICE_BIN names the CLI, default build/sluice; BENCH_STORE a store to
---   use instead of a temporary SQLite file)
+--   SLUICE_BIN names the CLI, default build/sluice; BENCH_PG a PostgreSQL
+--   URL to measure on instead of SQLite files:
+--   tests/pg_env.sh sh -c 'BENCH_PG=$SLUICE_TEST_PG lua5.4 scripts/bench/queue.lua')
 local sl = require "sluice"
 local now = sl.now
 
@@ -39,12 +40,17 @@ return sl.pipeline{ name = %q, table.unpack(steps) }
   return path
 end
 
+-- A new store per measurement: an SQLite file, or with BENCH_PG (a
+-- postgresql:// URL, e.g. SLUICE_TEST_PG under tests/pg_env.sh) a new
+-- database on that server.
 local store_n = 0
+local PG = os.getenv("BENCH_PG")
 local function new_store()
-  local given = os.getenv("BENCH_STORE")
-  if given then return given end
   store_n = store_n + 1
-  return dir .. "/s" .. store_n .. ".db"
+  if not PG then return dir .. "/s" .. store_n .. ".db" end
+  local name = ("bench_%d_%d"):format(os.time() % 100000, store_n)
+  assert(os.execute(("psql -q %s -c 'CREATE DATABASE %s' >/dev/null"):format(q(PG), name)))
+  return (PG:gsub("/([%w_]+)%?", "/" .. name .. "?", 1))
 end
 
 -- Starts n workers on store with extra env; returns their pids.
@@ -142,7 +148,7 @@ return sl.pipeline{ name = "lat",
   end
   os.execute("kill -TERM " .. pids[1])
   wait_all(pids)
-  print(("claim latency, submit to first step (poll 0.2 s): median %.1f ms, max %.1f ms")
+  print(("claim latency, submit to first step (an idle worker, poll 0.2 s): median %.1f ms, max %.1f ms")
     :format(median(lat), math.max(table.unpack(lat))))
 end
 

@@ -87,6 +87,27 @@ describe("sluice submit, worker and wait", function()
     h.rm(dir)
   end)
 
+  it("wakes an idle worker when a run is submitted, without waiting for its poll", function()
+    local dir = h.tmpdir()
+    local env = { SLUICE_STORE = h.new_store(dir) }
+    local file = logged(dir)
+    -- The store exists before the worker opens it; the worker's first look
+    -- (as it starts) takes this one.
+    local first = submit(file, env, "0")
+    local pid = h.cli({ "worker", "--poll", "60" }, { env = env, background = true })
+    assert.equal(0, (h.cli({ "wait", first, "--timeout", "10" }, { env = env })))
+    for i = 1, 3 do
+      local id = submit(file, env, tostring(i))
+      -- Far sooner than the 60 s poll: the store woke the worker.
+      local code, out = h.cli({ "wait", id, "--timeout", "10" }, { env = env })
+      assert.equal(0, code)
+      assert.equal(tostring((i + 1) * 2) .. "\n", out)
+    end
+    os.execute("kill -TERM " .. pid)
+    assert.is_true(wait_dead(pid))
+    h.rm(dir)
+  end)
+
   it("refuses what makes no sense, naming it", function()
     local dir = h.tmpdir()
     local env = { SLUICE_STORE = h.new_store(dir) }
