@@ -91,6 +91,56 @@ int sl_store_open (sl_store **out, const char *path,
 }
 
 
+/* Copies the record of `size` bytes at rec, with the strings its fields at
+   the n offsets point to, into one allocation whose fields point into it. */
+static void *pack_record (const void *rec, size_t size, const size_t *offs, int n) {
+  size_t total = size;
+  for (int i = 0; i < n; i++) {
+    const char *str = *(const char *const *)((const char *)rec + offs[i]);
+    if (str != NULL) total += strlen(str) + 1;
+  }
+  char *mem = malloc(total);
+  if (mem == NULL) return NULL;
+  memcpy(mem, rec, size);
+  char *p = mem + size;
+  for (int i = 0; i < n; i++) {
+    const char *str = *(const char *const *)((const char *)rec + offs[i]);
+    if (str == NULL) continue;
+    size_t len = strlen(str) + 1;
+    memcpy(p, str, len);
+    *(const char **)(mem + offs[i]) = p;
+    p += len;
+  }
+  return mem;
+}
+
+sl_store_run *sl_store_copy_run (const sl_store_run *r) {
+  static const size_t strs[] = {
+    offsetof(sl_store_run, id), offsetof(sl_store_run, pipeline),
+    offsetof(sl_store_run, file), offsetof(sl_store_run, def_hash),
+    offsetof(sl_store_run, status), offsetof(sl_store_run, input),
+    offsetof(sl_store_run, output), offsetof(sl_store_run, error),
+    offsetof(sl_store_run, usage), offsetof(sl_store_run, budget),
+    offsetof(sl_store_run, options), offsetof(sl_store_run, owner),
+    offsetof(sl_store_run, queue), offsetof(sl_store_run, waiting_for)
+  };
+  return pack_record(r, sizeof *r, strs, (int)(sizeof strs / sizeof strs[0]));
+}
+
+sl_store_checkpoint *sl_store_copy_checkpoint (const sl_store_checkpoint *c) {
+  static const size_t strs[] = {
+    offsetof(sl_store_checkpoint, run_id), offsetof(sl_store_checkpoint, path),
+    offsetof(sl_store_checkpoint, owner), offsetof(sl_store_checkpoint, parent),
+    offsetof(sl_store_checkpoint, name), offsetof(sl_store_checkpoint, kind),
+    offsetof(sl_store_checkpoint, key), offsetof(sl_store_checkpoint, status),
+    offsetof(sl_store_checkpoint, output), offsetof(sl_store_checkpoint, state),
+    offsetof(sl_store_checkpoint, usage), offsetof(sl_store_checkpoint, error),
+    offsetof(sl_store_checkpoint, changes), offsetof(sl_store_checkpoint, logs)
+  };
+  return pack_record(c, sizeof *c, strs, (int)(sizeof strs / sizeof strs[0]));
+}
+
+
 int sl_store_is_server (const char *path) {
   size_t n = sizeof backends / sizeof backends[0];
   for (size_t i = 0; path != NULL && i + 1 < n; i++)

@@ -546,6 +546,12 @@ int sl_store_base_init (sl_store *s, const struct sl_store_ops *ops,
 /* Frees what sl_store_base_init allocated. */
 void sl_store_base_free (sl_store *s);
 
+/* A record and its strings copied into one allocation (freed with
+   sl_store_run_free / sl_store_checkpoint_free), or NULL when memory runs
+   out: what a backend hands out of the rows it read. */
+sl_store_run *sl_store_copy_run (const sl_store_run *r);
+sl_store_checkpoint *sl_store_copy_checkpoint (const sl_store_checkpoint *c);
+
 /* The backends (store_sqlite.c; store_pg.c when built with libpq). */
 extern const struct sl_store_ops sl_store_sqlite_ops;
 extern const struct sl_store_ops sl_store_pg_ops;

@@ -384,51 +384,6 @@ static int64_t ival (PGresult *r, int row, int col) {
 ** Records out of rows
 ** ======================================================= */
 
-static const size_t run_strings[] = {
-  offsetof(sl_store_run, id), offsetof(sl_store_run, pipeline),
-  offsetof(sl_store_run, file), offsetof(sl_store_run, def_hash),
-  offsetof(sl_store_run, status), offsetof(sl_store_run, input),
-  offsetof(sl_store_run, output), offsetof(sl_store_run, error),
-  offsetof(sl_store_run, usage), offsetof(sl_store_run, budget),
-  offsetof(sl_store_run, options), offsetof(sl_store_run, owner),
-  offsetof(sl_store_run, queue), offsetof(sl_store_run, waiting_for)
-};
-
-static const size_t checkpoint_strings[] = {
-  offsetof(sl_store_checkpoint, run_id), offsetof(sl_store_checkpoint, path),
-  offsetof(sl_store_checkpoint, owner), offsetof(sl_store_checkpoint, parent),
-  offsetof(sl_store_checkpoint, name), offsetof(sl_store_checkpoint, kind),
-  offsetof(sl_store_checkpoint, key), offsetof(sl_store_checkpoint, status),
-  offsetof(sl_store_checkpoint, output), offsetof(sl_store_checkpoint, state),
-  offsetof(sl_store_checkpoint, usage), offsetof(sl_store_checkpoint, error),
-  offsetof(sl_store_checkpoint, changes), offsetof(sl_store_checkpoint, logs)
-};
-
-#define COUNT(a) ((int)(sizeof (a) / sizeof (a)[0]))
-
-/* Copies a record of size bytes with its strings (at the offsets) into one
-   allocation. */
-static void *pack (const void *rec, size_t size, const size_t *offs, int n) {
-  size_t total = size;
-  for (int i = 0; i < n; i++) {
-    const char *v = *(const char *const *)((const char *)rec + offs[i]);
-    if (v) total += strlen(v) + 1;
-  }
-  char *out = malloc(total);
-  if (out == NULL) return NULL;
-  memcpy(out, rec, size);
-  char *p = out + size;
-  for (int i = 0; i < n; i++) {
-    const char **slot = (const char **)(out + offs[i]);
-    if (*slot == NULL) continue;
-    size_t len = strlen(*slot) + 1;
-    memcpy(p, *slot, len);
-    *slot = p;
-    p += len;
-  }
-  return out;
-}
-
 #define RUN_COLS "id, pipeline, file, def_hash, status, input, output, error, usage, " \
                  "budget, started_ms, ended_ms, options, owner, lease_ms, epoch, queue, " \
                  "waiting_for"
@@ -529,7 +484,7 @@ static int pg_run_get (sl_store *b, const char *id, sl_store_run **out) {
   }
   sl_store_run row;
   row_to_run(r, 0, &row);
-  *out = pack(&row, sizeof row, run_strings, COUNT(run_strings));
+  *out = sl_store_copy_run(&row);
   PQclear(r);
   if (*out == NULL) return sl_store_seterr(b, SL_STORE_ENOMEM, "reading run %s: out of memory", id);
   return 0;
@@ -749,7 +704,7 @@ static int pg_run_claim_next (sl_store *b, const char *queue, const char *owner,
   if (r != NULL && PQntuples(r) > 0) {
     sl_store_run row;
     row_to_run(r, 0, &row);
-    *out = pack(&row, sizeof row, run_strings, COUNT(run_strings));
+    *out = sl_store_copy_run(&row);
   }
   int found = r != NULL && PQntuples(r) > 0;
   if (r != NULL) PQclear(r);
@@ -1031,7 +986,7 @@ static int keep_record (void *ud, const sl_store_checkpoint *c) {
   pg_read *rd = ud;
   int i = strset_find(&rd->index, c->path);
   if (i >= 0 && rd->recs[i]->status && strcmp(rd->recs[i]->status, "completed") == 0) return 0;
-  sl_store_checkpoint *copy = pack(c, sizeof *c, checkpoint_strings, COUNT(checkpoint_strings));
+  sl_store_checkpoint *copy = sl_store_copy_checkpoint(c);
   if (copy == NULL) return SL_STORE_ENOMEM;
   if (i >= 0) {
     free(rd->recs[i]);
@@ -1084,7 +1039,7 @@ static int pg_checkpoint_get (sl_store *b, const char *run_id, const char *path,
   int i = strset_find(&s->read.index, path);
   if (i < 0)
     return sl_store_seterr(b, SL_STORE_ENOTFOUND, "no checkpoint %s of run %s", path, run_id);
-  *out = pack(s->read.recs[i], sizeof **out, checkpoint_strings, COUNT(checkpoint_strings));
+  *out = sl_store_copy_checkpoint(s->read.recs[i]);
   if (*out == NULL) return sl_store_seterr(b, SL_STORE_ENOMEM, "reading a checkpoint: out of memory");
   return 0;
 }

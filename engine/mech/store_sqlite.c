@@ -597,59 +597,6 @@ static int sq_flush (sl_store *b) {
 ** =======================================================
 */
 
-/*
-** Copies the record of `size` bytes at rec, with the strings its fields at
-** the n offsets point to, into one allocation whose fields point into it.
-** Returns NULL when memory runs out.
-*/
-static void *pack_record (const void *rec, size_t size, const size_t *offs,
-                          int n) {
-  size_t total = size;
-  char *mem, *p;
-  int i;
-  for (i = 0; i < n; i++) {
-    const char *str = *(const char *const *)((const char *)rec + offs[i]);
-    if (str != NULL)
-      total += strlen(str) + 1;
-  }
-  if ((mem = malloc(total)) == NULL)
-    return NULL;
-  memcpy(mem, rec, size);
-  p = mem + size;
-  for (i = 0; i < n; i++) {
-    const char *str = *(const char *const *)((const char *)rec + offs[i]);
-    if (str != NULL) {
-      size_t len = strlen(str) + 1;
-      memcpy(p, str, len);
-      *(const char **)(mem + offs[i]) = p;
-      p += len;
-    }
-  }
-  return mem;
-}
-
-static const size_t run_strings[] = {
-  offsetof(sl_store_run, id), offsetof(sl_store_run, pipeline),
-  offsetof(sl_store_run, file), offsetof(sl_store_run, def_hash),
-  offsetof(sl_store_run, status), offsetof(sl_store_run, input),
-  offsetof(sl_store_run, output), offsetof(sl_store_run, error),
-  offsetof(sl_store_run, usage), offsetof(sl_store_run, budget),
-  offsetof(sl_store_run, options), offsetof(sl_store_run, owner),
-  offsetof(sl_store_run, queue), offsetof(sl_store_run, waiting_for)
-};
-
-static const size_t checkpoint_strings[] = {
-  offsetof(sl_store_checkpoint, run_id), offsetof(sl_store_checkpoint, path),
-  offsetof(sl_store_checkpoint, owner),
-  offsetof(sl_store_checkpoint, parent), offsetof(sl_store_checkpoint, name),
-  offsetof(sl_store_checkpoint, kind), offsetof(sl_store_checkpoint, key),
-  offsetof(sl_store_checkpoint, status),
-  offsetof(sl_store_checkpoint, output), offsetof(sl_store_checkpoint, state),
-  offsetof(sl_store_checkpoint, usage), offsetof(sl_store_checkpoint, error),
-  offsetof(sl_store_checkpoint, changes), offsetof(sl_store_checkpoint, logs)
-};
-
-#define COUNT(a)  ((int)(sizeof (a) / sizeof (a)[0]))
 
 
 /* Reads a row of RUN_COLS; the strings live until the statement moves. */
@@ -1072,7 +1019,7 @@ static int sq_run_get (sl_store *b, const char *id, sl_store_run **out) {
   if ((rc = bind_failed(s, bind_text(st, 1, id))) == SQLITE_OK
       && (rc = sqlite3_step(st)) == SQLITE_ROW) {
     row_to_run(st, &r);
-    *out = pack_record(&r, sizeof r, run_strings, COUNT(run_strings));
+    *out = sl_store_copy_run(&r);
     sqlite3_reset(st);
     if (*out == NULL)
       return sl_store_seterr(b, SL_STORE_ENOMEM, "reading run %s: out of "
@@ -1495,8 +1442,7 @@ static void forget_read (sq_store *s) {
 /* Copies the record c, strings and all, into j. */
 static int keep_record (void *ud, const sl_store_checkpoint *c) {
   sq_journal *j = ud;
-  sl_store_checkpoint *copy = pack_record(c, sizeof *c, checkpoint_strings,
-                                          COUNT(checkpoint_strings));
+  sl_store_checkpoint *copy = sl_store_copy_checkpoint(c);
   if (copy == NULL) return SL_STORE_ENOMEM;
   if (j->ntexts == j->captexts) {
     int cap = j->captexts ? j->captexts * 2 : 64;
@@ -1603,8 +1549,7 @@ static int sq_checkpoint_get (sl_store *b, const char *run_id,
   rc = bind_failed(s, bind_text(st, 1, run_id) | bind_text(st, 2, path));
   if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
     row_to_checkpoint(st, &c);
-    *out = pack_record(&c, sizeof c, checkpoint_strings,
-                       COUNT(checkpoint_strings));
+    *out = sl_store_copy_checkpoint(&c);
     sqlite3_reset(st);
     if (*out == NULL)
       return sl_store_seterr(b, SL_STORE_ENOMEM, "reading checkpoint %s of "
@@ -1632,8 +1577,7 @@ static int sq_checkpoint_get (sl_store *b, const char *run_id,
   }
   for (int i = 0; i < s->read->n; i++) {
     if (strcmp(s->read->recs[i].path, path) != 0) continue;
-    *out = pack_record(&s->read->recs[i].c, sizeof c, checkpoint_strings,
-                       COUNT(checkpoint_strings));
+    *out = sl_store_copy_checkpoint(&s->read->recs[i].c);
     if (*out == NULL)
       return sl_store_seterr(b, SL_STORE_ENOMEM, "reading checkpoint %s of "
                              "run %s: out of memory", path, run_id);

@@ -13,7 +13,6 @@
 #include "error.h"
 #include "memory.h"
 #include "plan.h"
-#include "run.h"
 #include "value.h"
 
 /* The JSON text of the value at idx in b, or NULL when it has none. */
@@ -247,7 +246,7 @@ void sl_record_answers(lua_State *L, sl_core *c, const char *run_id, int ai) {
 }
 
 void sl_record_submit(lua_State *L, sl_host *h, int si, int ii, int bi, const char *queue,
-                      char id[32]) {
+                      const char *id) {
   sl_core *e = &h->core;
   si = lua_absindex(L, si);
   if (e->store == NULL) luaL_error(L, "cannot submit: the engine has no store");
@@ -278,7 +277,6 @@ void sl_record_submit(lua_State *L, sl_host *h, int si, int ii, int bi, const ch
     sl_buf_free(&options);
     luaL_error(L, "cannot submit: the input cannot be stored: %s", err);
   }
-  sl_run_new_id(h, id);
   sl_store_run row;
   memset(&row, 0, sizeof row);
   row.id = id;

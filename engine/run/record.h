@@ -36,11 +36,11 @@ void sl_record_push_waits(lua_State *L, sl_core *c, const char *run_id);
    stored or written. */
 void sl_record_answers(lua_State *L, sl_core *c, const char *run_id, int ai);
 
-/* Submits a run of the pipeline at si (one the host loaded from its file)
-   on the input at ii to queue, for a worker: it is recorded, and committed,
-   as queued, with its file, its code version and the budget table at bi (0:
-   none). Writes its id into id (32 bytes). Raises naming what failed. */
+/* Submits run id (a new id: sl_run_new_id) of the pipeline at si (one the
+   host loaded from its file) on the input at ii to queue, for a worker: it
+   is recorded, and committed, as queued, with its file, its code version
+   and the budget table at bi (0: none). Raises naming what failed. */
 void sl_record_submit(lua_State *L, sl_host *h, int si, int ii, int bi, const char *queue,
-                      char id[32]);
+                      const char *id);
 
 #endif

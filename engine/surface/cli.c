@@ -961,6 +961,7 @@ static int cmd_submit(lua_State *L, cli *c) {
   int bi = push_budget(L, c, opts[2].value);
   open_store(L, c, opts[4].value);
   char id[32];
+  sl_run_new_id(&c->e->host, id);
   sl_record_submit(L, &c->e->host, bi ? -3 : -2, bi ? -2 : -1, bi, queue, id);
   printf("%s\n", id);
   c->code = EXIT_COMPLETED;

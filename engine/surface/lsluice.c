@@ -134,6 +134,7 @@ static int e_submit(lua_State *L) {
   sl_engine_load_lua(L, e, path);                       /* set */
   sl_load_select(L, -1, pipeline, path, "pipeline =");  /* set step */
   char id[32];
+  sl_run_new_id(&e->host, id);
   sl_record_submit(L, &e->host, -1, 3, bi, queue, id);
   lua_pushstring(L, id);
   return 1;
