@@ -268,17 +268,30 @@ int sl_store_run_claim (sl_store *s, const char *id, const char *owner,
 }
 
 
+int sl_store_run_claim_some (sl_store *s, const char *queue, const char *owner,
+                             int64_t lease_ms, int64_t now_ms,
+                             const char *const *skip, int nskip, int max,
+                             sl_store_run **out, int *nout) {
+  if (nout != NULL)
+    *nout = 0;
+  ARG(s, queue != NULL && owner != NULL && out != NULL && nout != NULL && max >= 1,
+      "run_claim", "no queue, owner or place for the runs");
+  ARG(s, nskip >= 0 && (nskip == 0 || skip != NULL), "run_claim", "bad skip list");
+  for (int i = 0; i < max; i++) out[i] = NULL;
+  return after_write(s, s->ops->run_claim_some(s, queue, owner, lease_ms, now_ms,
+                                               skip, nskip, max, out, nout));
+}
+
+
 int sl_store_run_claim_next (sl_store *s, const char *queue, const char *owner,
                              int64_t lease_ms, int64_t now_ms,
                              const char *const *skip, int nskip,
                              sl_store_run **out) {
+  int n;
   if (out != NULL)
     *out = NULL;
-  ARG(s, queue != NULL && owner != NULL && out != NULL, "run_claim_next",
-      "no queue, owner or place for the run");
-  ARG(s, nskip >= 0 && (nskip == 0 || skip != NULL), "run_claim_next", "bad skip list");
-  return after_write(s, s->ops->run_claim_next(s, queue, owner, lease_ms, now_ms,
-                                               skip, nskip, out));
+  ARG(s, out != NULL, "run_claim_next", "no place for the run");
+  return sl_store_run_claim_some(s, queue, owner, lease_ms, now_ms, skip, nskip, 1, out, &n);
 }
 
 
@@ -296,6 +309,11 @@ int sl_store_watch_queue (sl_store *s, const char *queue, sl_store_watch *out) {
   }
   ARG(s, queue != NULL && out != NULL, "watch_queue", "no queue or place for the watch");
   return s->ops->watch_queue(s, queue, out);
+}
+
+
+void sl_store_drop_reads (sl_store *s, const char *run_id) {
+  if (s != NULL) s->ops->drop_reads(s, run_id);
 }
 
 

@@ -252,6 +252,13 @@ void sl_store_run_free (sl_store_run *r);
 int sl_store_run_list (sl_store *s, const sl_store_run_filter *f,
                        sl_store_run_cb cb, void *ud);
 
+/* Forgets what this connection read of run_id (NULL: of every run) for
+   checkpoint gets (a backend reads a run's steps once for the gets of a
+   resume, and keeps the last few runs read): a run resumed again may have
+   recorded more since, through another connection. Called as a resumed
+   run starts. */
+void sl_store_drop_reads (sl_store *s, const char *run_id);
+
 /* Does path name a store on a server (a postgresql:// URL) rather than a
    file? */
 int sl_store_is_server (const char *path);
@@ -287,6 +294,14 @@ int sl_store_run_claim_next (sl_store *s, const char *queue, const char *owner,
                              int64_t lease_ms, int64_t now_ms,
                              const char *const *skip, int nskip,
                              sl_store_run **out);
+
+/* As sl_store_run_claim_next, for up to max runs at once (one transaction,
+   and on a server one round trip for the queued ones): out[0..*nout-1] are
+   the runs claimed, oldest first; ENOTFOUND when there was none. */
+int sl_store_run_claim_some (sl_store *s, const char *queue, const char *owner,
+                             int64_t lease_ms, int64_t now_ms,
+                             const char *const *skip, int nskip, int max,
+                             sl_store_run **out, int *nout);
 
 /* Puts run id, owned by owner at epoch, back in its queue for another
    worker: status "queued", no owner, and waiting_for (NULL: none) saying
@@ -519,13 +534,14 @@ struct sl_store_ops {
   int (*vacuum) (sl_store *s);
   int (*cache_touch) (sl_store *s, const unsigned char *key);
   int (*check_after_crash) (sl_store *s, int *checked);
-  int (*run_claim_next) (sl_store *s, const char *queue, const char *owner,
+  int (*run_claim_some) (sl_store *s, const char *queue, const char *owner,
                          int64_t lease_ms, int64_t now_ms, const char *const *skip,
-                         int nskip, sl_store_run **out);
+                         int nskip, int max, sl_store_run **out, int *nout);
   int (*run_requeue) (sl_store *s, const char *id, const char *owner, int64_t epoch,
                       const char *waiting_for);
   int (*watch_queue) (sl_store *s, const char *queue, sl_store_watch *out);
   int (*watch_clear) (sl_store *s);
+  void (*drop_reads) (sl_store *s, const char *run_id);
 };
 
 struct sl_store {

@@ -214,7 +214,7 @@ typedef struct pg_store {
   int read_only, reader;
   char *listening;         /* the queue a worker watches here, or NULL */
   pg_runbuf *runs;
-  pg_read read;
+  pg_read reads[16];       /* the runs last read for gets, most recent first */
 } pg_store;
 
 /* The URL with its password taken out, for messages. */
@@ -282,6 +282,7 @@ static void p_key (pgp *p, const unsigned char *key) {
 
 static void discard_tx (pg_store *s);
 static void read_free (struct pg_read *rd);
+static void drop_read (struct pg_store *s, const char *run_id);
 
 /* Sets the message for a failed result (or connection) while doing what,
    and returns the store code; a failure inside the write transaction
@@ -555,7 +556,7 @@ static int pg_flush (sl_store *b);
 static int pg_run_claim (sl_store *b, const char *id, const char *owner, int64_t lease_ms,
                          int64_t expect, const char *status) {
   pg_store *s = (pg_store *)b;
-  read_free(&s->read);   /* the run goes on: what was read of it may be old */
+  drop_read(s, id);   /* the run goes on: what was read of it may be old */
   int rc = begin_write(s, "taking over a run");
   if (rc != 0) return rc;
   pgp p = {0};
@@ -627,17 +628,14 @@ typedef struct pg_candidate {
   int64_t epoch;
 } pg_candidate;
 
-static int pg_run_claim_next (sl_store *b, const char *queue, const char *owner,
+static int pg_run_claim_some (sl_store *b, const char *queue, const char *owner,
                               int64_t lease_ms, int64_t now_ms, const char *const *skip,
-                              int nskip, sl_store_run **out) {
+                              int nskip, int max, sl_store_run **out, int *nout) {
   pg_store *s = (pg_store *)b;
-  read_free(&s->read);   /* the run claimed goes on: what was read may be old */
+  drop_read(s, NULL);   /* the runs claimed go on: what was read may be old */
   if (s->read_only)
     return sl_store_seterr(b, SL_STORE_EREADONLY, "claiming a run: the store was opened "
                            "read-only");
-  /* Each statement claims atomically by itself: outside a transaction, a
-     claim costs one round trip. */
-  int rc = 0;
   /* The ids passed over, as an array literal (ids are letters and digits). */
   sl_buf arr;
   sl_buf_init(&arr);
@@ -652,20 +650,29 @@ static int pg_run_claim_next (sl_store *b, const char *queue, const char *owner,
     sl_buf_free(&arr);
     return sl_store_seterr(b, SL_STORE_ENOMEM, "claiming a run: out of memory");
   }
+  int took = 0, rc = 0;
+  /* Each statement claims atomically by itself: outside a transaction,
+     the queued runs cost one round trip, however many. Rows another worker
+     is claiming are skipped, not waited for. */
   pgp p = {0};
-  p_str(&p, queue); p_str(&p, owner); p_time(&p, lease_ms); p_str(&p, arr.data);
+  p_str(&p, queue); p_str(&p, owner); p_time(&p, lease_ms); p_str(&p, arr.data); p_int(&p, max);
   PGresult *r;
-  /* Queued runs first, oldest first: a row another worker is claiming is
-     skipped, not waited for. */
   rc = pg_run(s, "UPDATE sluice.runs SET owner = $2, lease_ms = $3, epoch = epoch + 1, "
-              "status = 'running', waiting_for = NULL WHERE id = (SELECT id FROM sluice.runs "
+              "status = 'running', waiting_for = NULL WHERE id IN (SELECT id FROM sluice.runs "
               "WHERE queue = $1 AND status = 'queued' AND NOT (id = ANY ($4::text[])) "
-              "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING " RUN_COLS, &p, &r,
+              "ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED) RETURNING " RUN_COLS, &p, &r,
               "claiming a run");
-  if (rc == 0 && PQntuples(r) == 0) {
+  if (rc == 0) {
+    for (int i = 0; i < PQntuples(r) && took < max; i++) {
+      sl_store_run row;
+      row_to_run(r, i, &row);
+      if ((out[took] = sl_store_copy_run(&row)) != NULL) took++;
+    }
+    PQclear(r);
+  }
+  if (rc == 0 && took < max) {
     /* Then runs whose owner is gone: their lease ran out, or their process
        on this host died. */
-    PQclear(r);
     pgp q = {0};
     p_str(&q, queue); p_str(&q, arr.data);
     rc = pg_run(s, "SELECT id, status, owner, lease_ms, epoch FROM sluice.runs WHERE "
@@ -684,41 +691,32 @@ static int pg_run_claim_next (sl_store *b, const char *queue, const char *owner,
         nc++;
       }
       PQclear(r);
-      r = NULL;
     }
-    for (int i = 0; rc == 0 && i < nc && r == NULL; i++) {
+    for (int i = 0; rc == 0 && i < nc && took < max; i++) {
       pgp t = {0};
       p_str(&t, c[i].id); p_str(&t, owner); p_time(&t, lease_ms); p_int(&t, c[i].epoch);
       p_str(&t, c[i].status);
       rc = pg_run(s, "UPDATE sluice.runs SET owner = $2, lease_ms = $3, epoch = epoch + 1, "
                   "status = 'running', waiting_for = NULL WHERE id = $1 AND epoch = $4 AND "
                   "status = $5 RETURNING " RUN_COLS, &t, &r, "claiming a run");
-      if (rc == 0 && PQntuples(r) == 0) {
+      if (rc == 0) {
+        if (PQntuples(r) > 0) {
+          sl_store_run row;
+          row_to_run(r, 0, &row);
+          if ((out[took] = sl_store_copy_run(&row)) != NULL) took++;
+        }
         PQclear(r);
-        r = NULL;
       }
     }
   }
   sl_buf_free(&arr);
+  if (rc == 0 && s->in_tx) rc = pg_flush(b);
+  /* What was claimed stays claimed (its lease runs out if this worker
+     cannot go on): the caller gets it even when a later statement failed. */
+  *nout = took;
+  if (took > 0) return 0;
   if (rc != 0) return rc;
-  if (r != NULL && PQntuples(r) > 0) {
-    sl_store_run row;
-    row_to_run(r, 0, &row);
-    *out = sl_store_copy_run(&row);
-  }
-  int found = r != NULL && PQntuples(r) > 0;
-  if (r != NULL) PQclear(r);
-  if (found && *out == NULL)
-    return sl_store_seterr(b, SL_STORE_ENOMEM, "claiming a run: out of memory (its lease "
-                           "will run out, and a worker take it)");
-  if (s->in_tx && (rc = pg_flush(b)) != 0) {
-    free(*out);
-    *out = NULL;
-    return rc;
-  }
-  if (!found)
-    return sl_store_seterr(b, SL_STORE_ENOTFOUND, "no run to claim in queue '%s'", queue);
-  return 0;
+  return sl_store_seterr(b, SL_STORE_ENOTFOUND, "no run to claim in queue '%s'", queue);
 }
 
 static int pg_run_requeue (sl_store *b, const char *id, const char *owner, int64_t epoch,
@@ -865,13 +863,20 @@ static int pg_checkpoint_put (sl_store *b, const sl_store_checkpoint *c) {
     pgp p = {0};
     p_str(&p, c->run_id);
     PGresult *r;
-    if ((rc = pg_run(s, "SELECT owner, epoch FROM sluice.runs WHERE id = $1 FOR SHARE", &p,
+    /* With the journal's last row: a run that has none (a new one) needs
+       no read to know what it completed. */
+    if ((rc = pg_run(s, "SELECT owner, epoch, (SELECT max(seq) FROM sluice.journal j "
+                     "WHERE j.run_id = r.id) FROM sluice.runs r WHERE id = $1 FOR SHARE", &p,
                      &r, "recording a checkpoint")) != 0)
       return rc;
     rb->exists = PQntuples(r) > 0;
     const char *o = rb->exists ? val(r, 0, 0) : NULL;
     rb->owned = rb->exists && (c->owner == NULL ||
                                (o != NULL && strcmp(o, c->owner) == 0 && ival(r, 0, 1) == c->epoch));
+    if (rb->exists && !rb->loaded && PQgetisnull(r, 0, 2)) {
+      rb->loaded = 1;
+      rb->seq = 0;
+    }
     PQclear(r);
     rb->checked_tx = s->tx;
   }
@@ -1022,24 +1027,52 @@ static int read_into (pg_store *s, const char *run_id, pg_read *rd) {
   return rc;
 }
 
-/* Reads the checkpoints of run_id once, for the gets that follow. */
-static int read_run (pg_store *s, const char *run_id) {
-  if (s->read.run_id != NULL && strcmp(s->read.run_id, run_id) == 0) return 0;
-  read_free(&s->read);
-  int rc = read_into(s, run_id, &s->read);
-  if (rc != 0) read_free(&s->read);
-  return rc;
+#define NREADS ((int)(sizeof ((pg_store *)0)->reads / sizeof ((pg_store *)0)->reads[0]))
+
+/* Forgets what was read of run_id (NULL: of every run). */
+static void drop_read (pg_store *s, const char *run_id) {
+  int k = 0;
+  for (int i = 0; i < NREADS; i++) {
+    if (s->reads[i].run_id != NULL && (run_id == NULL || strcmp(s->reads[i].run_id, run_id) == 0))
+      read_free(&s->reads[i]);
+    else
+      s->reads[k++] = s->reads[i];
+  }
+  for (; k < NREADS; k++) memset(&s->reads[k], 0, sizeof s->reads[k]);
+}
+
+/* The checkpoints of run_id, read once for the gets that follow (the most
+   recent first; the oldest read goes). */
+static pg_read *read_run (pg_store *s, const char *run_id, int *rc) {
+  *rc = 0;
+  for (int i = 0; i < NREADS && s->reads[i].run_id != NULL; i++) {
+    if (strcmp(s->reads[i].run_id, run_id) != 0) continue;
+    pg_read found = s->reads[i];
+    memmove(&s->reads[1], &s->reads[0], (size_t)i * sizeof s->reads[0]);
+    s->reads[0] = found;
+    return &s->reads[0];
+  }
+  pg_read rd;
+  if ((*rc = read_into(s, run_id, &rd)) != 0) {
+    read_free(&rd);
+    return NULL;
+  }
+  read_free(&s->reads[NREADS - 1]);
+  memmove(&s->reads[1], &s->reads[0], (size_t)(NREADS - 1) * sizeof s->reads[0]);
+  s->reads[0] = rd;
+  return &s->reads[0];
 }
 
 static int pg_checkpoint_get (sl_store *b, const char *run_id, const char *path,
                               sl_store_checkpoint **out) {
   pg_store *s = (pg_store *)b;
-  int rc = read_run(s, run_id);
-  if (rc != 0) return rc;
-  int i = strset_find(&s->read.index, path);
+  int rc;
+  pg_read *rd = read_run(s, run_id, &rc);
+  if (rd == NULL) return rc;
+  int i = strset_find(&rd->index, path);
   if (i < 0)
     return sl_store_seterr(b, SL_STORE_ENOTFOUND, "no checkpoint %s of run %s", path, run_id);
-  *out = sl_store_copy_checkpoint(s->read.recs[i]);
+  *out = sl_store_copy_checkpoint(rd->recs[i]);
   if (*out == NULL) return sl_store_seterr(b, SL_STORE_ENOMEM, "reading a checkpoint: out of memory");
   return 0;
 }
@@ -1358,6 +1391,10 @@ static int pg_watch_clear (sl_store *b) {
   return wake;
 }
 
+static void pg_drop_reads (sl_store *b, const char *run_id) {
+  drop_read((pg_store *)b, run_id);
+}
+
 /* A server keeps its own consistency across crashes: nothing to check. */
 static int pg_check_after_crash (sl_store *b, int *checked) {
   (void)b;
@@ -1379,7 +1416,7 @@ static int pg_accepts (const char *path) {
 static void pg_close (sl_store *b) {
   pg_store *s = (pg_store *)b;
   discard_tx(s);
-  read_free(&s->read);
+  drop_read(s, NULL);
   if (s->conn) PQfinish(s->conn);
   free(s->conninfo);
   free(s->listening);
@@ -1557,8 +1594,9 @@ const struct sl_store_ops sl_store_pg_ops = {
   pg_vacuum,
   pg_cache_touch,
   pg_check_after_crash,
-  pg_run_claim_next,
+  pg_run_claim_some,
   pg_run_requeue,
   pg_watch_queue,
   pg_watch_clear,
+  pg_drop_reads,
 };

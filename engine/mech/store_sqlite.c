@@ -378,7 +378,8 @@ typedef struct sq_store {
   sl_store base;
   sq_runbuf *runs;                /* the runs this connection writes steps of */
   uint64_t tx;                    /* numbers the write transactions */
-  sq_journal *read;               /* the journal of one run, read for gets */
+  sq_journal *reads[16];          /* the journals of the runs last read for
+                                     gets, most recent first */
   sqlite3 *db;
   sqlite3_stmt *stmt[ST_COUNT];   /* prepared on first use, kept */
   int busy_ms;
@@ -405,7 +406,7 @@ typedef struct sq_store {
 */
 
 static void journal_discard (sq_store *s);
-static void forget_read (sq_store *s);
+static void forget_read (sq_store *s, const char *run_id);
 static int journal_write (sq_store *s);
 static void journal_committed (sq_store *s);
 static void journal_finished (sq_store *s, const char *id);
@@ -797,7 +798,7 @@ static int sq_run_claim (sl_store *b, const char *id, const char *owner,
                          int64_t lease_ms, int64_t expect, const char *status) {
   sq_store *s = (sq_store *)b;
   sqlite3_stmt *st;
-  forget_read(s);   /* the run goes on: what was read of it may be old */
+  forget_read(s, id);   /* the run goes on: what was read of it may be old */
   int rc = sq_write_stmt(s, ST_RUN_CLAIM, &st);
   if (rc == SQLITE_OK) {
     rc = bind_text(st, 1, id) | bind_text(st, 2, owner)
@@ -868,21 +869,22 @@ static int skipped (const char *id, const char *const *skip, int nskip) {
   return 0;
 }
 
-static int sq_run_claim_next (sl_store *b, const char *queue, const char *owner,
+static int sq_run_claim_some (sl_store *b, const char *queue, const char *owner,
                               int64_t lease_ms, int64_t now_ms,
-                              const char *const *skip, int nskip,
-                              sl_store_run **out) {
+                              const char *const *skip, int nskip, int max,
+                              sl_store_run **out, int *nout) {
   sq_store *s = (sq_store *)b;
   sq_candidate c[NCANDIDATES];
-  forget_read(s);   /* the run claimed goes on: what was read of it may be old */
-  int n = 0, rc = SQLITE_OK;
-  const char *took = NULL;
+  forget_read(s, NULL);   /* the runs claimed go on: what was read may be old */
+  int n = 0, rc = SQLITE_OK, took = 0;
+  sq_candidate kept[NCANDIDATES * 2];   /* the runs taken */
+  if (max > (int)(sizeof kept / sizeof kept[0])) max = (int)(sizeof kept / sizeof kept[0]);
   /* Queued runs first, oldest first; then runs whose owner is gone. All in
      the one transaction that holds the write lock, so no other worker can
      take the same run between the look and the claim. */
-  for (int pass = 0; pass < 2 && took == NULL && rc == SQLITE_OK; pass++) {
+  for (int pass = 0; pass < 2 && took < max && rc == SQLITE_OK; pass++) {
     rc = read_candidates(s, pass == 0 ? ST_QUEUED : ST_TAKEOVERS, queue, now_ms, c, &n);
-    for (int i = 0; i < n && rc == SQLITE_OK && took == NULL; i++) {
+    for (int i = 0; i < n && rc == SQLITE_OK && took < max; i++) {
       if (skipped(c[i].id, skip, nskip) || (pass == 1 && c[i].owner_alive))
         continue;
       sqlite3_stmt *st;
@@ -891,13 +893,18 @@ static int sq_run_claim_next (sl_store *b, const char *queue, const char *owner,
       rc = bind_text(st, 1, c[i].id) | bind_text(st, 2, owner) | bind_time(st, 3, lease_ms)
          | sqlite3_bind_int64(st, 4, c[i].epoch) | bind_text(st, 5, c[i].status);
       if ((rc = bind_failed(s, rc)) == SQLITE_OK && (rc = sq_step_write(s, st)) == SQLITE_OK
-          && sqlite3_changes(s->db) == 1)
-        took = c[i].id;
+          && sqlite3_changes(s->db) == 1) {
+        kept[took++] = c[i];
+      }
     }
   }
-  if (rc == SQLITE_OK && took != NULL) {
-    int code = sq_run_get(b, took, out);
+  for (int i = 0; rc == SQLITE_OK && i < took; i++) {
+    int code = sq_run_get(b, kept[i].id, &out[i]);
     if (code != 0) {
+      for (int k = 0; k < i; k++) {
+        sl_store_run_free(out[k]);
+        out[k] = NULL;
+      }
       sq_rollback(s);
       return code;
     }
@@ -909,11 +916,14 @@ static int sq_run_claim_next (sl_store *b, const char *queue, const char *owner,
   }
   int code = sq_flush(b);
   if (code != 0) {
-    sl_store_run_free(*out);
-    *out = NULL;
+    for (int k = 0; k < took; k++) {
+      sl_store_run_free(out[k]);
+      out[k] = NULL;
+    }
     return code;
   }
-  if (took == NULL)
+  *nout = took;
+  if (took == 0)
     return sl_store_seterr(b, SL_STORE_ENOTFOUND, "no run to claim in queue '%s'", queue);
   return 0;
 }
@@ -957,6 +967,10 @@ static int sq_watch_queue (sl_store *b, const char *queue, sl_store_watch *out) 
 static int sq_watch_clear (sl_store *b) {
   (void)b;
   return 1;
+}
+
+static void sq_drop_reads (sl_store *b, const char *run_id) {
+  forget_read((sq_store *)b, run_id);
 }
 
 
@@ -1434,9 +1448,35 @@ static void sq_journal_free (sq_journal *j) {
 /* Drops the journal read for the gets of a resume: a run claimed again
    (resumed, or taken by a worker once more) has records it did not have
    when it was read. */
-static void forget_read (sq_store *s) {
-  sq_journal_free(s->read);
-  s->read = NULL;
+static void forget_read (sq_store *s, const char *run_id) {
+  int n = (int)(sizeof s->reads / sizeof s->reads[0]), k = 0;
+  for (int i = 0; i < n; i++) {
+    sq_journal *j = s->reads[i];
+    if (j != NULL && (run_id == NULL || strcmp(j->run_id, run_id) == 0)) sq_journal_free(j);
+    else s->reads[k++] = j;
+  }
+  while (k < n) s->reads[k++] = NULL;
+}
+
+/* The journal read of run_id, moved to the front; NULL when not read. */
+static sq_journal *find_read (sq_store *s, const char *run_id) {
+  int n = (int)(sizeof s->reads / sizeof s->reads[0]);
+  for (int i = 0; i < n && s->reads[i] != NULL; i++) {
+    sq_journal *j = s->reads[i];
+    if (strcmp(j->run_id, run_id) != 0) continue;
+    memmove(&s->reads[1], &s->reads[0], (size_t)i * sizeof s->reads[0]);
+    s->reads[0] = j;
+    return j;
+  }
+  return NULL;
+}
+
+/* Keeps j as the most recent read, letting the oldest go. */
+static void add_read (sq_store *s, sq_journal *j) {
+  int n = (int)(sizeof s->reads / sizeof s->reads[0]);
+  sq_journal_free(s->reads[n - 1]);
+  memmove(&s->reads[1], &s->reads[0], (size_t)(n - 1) * sizeof s->reads[0]);
+  s->reads[0] = j;
 }
 
 /* Copies the record c, strings and all, into j. */
@@ -1559,25 +1599,25 @@ static int sq_checkpoint_get (sl_store *b, const char *run_id,
   sqlite3_reset(st);
   if (rc != SQLITE_DONE)
     return sq_fail(s, rc, "reading checkpoint %s of run %s", path, run_id);
-  if (s->read == NULL || strcmp(s->read->run_id, run_id) != 0) {
-    sq_journal_free(s->read);
-    s->read = calloc(1, sizeof *s->read);
-    if (s->read == NULL)
+  sq_journal *j = find_read(s, run_id);
+  if (j == NULL) {
+    j = calloc(1, sizeof *j);
+    if (j == NULL)
       return sl_store_seterr(b, SL_STORE_ENOMEM, "reading run %s: out of memory", run_id);
-    snprintf(s->read->run_id, sizeof s->read->run_id, "%s", run_id);
+    snprintf(j->run_id, sizeof j->run_id, "%s", run_id);
     int stopped;
-    rc = journal_each(s, run_id, keep_record, s->read, &stopped);
+    rc = journal_each(s, run_id, keep_record, j, &stopped);
     if (rc != SQLITE_OK || stopped) {
-      sq_journal_free(s->read);
-      s->read = NULL;
+      sq_journal_free(j);
       if (stopped)
         return sl_store_seterr(b, SL_STORE_ENOMEM, "reading run %s: out of memory", run_id);
       return sq_fail(s, rc, "reading the steps of run %s", run_id);
     }
+    add_read(s, j);
   }
-  for (int i = 0; i < s->read->n; i++) {
-    if (strcmp(s->read->recs[i].path, path) != 0) continue;
-    *out = sl_store_copy_checkpoint(&s->read->recs[i].c);
+  for (int i = 0; i < j->n; i++) {
+    if (strcmp(j->recs[i].path, path) != 0) continue;
+    *out = sl_store_copy_checkpoint(&j->recs[i].c);
     if (*out == NULL)
       return sl_store_seterr(b, SL_STORE_ENOMEM, "reading checkpoint %s of "
                              "run %s: out of memory", path, run_id);
@@ -2158,7 +2198,7 @@ static void sq_free (sq_store *s) {
     runbuf_free(s->runs);
     s->runs = next;
   }
-  sq_journal_free(s->read);
+  forget_read(s, NULL);
   for (i = 0; i < ST_COUNT; i++)
     sqlite3_finalize(s->stmt[i]);
   sqlite3_close(s->db);  /* NULL is a no-op */
@@ -2463,8 +2503,9 @@ const struct sl_store_ops sl_store_sqlite_ops = {
   sq_vacuum,
   sq_cache_touch,
   sq_check_after_crash,
-  sq_run_claim_next,
+  sq_run_claim_some,
   sq_run_requeue,
   sq_watch_queue,
   sq_watch_clear,
+  sq_drop_reads,
 };

@@ -26,7 +26,7 @@
 #define MAX_QUEUED ((size_t)64 << 20)
 
 enum { OP_RUN_BEGIN, OP_CHECKPOINT, OP_WAIT, OP_RENEW, OP_FINISH, OP_CACHE_PUT,
-       OP_CACHE_HIT, OP_PRUNE };
+       OP_CACHE_HIT, OP_PRUNE, OP_CLAIM };
 
 typedef struct renew_rec { const char *id, *owner; int64_t epoch, lease; } renew_rec;
 typedef struct finish_rec {
@@ -35,6 +35,13 @@ typedef struct finish_rec {
   int release;
 } finish_rec;
 typedef struct prune_rec { const char *pipeline; int64_t before, keep; } prune_rec;
+typedef struct claim_rec {
+  const char *queue, *owner;
+  const char *skip;        /* the ids to pass over, each ending in '\n' */
+  int64_t lease, now;
+  sl_writer_claim_cb cb;
+  void *ud;
+} claim_rec;
 typedef struct cache_rec {
   const char *step, *value;
   unsigned char key[SL_STORE_KEYLEN];
@@ -54,6 +61,7 @@ typedef struct op {
     finish_rec fin;
     cache_rec cache;
     prune_rec prune;
+    claim_rec claim;
   } u;
   char text[];
 } op;
@@ -61,6 +69,11 @@ typedef struct op {
 typedef struct ev {
   struct ev *next;
   sl_writer_event e;
+  /* A claim's answer, handed to its own callback instead of cb. */
+  sl_writer_claim_cb claim_cb;
+  void *claim_ud;
+  sl_store_run *row;
+  int rc;
   char text[];
 } ev;
 
@@ -231,6 +244,32 @@ uint64_t sl_writer_prune(sl_writer *w, const char *pipeline, int64_t ended_befor
   return enqueue(w, make_op(OP_PRUNE, &p, sizeof p, offs, 1));
 }
 
+uint64_t sl_writer_claim(sl_writer *w, const char *queue, const char *owner, int64_t lease_ms,
+                         int64_t now_ms, const char *const *skip, int nskip,
+                         sl_writer_claim_cb cb, void *ud) {
+  static const size_t offs[] = {
+    OFF(claim_rec, queue), OFF(claim_rec, owner), OFF(claim_rec, skip)
+  };
+  size_t len = 1;
+  for (int i = 0; i < nskip; i++) len += skip[i] ? strlen(skip[i]) + 1 : 0;
+  char *joined = malloc(len);
+  if (joined == NULL) return 0;
+  size_t n = 0;
+  for (int i = 0; i < nskip; i++) {
+    if (skip[i] == NULL) continue;
+    size_t l = strlen(skip[i]);
+    memcpy(joined + n, skip[i], l);
+    joined[n + l] = '\n';
+    n += l + 1;
+  }
+  joined[n] = '\0';
+  claim_rec c = { queue, owner, joined, lease_ms, now_ms, cb, ud };
+  uint64_t seq = enqueue(w, make_op(OP_CLAIM, &c, sizeof c, offs, 3));
+  free(joined);
+  if (seq != 0) sl_writer_kick(w);   /* a claim does not wait for a batch */
+  return seq;
+}
+
 void sl_writer_kick(sl_writer *w) {
   pthread_mutex_lock(&w->mu);
   if (w->head != NULL) {
@@ -261,6 +300,8 @@ static void push_event(sl_writer *w, int kind, uint64_t upto, const char *run_id
   ev *e = malloc(sizeof *e + rl + ml);
   if (e == NULL) return;   /* the loop learns of it from answered */
   e->next = NULL;
+  e->claim_cb = NULL;
+  e->row = NULL;
   e->e.kind = kind;
   e->e.upto = upto;
   e->e.run_id = NULL;
@@ -272,6 +313,69 @@ static void push_event(sl_writer *w, int kind, uint64_t upto, const char *run_id
   else w->ev_head = e;
   w->ev_tail = e;
   pthread_mutex_unlock(&w->mu);
+}
+
+static void push_claimed(sl_writer *w, op *o, sl_store_run *row, int rc, const char *msg) {
+  claim_rec *c = &o->u.claim;
+  size_t ml = msg ? strlen(msg) + 1 : 0;
+  ev *e = malloc(sizeof *e + ml);
+  if (e == NULL) {
+    /* The loop cannot be told: the claim is given back to the queue. */
+    if (row != NULL) {
+      sl_store_run_requeue(w->store, row->id, c->owner, row->epoch, NULL);
+      sl_store_run_free(row);
+    }
+    return;
+  }
+  memset(e, 0, sizeof *e);
+  e->e.kind = -1;
+  e->e.upto = o->seq;
+  e->claim_cb = c->cb;
+  e->claim_ud = c->ud;
+  e->row = row;
+  e->rc = rc;
+  if (ml) e->e.msg = memcpy(e->text, msg, ml);
+  pthread_mutex_lock(&w->mu);
+  if (w->ev_tail) w->ev_tail->next = e;
+  else w->ev_head = e;
+  w->ev_tail = e;
+  pthread_mutex_unlock(&w->mu);
+}
+
+/* Claims for the claim at o and those of the same queue and owner that
+   follow it, together (one claim of as many runs); queues each one's
+   answer for its own callback. Returns the last op it answered. */
+static op *apply_claims(sl_writer *w, op *o) {
+  claim_rec *c = &o->u.claim;
+  op *last = o;
+  int k = 1;
+  while (last->next != NULL && last->next->type == OP_CLAIM && k < 64 &&
+         strcmp(last->next->u.claim.queue, c->queue) == 0 &&
+         strcmp(last->next->u.claim.owner, c->owner) == 0) {
+    last = last->next;
+    k++;
+  }
+  const char *ids[256];
+  char *buf = strdup(c->skip);
+  int n = 0;
+  for (char *p = buf, *nl; p != NULL && (nl = strchr(p, '\n')) != NULL && n < 256; p = nl + 1) {
+    *nl = '\0';
+    ids[n++] = p;
+  }
+  sl_store_run *rows[64];
+  int got = 0;
+  int rc = buf == NULL ? SL_STORE_ENOMEM
+         : sl_store_run_claim_some(w->store, c->queue, c->owner, c->lease, c->now, ids, n, k,
+                                   rows, &got);
+  free(buf);
+  const char *msg = rc != 0 && rc != SL_STORE_ENOTFOUND ? sl_store_errmsg(w->store) : NULL;
+  int i = 0;
+  for (op *p = o;; p = p->next, i++) {
+    if (i < got) push_claimed(w, p, rows[i], 0, NULL);
+    else push_claimed(w, p, NULL, rc == 0 ? SL_STORE_ENOTFOUND : rc, msg);
+    if (p == last) break;
+  }
+  return last;
 }
 
 static int apply(sl_store *s, op *o) {
@@ -314,6 +418,12 @@ static void commit_batch(sl_writer *w, op *batch) {
   int prunes = 0;
   for (op *o = batch; o != NULL; o = o->next) {
     upto = o->seq;
+    if (o->type == OP_CLAIM) {
+      /* Answered even in a batch that failed: its caller waits for it. */
+      o = apply_claims(w, o);
+      upto = o->seq;
+      continue;
+    }
     if (failed) continue;
     if (o->type == OP_PRUNE) {
       prunes = 1;
@@ -404,6 +514,12 @@ static void deliver(sl_writer *w) {
   pthread_mutex_unlock(&w->mu);
   while (e != NULL) {
     ev *next = e->next;
+    if (e->claim_cb != NULL) {
+      e->claim_cb(e->claim_ud, e->row, e->rc, e->e.msg);
+      free(e);
+      e = next;
+      continue;
+    }
     if (e->e.kind != SL_WRITER_REFUSED && e->e.upto > w->delivered) w->delivered = e->e.upto;
     if (w->cb != NULL) w->cb(w->ud, &e->e);
     free(e);

@@ -129,6 +129,9 @@ sl_run *sl_run_launch(lua_State *L, sl_host *h, int si, int ii, const sl_run_opt
   if (o->id != NULL) {
     snprintf(r->id, sizeof r->id, "%s", o->id);
     r->replay = 1;
+    /* Its steps are read afresh: since the store was last read for it (an
+       earlier resume), it may have recorded more. */
+    sl_store_drop_reads(c->store, r->id);
     r->epoch = o->epoch;
   } else {
     sl_run_new_id(h, r->id);

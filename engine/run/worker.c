@@ -19,6 +19,8 @@
 
 #include "worker.h"
 #include "clock.h"
+#include "core.h"
+#include "writer.h"
 #include "lifecycle.h"
 #include "owner.h"
 #include "resume.h"
@@ -46,6 +48,8 @@ struct sl_worker {
   int nskip, skip_next;
   sl_worker_stats stats;
   int warned;                /* a claim failure was reported; quiet until one works */
+  int claiming;              /* claims asked of the writer, not answered yet */
+  int claimed_now;           /* runs claimed since the last look */
 };
 
 static void on_tick(uv_timer_t *t);
@@ -57,7 +61,7 @@ static void look_soon(sl_worker *w) {
 /* The store says the queue may have new work: look within a millisecond
    (a burst of changes makes one look). */
 static void wake(sl_worker *w) {
-  if (w->stopping || w->nruns >= w->concurrency) return;
+  if (w->stopping || w->nruns + w->claiming >= w->concurrency) return;
   if (uv_timer_get_due_in(&w->tick) > 1) sl_timer_start(&w->tick, on_tick, 1, (uint64_t)w->poll_ms);
 }
 
@@ -150,37 +154,73 @@ static void start_claimed(sl_worker *w, const sl_store_run *row) {
   lua_settop(L, top);
 }
 
-static void on_tick(uv_timer_t *t) {
-  sl_worker *w = t->data;
+static void ask_claim(sl_worker *w);
+
+/* A claim answered (on the loop's thread): the run starts, or the worker
+   waits for its next look. */
+static void on_claimed(void *ud, sl_store_run *row, int rc, const char *msg) {
+  sl_worker *w = ud;
   sl_core *c = &w->h->core;
-  if (w->stopping) return;
-  int claimed_now = 0;
-  while (w->nruns < w->concurrency && !w->stopping) {
+  w->claiming--;
+  if (row != NULL) {
+    w->warned = 0;
+    w->stats.claimed++;
+    w->claimed_now++;
+    if (w->stopping) {
+      /* Claimed as the worker stopped: straight back to the queue. */
+      sl_store_run_requeue(c->store, row->id, c->owner, row->epoch, NULL);
+      w->stats.handed_back++;
+    } else {
+      start_claimed(w, row);
+    }
+    sl_store_run_free(row);
+    sl_sched_drain(&c->sched);
+    if (w->claiming == 0) ask_claim(w);   /* there may be more */
+    return;
+  }
+  if (rc != SL_STORE_ENOTFOUND) {
+    /* A locked or unreachable store: said once, tried again at the next
+       look. */
+    if (!w->warned) fprintf(stderr, "sluice: worker: %s\n", msg ? msg : "the claim failed");
+    w->warned = 1;
+  }
+  if (w->until_idle && w->claiming == 0 && w->claimed_now == 0 && w->nruns == 0)
+    sl_worker_stop(w);
+}
+
+/* Asks for runs while there are free slots: on the writer's thread when
+   there is one (the loop does not wait for the store), else here. */
+static void ask_claim(sl_worker *w) {
+  sl_core *c = &w->h->core;
+  while (!w->stopping && w->nruns + w->claiming < w->concurrency) {
     int64_t now = sl_owner_now_ms();
+    if (c->writer != NULL) {
+      /* One claim per free slot, answered together by the writer. */
+      w->claiming++;
+      if (sl_writer_claim(c->writer, w->queue, c->owner, now + c->lease_ms, now,
+                          (const char *const *)w->skip, w->nskip, on_claimed, w) == 0) {
+        w->claiming--;
+        return;
+      }
+      continue;
+    }
     sl_store_run *row;
     int rc = sl_store_run_claim_next(c->store, w->queue, c->owner, now + c->lease_ms, now,
                                      (const char *const *)w->skip, w->nskip, &row);
-    if (rc == SL_STORE_ENOTFOUND) break;
-    if (rc != 0) {
-      /* A locked or unreachable store: said once, tried again at the next
-         look. */
-      if (!w->warned) fprintf(stderr, "sluice: worker: %s\n", sl_store_errmsg(c->store));
-      w->warned = 1;
-      break;
-    }
-    w->warned = 0;
-    w->stats.claimed++;
-    claimed_now++;
-    start_claimed(w, row);
-    sl_store_run_free(row);
+    w->claiming++;
+    on_claimed(w, rc == 0 ? row : NULL, rc, rc ? sl_store_errmsg(c->store) : NULL);
+    if (rc != 0) return;
   }
-  sl_sched_drain(&c->sched);
-  /* What the store said while the claims ran is taken here: libpq may
-     have read it off the socket already, which then stays quiet. */
-  if (w->polling && sl_store_watch_clear(c->store) == 1 && w->nruns < w->concurrency &&
-      claimed_now > 0)
-    wake(w);
-  if (w->until_idle && claimed_now == 0 && w->nruns == 0) sl_worker_stop(w);
+}
+
+static void on_tick(uv_timer_t *t) {
+  sl_worker *w = t->data;
+  if (w->stopping) return;
+  /* What the store said since the last look is taken here: libpq may have
+     read it off the socket already, which then stays quiet. */
+  if (w->polling) sl_store_watch_clear(w->h->core.store);
+  w->claimed_now = 0;
+  if (w->claiming == 0) ask_claim(w);
 }
 
 static void on_grace(uv_timer_t *t) {
@@ -247,7 +287,7 @@ void sl_worker_stop(sl_worker *w) {
 }
 
 int sl_worker_done(const sl_worker *w) {
-  return w->stopping && w->nruns == 0;
+  return w->stopping && w->nruns == 0 && w->claiming == 0;
 }
 
 void sl_worker_get_stats(const sl_worker *w, sl_worker_stats *out) {

@@ -861,6 +861,31 @@ static void a_queue_hands_each_run_to_one_worker_oldest_first (void **state) {
   assert_int_equal(got->epoch, 3);
   sl_store_run_free(got);
   assert_int_equal(sl_store_run_renew(b, "01Q1", "h:2:2", 2, 9000), SL_STORE_ECONFLICT);
+  OK(b, sl_store_flush(b));   /* the renew's transaction holds the lock */
+
+  /* Several at once, oldest first; as many as there are. */
+  for (int i = 0; i < 3; i++) {
+    char id[8];
+    snprintf(id, sizeof id, "01R%d", i);
+    sl_store_run r = a_queued_run(id, "batch");
+    OK(a, sl_store_run_begin(a, &r));
+  }
+  OK(a, sl_store_flush(a));
+  sl_store_run *some[4];
+  int n;
+  OK(b, sl_store_run_claim_some(b, "batch", "h:2:2", 9000, 5000, NULL, 0, 2, some, &n));
+  assert_int_equal(n, 2);
+  assert_string_equal(some[0]->id, "01R0");
+  assert_string_equal(some[1]->id, "01R1");
+  sl_store_run_free(some[0]);
+  sl_store_run_free(some[1]);
+  OK(a, sl_store_run_claim_some(a, "batch", "h:1:1", 9000, 5000, NULL, 0, 4, some, &n));
+  assert_int_equal(n, 1);
+  assert_string_equal(some[0]->id, "01R2");
+  sl_store_run_free(some[0]);
+  assert_int_equal(sl_store_run_claim_some(a, "batch", "h:1:1", 9000, 5000, NULL, 0, 4, some, &n),
+                   SL_STORE_ENOTFOUND);
+  assert_int_equal(n, 0);
   close_ok(a);
   close_ok(b);
 }
