@@ -5,13 +5,13 @@ _sluice() {
   prev=${COMP_WORDS[COMP_CWORD-1]}
   cmd=${COMP_WORDS[1]}
   if [ "$COMP_CWORD" -eq 1 ]; then
-    COMPREPLY=($(compgen -W "run dev resume runs show check graph cache store version help" -- "$cur"))
+    COMPREPLY=($(compgen -W "run dev resume runs show submit worker wait check graph cache store version help" -- "$cur"))
     return
   fi
   case "$prev" in
     --store|--trace|--input) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     --format) COMPREPLY=($(compgen -W "mermaid dot" -- "$cur")); return ;;
-    --status) COMPREPLY=($(compgen -W "running waiting paused completed failed cancelled interrupted" -- "$cur")); return ;;
+    --status) COMPREPLY=($(compgen -W "queued running waiting paused completed failed cancelled interrupted" -- "$cur")); return ;;
   esac
   case "$cmd" in
     run) COMPREPLY=($(compgen -W "--input --pipeline --json --budget --store --trace --memory-limit" -- "$cur")) ;;
@@ -19,11 +19,14 @@ _sluice() {
     resume) COMPREPLY=($(compgen -W "--input --force --json --store --trace" -- "$cur")) ;;
     runs)
       if [ "$COMP_CWORD" -eq 2 ]; then
-        COMPREPLY=($(compgen -W "prune --status --pipeline --limit --before --json --store" -- "$cur"))
+        COMPREPLY=($(compgen -W "prune --status --pipeline --queue --limit --before --json --store" -- "$cur"))
       else
         COMPREPLY=($(compgen -W "--older-than --status --keep --pipeline --limit --before --json --store" -- "$cur"))
       fi ;;
     show) COMPREPLY=($(compgen -W "--json --store" -- "$cur")) ;;
+    submit) COMPREPLY=($(compgen -W "--input --pipeline --budget --queue --store" -- "$cur")) ;;
+    worker) COMPREPLY=($(compgen -W "--concurrency --queue --store --grace --poll --until-idle" -- "$cur")) ;;
+    wait) COMPREPLY=($(compgen -W "--json --timeout --store" -- "$cur")) ;;
     graph) COMPREPLY=($(compgen -W "--format --pipeline" -- "$cur")) ;;
     cache) COMPREPLY=($(compgen -W "stats clear --step --json --store" -- "$cur")) ;;
     store) COMPREPLY=($(compgen -W "check vacuum stats --json --store" -- "$cur")) ;;
