@@ -189,10 +189,10 @@ typedef struct pg_runbuf {
   uint64_t checked_tx;     /* its ownership was checked in this transaction */
   int exists, owned;
   int loaded;              /* done and seq hold what the store had before */
+  int64_t loaded_epoch;    /* the run's epoch when they were read */
   int64_t seq;             /* its last journal row */
   strset done;             /* the paths it recorded as completed */
   sl_buf pending;          /* this transaction's records (journal.c) */
-  int npending;
   char id[];
 } pg_runbuf;
 
@@ -873,8 +873,16 @@ static int pg_checkpoint_put (sl_store *b, const sl_store_checkpoint *c) {
     const char *o = rb->exists ? val(r, 0, 0) : NULL;
     rb->owned = rb->exists && (c->owner == NULL ||
                                (o != NULL && strcmp(o, c->owner) == 0 && ival(r, 0, 1) == c->epoch));
+    /* What the run completed is read once; again when it changed owners
+       since (another worker may have recorded steps of it meanwhile). */
+    int64_t epoch = rb->exists ? ival(r, 0, 1) : 0;
+    if (rb->loaded && rb->loaded_epoch != epoch) {
+      strset_free(&rb->done);
+      rb->loaded = 0;
+    }
+    rb->loaded_epoch = epoch;
     if (rb->exists && !rb->loaded && PQgetisnull(r, 0, 2)) {
-      rb->loaded = 1;
+      rb->loaded = 1;   /* no journal yet: nothing completed */
       rb->seq = 0;
     }
     PQclear(r);
@@ -894,7 +902,6 @@ static int pg_checkpoint_put (sl_store *b, const sl_store_checkpoint *c) {
       (done_now && strset_put(&rb->done, c->path, 1) != 0))
     return sl_store_seterr(b, SL_STORE_ENOMEM, "recording checkpoint %s of run %s: out of "
                            "memory", c->path, c->run_id);
-  rb->npending++;
   b->pending++;
   return 0;
 }
@@ -970,7 +977,6 @@ static int pg_flush (sl_store *b) {
       continue;
     }
     sl_buf_reset(&rb->pending);
-    rb->npending = 0;
     pp = &rb->next;
   }
   return 0;

@@ -1118,7 +1118,9 @@ struct sq_runbuf {
   int64_t seq;            /* its last journal row */
   uint64_t checked_tx;    /* its run was looked up in this transaction */
   int exists, owned;      /* and found to exist, and to be this writer's */
+  int64_t epoch;          /* the run's epoch at that look */
   int loaded;             /* done holds what the store had before */
+  int64_t loaded_epoch;   /* the run's epoch when done was read */
   int finished;           /* its end was recorded: dropped after commit */
   sl_buf pending;         /* records of this transaction */
   int npending;
@@ -1300,6 +1302,17 @@ static int load_one (void *ud, const sl_store_checkpoint *c) {
   return 0;
 }
 
+/* Forgets what rb read of its run, to read it again. */
+static void runbuf_forget (sq_runbuf *rb) {
+  free(rb->slots);
+  rb->slots = NULL;
+  rb->cap = rb->count = 0;
+  sl_buf_reset(&rb->arena);
+  rb->committed = 0;
+  rb->seq = -1;
+  rb->loaded = 0;
+}
+
 static int runbuf_load (sq_store *s, sq_runbuf *rb) {
   sqlite3_stmt *st;
   int rc = sq_stmt(s, ST_JOURNAL_LAST, &st);
@@ -1356,6 +1369,7 @@ static int still_owned (sq_store *s, sq_runbuf *rb, const char *owner, int64_t e
   if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
     const char *now = column_text(st, 0);
     *exists = 1;
+    rb->epoch = sqlite3_column_int64(st, 1);
     *owned = owner == NULL ||
              (now != NULL && strcmp(now, owner) == 0 && sqlite3_column_int64(st, 1) == epoch);
     rc = SQLITE_OK;
@@ -1530,7 +1544,6 @@ static int sq_checkpoint_put (sl_store *b, const sl_store_checkpoint *c) {
   int rc = sq_write_stmt(s, ST_BEGIN, &st);   /* opens the transaction */
   sq_runbuf *rb = rc == SQLITE_OK ? runbuf_of(s, c->run_id) : NULL;
   if (rc == SQLITE_OK && rb == NULL) rc = SQLITE_NOMEM;
-  if (rc == SQLITE_OK && !rb->loaded) rc = runbuf_load(s, rb);
   if (rc == SQLITE_OK) {
     int exists, owned;
     if ((rc = still_owned(s, rb, c->owner, c->epoch, &exists, &owned)) == SQLITE_OK) {
@@ -1540,6 +1553,13 @@ static int sq_checkpoint_put (sl_store *b, const sl_store_checkpoint *c) {
       if (!owned)
         return sq_not_owner(s, c->run_id, c->owner, c->epoch, "recording a checkpoint of");
     }
+  }
+  /* What the run completed, read once; again when it changed owners since
+     (another process may have recorded steps of it meanwhile). */
+  if (rc == SQLITE_OK && rb->loaded && rb->loaded_epoch != rb->epoch) runbuf_forget(rb);
+  if (rc == SQLITE_OK && !rb->loaded) {
+    rc = runbuf_load(s, rb);
+    rb->loaded_epoch = rb->epoch;
   }
   if (rc != SQLITE_OK)
     return sq_fail(s, rc, "recording checkpoint %s of run %s", c->path, c->run_id);

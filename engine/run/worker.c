@@ -1,10 +1,13 @@
 /*
 ** Workers: claiming queued runs from the store and executing them.
 **
-** A timer looks for work: every poll interval while the worker is idle,
-** and at once when one of its runs ends. Each look claims runs (the
-** store's claim is one transaction, so of workers looking at once each
-** gets another run) until the worker holds as many as it may. A claimed run
+** A worker looks for work every poll interval, at once when one of its
+** runs ends, and within a millisecond when the store says its queue may
+** have new work (sl_store_watch_queue: a socket, or a file that changes).
+** A look asks the store's writer thread for one run per free slot; the
+** writer claims them together (one transaction, so of workers looking at
+** once each gets other runs) and the answers come back on the loop, which
+** never waits for the store's lock or a round trip to claim. A claimed run
 ** starts from its last completed step (resume.c); one this worker cannot
 ** execute (other code, a file it cannot load) goes back to the queue, says
 ** what it waits for, and is passed over by this worker from then on.

@@ -963,6 +963,50 @@ static void a_completed_step_is_recorded_once (void **state) {
   close_ok(s);
 }
 
+/* A writer that lost a run, and owns it again after another recorded
+   steps of it meanwhile, reads what the run has now: it goes on recording
+   after the other's steps, and refuses to record again one the other
+   completed. */
+static void an_owner_back_after_another_reads_the_run_again (void **state) {
+  fixture *f = *state;
+  sl_store *a = open_ok(f->path, NULL);
+  sl_store *b = open_ok(f->path, NULL);
+  sl_store_run r = an_owned_run("01B", "h:1:1");
+  OK(a, sl_store_run_begin(a, &r));
+  sl_store_checkpoint c = a_checkpoint("01B", "1/1", "1");
+  c.owner = "h:1:1";
+  c.epoch = 1;
+  OK(a, sl_store_checkpoint_put(a, &c));
+  OK(a, sl_store_flush(a));
+  /* b takes it over (epoch 2) and records a step. */
+  OK(b, sl_store_run_claim(b, "01B", "h:2:2", 9000, 1, "running"));
+  c = a_checkpoint("01B", "1/2", "2");
+  c.owner = "h:2:2";
+  c.epoch = 2;
+  OK(b, sl_store_checkpoint_put(b, &c));
+  OK(b, sl_store_flush(b));
+  /* a takes it back (epoch 3): the step b completed is refused, a new one
+     goes in. */
+  OK(a, sl_store_run_claim(a, "01B", "h:1:1", 9000, 2, "running"));
+  c = a_checkpoint("01B", "1/2", "again");
+  c.owner = "h:1:1";
+  c.epoch = 3;
+  assert_int_equal(sl_store_checkpoint_put(a, &c), SL_STORE_ECONFLICT);
+  c = a_checkpoint("01B", "1/3", "3");
+  c.owner = "h:1:1";
+  c.epoch = 3;
+  OK(a, sl_store_checkpoint_put(a, &c));
+  OK(a, sl_store_flush(a));
+  collected col;
+  assert_string_equal(list_paths(b, "01B", &col), "1/1 1/2 1/3");
+  sl_store_checkpoint *got;
+  OK(b, sl_store_checkpoint_get(b, "01B", "1/2", &got));
+  assert_string_equal(got->output, "2");
+  sl_store_checkpoint_free(got);
+  close_ok(a);
+  close_ok(b);
+}
+
 static void a_crash_is_checked_for_once (void **state) {
   fixture *f = *state;
   sl_store *s = open_ok(f->path, NULL);
@@ -1578,6 +1622,7 @@ int main (void) {
     T(a_queue_hands_each_run_to_one_worker_oldest_first),
     T(an_owner_that_lost_the_run_can_write_nothing_more),
     T(a_completed_step_is_recorded_once),
+    T(an_owner_back_after_another_reads_the_run_again),
     T(prune_keeps_the_newest_whatever_their_age_and_never_a_live_run),
     T(a_crash_is_checked_for_once),
     T(writes_are_invisible_to_others_until_flushed),
