@@ -5,6 +5,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -312,8 +313,155 @@ int sl_store_watch_queue (sl_store *s, const char *queue, sl_store_watch *out) {
 }
 
 
-void sl_store_drop_reads (sl_store *s, const char *run_id) {
-  if (s != NULL) s->ops->drop_reads(s, run_id);
+struct sl_store_replay {
+  sl_store_checkpoint **steps;
+  int nsteps, capsteps;
+  uint32_t *slots;          /* path -> index + 1, open addressing */
+  size_t nslots;
+  sl_store_wait *waits;     /* copies: one allocation each, in texts */
+  char **texts;
+  int nwaits, capwaits;
+};
+
+static uint64_t path_hash (const char *p) {
+  uint64_t h = 1469598103934665603ull;
+  while (*p) h = (h ^ (unsigned char)*p++) * 1099511628211ull;
+  return h;
+}
+
+static int replay_index (const sl_store_replay *rp, const char *path) {
+  if (rp->nslots == 0) return -1;
+  for (size_t j = path_hash(path) & (rp->nslots - 1); rp->slots[j];
+       j = (j + 1) & (rp->nslots - 1))
+    if (strcmp(rp->steps[rp->slots[j] - 1]->path, path) == 0) return (int)rp->slots[j] - 1;
+  return -1;
+}
+
+static int replay_grow (sl_store_replay *rp) {
+  size_t n = rp->nslots ? rp->nslots * 2 : 64;
+  uint32_t *t = calloc(n, sizeof *t);
+  if (t == NULL) return -1;
+  for (int i = 0; i < rp->nsteps; i++) {
+    size_t j = path_hash(rp->steps[i]->path) & (n - 1);
+    while (t[j]) j = (j + 1) & (n - 1);
+    t[j] = (uint32_t)i + 1;
+  }
+  free(rp->slots);
+  rp->slots = t;
+  rp->nslots = n;
+  return 0;
+}
+
+/* Keeps a copy of c: a later record of a path replaces an earlier one in
+   its place, unless that one completed. */
+static int replay_keep (void *ud, const sl_store_checkpoint *c) {
+  sl_store_replay *rp = ud;
+  if (c->path == NULL) return 0;
+  int i = replay_index(rp, c->path);
+  if (i >= 0 && rp->steps[i]->status && strcmp(rp->steps[i]->status, "completed") == 0)
+    return 0;
+  sl_store_checkpoint *copy = sl_store_copy_checkpoint(c);
+  if (copy == NULL) return SL_STORE_ENOMEM;
+  if (i >= 0) {
+    sl_store_checkpoint_free(rp->steps[i]);
+    rp->steps[i] = copy;
+    return 0;
+  }
+  if (rp->nsteps == rp->capsteps) {
+    int cap = rp->capsteps ? rp->capsteps * 2 : 64;
+    sl_store_checkpoint **t = realloc(rp->steps, (size_t)cap * sizeof *t);
+    if (t == NULL) {
+      sl_store_checkpoint_free(copy);
+      return SL_STORE_ENOMEM;
+    }
+    rp->steps = t;
+    rp->capsteps = cap;
+  }
+  if (((size_t)rp->nsteps + 1) * 2 > rp->nslots && replay_grow(rp) != 0) {
+    sl_store_checkpoint_free(copy);
+    return SL_STORE_ENOMEM;
+  }
+  rp->steps[rp->nsteps] = copy;
+  size_t j = path_hash(copy->path) & (rp->nslots - 1);
+  while (rp->slots[j]) j = (j + 1) & (rp->nslots - 1);
+  rp->slots[j] = (uint32_t)rp->nsteps + 1;
+  rp->nsteps++;
+  return 0;
+}
+
+static int replay_wait (void *ud, const sl_store_wait *w) {
+  sl_store_replay *rp = ud;
+  if (rp->nwaits == rp->capwaits) {
+    int cap = rp->capwaits ? rp->capwaits * 2 : 8;
+    sl_store_wait *t = realloc(rp->waits, (size_t)cap * sizeof *t);
+    char **x = t ? realloc(rp->texts, (size_t)cap * sizeof *x) : NULL;
+    if (t) rp->waits = t;
+    if (x) rp->texts = x;
+    if (t == NULL || x == NULL) return SL_STORE_ENOMEM;
+    rp->capwaits = cap;
+  }
+  const char *f[5] = { w->run_id, w->path, w->message, w->schema, w->answer };
+  size_t total = 0;
+  for (int i = 0; i < 5; i++) total += f[i] ? strlen(f[i]) + 1 : 0;
+  char *mem = malloc(total ? total : 1), *p = mem;
+  if (mem == NULL) return SL_STORE_ENOMEM;
+  const char *g[5];
+  for (int i = 0; i < 5; i++) {
+    g[i] = NULL;
+    if (f[i] == NULL) continue;
+    size_t l = strlen(f[i]) + 1;
+    memcpy(p, f[i], l);
+    g[i] = p;
+    p += l;
+  }
+  sl_store_wait *c = &rp->waits[rp->nwaits];
+  c->run_id = g[0]; c->path = g[1]; c->message = g[2]; c->schema = g[3]; c->answer = g[4];
+  c->created_ms = w->created_ms;
+  rp->texts[rp->nwaits++] = mem;
+  return 0;
+}
+
+int sl_store_replay_read (sl_store *s, const char *run_id, sl_store_replay **out) {
+  if (out != NULL)
+    *out = NULL;
+  ARG(s, run_id != NULL && out != NULL, "replay_read", "no run id or place for it");
+  sl_store_replay *rp = calloc(1, sizeof *rp);
+  if (rp == NULL)
+    return sl_store_seterr(s, SL_STORE_ENOMEM, "reading run %s: out of memory", run_id);
+  int rc = s->ops->checkpoint_list(s, run_id, replay_keep, rp);
+  if (rc == 0) rc = s->ops->wait_list(s, run_id, replay_wait, rp);
+  if (rc != 0) {
+    sl_store_replay_free(rp);
+    if (rc == SL_STORE_ENOMEM)
+      return sl_store_seterr(s, SL_STORE_ENOMEM, "reading run %s: out of memory", run_id);
+    return rc;
+  }
+  *out = rp;
+  return 0;
+}
+
+const sl_store_checkpoint *sl_store_replay_step (const sl_store_replay *rp, const char *path) {
+  int i = rp != NULL && path != NULL ? replay_index(rp, path) : -1;
+  return i >= 0 ? rp->steps[i] : NULL;
+}
+
+int sl_store_replay_nwaits (const sl_store_replay *rp) {
+  return rp != NULL ? rp->nwaits : 0;
+}
+
+const sl_store_wait *sl_store_replay_wait (const sl_store_replay *rp, int i) {
+  return rp != NULL && i >= 0 && i < rp->nwaits ? &rp->waits[i] : NULL;
+}
+
+void sl_store_replay_free (sl_store_replay *rp) {
+  if (rp == NULL) return;
+  for (int i = 0; i < rp->nsteps; i++) sl_store_checkpoint_free(rp->steps[i]);
+  for (int i = 0; i < rp->nwaits; i++) free(rp->texts[i]);
+  free(rp->steps);
+  free(rp->slots);
+  free(rp->waits);
+  free(rp->texts);
+  free(rp);
 }
 
 

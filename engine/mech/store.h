@@ -252,12 +252,25 @@ void sl_store_run_free (sl_store_run *r);
 int sl_store_run_list (sl_store *s, const sl_store_run_filter *f,
                        sl_store_run_cb cb, void *ud);
 
-/* Forgets what this connection read of run_id (NULL: of every run) for
-   checkpoint gets (a backend reads a run's steps once for the gets of a
-   resume, and keeps the last few runs read): a run resumed again may have
-   recorded more since, through another connection. Called as a resumed
-   run starts. */
-void sl_store_drop_reads (sl_store *s, const char *run_id);
+/*
+** A run's record as one read gives it, for a resume to restore from: each
+** step's latest checkpoint (a completed one is kept over later ones), by
+** path, and the run's waits. Read once, after the run was claimed, so it
+** holds everything the run recorded; the resumed run owns it.
+*/
+typedef struct sl_store_replay sl_store_replay;
+
+/* Reads run_id's checkpoints and waits into *out; 0, or a store error. */
+int sl_store_replay_read (sl_store *s, const char *run_id, sl_store_replay **out);
+
+/* The checkpoint of path, or NULL; valid as long as rp. */
+const sl_store_checkpoint *sl_store_replay_step (const sl_store_replay *rp, const char *path);
+
+/* The run's waits, as sl_store_wait_list gives them; valid as long as rp. */
+int sl_store_replay_nwaits (const sl_store_replay *rp);
+const sl_store_wait *sl_store_replay_wait (const sl_store_replay *rp, int i);
+
+void sl_store_replay_free (sl_store_replay *rp);
 
 /* Does path name a store on a server (a postgresql:// URL) rather than a
    file? */
@@ -541,7 +554,6 @@ struct sl_store_ops {
                       const char *waiting_for);
   int (*watch_queue) (sl_store *s, const char *queue, sl_store_watch *out);
   int (*watch_clear) (sl_store *s);
-  void (*drop_reads) (sl_store *s, const char *run_id);
 };
 
 struct sl_store {

@@ -214,7 +214,6 @@ typedef struct pg_store {
   int read_only, reader;
   char *listening;         /* the queue a worker watches here, or NULL */
   pg_runbuf *runs;
-  pg_read reads[16];       /* the runs last read for gets, most recent first */
 } pg_store;
 
 /* The URL with its password taken out, for messages. */
@@ -282,7 +281,6 @@ static void p_key (pgp *p, const unsigned char *key) {
 
 static void discard_tx (pg_store *s);
 static void read_free (struct pg_read *rd);
-static void drop_read (struct pg_store *s, const char *run_id);
 
 /* Sets the message for a failed result (or connection) while doing what,
    and returns the store code; a failure inside the write transaction
@@ -556,7 +554,6 @@ static int pg_flush (sl_store *b);
 static int pg_run_claim (sl_store *b, const char *id, const char *owner, int64_t lease_ms,
                          int64_t expect, const char *status) {
   pg_store *s = (pg_store *)b;
-  drop_read(s, id);   /* the run goes on: what was read of it may be old */
   int rc = begin_write(s, "taking over a run");
   if (rc != 0) return rc;
   pgp p = {0};
@@ -632,7 +629,6 @@ static int pg_run_claim_some (sl_store *b, const char *queue, const char *owner,
                               int64_t lease_ms, int64_t now_ms, const char *const *skip,
                               int nskip, int max, sl_store_run **out, int *nout) {
   pg_store *s = (pg_store *)b;
-  drop_read(s, NULL);   /* the runs claimed go on: what was read may be old */
   if (s->read_only)
     return sl_store_seterr(b, SL_STORE_EREADONLY, "claiming a run: the store was opened "
                            "read-only");
@@ -1033,52 +1029,19 @@ static int read_into (pg_store *s, const char *run_id, pg_read *rd) {
   return rc;
 }
 
-#define NREADS ((int)(sizeof ((pg_store *)0)->reads / sizeof ((pg_store *)0)->reads[0]))
-
-/* Forgets what was read of run_id (NULL: of every run). */
-static void drop_read (pg_store *s, const char *run_id) {
-  int k = 0;
-  for (int i = 0; i < NREADS; i++) {
-    if (s->reads[i].run_id != NULL && (run_id == NULL || strcmp(s->reads[i].run_id, run_id) == 0))
-      read_free(&s->reads[i]);
-    else
-      s->reads[k++] = s->reads[i];
-  }
-  for (; k < NREADS; k++) memset(&s->reads[k], 0, sizeof s->reads[k]);
-}
-
-/* The checkpoints of run_id, read once for the gets that follow (the most
-   recent first; the oldest read goes). */
-static pg_read *read_run (pg_store *s, const char *run_id, int *rc) {
-  *rc = 0;
-  for (int i = 0; i < NREADS && s->reads[i].run_id != NULL; i++) {
-    if (strcmp(s->reads[i].run_id, run_id) != 0) continue;
-    pg_read found = s->reads[i];
-    memmove(&s->reads[1], &s->reads[0], (size_t)i * sizeof s->reads[0]);
-    s->reads[0] = found;
-    return &s->reads[0];
-  }
-  pg_read rd;
-  if ((*rc = read_into(s, run_id, &rd)) != 0) {
-    read_free(&rd);
-    return NULL;
-  }
-  read_free(&s->reads[NREADS - 1]);
-  memmove(&s->reads[1], &s->reads[0], (size_t)(NREADS - 1) * sizeof s->reads[0]);
-  s->reads[0] = rd;
-  return &s->reads[0];
-}
-
 static int pg_checkpoint_get (sl_store *b, const char *run_id, const char *path,
                               sl_store_checkpoint **out) {
   pg_store *s = (pg_store *)b;
-  int rc;
-  pg_read *rd = read_run(s, run_id, &rc);
-  if (rd == NULL) return rc;
-  int i = strset_find(&rd->index, path);
-  if (i < 0)
-    return sl_store_seterr(b, SL_STORE_ENOTFOUND, "no checkpoint %s of run %s", path, run_id);
-  *out = sl_store_copy_checkpoint(rd->recs[i]);
+  /* The journal, read whole: a resume reads a run once (sl_store_replay),
+     so a get is rare. */
+  pg_read rd;
+  int rc = read_into(s, run_id, &rd);
+  int i = rc == 0 ? strset_find(&rd.index, path) : -1;
+  if (rc == 0 && i < 0)
+    rc = sl_store_seterr(b, SL_STORE_ENOTFOUND, "no checkpoint %s of run %s", path, run_id);
+  if (rc == 0) *out = sl_store_copy_checkpoint(rd.recs[i]);
+  read_free(&rd);
+  if (rc != 0) return rc;
   if (*out == NULL) return sl_store_seterr(b, SL_STORE_ENOMEM, "reading a checkpoint: out of memory");
   return 0;
 }
@@ -1397,10 +1360,6 @@ static int pg_watch_clear (sl_store *b) {
   return wake;
 }
 
-static void pg_drop_reads (sl_store *b, const char *run_id) {
-  drop_read((pg_store *)b, run_id);
-}
-
 /* A server keeps its own consistency across crashes: nothing to check. */
 static int pg_check_after_crash (sl_store *b, int *checked) {
   (void)b;
@@ -1422,7 +1381,6 @@ static int pg_accepts (const char *path) {
 static void pg_close (sl_store *b) {
   pg_store *s = (pg_store *)b;
   discard_tx(s);
-  drop_read(s, NULL);
   if (s->conn) PQfinish(s->conn);
   free(s->conninfo);
   free(s->listening);
@@ -1604,5 +1562,4 @@ const struct sl_store_ops sl_store_pg_ops = {
   pg_run_requeue,
   pg_watch_queue,
   pg_watch_clear,
-  pg_drop_reads,
 };

@@ -378,8 +378,6 @@ typedef struct sq_store {
   sl_store base;
   sq_runbuf *runs;                /* the runs this connection writes steps of */
   uint64_t tx;                    /* numbers the write transactions */
-  sq_journal *reads[16];          /* the journals of the runs last read for
-                                     gets, most recent first */
   sqlite3 *db;
   sqlite3_stmt *stmt[ST_COUNT];   /* prepared on first use, kept */
   int busy_ms;
@@ -406,7 +404,6 @@ typedef struct sq_store {
 */
 
 static void journal_discard (sq_store *s);
-static void forget_read (sq_store *s, const char *run_id);
 static int journal_write (sq_store *s);
 static void journal_committed (sq_store *s);
 static void journal_finished (sq_store *s, const char *id);
@@ -798,7 +795,6 @@ static int sq_run_claim (sl_store *b, const char *id, const char *owner,
                          int64_t lease_ms, int64_t expect, const char *status) {
   sq_store *s = (sq_store *)b;
   sqlite3_stmt *st;
-  forget_read(s, id);   /* the run goes on: what was read of it may be old */
   int rc = sq_write_stmt(s, ST_RUN_CLAIM, &st);
   if (rc == SQLITE_OK) {
     rc = bind_text(st, 1, id) | bind_text(st, 2, owner)
@@ -875,7 +871,6 @@ static int sq_run_claim_some (sl_store *b, const char *queue, const char *owner,
                               sl_store_run **out, int *nout) {
   sq_store *s = (sq_store *)b;
   sq_candidate c[NCANDIDATES];
-  forget_read(s, NULL);   /* the runs claimed go on: what was read may be old */
   int n = 0, rc = SQLITE_OK, took = 0;
   sq_candidate kept[NCANDIDATES * 2];   /* the runs taken */
   if (max > (int)(sizeof kept / sizeof kept[0])) max = (int)(sizeof kept / sizeof kept[0]);
@@ -969,9 +964,7 @@ static int sq_watch_clear (sl_store *b) {
   return 1;
 }
 
-static void sq_drop_reads (sl_store *b, const char *run_id) {
-  forget_read((sq_store *)b, run_id);
-}
+
 
 
 static int sq_run_renew (sl_store *b, const char *id, const char *owner,
@@ -1459,40 +1452,6 @@ static void sq_journal_free (sq_journal *j) {
   free(j);
 }
 
-/* Drops the journal read for the gets of a resume: a run claimed again
-   (resumed, or taken by a worker once more) has records it did not have
-   when it was read. */
-static void forget_read (sq_store *s, const char *run_id) {
-  int n = (int)(sizeof s->reads / sizeof s->reads[0]), k = 0;
-  for (int i = 0; i < n; i++) {
-    sq_journal *j = s->reads[i];
-    if (j != NULL && (run_id == NULL || strcmp(j->run_id, run_id) == 0)) sq_journal_free(j);
-    else s->reads[k++] = j;
-  }
-  while (k < n) s->reads[k++] = NULL;
-}
-
-/* The journal read of run_id, moved to the front; NULL when not read. */
-static sq_journal *find_read (sq_store *s, const char *run_id) {
-  int n = (int)(sizeof s->reads / sizeof s->reads[0]);
-  for (int i = 0; i < n && s->reads[i] != NULL; i++) {
-    sq_journal *j = s->reads[i];
-    if (strcmp(j->run_id, run_id) != 0) continue;
-    memmove(&s->reads[1], &s->reads[0], (size_t)i * sizeof s->reads[0]);
-    s->reads[0] = j;
-    return j;
-  }
-  return NULL;
-}
-
-/* Keeps j as the most recent read, letting the oldest go. */
-static void add_read (sq_store *s, sq_journal *j) {
-  int n = (int)(sizeof s->reads / sizeof s->reads[0]);
-  sq_journal_free(s->reads[n - 1]);
-  memmove(&s->reads[1], &s->reads[0], (size_t)(n - 1) * sizeof s->reads[0]);
-  s->reads[0] = j;
-}
-
 /* Copies the record c, strings and all, into j. */
 static int keep_record (void *ud, const sl_store_checkpoint *c) {
   sq_journal *j = ud;
@@ -1619,30 +1578,31 @@ static int sq_checkpoint_get (sl_store *b, const char *run_id,
   sqlite3_reset(st);
   if (rc != SQLITE_DONE)
     return sq_fail(s, rc, "reading checkpoint %s of run %s", path, run_id);
-  sq_journal *j = find_read(s, run_id);
-  if (j == NULL) {
-    j = calloc(1, sizeof *j);
-    if (j == NULL)
+  /* The journal, read whole: a resume reads a run once (sl_store_replay),
+     so a get is rare. */
+  sq_journal *j = calloc(1, sizeof *j);
+  if (j == NULL)
+    return sl_store_seterr(b, SL_STORE_ENOMEM, "reading run %s: out of memory", run_id);
+  snprintf(j->run_id, sizeof j->run_id, "%s", run_id);
+  int stopped;
+  rc = journal_each(s, run_id, keep_record, j, &stopped);
+  if (rc != SQLITE_OK || stopped) {
+    sq_journal_free(j);
+    if (stopped)
       return sl_store_seterr(b, SL_STORE_ENOMEM, "reading run %s: out of memory", run_id);
-    snprintf(j->run_id, sizeof j->run_id, "%s", run_id);
-    int stopped;
-    rc = journal_each(s, run_id, keep_record, j, &stopped);
-    if (rc != SQLITE_OK || stopped) {
-      sq_journal_free(j);
-      if (stopped)
-        return sl_store_seterr(b, SL_STORE_ENOMEM, "reading run %s: out of memory", run_id);
-      return sq_fail(s, rc, "reading the steps of run %s", run_id);
-    }
-    add_read(s, j);
+    return sq_fail(s, rc, "reading the steps of run %s", run_id);
   }
   for (int i = 0; i < j->n; i++) {
     if (strcmp(j->recs[i].path, path) != 0) continue;
+    j->recs[i].c.run_id = run_id;
     *out = sl_store_copy_checkpoint(&j->recs[i].c);
+    sq_journal_free(j);
     if (*out == NULL)
       return sl_store_seterr(b, SL_STORE_ENOMEM, "reading checkpoint %s of "
                              "run %s: out of memory", path, run_id);
     return 0;
   }
+  sq_journal_free(j);
   return sl_store_seterr(b, SL_STORE_ENOTFOUND, "no checkpoint %s in run "
                          "%s", path, run_id);
 }
@@ -2218,7 +2178,6 @@ static void sq_free (sq_store *s) {
     runbuf_free(s->runs);
     s->runs = next;
   }
-  forget_read(s, NULL);
   for (i = 0; i < ST_COUNT; i++)
     sqlite3_finalize(s->stmt[i]);
   sqlite3_close(s->db);  /* NULL is a no-op */
@@ -2527,5 +2486,4 @@ const struct sl_store_ops sl_store_sqlite_ops = {
   sq_run_requeue,
   sq_watch_queue,
   sq_watch_clear,
-  sq_drop_reads,
 };

@@ -73,6 +73,7 @@ typedef struct ev {
   sl_writer_claim_cb claim_cb;
   void *claim_ud;
   sl_store_run *row;
+  sl_store_replay *rp;
   int rc;
   char text[];
 } ev;
@@ -302,6 +303,7 @@ static void push_event(sl_writer *w, int kind, uint64_t upto, const char *run_id
   e->next = NULL;
   e->claim_cb = NULL;
   e->row = NULL;
+  e->rp = NULL;
   e->e.kind = kind;
   e->e.upto = upto;
   e->e.run_id = NULL;
@@ -317,6 +319,17 @@ static void push_event(sl_writer *w, int kind, uint64_t upto, const char *run_id
 
 static void push_claimed(sl_writer *w, op *o, sl_store_run *row, int rc, const char *msg) {
   claim_rec *c = &o->u.claim;
+  /* With what the run recorded, read here, off the loop. */
+  sl_store_replay *rp = NULL;
+  char why[512];
+  if (row != NULL && (rc = sl_store_replay_read(w->store, row->id, &rp)) != 0) {
+    /* Without its record it cannot resume here: back to the queue. */
+    snprintf(why, sizeof why, "%s", sl_store_errmsg(w->store));
+    msg = why;
+    sl_store_run_requeue(w->store, row->id, c->owner, row->epoch, NULL);
+    sl_store_run_free(row);
+    row = NULL;
+  }
   size_t ml = msg ? strlen(msg) + 1 : 0;
   ev *e = malloc(sizeof *e + ml);
   if (e == NULL) {
@@ -325,6 +338,7 @@ static void push_claimed(sl_writer *w, op *o, sl_store_run *row, int rc, const c
       sl_store_run_requeue(w->store, row->id, c->owner, row->epoch, NULL);
       sl_store_run_free(row);
     }
+    sl_store_replay_free(rp);
     return;
   }
   memset(e, 0, sizeof *e);
@@ -333,6 +347,7 @@ static void push_claimed(sl_writer *w, op *o, sl_store_run *row, int rc, const c
   e->claim_cb = c->cb;
   e->claim_ud = c->ud;
   e->row = row;
+  e->rp = rp;
   e->rc = rc;
   if (ml) e->e.msg = memcpy(e->text, msg, ml);
   pthread_mutex_lock(&w->mu);
@@ -515,7 +530,7 @@ static void deliver(sl_writer *w) {
   while (e != NULL) {
     ev *next = e->next;
     if (e->claim_cb != NULL) {
-      e->claim_cb(e->claim_ud, e->row, e->rc, e->e.msg);
+      e->claim_cb(e->claim_ud, e->row, e->rp, e->rc, e->e.msg);
       free(e);
       e = next;
       continue;

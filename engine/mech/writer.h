@@ -89,11 +89,13 @@ uint64_t sl_writer_cache_put(sl_writer *w, const unsigned char key[SL_STORE_KEYL
 /* Claims the next run of queue for owner (sl_store_run_claim_next) on the
    writer's thread, so the loop never waits for the store's lock or a round
    trip; skip holds nskip ids to pass over (copied). cb is called on the
-   loop's thread once it is done, with the run claimed (the callee's to
-   free with sl_store_run_free), or NULL and rc: ENOTFOUND when there was
-   none, or a store error with its message. Returns the write's number, or
-   0 when memory ran out (nothing was queued, cb is not called). */
-typedef void (*sl_writer_claim_cb)(void *ud, sl_store_run *row, int rc, const char *msg);
+   loop's thread once it is done, with the run claimed and its record (read
+   once it was claimed: sl_store_replay_read), both the callee's to free,
+   or NULL and rc: ENOTFOUND when there was none, or a store error with its
+   message. Returns the write's number, or 0 when memory ran out (nothing
+   was queued, cb is not called). */
+typedef void (*sl_writer_claim_cb)(void *ud, sl_store_run *row, sl_store_replay *rp, int rc,
+                                   const char *msg);
 uint64_t sl_writer_claim(sl_writer *w, const char *queue, const char *owner, int64_t lease_ms,
                          int64_t now_ms, const char *const *skip, int nskip,
                          sl_writer_claim_cb cb, void *ud);

@@ -253,6 +253,28 @@ static int apply_options(lua_State *L, sl_core *e, const char *id, int oi) {
   return bi;
 }
 
+/* A run's record (sl_store_replay) held by a userdata until the resumed
+   run takes it, so a resume that raises on the way frees it. */
+#define REPLAY_MT "sluice.replay"
+
+static int replay_gc(lua_State *L) {
+  sl_store_replay **box = lua_touserdata(L, 1);
+  sl_store_replay_free(*box);
+  *box = NULL;
+  return 0;
+}
+
+static sl_store_replay **push_replay_box(lua_State *L, sl_store_replay *rp) {
+  sl_store_replay **box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = rp;
+  if (luaL_newmetatable(L, REPLAY_MT)) {
+    lua_pushcfunction(L, replay_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return box;
+}
+
 /* }====================================================== */
 
 
@@ -369,15 +391,21 @@ sl_run *sl_resume(lua_State *L, sl_host *h, const char *id, int ii, int force) {
     luaL_error(L, "run %s was taken over by another process just now: %s", id,
                sl_store_errmsg(e->store));
   if (rc2 != 0) luaL_error(L, "%s", sl_store_errmsg(e->store));
-  sl_run_opts o = {bi, id, ai, epoch + 1};
+  /* What it recorded, read once now that it is claimed: nothing more can
+     be recorded for it by anyone else. */
+  sl_store_replay **box = push_replay_box(L, NULL);
+  if (sl_store_replay_read(e->store, id, box) != 0) luaL_error(L, "%s", sl_store_errmsg(e->store));
+  sl_run_opts o = {bi, id, ai, epoch + 1, box};
   return sl_run_launch(L, h, si, in, &o);
 }
 
-sl_run *sl_resume_claimed(lua_State *L, sl_host *h, const sl_store_run *row, char *why,
-                          size_t whylen) {
+sl_run *sl_resume_claimed(lua_State *L, sl_host *h, const sl_store_run *row,
+                          sl_store_replay *rp, char *why, size_t whylen) {
   sl_core *e = &h->core;
   why[0] = '\0';
   int top = lua_gettop(L);
+  sl_store_replay **box = push_replay_box(L, rp);                /* box */
+  top++;
   lua_pushstring(L, row->id);                                   /* id */
   lua_pushstring(L, row->file ? row->file : "");                /* id file */
   lua_pushstring(L, row->pipeline);
@@ -396,34 +424,27 @@ sl_run *sl_resume_claimed(lua_State *L, sl_host *h, const sl_store_run *row, cha
   if (want[0] != '\0' && strcmp(hex, want) != 0 && !continues_on_change(L, si)) {
     snprintf(why, whylen, "a worker with code version %.12s of %s (this one has %.12s)",
              want, file, hex);
-    lua_settop(L, top);
+    lua_settop(L, top - 1);   /* the box frees the record */
     return NULL;
   }
   /* The answers recorded for its waits, by path. */
-  sl_record_push_waits(L, e, id);                               /* ... waits */
-  int wi = lua_gettop(L);
   lua_newtable(L);
   int ai = lua_gettop(L), answered = 0;
-  lua_Integer n = (lua_Integer)lua_rawlen(L, wi);
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, wi, i);
-    lua_getfield(L, -1, "path");
-    if (lua_getfield(L, -2, "answer") != LUA_TNIL) {
-      lua_setfield(L, ai, lua_tostring(L, -2));
-      answered++;
-    } else {
-      lua_pop(L, 1);
-    }
-    lua_pop(L, 2);
+  for (int i = 0; i < sl_store_replay_nwaits(rp); i++) {
+    const sl_store_wait *w = sl_store_replay_wait(rp, i);
+    if (w->answer == NULL) continue;
+    if (sl_json_decode(L, w->answer, strlen(w->answer)) != 0) lua_error(L);
+    lua_setfield(L, ai, w->path);
+    answered++;
   }
   const char *input = lua_tostring(L, top + 5);
   if (sl_json_decode(L, input, strlen(input)) != 0) lua_error(L);
   int in = lua_gettop(L);
   int bi = apply_options(L, e, id, top + 6);
-  sl_run_opts o = {bi, id, answered ? ai : 0, epoch};
+  sl_run_opts o = {bi, id, answered ? ai : 0, epoch, box};
   sl_run *r = sl_run_launch(L, h, si, in, &o);
-  /* Only the run is left, where the row's strings were. */
-  lua_replace(L, top + 1);
-  lua_settop(L, top + 1);
+  /* Only the run is left, where the box and the row's strings were. */
+  lua_replace(L, top);
+  lua_settop(L, top);
   return r;
 }

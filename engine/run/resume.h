@@ -17,7 +17,8 @@ sl_run *sl_resume(lua_State *L, sl_host *h, const char *id, int ii, int force);
    is returned.) */
 
 /* Starts run row, which this engine's owner claimed from its queue (at
-   row->epoch): its file is loaded (or kept from an earlier load while no
+   row->epoch), restoring from rp (what the store held of it when it was
+   claimed; taken, whatever happens): its file is loaded (or kept from an earlier load while no
    file it read changed), its pipeline selected and started with its
    stored input, options and answers. When this engine's code for the
    pipeline is not the version the run began with, and the pipeline does
@@ -25,6 +26,6 @@ sl_run *sl_resume(lua_State *L, sl_host *h, const char *id, int ii, int force);
    why (whylen bytes) saying what the run waits for. Otherwise pushes the
    run. Raises on a file that cannot be loaded. */
 sl_run *sl_resume_claimed(lua_State *L, sl_host *h, const struct sl_store_run *row,
-                          char *why, size_t whylen);
+                          struct sl_store_replay *rp, char *why, size_t whylen);
 
 #endif

@@ -79,6 +79,7 @@ sl_run *sl_run_test(lua_State *L, int idx) {
 
 void sl_run_release(sl_run *r) {
   if (--r->holds > 0) return;
+  sl_store_replay_free(r->replay_from);
   sl_hist_free(&r->hist);
   free(r->result_json);
   free(r);
@@ -129,9 +130,10 @@ sl_run *sl_run_launch(lua_State *L, sl_host *h, int si, int ii, const sl_run_opt
   if (o->id != NULL) {
     snprintf(r->id, sizeof r->id, "%s", o->id);
     r->replay = 1;
-    /* Its steps are read afresh: since the store was last read for it (an
-       earlier resume), it may have recorded more. */
-    sl_store_drop_reads(c->store, r->id);
+    if (o->replay != NULL) {
+      r->replay_from = *o->replay;
+      *o->replay = NULL;
+    }
     r->epoch = o->epoch;
   } else {
     sl_run_new_id(h, r->id);
@@ -196,6 +198,9 @@ sl_run *sl_run_launch(lua_State *L, sl_host *h, int si, int ii, const sl_run_opt
 
 /* Drops the engine's hold on an ended run. */
 static void unanchor(lua_State *L, sl_run *r) {
+  /* Replayed or not, the run has no more use for its record. */
+  sl_store_replay_free(r->replay_from);
+  r->replay_from = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, r->ref_kinds);
   r->ref_kinds = LUA_NOREF;
   luaL_unref(L, LUA_REGISTRYINDEX, r->ref);

@@ -15,6 +15,8 @@ typedef struct sl_run_opts {
   const char *id;          /* the id of a run to resume, or NULL for a new one */
   int ai;                  /* index of the answers table (path -> answer), or 0 */
   int64_t epoch;           /* a resumed run: the epoch its resume claimed */
+  sl_store_replay **replay;   /* a resumed run: its record, read after the
+                              claim; the run takes it (*replay becomes NULL) */
 } sl_run_opts;
 
 /* What the core tells the runs layer (its run_hooks). */

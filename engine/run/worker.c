@@ -119,27 +119,34 @@ static void pass_over(sl_worker *w, const sl_store_run *row, const char *why) {
 typedef struct launch_args {
   sl_worker *w;
   const sl_store_run *row;
+  sl_store_replay *rp;       /* taken by the resume */
   char why[400];
   sl_run *run;
 } launch_args;
 
 static int launch_p(lua_State *L) {
   launch_args *a = lua_touserdata(L, 1);
-  a->run = sl_resume_claimed(L, a->w->h, a->row, a->why, sizeof a->why);
+  sl_store_replay *rp = a->rp;
+  a->rp = NULL;
+  a->run = sl_resume_claimed(L, a->w->h, a->row, rp, a->why, sizeof a->why);
   return 0;
 }
 
-/* Starts the claimed run row, or passes it over. */
-static void start_claimed(sl_worker *w, const sl_store_run *row) {
+/* Starts the claimed run row from its record rp (taken), or passes it
+   over. */
+static void start_claimed(sl_worker *w, const sl_store_run *row, sl_store_replay *rp) {
   lua_State *L = w->h->core.L;
   launch_args a;
   memset(&a, 0, sizeof a);
   a.w = w;
   a.row = row;
+  a.rp = rp;
   int top = lua_gettop(L);
   lua_pushcfunction(L, launch_p);
   lua_pushlightuserdata(L, &a);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+  int status = lua_pcall(L, 1, 0, 0);
+  sl_store_replay_free(a.rp);   /* not taken: the resume never started */
+  if (status != LUA_OK) {
     /* It cannot run here (its file does not load, say); another worker
        may have what it needs. The run keeps what it completed. */
     char why[400];
@@ -161,7 +168,8 @@ static void ask_claim(sl_worker *w);
 
 /* A claim answered (on the loop's thread): the run starts, or the worker
    waits for its next look. */
-static void on_claimed(void *ud, sl_store_run *row, int rc, const char *msg) {
+static void on_claimed(void *ud, sl_store_run *row, sl_store_replay *rp, int rc,
+                       const char *msg) {
   sl_worker *w = ud;
   sl_core *c = &w->h->core;
   w->claiming--;
@@ -173,8 +181,9 @@ static void on_claimed(void *ud, sl_store_run *row, int rc, const char *msg) {
       /* Claimed as the worker stopped: straight back to the queue. */
       sl_store_run_requeue(c->store, row->id, c->owner, row->epoch, NULL);
       w->stats.handed_back++;
+      sl_store_replay_free(rp);
     } else {
-      start_claimed(w, row);
+      start_claimed(w, row, rp);
     }
     sl_store_run_free(row);
     sl_sched_drain(&c->sched);
@@ -208,10 +217,15 @@ static void ask_claim(sl_worker *w) {
       continue;
     }
     sl_store_run *row;
+    sl_store_replay *rp = NULL;
     int rc = sl_store_run_claim_next(c->store, w->queue, c->owner, now + c->lease_ms, now,
                                      (const char *const *)w->skip, w->nskip, &row);
+    if (rc == 0 && (rc = sl_store_replay_read(c->store, row->id, &rp)) != 0) {
+      sl_store_run_requeue(c->store, row->id, c->owner, row->epoch, NULL);
+      sl_store_run_free(row);
+    }
     w->claiming++;
-    on_claimed(w, rc == 0 ? row : NULL, rc, rc ? sl_store_errmsg(c->store) : NULL);
+    on_claimed(w, rc == 0 ? row : NULL, rp, rc, rc ? sl_store_errmsg(c->store) : NULL);
     if (rc != 0) return;
   }
 }

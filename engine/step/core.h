@@ -122,6 +122,8 @@ struct sl_run {
   int root_done, root_ok;  /* the root ended while background steps ran */
   int durable;             /* recorded in the engine's store */
   int replay;              /* resumed: completed steps come from the store */
+  sl_store_replay *replay_from;   /* what the store held of it when it was
+                              resumed, restored from; owned, freed at its end */
   int unrecorded;          /* a write to the store failed */
   int lost;                /* another process owns the run now: this one
                               records nothing more of it */

@@ -348,17 +348,15 @@ static void restore_state(lua_State *L, sl_exec *x, const sl_store_checkpoint *c
 
 int sl_durable_restore(lua_State *L, sl_exec *x) {
   sl_run *r = x->run;
-  sl_core *c = sl_core_of(x);
-  if (!r->replay || c->store == NULL || x->hist < 0) return 0;
+  if (!r->replay || r->replay_from == NULL || x->hist < 0) return 0;
   sl_hist_rec *rec = &r->hist.recs[x->hist];
   if (rec->path == NULL) return 0;
-  sl_store_checkpoint *cp;
-  if (sl_store_checkpoint_get(c->store, r->id, rec->path, &cp) != 0) return 0;
+  const sl_store_checkpoint *cp = sl_store_replay_step(r->replay_from, rec->path);
+  if (cp == NULL) return 0;
   int restored = 0;
   if (strcmp(cp->status, "completed") == 0 && cp->output != NULL) {
     if (sl_json_decode(L, cp->output, strlen(cp->output)) != 0) {
       lua_pop(L, 1);                                    /* its message */
-      sl_store_checkpoint_free(cp);
       return 0;
     }
     restored = 1;
@@ -373,7 +371,6 @@ int sl_durable_restore(lua_State *L, sl_exec *x) {
     }
     sl_hist_set_restored(&r->hist, x->hist);
   }
-  sl_store_checkpoint_free(cp);
   return restored;
 }
 

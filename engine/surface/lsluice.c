@@ -70,7 +70,7 @@ static int e_start(lua_State *L) {
   lua_settop(L, 4);
   push_target(L, e, 2);                                 /* e p in opts step */
   int bi = push_budget(L, 4);
-  sl_run_opts o = {bi, NULL, 0, 0};
+  sl_run_opts o = {bi, NULL, 0, 0, NULL};
   sl_run_launch(L, &e->host, 5, 3, &o);                 /* ... run */
   sl_sched_drain(&e->host.core.sched);
   return 1;
@@ -85,7 +85,7 @@ static int e_run(lua_State *L) {
                          "(from a step, use ctx:run; from a callback, use start/poll)");
   push_target(L, e, 2);                                 /* e p in opts step */
   int bi = push_budget(L, 4);
-  sl_run_opts o = {bi, NULL, 0, 0};
+  sl_run_opts o = {bi, NULL, 0, 0, NULL};
   sl_run *r = sl_run_launch(L, &e->host, 5, 3, &o);     /* ... run */
   sl_run_block(L, r);
   sl_run_push_result(L, r, -1);
