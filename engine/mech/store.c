@@ -142,6 +142,11 @@ sl_store_checkpoint *sl_store_copy_checkpoint (const sl_store_checkpoint *c) {
 }
 
 
+int sl_store_remote (const sl_store *s) {
+  return s != NULL && s->ops->remote;
+}
+
+
 int sl_store_is_server (const char *path) {
   size_t n = sizeof backends / sizeof backends[0];
   for (size_t i = 0; path != NULL && i + 1 < n; i++)

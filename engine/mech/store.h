@@ -272,6 +272,9 @@ const sl_store_wait *sl_store_replay_wait (const sl_store_replay *rp, int i);
 
 void sl_store_replay_free (sl_store_replay *rp);
 
+/* Is every call to s a round trip to a server? */
+int sl_store_remote (const sl_store *s);
+
 /* Does path name a store on a server (a postgresql:// URL) rather than a
    file? */
 int sl_store_is_server (const char *path);
@@ -498,6 +501,9 @@ int sl_store_cache_stats (sl_store *s, sl_store_cache_totals *total,
 
 struct sl_store_ops {
   const char *name;                   /* "sqlite", "postgresql" */
+  int remote;                         /* 1: every call is a round trip to a
+                                         server, which a caller on an event
+                                         loop makes on the writer's thread */
   /* Does this backend open paths like this one? */
   int (*accepts) (const char *path);
   int (*open) (sl_store **out, const char *path, const sl_store_options *o,

@@ -1528,6 +1528,7 @@ static int pg_open (sl_store **out, const char *path, const sl_store_options *o,
 
 const struct sl_store_ops sl_store_pg_ops = {
   "postgresql",
+  1,
   pg_accepts,
   pg_open,
   pg_close,

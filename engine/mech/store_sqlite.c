@@ -2452,6 +2452,7 @@ static int sq_vacuum (sl_store *b) {
 
 const struct sl_store_ops sl_store_sqlite_ops = {
   "sqlite",
+  0,
   sq_accepts,
   sq_open,
   sq_close,

@@ -26,7 +26,7 @@
 #define MAX_QUEUED ((size_t)64 << 20)
 
 enum { OP_RUN_BEGIN, OP_CHECKPOINT, OP_WAIT, OP_RENEW, OP_FINISH, OP_CACHE_PUT,
-       OP_CACHE_HIT, OP_PRUNE, OP_CLAIM };
+       OP_CACHE_HIT, OP_PRUNE, OP_CLAIM, OP_CACHE_GET };
 
 typedef struct renew_rec { const char *id, *owner; int64_t epoch, lease; } renew_rec;
 typedef struct finish_rec {
@@ -35,6 +35,12 @@ typedef struct finish_rec {
   int release;
 } finish_rec;
 typedef struct prune_rec { const char *pipeline; int64_t before, keep; } prune_rec;
+typedef struct get_rec {
+  unsigned char key[SL_STORE_KEYLEN];
+  int64_t now;
+  sl_writer_get_cb cb;
+  void *ud;
+} get_rec;
 typedef struct claim_rec {
   const char *queue, *owner;
   const char *skip;        /* the ids to pass over, each ending in '\n' */
@@ -62,6 +68,7 @@ typedef struct op {
     cache_rec cache;
     prune_rec prune;
     claim_rec claim;
+    get_rec get;
   } u;
   char text[];
 } op;
@@ -75,6 +82,10 @@ typedef struct ev {
   sl_store_run *row;
   sl_store_replay *rp;
   int rc;
+  /* A cache lookup's answer, the same way: the value in text. */
+  sl_writer_get_cb get_cb;
+  void *get_ud;
+  size_t vlen;
   char text[];
 } ev;
 
@@ -245,6 +256,18 @@ uint64_t sl_writer_prune(sl_writer *w, const char *pipeline, int64_t ended_befor
   return enqueue(w, make_op(OP_PRUNE, &p, sizeof p, offs, 1));
 }
 
+uint64_t sl_writer_cache_get(sl_writer *w, const unsigned char key[SL_STORE_KEYLEN],
+                             int64_t now_ms, sl_writer_get_cb cb, void *ud) {
+  get_rec g;
+  memcpy(g.key, key, SL_STORE_KEYLEN);
+  g.now = now_ms;
+  g.cb = cb;
+  g.ud = ud;
+  uint64_t seq = enqueue(w, make_op(OP_CACHE_GET, &g, sizeof g, NULL, 0));
+  if (seq != 0) sl_writer_kick(w);   /* a lookup does not wait for a batch */
+  return seq;
+}
+
 uint64_t sl_writer_claim(sl_writer *w, const char *queue, const char *owner, int64_t lease_ms,
                          int64_t now_ms, const char *const *skip, int nskip,
                          sl_writer_claim_cb cb, void *ud) {
@@ -302,6 +325,7 @@ static void push_event(sl_writer *w, int kind, uint64_t upto, const char *run_id
   if (e == NULL) return;   /* the loop learns of it from answered */
   e->next = NULL;
   e->claim_cb = NULL;
+  e->get_cb = NULL;
   e->row = NULL;
   e->rp = NULL;
   e->e.kind = kind;
@@ -393,6 +417,36 @@ static op *apply_claims(sl_writer *w, op *o) {
   return last;
 }
 
+/* Looks up the cache for the op, and queues the answer for its own
+   callback. */
+static void apply_get(sl_writer *w, op *o) {
+  get_rec *g = &o->u.get;
+  sl_buf b;
+  sl_buf_init(&b);
+  int rc = sl_store_cache_get(w->store, g->key, g->now, &b);
+  size_t len = rc == 0 ? b.len : 0;
+  ev *e = malloc(sizeof *e + len + 1);
+  if (e == NULL) {
+    sl_buf_free(&b);
+    return;   /* the caller's step is cancelled with its run, or waits on */
+  }
+  memset(e, 0, sizeof *e);
+  e->e.kind = -1;
+  e->e.upto = o->seq;
+  e->get_cb = g->cb;
+  e->get_ud = g->ud;
+  e->rc = rc;
+  e->vlen = len;
+  if (len) memcpy(e->text, b.data, len);
+  e->text[len] = '\0';
+  sl_buf_free(&b);
+  pthread_mutex_lock(&w->mu);
+  if (w->ev_tail) w->ev_tail->next = e;
+  else w->ev_head = e;
+  w->ev_tail = e;
+  pthread_mutex_unlock(&w->mu);
+}
+
 static int apply(sl_store *s, op *o) {
   switch (o->type) {
     case OP_RUN_BEGIN: return sl_store_run_begin(s, &o->u.run);
@@ -433,6 +487,10 @@ static void commit_batch(sl_writer *w, op *batch) {
   int prunes = 0;
   for (op *o = batch; o != NULL; o = o->next) {
     upto = o->seq;
+    if (o->type == OP_CACHE_GET) {
+      apply_get(w, o);   /* answered whatever the batch does */
+      continue;
+    }
     if (o->type == OP_CLAIM) {
       /* Answered even in a batch that failed: its caller waits for it. */
       o = apply_claims(w, o);
@@ -529,6 +587,12 @@ static void deliver(sl_writer *w) {
   pthread_mutex_unlock(&w->mu);
   while (e != NULL) {
     ev *next = e->next;
+    if (e->get_cb != NULL) {
+      e->get_cb(e->get_ud, e->rc, e->text, e->vlen);
+      free(e);
+      e = next;
+      continue;
+    }
     if (e->claim_cb != NULL) {
       e->claim_cb(e->claim_ud, e->row, e->rp, e->rc, e->e.msg);
       free(e);

@@ -100,6 +100,16 @@ uint64_t sl_writer_claim(sl_writer *w, const char *queue, const char *owner, int
                          int64_t now_ms, const char *const *skip, int nskip,
                          sl_writer_claim_cb cb, void *ud);
 
+/* Looks key up in the persistent cache tier on the writer's thread (for a
+   store whose calls are round trips), counting the hit there. cb is
+   called on the loop's thread with rc 0 and the entry's text (len bytes,
+   valid during the call), or ENOTFOUND (a miss, or expired) or a store
+   error. Returns the write's number, or 0 when memory ran out (cb is not
+   called). */
+typedef void (*sl_writer_get_cb)(void *ud, int rc, const char *value, size_t len);
+uint64_t sl_writer_cache_get(sl_writer *w, const unsigned char key[SL_STORE_KEYLEN],
+                             int64_t now_ms, sl_writer_get_cb cb, void *ud);
+
 /* The number of the last write queued, and of the last the writer has
    answered for (committed or lost). */
 uint64_t sl_writer_queued(const sl_writer *w);

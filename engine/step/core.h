@@ -30,6 +30,7 @@ typedef struct sl_run sl_run;
 typedef struct sl_exec sl_exec;
 typedef struct sl_plan sl_plan;
 typedef struct sl_attempts sl_attempts;
+typedef struct sl_memo_fetch sl_memo_fetch;
 
 /* What the runs layer is told. */
 typedef struct sl_run_hooks {
@@ -174,7 +175,8 @@ enum {
   SL_MEMO_HIT,     /* the output was found and pushed */
   SL_MEMO_LEAD,    /* run it, and store what it gives */
   SL_MEMO_FOLLOW,  /* another execution is computing it: wait for that one */
-  SL_MEMO_AGAIN    /* it waited, and found nothing: look again */
+  SL_MEMO_AGAIN,   /* it waited, and found nothing: look again */
+  SL_MEMO_MISSED   /* a leader found nothing in the store: run it */
 };
 
 /* One step execution. The scheduler's task comes first. */
@@ -207,6 +209,7 @@ struct sl_exec {
   unsigned char memo;        /* SL_MEMO_*: its part in the cache lookup */
   unsigned char cache_hit;   /* its output came from the cache */
   sl_key memo_key;           /* its cache key, while memo is not NONE */
+  struct sl_memo_fetch *fetch;   /* its persistent-tier lookup in flight */
   sl_buf sealed_out;         /* a durable step's output as JSON text */
   sl_buf sealed_changes;     /* and its changes to the state ("" if none) */
 };

@@ -82,6 +82,7 @@ static void init_exec(sl_exec *x, sl_run *r, sl_plan *p, sl_exec *parent, int de
   x->state_on = 0;
   x->sealed = 0;
   x->memo = SL_MEMO_NONE;
+  x->fetch = NULL;
   x->cache_hit = 0;
 }
 
@@ -227,6 +228,34 @@ static int follow_body(lua_State *L) {
   return sl_task_suspend_io(L, &x->task, follow_leave, NULL, follow_k, (lua_KContext)x);
 }
 
+static void fetch_leave(sl_task *t, void *data) {
+  (void)data;
+  sl_memo_fetch_leave(sl_exec_of(t));
+}
+
+/* The persistent tier answered a leader: a hit is its output; a miss runs
+   it. */
+static int fetch_k(lua_State *L, int status, lua_KContext kctx) {
+  sl_exec *x = (sl_exec *)kctx;
+  (void)status;
+  if (sl_memo_fetch_take(L, x)) {
+    x->cache_hit = 1;
+    return 1;
+  }
+  x->memo = SL_MEMO_MISSED;
+  return 0;
+}
+
+/* The body of a leader that looks in a store on a server first. */
+static int fetch_body(lua_State *L) {
+  sl_exec *x = sl_exec_running(L);
+  if (sl_memo_fetch_start(x) != 0) {
+    x->memo = SL_MEMO_MISSED;
+    return 0;
+  }
+  return sl_task_suspend_io(L, &x->task, fetch_leave, NULL, fetch_k, (lua_KContext)x);
+}
+
 /* Keeps the step and input (at si and ii) of x for an attempt that must
    start again. */
 static void keep_step(lua_State *L, sl_exec *x, int si, int ii) {
@@ -249,6 +278,12 @@ static void phases(lua_State *L, sl_exec *x, int pi, int si, int ii) {
     prime_failure(L, x);
     return;
   }
+  if (x->memo == SL_MEMO_MISSED) {
+    /* It looked in the store and found nothing: it runs, as the leader. */
+    x->memo = SL_MEMO_LEAD;
+    push_body(L, x, pi, si, ii);
+    return;
+  }
   switch (sl_memo_lookup(L, x, si, ii)) {
     case SL_MEMO_HIT:
       x->cache_hit = 1;
@@ -259,6 +294,16 @@ static void phases(lua_State *L, sl_exec *x, int pi, int si, int ii) {
       keep_step(L, x, si, ii);
       lua_pushcfunction(x->task.co, follow_body);
       x->task.nargs = 0;
+      return;
+    case SL_MEMO_LEAD:
+      if (sl_memo_can_fetch(x)) {
+        /* On a miss it begins again from these, and runs. */
+        keep_step(L, x, si, ii);
+        lua_pushcfunction(x->task.co, fetch_body);
+        x->task.nargs = 0;
+        return;
+      }
+      push_body(L, x, pi, si, ii);
       return;
     default:
       push_body(L, x, pi, si, ii);
@@ -461,7 +506,7 @@ static int settle(lua_State *L, sl_exec *x, int status, int nres, int *ok) {
   for (;;) {
     if (x->run->aborting) return 0;
     if (!outcome(L, x, status, nres, ok)) return 0;
-    if (*ok && x->memo == SL_MEMO_AGAIN) {
+    if (*ok && (x->memo == SL_MEMO_AGAIN || x->memo == SL_MEMO_MISSED)) {
       lua_pop(L, 1);
       begin_again(L, x);
       status = resume(L, x, &nres);

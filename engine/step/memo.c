@@ -19,6 +19,9 @@
 #include "state.h"
 #include "store.h"
 #include "value.h"
+#include "writer.h"
+
+#include <stdlib.h>
 
 /* Tells cache entries of this form from any other: part of every key. */
 #define ENTRY_FORM 4
@@ -117,7 +120,8 @@ static int take_entry(lua_State *L, sl_exec *x) {
    memory tier too. */
 static int store_get(lua_State *L, sl_exec *x, const sl_key *key) {
   sl_core *c = sl_core_of(x);
-  if (c->store == NULL) return 0;
+  /* A store on a server is looked up off the loop, by the leader. */
+  if (c->store == NULL || (c->writer != NULL && sl_store_remote(c->store))) return 0;
   unsigned char kb[SL_STORE_KEYLEN];
   key_bytes(key, kb);
   sl_buf b;
@@ -155,6 +159,122 @@ static int store_get(lua_State *L, sl_exec *x, const sl_key *key) {
   }
   sl_buf_free(&b);
   return hit;
+}
+
+static void wake_follower(void *waiter, void *ud) {
+  sl_exec *f = waiter;
+  (void)ud;
+  sl_task_wake(&f->task, 0);
+}
+
+/* Puts what the persistent tier gave (JSON text of len bytes) for x in the
+   memory tier and pushes it as the memory tier keeps it; returns 1, or 0
+   with nothing pushed when the text does not decode to an entry. */
+static int keep_stored(lua_State *L, sl_exec *x, const char *text, size_t len, uint64_t now) {
+  sl_core *c = sl_core_of(x);
+  if (sl_json_decode(L, text, len) != 0 || !lua_istable(L, -1)) {
+    lua_pop(L, 1);                                      /* the decode's message */
+    return 0;
+  }
+  /* The stored form is always {o, c, r} with c and r as records; the
+     memory tier keeps the output alone when there is nothing more. */
+  int e = lua_gettop(L), more = 0;
+  for (int i = 0; i < 2; i++) {
+    const char *f = i == 0 ? "c" : "r";
+    if (lua_getfield(L, e, f) == LUA_TTABLE) {
+      sl_state_changes_from_record(L, -1);
+      lua_setfield(L, e, f);
+      more = 1;
+    }
+    lua_pop(L, 1);
+  }
+  if (more) {
+    push_entry_mt(L);
+    lua_setmetatable(L, e);
+  } else {
+    lua_getfield(L, e, "o");
+    lua_replace(L, e);
+  }
+  const sl_plan *p = x->plan;
+  uint64_t expires = p->ttl_ms > 0 ? now + p->ttl_ms : 0;
+  sl_cache_put(c->cache, L, &x->memo_key, e, len, expires, p->name, p->nlen);
+  return 1;
+}
+
+/*
+** The persistent tier of a store whose calls are round trips is looked up
+** on the writer's thread: the execution, leader of its key, waits for the
+** answer (its followers wait for it as for any leader).
+*/
+struct sl_memo_fetch {
+  sl_exec *x;              /* NULL once the execution stopped waiting */
+  int done, rc;
+  sl_buf value;
+};
+
+int sl_memo_can_fetch(const sl_exec *x) {
+  sl_core *c = sl_core_of((sl_exec *)x);
+  return x->memo == SL_MEMO_LEAD && c->writer != NULL && sl_store_remote(c->store);
+}
+
+static void on_fetched(void *ud, int rc, const char *value, size_t len) {
+  sl_memo_fetch *f = ud;
+  if (f->x == NULL) {
+    sl_buf_free(&f->value);
+    free(f);
+    return;
+  }
+  f->done = 1;
+  f->rc = rc;
+  if (rc == 0 && sl_buf_add(&f->value, value, len) != 0) f->rc = SL_STORE_ENOMEM;
+  sl_exec *x = f->x;
+  sl_task_wake(&x->task, 0);
+  sl_sched_drain(&sl_core_of(x)->sched);
+}
+
+int sl_memo_fetch_start(sl_exec *x) {
+  sl_core *c = sl_core_of(x);
+  sl_memo_fetch *f = calloc(1, sizeof *f);
+  if (f == NULL) return -1;
+  f->x = x;
+  sl_buf_init(&f->value);
+  unsigned char kb[SL_STORE_KEYLEN];
+  key_bytes(&x->memo_key, kb);
+  if (sl_writer_cache_get(c->writer, kb, (int64_t)wall_ms(), on_fetched, f) == 0) {
+    free(f);
+    return -1;
+  }
+  x->fetch = f;
+  return 0;
+}
+
+int sl_memo_fetch_take(lua_State *L, sl_exec *x) {
+  sl_core *c = sl_core_of(x);
+  sl_memo_fetch *f = x->fetch;
+  x->fetch = NULL;
+  if (f == NULL) return 0;
+  int hit = f->done && f->rc == 0 && f->value.data != NULL &&
+            keep_stored(L, x, f->value.data, f->value.len, wall_ms());
+  sl_buf_free(&f->value);
+  free(f);
+  if (!hit) return 0;
+  if (!take_entry(L, x)) return 0;   /* what it read of the state differs */
+  /* A hit: the followers find it in the memory tier now. */
+  x->memo = SL_MEMO_NONE;
+  sl_cache_flight_end(c->cache, &x->memo_key, wake_follower, NULL);
+  return 1;
+}
+
+void sl_memo_fetch_leave(sl_exec *x) {
+  sl_memo_fetch *f = x->fetch;
+  x->fetch = NULL;
+  if (f == NULL) return;
+  if (f->done) {
+    sl_buf_free(&f->value);
+    free(f);
+  } else {
+    f->x = NULL;   /* the answer frees it */
+  }
 }
 
 int sl_memo_lookup(lua_State *L, sl_exec *x, int si, int ii) {
@@ -216,11 +336,6 @@ int sl_memo_recheck(lua_State *L, sl_exec *x) {
          take_entry(L, x);
 }
 
-static void wake_follower(void *waiter, void *ud) {
-  sl_exec *f = waiter;
-  (void)ud;
-  sl_task_wake(&f->task, 0);
-}
 
 void sl_memo_end(lua_State *L, sl_exec *x, int ok, int idx, int vi, int ci) {
   sl_core *c = sl_core_of(x);

@@ -26,4 +26,15 @@ void sl_memo_end(lua_State *L, sl_exec *x, int ok, int idx, int vi, int ci);
 /* A follower stops waiting (it was cancelled). */
 void sl_memo_leave(sl_exec *x);
 
+/* The persistent tier of a store on a server is looked up off the loop,
+   by the leader of a key that missed the memory tier. Can x (a leader)
+   fetch? sl_memo_fetch_start asks the writer (0, or -1: run it instead);
+   once woken, sl_memo_fetch_take pushes the output and returns 1 on a hit
+   (the changes applied, the followers woken), or returns 0: run it. A
+   leader stopped while it waits calls sl_memo_fetch_leave. */
+int sl_memo_can_fetch(const sl_exec *x);
+int sl_memo_fetch_start(sl_exec *x);
+int sl_memo_fetch_take(lua_State *L, sl_exec *x);
+void sl_memo_fetch_leave(sl_exec *x);
+
 #endif

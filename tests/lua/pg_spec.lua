@@ -155,6 +155,97 @@ return sl.pipeline{ name = "cached",
     h.rm(dir)
   end)
 
+  it("looks cached steps up off the loop: branches wait for one lookup, state changes come back", function()
+    local dir = h.tmpdir()
+    local env = { SLUICE_STORE = h.new_store(dir) }
+    local file = h.script(([[
+local sl = require "sluice"
+local function ran() local f = assert(io.open(%q, "a")); f:write("ran\n"); f:close() end
+local slow = sl.step{ name = "slow", cache = true, run = function(x, ctx)
+  ran()
+  ctx.state.seen = (ctx.state.seen or 0) + x
+  return x * 10 end }
+return sl.pipeline{ name = "fan",
+  sl.parallel{ name = "p", merge = "last_wins", branches = { a = slow, b = slow, c = slow } },
+  sl.step{ name = "out", run = function(x, ctx) return { v = x.a, seen = ctx.state.seen } end } }
+]]):format(dir .. "/ran"), dir, "fan.lua")
+    local outs = {}
+    for i = 1, 3 do
+      local code, out = h.cli({ "run", file, "--input", "4" }, { env = env })
+      assert.equal(0, code)
+      outs[i] = sl.decode(out)
+    end
+    -- One execution in the first run (the other branches waited for it);
+    -- none after: every later lookup hit the store, and brought the state
+    -- change back.
+    assert.equal(1, h.lines(dir .. "/ran"))
+    for i = 1, 3 do
+      assert.equal(40, outs[i].v)
+      assert.equal(4, outs[i].seen)
+    end
+    h.rm(dir)
+  end)
+
+  it("keeps the loop going while a cached step's lookup waits on the server", function()
+    local dir = h.tmpdir()
+    local url = h.new_store(dir)
+    local env = { SLUICE_STORE = url }
+    local log = dir .. "/log"
+    local file
+    local function pipeline(other)
+      return h.script(([[
+local sl = require "sluice"
+local function say(what) local f = assert(io.open(%q, "a")); f:write(what, "\n"); f:close() end
+return sl.pipeline{ name = "busy",
+  sl.step{ name = "first", run = function(x, ctx) ctx:sleep(0.5) return x end },
+  sl.parallel{ name = "p", merge = "last_wins", branches = {
+    cached = sl.step{ name = "cached", cache = true, run = function(x) say("cached ran") return x end },
+    other = %s } },
+  sl.step{ name = "out", run = function(x) return x.cached end } }
+]]):format(log, other), dir, "busy.lua")
+    end
+    -- Runs the pipeline; once it has started (its first step sleeps 0.5 s),
+    -- a session holds the cache table locked for 2 s, so the lookups that
+    -- follow wait. Returns its exit code and output.
+    local function run_locked(input)
+      local pid, outp = h.cli({ "run", file, "--input", input }, { env = env, background = true })
+      os.execute("sleep 0.2")
+      os.execute("(env -u LD_PRELOAD psql -q " .. h.quote(url) .. " -c " ..
+        h.quote("BEGIN; LOCK TABLE sluice.cache IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(2); COMMIT;") ..
+        " >/dev/null 2>&1; echo released >> " .. h.quote(log) .. ") &")
+      assert.is_true(h.wait_for(function() return not h.alive(pid) end))
+      assert.is_true(h.wait_for(function() return (h.read(log) or ""):find("released", 1, true) ~= nil end))
+      return h.read(outp)
+    end
+    local plain = h.script('return require("sluice").pipeline{ name = "one", ' ..
+      'require("sluice").step{ name = "s", run = function(x) return x end } }', dir, "one.lua")
+    assert.equal(0, (h.cli({ "run", plain, "--input", "1" }, { env = env })))   -- the tables
+    file = pipeline([[sl.step{ name = "ticker", run = function(x, ctx)
+      for _ = 1, 5 do ctx:sleep(0.02) end
+      say("ticks done")
+      return x end }]])
+    local out = run_locked("1")
+    assert.equal("1\n", out)
+    -- The ticker went on while the lookup waited for the lock (let go some
+    -- 1.5 s after the ticker is done); the cached step ran once the lookup
+    -- could be answered (a miss).
+    local text = h.read(log)
+    local ticks, released, ran = text:find("ticks done", 1, true), text:find("released", 1, true),
+      text:find("cached ran", 1, true)
+    assert.is_true(ticks ~= nil and released ~= nil and ran ~= nil, text)
+    assert.is_true(ticks < released, text)
+    -- A lookup whose step is cancelled while it waits (a sibling fails)
+    -- is answered into nothing: the run fails as it should.
+    os.remove(log)
+    file = pipeline([[sl.step{ name = "boom", run = function(x, ctx) ctx:sleep(0.05) error("boom") end }]])
+    out = run_locked("2")
+    assert.equal("", out)
+    assert.is_nil((h.read(log) or ""):find("cached ran", 1, true))
+    local rows = sl.decode(select(2, h.cli({ "runs", "--json", "--limit", "1" }, { env = env })))
+    assert.equal("failed", rows[1].status)
+    h.rm(dir)
+  end)
+
   it("says clearly what is wrong with a URL, a server or a role", function()
     local dir = h.tmpdir()
     local file = logged(dir)
