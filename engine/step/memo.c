@@ -115,58 +115,6 @@ static int take_entry(lua_State *L, sl_exec *x) {
   return 1;
 }
 
-/* Looks key up in the store's persistent tier, shared by runs and
-   processes; a hit is pushed (as the memory tier keeps it) and put in the
-   memory tier too. */
-static int store_get(lua_State *L, sl_exec *x, const sl_key *key) {
-  sl_core *c = sl_core_of(x);
-  /* A store on a server is looked up off the loop, by the leader. */
-  if (c->store == NULL || (c->writer != NULL && sl_store_remote(c->store))) return 0;
-  unsigned char kb[SL_STORE_KEYLEN];
-  key_bytes(key, kb);
-  sl_buf b;
-  sl_buf_init(&b);
-  uint64_t now = wall_ms();
-  int hit = 0;
-  if (sl_store_cache_get(c->store, kb, (int64_t)now, &b) == 0 && b.data != NULL) {
-    hit = sl_json_decode(L, b.data, b.len) == 0 && lua_istable(L, -1);
-    if (!hit) lua_pop(L, 1);                            /* the decode's message */
-    else if (c->writer != NULL) sl_writer_cache_hit(c->writer, kb);
-  }
-  if (hit) {
-    /* The stored form is always {o, c, r} with c and r as records; the
-       memory tier keeps the output alone when there is nothing more. */
-    int e = lua_gettop(L), more = 0;
-    for (int i = 0; i < 2; i++) {
-      const char *f = i == 0 ? "c" : "r";
-      if (lua_getfield(L, e, f) == LUA_TTABLE) {
-        sl_state_changes_from_record(L, -1);
-        lua_setfield(L, e, f);
-        more = 1;
-      }
-      lua_pop(L, 1);
-    }
-    if (more) {
-      push_entry_mt(L);
-      lua_setmetatable(L, e);
-    } else {
-      lua_getfield(L, e, "o");
-      lua_replace(L, e);
-    }
-    const sl_plan *p = x->plan;
-    uint64_t expires = p->ttl_ms > 0 ? now + p->ttl_ms : 0;
-    sl_cache_put(c->cache, L, key, e, b.len, expires, p->name, p->nlen);
-  }
-  sl_buf_free(&b);
-  return hit;
-}
-
-static void wake_follower(void *waiter, void *ud) {
-  sl_exec *f = waiter;
-  (void)ud;
-  sl_task_wake(&f->task, 0);
-}
-
 /* Puts what the persistent tier gave (JSON text of len bytes) for x in the
    memory tier and pushes it as the memory tier keeps it; returns 1, or 0
    with nothing pushed when the text does not decode to an entry. */
@@ -199,6 +147,33 @@ static int keep_stored(lua_State *L, sl_exec *x, const char *text, size_t len, u
   uint64_t expires = p->ttl_ms > 0 ? now + p->ttl_ms : 0;
   sl_cache_put(c->cache, L, &x->memo_key, e, len, expires, p->name, p->nlen);
   return 1;
+}
+
+/* Looks key up in the store's persistent tier, shared by runs and
+   processes; a hit is pushed (as the memory tier keeps it) and put in the
+   memory tier too. */
+static int store_get(lua_State *L, sl_exec *x, const sl_key *key) {
+  sl_core *c = sl_core_of(x);
+  /* A store on a server is looked up off the loop, by the leader. */
+  if (c->store == NULL || (c->writer != NULL && sl_store_remote(c->store))) return 0;
+  unsigned char kb[SL_STORE_KEYLEN];
+  key_bytes(key, kb);
+  sl_buf b;
+  sl_buf_init(&b);
+  uint64_t now = wall_ms();
+  int hit = 0;
+  if (sl_store_cache_get(c->store, kb, (int64_t)now, &b) == 0 && b.data != NULL) {
+    hit = keep_stored(L, x, b.data, b.len, now);
+    if (hit && c->writer != NULL) sl_writer_cache_hit(c->writer, kb);
+  }
+  sl_buf_free(&b);
+  return hit;
+}
+
+static void wake_follower(void *waiter, void *ud) {
+  sl_exec *f = waiter;
+  (void)ud;
+  sl_task_wake(&f->task, 0);
 }
 
 /*
