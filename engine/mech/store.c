@@ -450,6 +450,22 @@ const sl_store_checkpoint *sl_store_replay_step (const sl_store_replay *rp, cons
   return i >= 0 ? rp->steps[i] : NULL;
 }
 
+sl_store_replay *sl_store_replay_new (void) {
+  return calloc(1, sizeof (sl_store_replay));
+}
+
+int sl_store_replay_keep (sl_store_replay *rp, const sl_store_checkpoint *c) {
+  return replay_keep(rp, c);
+}
+
+int sl_store_replay_nsteps (const sl_store_replay *rp) {
+  return rp != NULL ? rp->nsteps : 0;
+}
+
+const sl_store_checkpoint *sl_store_replay_step_at (const sl_store_replay *rp, int i) {
+  return rp != NULL && i >= 0 && i < rp->nsteps ? rp->steps[i] : NULL;
+}
+
 int sl_store_replay_nwaits (const sl_store_replay *rp) {
   return rp != NULL ? rp->nwaits : 0;
 }

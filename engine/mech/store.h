@@ -272,6 +272,15 @@ const sl_store_wait *sl_store_replay_wait (const sl_store_replay *rp, int i);
 
 void sl_store_replay_free (sl_store_replay *rp);
 
+/* For backends that list a run's records from a journal: an empty replay,
+   a record kept in it (a copy; a later record of a path replaces an earlier
+   one in its place, unless that one completed; 0 or ENOMEM), and its steps
+   in the order their paths first came. */
+sl_store_replay *sl_store_replay_new (void);
+int sl_store_replay_keep (sl_store_replay *rp, const sl_store_checkpoint *c);
+int sl_store_replay_nsteps (const sl_store_replay *rp);
+const sl_store_checkpoint *sl_store_replay_step_at (const sl_store_replay *rp, int i);
+
 /* Is every call to s a round trip to a server? */
 int sl_store_remote (const sl_store *s);
 

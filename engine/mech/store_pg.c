@@ -106,8 +106,7 @@ static const char *const migrations[] = {
 
 
 /* {======================================================
-** Strings sets: the paths a run recorded as completed, and the index of a
-** run's checkpoints read for a resume
+** String sets: the paths a run recorded as completed
 ** ======================================================= */
 
 typedef struct strset {
@@ -197,13 +196,6 @@ typedef struct pg_runbuf {
 } pg_runbuf;
 
 /* A run's checkpoints read whole, for the gets of a resume. */
-typedef struct pg_read pg_read;
-struct pg_read {
-  char *run_id;
-  sl_store_checkpoint **recs;
-  int n, cap;
-  strset index;            /* path -> index in recs */
-};
 
 typedef struct pg_store {
   sl_store base;
@@ -280,7 +272,6 @@ static void p_key (pgp *p, const unsigned char *key) {
 }
 
 static void discard_tx (pg_store *s);
-static void read_free (struct pg_read *rd);
 
 /* Sets the message for a failed result (or connection) while doing what,
    and returns the store code; a failure inside the write transaction
@@ -978,54 +969,22 @@ static int pg_flush (sl_store *b) {
   return 0;
 }
 
-static void read_free (pg_read *rd) {
-  for (int i = 0; i < rd->n; i++) free(rd->recs[i]);
-  free(rd->recs);
-  free(rd->run_id);
-  strset_free(&rd->index);
-  memset(rd, 0, sizeof *rd);
-}
-
-/* Keeps record c in the read: a later record of a path replaces an
-   earlier one in its place, unless that one completed (a completed step's
-   record is the one kept). */
 static int keep_record (void *ud, const sl_store_checkpoint *c) {
-  pg_read *rd = ud;
-  int i = strset_find(&rd->index, c->path);
-  if (i >= 0 && rd->recs[i]->status && strcmp(rd->recs[i]->status, "completed") == 0) return 0;
-  sl_store_checkpoint *copy = sl_store_copy_checkpoint(c);
-  if (copy == NULL) return SL_STORE_ENOMEM;
-  if (i >= 0) {
-    free(rd->recs[i]);
-    rd->recs[i] = copy;
-    return 0;
-  }
-  if (rd->n == rd->cap) {
-    int cap = rd->cap ? rd->cap * 2 : 64;
-    sl_store_checkpoint **r = realloc(rd->recs, (size_t)cap * sizeof *r);
-    if (r == NULL) {
-      free(copy);
-      return SL_STORE_ENOMEM;
-    }
-    rd->recs = r;
-    rd->cap = cap;
-  }
-  if (strset_put(&rd->index, copy->path, rd->n) != 0) {
-    free(copy);
-    return SL_STORE_ENOMEM;
-  }
-  rd->recs[rd->n++] = copy;
-  return 0;
+  return sl_store_replay_keep(ud, c);
 }
 
-/* Reads the checkpoints of run_id into rd. */
-static int read_into (pg_store *s, const char *run_id, pg_read *rd) {
-  memset(rd, 0, sizeof *rd);
-  if ((rd->run_id = strdup(run_id)) == NULL) return SL_STORE_ENOMEM;
-  int rc = journal_each(s, run_id, NULL, keep_record, rd);
+/* Reads the checkpoints of run_id into *out (each path's latest record). */
+static int read_run (pg_store *s, const char *run_id, sl_store_replay **out) {
+  if ((*out = sl_store_replay_new()) == NULL)
+    return sl_store_seterr(&s->base, SL_STORE_ENOMEM, "reading run %s: out of memory", run_id);
+  int rc = journal_each(s, run_id, NULL, keep_record, *out);
   if (rc == SL_STORE_ENOMEM)
     rc = sl_store_seterr(&s->base, SL_STORE_ENOMEM, "reading the checkpoints of run %s: "
                          "out of memory", run_id);
+  if (rc != 0) {
+    sl_store_replay_free(*out);
+    *out = NULL;
+  }
   return rc;
 }
 
@@ -1034,25 +993,26 @@ static int pg_checkpoint_get (sl_store *b, const char *run_id, const char *path,
   pg_store *s = (pg_store *)b;
   /* The journal, read whole: a resume reads a run once (sl_store_replay),
      so a get is rare. */
-  pg_read rd;
-  int rc = read_into(s, run_id, &rd);
-  int i = rc == 0 ? strset_find(&rd.index, path) : -1;
-  if (rc == 0 && i < 0)
-    rc = sl_store_seterr(b, SL_STORE_ENOTFOUND, "no checkpoint %s of run %s", path, run_id);
-  if (rc == 0) *out = sl_store_copy_checkpoint(rd.recs[i]);
-  read_free(&rd);
+  sl_store_replay *rd;
+  int rc = read_run(s, run_id, &rd);
   if (rc != 0) return rc;
-  if (*out == NULL) return sl_store_seterr(b, SL_STORE_ENOMEM, "reading a checkpoint: out of memory");
-  return 0;
+  const sl_store_checkpoint *c = sl_store_replay_step(rd, path);
+  if (c == NULL)
+    rc = sl_store_seterr(b, SL_STORE_ENOTFOUND, "no checkpoint %s of run %s", path, run_id);
+  else if ((*out = sl_store_copy_checkpoint(c)) == NULL)
+    rc = sl_store_seterr(b, SL_STORE_ENOMEM, "reading a checkpoint: out of memory");
+  sl_store_replay_free(rd);
+  return rc;
 }
 
 static int pg_checkpoint_list (sl_store *b, const char *run_id, sl_store_checkpoint_cb cb,
                                void *ud) {
   pg_store *s = (pg_store *)b;
-  pg_read rd;
-  int rc = read_into(s, run_id, &rd);
-  for (int i = 0; rc == 0 && i < rd.n; i++) rc = cb(ud, rd.recs[i]);
-  read_free(&rd);
+  sl_store_replay *rd;
+  int rc = read_run(s, run_id, &rd);
+  for (int i = 0; rc == 0 && i < sl_store_replay_nsteps(rd); i++)
+    rc = cb(ud, sl_store_replay_step_at(rd, i));
+  sl_store_replay_free(rd);
   return rc;
 }
 
