@@ -427,8 +427,13 @@ static void apply_get(sl_writer *w, op *o) {
   size_t len = rc == 0 ? b.len : 0;
   ev *e = malloc(sizeof *e + len + 1);
   if (e == NULL) {
-    sl_buf_free(&b);
-    return;   /* the caller's step is cancelled with its run, or waits on */
+    /* Without room for the value, a miss: the step runs instead. */
+    len = 0;
+    rc = SL_STORE_ENOMEM;
+    if ((e = malloc(sizeof *e + 1)) == NULL) {
+      sl_buf_free(&b);
+      return;
+    }
   }
   memset(e, 0, sizeof *e);
   e->e.kind = -1;
