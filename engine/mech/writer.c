@@ -183,9 +183,11 @@ uint64_t sl_writer_run_begin(sl_writer *w, const sl_store_run *r) {
     OFF(sl_store_run, id), OFF(sl_store_run, pipeline), OFF(sl_store_run, file),
     OFF(sl_store_run, def_hash), OFF(sl_store_run, status), OFF(sl_store_run, input),
     OFF(sl_store_run, output), OFF(sl_store_run, error), OFF(sl_store_run, usage),
-    OFF(sl_store_run, budget), OFF(sl_store_run, options), OFF(sl_store_run, owner)
+    OFF(sl_store_run, budget), OFF(sl_store_run, options), OFF(sl_store_run, owner),
+    OFF(sl_store_run, queue), OFF(sl_store_run, waiting_for)
   };
-  return enqueue(w, make_op(OP_RUN_BEGIN, r, sizeof *r, offs, 12));
+  return enqueue(w, make_op(OP_RUN_BEGIN, r, sizeof *r, offs,
+                            (int)(sizeof offs / sizeof offs[0])));
 }
 
 uint64_t sl_writer_checkpoint(sl_writer *w, const sl_store_checkpoint *c) {
