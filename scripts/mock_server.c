@@ -35,15 +35,60 @@
 **       With env MOCK_API_KEY=x at start, a request without
 **       "Authorization: Bearer x" gets 401 and an OpenAI-style error
 **       {"error": {"message", "type", "code"}}; a body that is not JSON,
-**       or has no "messages" list, gets 400 with the same shape, and so
-**       does "stream": true (not supported).
+**       or has no "messages" list, gets 400 with the same shape.
+**       Markers in the last user message steer the reply:
+**         [[tool NAME ARGS]]      with a non-empty "tools" list, the reply
+**                                 is a tool call of NAME with ARGS (raw
+**                                 text, malformed JSON too), one per marker:
+**                                 content null, "tool_calls": [{"id":
+**                                 "call_<n>_<i>", "type": "function",
+**                                 "function": {"name", "arguments"}}],
+**                                 finish_reason "tool_calls"
+**         [[tool-always NAME ARGS]]  in any user message: those calls on
+**                                 every turn (for clients' turn limits)
+**         [[content TEXT]]        TEXT is the reply's content
+**         [[retry-content TEXT]]  TEXT instead, once any message says
+**                                 "rejected" (a client asking again)
+**       When the conversation ends in "tool" messages (and there are
+**       tools), content = "Tool results: " + their contents joined by " | ".
+**       A "response_format" of type "json_schema" gets an instance of its
+**       schema: the first "enum" value, strings "<property> value" (padded
+**       to minLength), integers and numbers their minimum (else 1, 1.5),
+**       true, one array item, objects with every property.
+**       "stream": true answers text/event-stream, chunked: OpenAI's
+**       chat.completion.chunk events (a role delta, one content delta per
+**       word with its trailing space, tool calls in two deltas each, the
+**       finish_reason, a usage chunk when stream_options.include_usage)
+**       and "data: [DONE]".
 **       Request headers that steer it, for testing clients:
-**         X-Mock-Status: NNN      answer NNN with an error body instead
+**         X-Mock-Key: K           the bucket the request counts in (below)
+**         X-Mock-Stream-Delay-Ms: N   N ms between events
+**         X-Mock-Stream-Break: N  end the stream (a well-formed last chunk)
+**                                 after N content deltas, without finish
+**                                 or [DONE]; with X-Mock-Break-Times: T
+**                                 only the bucket's first T streams break
+**         X-Mock-RPM: R           a sliding window (X-Mock-Window-Ms, default
+**                                 60000) of R accepted requests per bucket:
+**                                 the next gets 429 with retry-after-ms,
+**                                 retry-after, x-ratelimit-limit-requests,
+**                                 -remaining-requests: 0, -reset-requests
+**                                 ("20ms", "1s", "6m0s"); accepted ones
+**                                 carry the x-ratelimit-* headers too
+**         X-Mock-Concurrency: C   429 (retry-after-ms: 50) while C of the
+**                                 bucket's requests are being answered
+**         X-Mock-Status: NNN      answer NNN with an error body instead (a
+**                                 429 with retry-after-ms: 100 and
+**                                 x-ratelimit-remaining-requests: 0)
 **         X-Mock-Echo-Auth: N     with X-Mock-Status, the error's message is
 **                                 N dots and then the Authorization header
 **                                 it was sent (as a careless server quotes it)
 **         X-Mock-Content: text    use text as the reply's content verbatim
 **         X-Mock-Delay-Ms: N      answer after N ms
+**   GET /v1/mock/stats?key=K   the bucket's {"requests", "in_flight",
+**                          "max_in_flight", "rejected" (its 429s),
+**                          "arrivals_ms": [ms after its first request]}
+**   GET /v1/mock/requests?key=K   the bucket's request bodies, in order
+**   GET /v1/mock/reset?key=K   empties the bucket: {"reset": true}
 **   GET /status/NNN        answers status NNN (200..599), body {"status": NNN}
 **   GET /slow?ms=N         answers 200 {"slept_ms": N} after N ms
 **   GET /reset             closes the connection abruptly (TCP reset)
@@ -107,6 +152,13 @@ struct conn {
   int close_after;           /* the deferred response ends the connection */
   char hold_key[128];        /* waiting in /hold for this key */
   int holding;
+  struct bucket *flight;     /* the bucket of the chat request being answered */
+  buf *events;               /* a stream's events (HTTP chunks), in order */
+  int nevents, stream_next;
+  int stream_break;          /* the event before which the stream ends, or -1 */
+  int stream_chunked;        /* chunked (HTTP/1.1), else bare until the close */
+  int stream_reset;          /* a broken stream ends with a TCP reset */
+  uint64_t stream_delay;     /* ms between events */
   conn *next, *prev;
 };
 
@@ -160,7 +212,7 @@ static void buf_add(buf *b, const char *s, size_t n) {
     fprintf(stderr, "mock_server: out of memory\n");
     exit(1);
   }
-  memcpy(b->data + b->len, s, n);
+  if (n > 0) memcpy(b->data + b->len, s, n);
   b->len += n;
   b->data[b->len] = '\0';
 }
@@ -206,7 +258,7 @@ enum { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
 
 typedef struct jv {
   int type;
-  char *str;                 /* J_STR: the decoded text; J_OBJ member: key */
+  char *str;                 /* J_STR: the decoded text; J_NUM: the number's text */
   size_t len;
   char *key;
   int truth;
@@ -418,7 +470,11 @@ static jv *read_value(jparser *p) {
     tmp[n] = '\0';
     strtod(tmp, &endp);
     if (*endp != '\0') return NULL;
-    return new_jv(J_NUM);
+    jv *v = new_jv(J_NUM);
+    v->str = strdup(tmp);
+    if (v->str == NULL) exit(1);
+    v->len = n;
+    return v;
   }
   return NULL;
 }
@@ -480,9 +536,16 @@ static void on_conn_closed(uv_handle_t *h) {
   free(c);
 }
 
+static void flight_end(conn *c);
+
 static void conn_close(conn *c) {
   if (c->closing) return;
   c->closing = 1;
+  flight_end(c);
+  for (int i = 0; i < c->nevents; i++) buf_free(&c->events[i]);
+  free(c->events);
+  c->events = NULL;
+  c->nevents = 0;
   if (c->prev) c->prev->next = c->next;
   else conns = c->next;
   if (c->next) c->next->prev = c->prev;
@@ -509,7 +572,8 @@ typedef struct write_req {
 
 static void on_written(uv_write_t *req, int status) {
   write_req *w = (write_req *)req;
-  if (w->close_after || status < 0) conn_close(w->c);
+  if (w->close_after == 2 && status == 0) conn_reset(w->c);   /* after the bytes left */
+  else if (w->close_after || status < 0) conn_close(w->c);
   free(w->data);
   free(w);
 }
@@ -596,6 +660,7 @@ static void respond_json(conn *c, request *r, int status, buf *body, const char 
 static void process(conn *c);
 
 static void release_pending(conn *c) {
+  flight_end(c);
   buf out = c->pending;
   c->pending = (buf){0};
   c->busy = 0;
@@ -670,8 +735,314 @@ static long query_long(request *r, const char *name, long dflt) {
   return *end == '\0' && end != v && n >= 0 ? n : dflt;
 }
 
-static void chat_error(conn *c, request *r, int status, const char *type,
-                       const char *code, const char *msg) {
+/* Buckets: what the chat requests of one X-Mock-Key did, for the tests. */
+typedef struct bucket {
+  char key[128];
+  long requests, in_flight, max_in_flight, rejected, broken;
+  uint64_t first_ms;
+  buf arrivals;              /* JSON numbers, comma-separated */
+  buf bodies;                /* the request bodies (JSON), comma-separated */
+  uint64_t *accepted;        /* when each accepted request came (X-Mock-RPM) */
+  size_t naccepted, capacc;
+  struct bucket *next;
+} bucket;
+
+static bucket *buckets;
+
+static bucket *find_bucket(const char *key) {
+  for (bucket *b = buckets; b != NULL; b = b->next)
+    if (strcmp(b->key, key) == 0) return b;
+  bucket *b = calloc(1, sizeof *b);
+  if (b == NULL) exit(1);
+  snprintf(b->key, sizeof b->key, "%s", key);
+  b->next = buckets;
+  buckets = b;
+  return b;
+}
+
+static void bucket_clear(bucket *b) {
+  buf_free(&b->arrivals);
+  buf_free(&b->bodies);
+  free(b->accepted);
+  bucket *next = b->next;
+  char key[128];
+  memcpy(key, b->key, sizeof key);
+  memset(b, 0, sizeof *b);
+  memcpy(b->key, key, sizeof key);
+  b->next = next;
+}
+
+/* A request of b's is answered (or its connection went away). */
+static void flight_end(conn *c) {
+  if (c->flight == NULL) return;
+  c->flight->in_flight--;
+  c->flight = NULL;
+}
+
+static void flight_begin(conn *c, bucket *b) {
+  flight_end(c);
+  c->flight = b;
+  if (++b->in_flight > b->max_in_flight) b->max_in_flight = b->in_flight;
+}
+
+/* Writes v as JSON. */
+static void jv_write(buf *b, jv *v) {
+  if (v == NULL) { buf_str(b, "null"); return; }
+  switch (v->type) {
+    case J_NULL: buf_str(b, "null"); break;
+    case J_BOOL: buf_str(b, v->truth ? "true" : "false"); break;
+    case J_NUM: buf_add(b, v->str, v->len); break;
+    case J_STR: buf_json_string(b, v->str, v->len); break;
+    case J_ARR:
+    case J_OBJ:
+      buf_str(b, v->type == J_ARR ? "[" : "{");
+      for (jv *k = v->kids; k != NULL; k = k->next) {
+        if (k != v->kids) buf_str(b, ", ");
+        if (v->type == J_OBJ) {
+          buf_json_string(b, k->key, strlen(k->key));
+          buf_str(b, ": ");
+        }
+        jv_write(b, k);
+      }
+      buf_str(b, v->type == J_ARR ? "]" : "}");
+      break;
+  }
+}
+
+static double jv_number(jv *v, double dflt) {
+  return v != NULL && v->type == J_NUM ? strtod(v->str, NULL) : dflt;
+}
+
+/* floor and ceil, without libm. */
+static double dfloor(double x) {
+  double t = (double)(long long)x;
+  return t > x ? t - 1 : t;
+}
+
+static double dceil(double x) {
+  double t = (double)(long long)x;
+  return t < x ? t + 1 : t;
+}
+
+/* The schema s refers to with "$ref": "#/..." within root, else s. */
+static jv *resolve_ref(jv *root, jv *s) {
+  for (int hops = 0; hops < 16; hops++) {
+    jv *ref = jv_get(s, "$ref");
+    if (ref == NULL || ref->type != J_STR || ref->str[0] != '#') return s;
+    jv *at = root;
+    for (const char *p = ref->str + 1; at != NULL && *p == '/';) {
+      char seg[256];
+      size_t n = 0;
+      for (p++; *p && *p != '/'; p++) {
+        char ch = *p;
+        if (ch == '~' && (p[1] == '0' || p[1] == '1')) ch = *++p == '0' ? '~' : '/';
+        if (n + 1 < sizeof seg) seg[n++] = ch;
+      }
+      seg[n] = '\0';
+      at = jv_get(at, seg);
+    }
+    if (at == NULL || at == s) return s;
+    s = at;
+  }
+  return s;
+}
+
+/* The type s asks for: its "type" (the first one but "null" of a list),
+   else what its keywords suggest. */
+static const char *schema_type(jv *s, int depth) {
+  jv *type = jv_get(s, "type");
+  if (type != NULL && type->type == J_STR) return type->str;
+  if (type != NULL && type->type == J_ARR) {
+    for (jv *t = type->kids; t != NULL; t = t->next)
+      if (t->type == J_STR && strcmp(t->str, "null") != 0) return t->str;
+    return "null";
+  }
+  if (jv_get(s, "properties") != NULL || depth == 0) return "object";
+  if (jv_get(s, "items") != NULL) return "array";
+  return "string";
+}
+
+/* Writes an instance of schema s (within root) as JSON; name is the
+   property it is for, whose strings say "<name> value". */
+static void generate(buf *b, jv *root, jv *s, const char *name, int depth) {
+  if (depth > 16) { buf_str(b, "null"); return; }
+  s = resolve_ref(root, s);
+  jv *k;
+  if ((k = jv_get(s, "const")) != NULL) { jv_write(b, k); return; }
+  if ((k = jv_get(s, "enum")) != NULL && k->type == J_ARR && k->kids != NULL) {
+    jv_write(b, k->kids);
+    return;
+  }
+  static const char *const alts[] = {"anyOf", "oneOf", "allOf"};
+  for (int i = 0; i < 3; i++) {
+    jv *list = jv_get(s, alts[i]);
+    if (list == NULL || list->type != J_ARR || list->kids == NULL) continue;
+    jv *pick = list->kids;   /* the first alternative that is not null */
+    for (jv *a = list->kids; a != NULL; a = a->next)
+      if (strcmp(schema_type(resolve_ref(root, a), 1), "null") != 0) { pick = a; break; }
+    generate(b, root, pick, name, depth + 1);
+    return;
+  }
+  const char *t = schema_type(s, depth);
+  jv *min = jv_get(s, "minimum"), *xmin = jv_get(s, "exclusiveMinimum");
+  jv *max = jv_get(s, "maximum");
+  if (strcmp(t, "string") == 0) {
+    static const char *const formats[][2] = {
+      {"date-time", "2024-01-01T00:00:00Z"}, {"date", "2024-01-01"}, {"time", "00:00:00"},
+      {"email", "mock@example.com"}, {"uri", "https://example.com/"},
+      {"url", "https://example.com/"}, {"uuid", "00000000-0000-4000-8000-000000000000"}};
+    jv *format = jv_get(s, "format");
+    buf v = {0};
+    for (size_t i = 0; format != NULL && format->type == J_STR && i < 7; i++)
+      if (strcmp(format->str, formats[i][0]) == 0) buf_str(&v, formats[i][1]);
+    if (v.len == 0) buf_printf(&v, "%s value", *name ? name : "value");
+    long minlen = (long)jv_number(jv_get(s, "minLength"), 0);
+    long maxlen = (long)jv_number(jv_get(s, "maxLength"), -1);
+    while ((long)v.len < minlen) buf_str(&v, "x");
+    if (maxlen >= 0 && (long)v.len > maxlen) v.len = (size_t)maxlen;
+    buf_json_string(b, v.data, v.len);
+    buf_free(&v);
+  } else if (strcmp(t, "integer") == 0) {
+    double n = min != NULL && min->type == J_NUM ? dceil(jv_number(min, 1))
+             : xmin != NULL && xmin->type == J_NUM ? dfloor(jv_number(xmin, 0)) + 1 : 1;
+    if (max != NULL && max->type == J_NUM && n > jv_number(max, n)) n = dfloor(jv_number(max, n));
+    buf_printf(b, "%lld", (long long)n);
+  } else if (strcmp(t, "number") == 0) {
+    if (min != NULL && min->type == J_NUM) {
+      jv_write(b, min);
+    } else {
+      double n = xmin != NULL && xmin->type == J_NUM ? jv_number(xmin, 0) + 1 : 1.5;
+      if (max != NULL && max->type == J_NUM && n > jv_number(max, n)) n = jv_number(max, n);
+      buf_printf(b, "%.15g", n);
+    }
+  } else if (strcmp(t, "boolean") == 0) {
+    buf_str(b, "true");
+  } else if (strcmp(t, "array") == 0) {
+    long n = (long)jv_number(jv_get(s, "minItems"), 1);
+    if (n < 1) n = 1;
+    if (n > 100) n = 100;
+    if ((long)jv_number(jv_get(s, "maxItems"), 1) == 0) n = 0;
+    buf_str(b, "[");
+    for (long i = 0; i < n; i++) {
+      if (i > 0) buf_str(b, ", ");
+      generate(b, root, jv_get(s, "items"), name, depth + 1);
+    }
+    buf_str(b, "]");
+  } else if (strcmp(t, "object") == 0) {
+    buf_str(b, "{");
+    jv *props = jv_get(s, "properties");
+    for (jv *p = props != NULL && props->type == J_OBJ ? props->kids : NULL; p; p = p->next) {
+      if (p != props->kids) buf_str(b, ", ");
+      buf_json_string(b, p->key, strlen(p->key));
+      buf_str(b, ": ");
+      generate(b, root, p, p->key, depth + 1);
+    }
+    buf_str(b, "}");
+  } else {
+    buf_str(b, "null");
+  }
+}
+
+/* Markers: [[TAG TEXT]] in a message's text. */
+
+#define NPOS ((size_t)-1)
+
+/* Where the "]]" that closes a marker whose text starts at s[i] is: the
+   first one outside the brackets and braces (and their strings) of JSON
+   in the text, else the first one at all; NPOS when there is none. */
+static size_t marker_end(const char *s, size_t i, size_t n) {
+  size_t first = NPOS;
+  int depth = 0, in_str = 0;
+  for (size_t k = i; k < n; k++) {
+    int closes = k + 1 < n && s[k] == ']' && s[k + 1] == ']';
+    if (closes && first == NPOS) first = k;
+    if (in_str) {
+      if (s[k] == '\\') k++;
+      else if (s[k] == '"') in_str = 0;
+      continue;
+    }
+    if (closes && depth == 0) return k;
+    if (s[k] == '{' || s[k] == '[') depth++;
+    else if ((s[k] == '}' || s[k] == ']') && depth > 0) depth--;
+    else if (s[k] == '"' && depth > 0) in_str = 1;
+  }
+  return first;
+}
+
+/* Finds the next marker [[TAG TEXT]] of s[0..n) from *pos: TEXT (what
+   follows the tag and the blanks after it) into *text and *tlen, and
+   moves *pos past the marker; 0 when there is none. */
+static int next_marker(const char *s, size_t n, size_t *pos, const char *tag,
+                       const char **text, size_t *tlen) {
+  size_t tl = strlen(tag);
+  for (size_t i = *pos; i + 2 + tl <= n; i++) {
+    if (s[i] != '[' || s[i + 1] != '[' || memcmp(s + i + 2, tag, tl) != 0) continue;
+    size_t j = i + 2 + tl;
+    if (j < n && !isspace((unsigned char)s[j]) && s[j] != ']') continue;
+    while (j < n && isspace((unsigned char)s[j])) j++;
+    size_t e = marker_end(s, j, n);
+    if (e == NPOS) return 0;
+    *text = s + j;
+    *tlen = e - j;
+    *pos = e + 2;
+    return 1;
+  }
+  return 0;
+}
+
+/* The TEXT of the first [[TAG TEXT]] of s, appended to out; 0 when none. */
+static int find_marker(const char *s, size_t n, const char *tag, buf *out) {
+  size_t pos = 0, tlen;
+  const char *text;
+  if (!next_marker(s, n, &pos, tag, &text, &tlen)) return 0;
+  buf_add(out, text, tlen);
+  return 1;
+}
+
+/* Whether s says "rejected" (any case) outside its [[...]] markers. */
+static int says_rejected(const char *s, size_t n) {
+  for (size_t i = 0; i + 8 <= n; i++) {
+    if (s[i] == '[' && s[i + 1] == '[') {
+      size_t e = marker_end(s, i + 2, n);
+      if (e != NPOS) {
+        i = e + 1;
+        continue;
+      }
+    }
+    if (strncasecmp(s + i, "rejected", 8) == 0) return 1;
+  }
+  return 0;
+}
+
+/* A tool call asked for by a [[tool NAME ARGS]] marker. */
+typedef struct call {
+  buf name, args;
+} call;
+
+#define MAX_CALLS 64
+
+/* Appends the calls of the [[TAG NAME ARGS]] markers of s to calls[k..];
+   returns the new count. ARGS is raw text (trimmed), JSON or not. */
+static int find_calls(const char *s, size_t n, const char *tag, call *calls, int k) {
+  size_t pos = 0, tl;
+  const char *t;
+  while (k < MAX_CALLS && next_marker(s, n, &pos, tag, &t, &tl)) {
+    size_t nl = 0, a, ae = tl;
+    while (nl < tl && !isspace((unsigned char)t[nl])) nl++;
+    if (nl == 0) continue;
+    for (a = nl; a < tl && isspace((unsigned char)t[a]); a++) {}
+    while (ae > a && isspace((unsigned char)t[ae - 1])) ae--;
+    calls[k].name = (buf){0};
+    calls[k].args = (buf){0};
+    buf_add(&calls[k].name, t, nl);
+    buf_add(&calls[k].args, t + a, ae - a);
+    k++;
+  }
+  return k;
+}
+
+static void chat_error_h(conn *c, request *r, int status, const char *type,
+                         const char *code, const char *msg, const char *headers) {
   buf b = {0};
   buf_str(&b, "{\"error\": {\"message\": ");
   buf_json_string(&b, msg, strlen(msg));
@@ -679,10 +1050,280 @@ static void chat_error(conn *c, request *r, int status, const char *type,
   if (code) buf_json_string(&b, code, strlen(code));
   else buf_str(&b, "null");
   buf_str(&b, "}}");
-  respond_json(c, r, status, &b, NULL);
+  respond_json(c, r, status, &b, headers);
   buf_free(&b);
 }
 
+static void chat_error(conn *c, request *r, int status, const char *type,
+                       const char *code, const char *msg) {
+  chat_error_h(c, r, status, type, code, msg, NULL);
+}
+
+/* "20ms", "1s", "6m0s": how OpenAI writes a reset time. */
+static void reset_text(buf *b, uint64_t ms) {
+  if (ms < 1000) buf_printf(b, "%lums", (unsigned long)ms);
+  else if (ms < 60000) buf_printf(b, "%lus", (unsigned long)((ms + 999) / 1000));
+  else buf_printf(b, "%lum%lus", (unsigned long)(ms / 60000), (unsigned long)(ms % 60000 / 1000));
+}
+
+/* A header's value as a count: dflt when absent or not a number >= 0. */
+static long header_long(request *r, const char *name, long dflt) {
+  const char *v = header_value(r, name);
+  if (v == NULL) return dflt;
+  char *end;
+  long n = strtol(v, &end, 10);
+  return end != v && *end == '\0' && n >= 0 ? n : dflt;
+}
+
+static uint64_t now_ms(void) {
+  return uv_hrtime() / 1000000;
+}
+
+/* Streams. A stream's events are built up front, as HTTP chunks (or bare
+   with HTTP/1.0), the response's head before the first; c->timer paces
+   them. */
+
+static void stream_free(conn *c) {
+  for (int i = 0; i < c->nevents; i++) buf_free(&c->events[i]);
+  free(c->events);
+  c->events = NULL;
+  c->nevents = c->stream_next = 0;
+}
+
+static void add_event(conn *c, buf *data) {
+  buf out = {0};
+  if (c->stream_chunked) buf_printf(&out, "%zx\r\n", data->len + 8);
+  buf_str(&out, "data: ");
+  buf_add(&out, data->data ? data->data : "", data->len);
+  buf_str(&out, c->stream_chunked ? "\n\n\r\n" : "\n\n");
+  c->events = realloc(c->events, (size_t)(c->nevents + 1) * sizeof *c->events);
+  if (c->events == NULL) exit(1);
+  c->events[c->nevents++] = out;
+  data->len = 0;
+}
+
+static void stream_run(conn *c, int in_route);
+
+static void on_stream_tick(uv_timer_t *t) {
+  stream_run(t->data, 0);
+}
+
+/* Sends the stream's next events: all of them, or one per tick with a
+   delay; then ends it. in_route: called from the route, whose caller
+   goes on with what was pipelined after. */
+static void stream_run(conn *c, int in_route) {
+  int stop = c->stream_break >= 0 ? c->stream_break : c->nevents;
+  while (!c->closing && c->stream_next < stop) {
+    buf e = c->events[c->stream_next];
+    c->events[c->stream_next++] = (buf){0};
+    send_bytes(c, e.data, e.len, 0, 0);
+    if (c->stream_delay > 0 && c->stream_next < stop) {
+      uv_timer_start(&c->timer, on_stream_tick, c->stream_delay, 0);
+      return;
+    }
+  }
+  if (c->closing) return;
+  int broken = c->stream_break >= 0;
+  stream_free(c);
+  flight_end(c);
+  if (broken) {
+    /* Cut off: no finish, no [DONE]. The response ends (its last chunk)
+       and so does the connection, or with X-Mock-Stream-Reset the
+       connection is reset with the body unfinished. Read nothing more. */
+    char *end = strdup(c->stream_chunked && !c->stream_reset ? "0\r\n\r\n" : "");
+    if (end == NULL) exit(1);
+    send_bytes(c, end, strlen(end), 0, c->stream_reset ? 2 : 1);
+    return;
+  }
+  char *end = strdup(c->stream_chunked ? "0\r\n\r\n" : "");
+  if (end == NULL) exit(1);
+  send_bytes(c, end, strlen(end), 0, c->close_after);
+  if (c->close_after) return;
+  c->busy = 0;
+  if (!in_route) process(c);
+}
+
+static void chunk_head(buf *d, long id, jv *model) {
+  buf_printf(d, "{\"id\": \"chatcmpl-mock-%ld\", \"object\": \"chat.completion.chunk\", "
+             "\"created\": 1700000000, \"model\": ", id);
+  if (model != NULL && model->type == J_STR) buf_json_string(d, model->str, model->len);
+  else buf_str(d, "\"mock-model\"");
+}
+
+/* The chat route. */
+
+/* A message of the request: its role and the text of its content. */
+typedef struct chat_msg {
+  const char *role;
+  buf text;
+} chat_msg;
+
+/* What a chat request is answered: content, or tool calls. */
+typedef struct answer {
+  buf content;
+  call calls[MAX_CALLS];
+  int ncalls;
+} answer;
+
+/* Decides the answer to the messages, in this order: tool-always calls,
+   tool calls of the last (user) message, tool results, X-Mock-Content,
+   [[retry-content]] / [[content]], a json_schema instance, json mode,
+   the default reply. */
+static void decide(request *r, jv *req, chat_msg *m, int nm, answer *ans) {
+  jv *tools = jv_get(req, "tools");
+  int has_tools = tools != NULL && tools->type == J_ARR && tools->kids != NULL;
+  int last_user = -1, rejected = 0;
+  for (int i = 0; i < nm; i++) {
+    if (strcmp(m[i].role, "user") == 0) last_user = i;
+    rejected = rejected || says_rejected(m[i].text.data, m[i].text.len);
+  }
+  const char *lmsg = last_user >= 0 ? m[last_user].text.data : "";
+  size_t llen = last_user >= 0 ? m[last_user].text.len : 0;
+  if (has_tools) {
+    for (int i = 0; i < nm; i++)
+      if (strcmp(m[i].role, "user") == 0)
+        ans->ncalls = find_calls(m[i].text.data, m[i].text.len, "tool-always", ans->calls, ans->ncalls);
+    if (ans->ncalls == 0 && nm > 0 && last_user == nm - 1)
+      ans->ncalls = find_calls(lmsg, llen, "tool", ans->calls, 0);
+    if (ans->ncalls > 0) return;
+  }
+  buf *content = &ans->content;
+  if (nm > 0 && strcmp(m[nm - 1].role, "tool") == 0) {
+    int first = nm - 1;
+    while (first > 0 && strcmp(m[first - 1].role, "tool") == 0) first--;
+    buf_str(content, "Tool results: ");
+    for (int i = first; i < nm; i++) {
+      if (i > first) buf_str(content, " | ");
+      buf_add(content, m[i].text.data, m[i].text.len);
+    }
+    return;
+  }
+  const char *verbatim = header_value(r, "x-mock-content");
+  if (verbatim != NULL) {
+    buf_str(content, verbatim);
+    return;
+  }
+  /* [[content]] markers: those of the last user message that has some (a
+     client may send its feedback as a later user message). */
+  for (int i = nm - 1; i >= 0; i--) {
+    if (strcmp(m[i].role, "user") != 0) continue;
+    if ((rejected && find_marker(m[i].text.data, m[i].text.len, "retry-content", content)) ||
+        find_marker(m[i].text.data, m[i].text.len, "content", content))
+      return;
+    if (find_marker(m[i].text.data, m[i].text.len, "retry-content", content)) {
+      content->len = 0;   /* not rejected yet: the reply is as usual */
+      break;
+    }
+  }
+  jv *format = jv_get(req, "response_format");
+  jv *ftype = jv_get(format, "type");
+  if (ftype != NULL && ftype->type == J_STR && strcmp(ftype->str, "json_schema") == 0) {
+    jv *schema = jv_get(jv_get(format, "json_schema"), "schema");
+    generate(content, schema, schema, "value", 0);
+    return;
+  }
+  int json_mode = format != NULL;
+  for (size_t i = 0; !json_mode && i + 4 <= llen; i++)
+    json_mode = strncasecmp(lmsg + i, "json", 4) == 0;
+  if (json_mode) {
+    buf_str(content, "{\"reply\": ");
+    buf_json_string(content, lmsg, llen);
+    buf_printf(content, ", \"words\": %ld}", count_words(lmsg, llen));
+  } else {
+    buf_str(content, "Mock reply to: ");
+    buf_add(content, lmsg, llen);
+  }
+}
+
+/* Builds the stream of an answer into c->events. */
+static void build_stream(conn *c, request *r, jv *req, answer *ans, long id,
+                         long prompt_tokens, long completion_tokens, const char *extra_headers) {
+  jv *model = jv_get(req, "model");
+  buf d = {0};
+  c->stream_chunked = strcmp(r->version, "HTTP/1.0") != 0;
+  c->close_after = !r->keep_alive || !c->stream_chunked;
+  buf_str(&d, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n");
+  if (c->stream_chunked) buf_str(&d, "Transfer-Encoding: chunked\r\n");
+  if (extra_headers != NULL) buf_str(&d, extra_headers);
+  buf_str(&d, c->close_after ? "Connection: close\r\n\r\n" : "Connection: keep-alive\r\n\r\n");
+  buf head = d;
+  d = (buf){0};
+  chunk_head(&d, id, model);
+  buf_str(&d, ", \"choices\": [{\"index\": 0, \"delta\": {\"role\": \"assistant\", "
+              "\"content\": \"\"}, \"finish_reason\": null}]}");
+  add_event(c, &d);
+  /* One event per word with the blanks after it (those before the first
+     word go with it). */
+  const char *s = ans->content.data;
+  for (size_t i = 0; i < ans->content.len;) {
+    size_t j = i;
+    while (j < ans->content.len && isspace((unsigned char)s[j])) j++;
+    while (j < ans->content.len && !isspace((unsigned char)s[j])) j++;
+    while (j < ans->content.len && isspace((unsigned char)s[j])) j++;
+    chunk_head(&d, id, model);
+    buf_str(&d, ", \"choices\": [{\"index\": 0, \"delta\": {\"content\": ");
+    buf_json_string(&d, s + i, j - i);
+    buf_str(&d, "}, \"finish_reason\": null}]}");
+    add_event(c, &d);
+    i = j;
+  }
+  /* Each tool call in two events: its id, name and the first half of its
+     arguments, then the rest (split on a UTF-8 character's boundary). */
+  for (int k = 0; k < ans->ncalls; k++) {
+    call *cl = &ans->calls[k];
+    size_t half = cl->args.len / 2;
+    while (half > 0 && ((unsigned char)cl->args.data[half] & 0xC0) == 0x80) half--;
+    chunk_head(&d, id, model);
+    buf_printf(&d, ", \"choices\": [{\"index\": 0, \"delta\": {\"tool_calls\": [{\"index\": %d, "
+               "\"id\": \"call_%ld_%d\", \"type\": \"function\", \"function\": {\"name\": ",
+               k, id, k);
+    buf_json_string(&d, cl->name.data, cl->name.len);
+    buf_str(&d, ", \"arguments\": ");
+    buf_json_string(&d, cl->args.data, half);
+    buf_str(&d, "}}]}, \"finish_reason\": null}]}");
+    add_event(c, &d);
+    chunk_head(&d, id, model);
+    buf_printf(&d, ", \"choices\": [{\"index\": 0, \"delta\": {\"tool_calls\": [{\"index\": %d, "
+               "\"function\": {\"arguments\": ", k);
+    buf_json_string(&d, cl->args.data + half, cl->args.len - half);
+    buf_str(&d, "}}]}, \"finish_reason\": null}]}");
+    add_event(c, &d);
+  }
+  int finish = c->nevents;
+  chunk_head(&d, id, model);
+  buf_printf(&d, ", \"choices\": [{\"index\": 0, \"delta\": {}, \"finish_reason\": \"%s\"}]}",
+             ans->ncalls > 0 ? "tool_calls" : "stop");
+  add_event(c, &d);
+  jv *inc = jv_get(jv_get(req, "stream_options"), "include_usage");
+  if (inc != NULL && inc->type == J_BOOL && inc->truth) {
+    chunk_head(&d, id, model);
+    buf_printf(&d, ", \"choices\": [], \"usage\": {\"prompt_tokens\": %ld, "
+               "\"completion_tokens\": %ld, \"total_tokens\": %ld}}",
+               prompt_tokens, completion_tokens, prompt_tokens + completion_tokens);
+    add_event(c, &d);
+  }
+  buf_str(&d, "[DONE]");
+  add_event(c, &d);
+  buf_free(&d);
+  /* The head goes out with the first event. */
+  buf_add(&head, c->events[0].data, c->events[0].len);
+  buf_free(&c->events[0]);
+  c->events[0] = head;
+  /* X-Mock-Stream-Break: N, for the first X-Mock-Break-Times streams of
+     the bucket (all without it): the role event, N more, then the end. */
+  c->stream_break = -1;
+  long brk = header_long(r, "x-mock-stream-break", -1);
+  long times = header_long(r, "x-mock-break-times", -1);
+  if (brk >= 0 && (times < 0 || c->flight->broken < times)) {
+    c->flight->broken++;
+    c->stream_break = brk + 1 < finish ? (int)brk + 1 : finish;
+  }
+  c->stream_reset = header_long(r, "x-mock-stream-reset", 0) > 0;
+  c->stream_delay = (uint64_t)header_long(r, "x-mock-stream-delay-ms", 0);
+  c->stream_next = 0;
+}
+
+/* Sends a completion: at once, after X-Mock-Delay-Ms, or as a stream. */
 static void route_chat(conn *c, request *r) {
   if (strcmp(r->method, "POST") != 0) {
     chat_error(c, r, 405, "invalid_request_error", NULL, "use POST");
@@ -696,10 +1337,26 @@ static void route_chat(conn *c, request *r) {
       return;
     }
   }
+  /* The bucket counts and keeps every request from here on. */
+  const char *bkey = header_value(r, "x-mock-key");
+  bucket *bk = find_bucket(bkey ? bkey : "");
+  uint64_t now = now_ms();
+  if (bk->requests++ == 0) bk->first_ms = now;
+  if (bk->arrivals.len > 0) buf_str(&bk->arrivals, ", ");
+  buf_printf(&bk->arrivals, "%lu", (unsigned long)(now - bk->first_ms));
+  jv *req = json_parse(r->body, r->body_len);
+  if (bk->bodies.len > 0) buf_str(&bk->bodies, ", ");
+  if (req != NULL) jv_write(&bk->bodies, req);
+  else buf_json_string(&bk->bodies, r->body, r->body_len);
+
   const char *forced = header_value(r, "x-mock-status");
   if (forced != NULL) {
+    jv_free(req);
     int status = atoi(forced);
     if (status < 200 || status > 599) status = 500;
+    const char *hd = status == 429 ?
+      "retry-after-ms: 100\r\nx-ratelimit-remaining-requests: 0\r\n" : NULL;
+    if (status == 429) bk->rejected++;
     const char *echo = header_value(r, "x-mock-echo-auth");
     const char *auth = header_value(r, "authorization");
     if (echo != NULL) {
@@ -708,90 +1365,184 @@ static void route_chat(conn *c, request *r) {
       buf m = {0};
       for (int i = 0; i < dots; i++) buf_str(&m, ".");
       buf_printf(&m, " you sent Authorization: %s", auth ? auth : "(none)");
-      chat_error(c, r, status, "invalid_request_error", NULL, m.data);
+      chat_error_h(c, r, status, "invalid_request_error", NULL, m.data, hd);
       buf_free(&m);
       return;
     }
-    chat_error(c, r, status, status == 429 ? "rate_limit_error" : "server_error",
-               NULL, "status forced by X-Mock-Status");
+    chat_error_h(c, r, status, status == 429 ? "rate_limit_error" : "server_error",
+                 NULL, "status forced by X-Mock-Status", hd);
     return;
   }
-  jv *req = json_parse(r->body, r->body_len);
+
+  /* The bucket's limits: X-Mock-Concurrency, then X-Mock-RPM. */
+  long climit = header_long(r, "x-mock-concurrency", 0);
+  if (climit > 0 && bk->in_flight >= climit) {
+    jv_free(req);
+    bk->rejected++;
+    buf m = {0};
+    buf_printf(&m, "Too many concurrent requests: limit %ld in flight.", climit);
+    chat_error_h(c, r, 429, "rate_limit_error", "rate_limit_exceeded", m.data,
+                 "retry-after-ms: 50\r\n");
+    buf_free(&m);
+    return;
+  }
+  buf limit_headers = {0};
+  long limit = header_long(r, "x-mock-rpm", 0);
+  if (limit > 0) {
+    long win = header_long(r, "x-mock-window-ms", 60000);
+    uint64_t window = win > 0 ? (uint64_t)win : 60000;
+    size_t keep = 0;
+    for (size_t i = 0; i < bk->naccepted; i++)
+      if (bk->accepted[i] + window > now) bk->accepted[keep++] = bk->accepted[i];
+    bk->naccepted = keep;
+    if ((long)keep >= limit) {
+      jv_free(req);
+      bk->rejected++;
+      uint64_t wait = bk->accepted[0] + window - now;
+      buf hd = {0}, m = {0};
+      buf_printf(&hd, "retry-after-ms: %lu\r\nretry-after: %lu\r\n"
+                 "x-ratelimit-limit-requests: %ld\r\nx-ratelimit-remaining-requests: 0\r\n"
+                 "x-ratelimit-reset-requests: ", (unsigned long)wait,
+                 (unsigned long)((wait + 999) / 1000), limit);
+      reset_text(&hd, wait);
+      buf_str(&hd, "\r\n");
+      buf_printf(&m, "Rate limit reached for requests: limit %ld per %lu ms. "
+                 "Please try again in %lums.", limit, (unsigned long)window, (unsigned long)wait);
+      chat_error_h(c, r, 429, "rate_limit_error", "rate_limit_exceeded", m.data, hd.data);
+      buf_free(&hd);
+      buf_free(&m);
+      return;
+    }
+    if (bk->naccepted == bk->capacc) {
+      bk->capacc = bk->capacc ? bk->capacc * 2 : 16;
+      bk->accepted = realloc(bk->accepted, bk->capacc * sizeof *bk->accepted);
+      if (bk->accepted == NULL) exit(1);
+    }
+    bk->accepted[bk->naccepted++] = now;
+    buf_printf(&limit_headers, "x-ratelimit-limit-requests: %ld\r\n"
+               "x-ratelimit-remaining-requests: %ld\r\nx-ratelimit-reset-requests: ",
+               limit, limit - (long)bk->naccepted);
+    reset_text(&limit_headers, bk->accepted[0] + window - now);
+    buf_str(&limit_headers, "\r\n");
+  }
+
   jv *messages = jv_get(req, "messages");
   if (req == NULL || req->type != J_OBJ) {
     jv_free(req);
+    buf_free(&limit_headers);
     chat_error(c, r, 400, "invalid_request_error", NULL,
                "the request body is not a JSON object");
     return;
   }
   if (messages == NULL || messages->type != J_ARR) {
     jv_free(req);
+    buf_free(&limit_headers);
     chat_error(c, r, 400, "invalid_request_error", NULL,
                "'messages' must be a list");
     return;
   }
+  int nm = 0;
+  for (jv *m = messages->kids; m != NULL; m = m->next) nm++;
+  chat_msg *ms = calloc((size_t)nm + 1, sizeof *ms);
+  if (ms == NULL) exit(1);
+  long prompt_tokens = 0;
+  nm = 0;
+  for (jv *m = messages->kids; m != NULL; m = m->next, nm++) {
+    jv *role = jv_get(m, "role");
+    ms[nm].role = role != NULL && role->type == J_STR ? role->str : "";
+    content_text(jv_get(m, "content"), &ms[nm].text);
+    buf_add(&ms[nm].text, "", 0);   /* never NULL */
+    prompt_tokens += count_words(ms[nm].text.data, ms[nm].text.len);
+  }
+  answer *ans = calloc(1, sizeof *ans);
+  if (ans == NULL) exit(1);
+  decide(r, req, ms, nm, ans);
+  long id = ++chat_count;
+  long completion_tokens = count_words(ans->content.data ? ans->content.data : "",
+                                       ans->content.len);
+  for (int i = 0; i < ans->ncalls; i++)
+    completion_tokens += 1 + count_words(ans->calls[i].args.data, ans->calls[i].args.len);
+  long delay = header_long(r, "x-mock-delay-ms", 0);
+  flight_begin(c, bk);
   jv *stream = jv_get(req, "stream");
   if (stream != NULL && stream->type == J_BOOL && stream->truth) {
-    jv_free(req);
-    chat_error(c, r, 400, "invalid_request_error", NULL,
-               "streaming is not supported by the mock server");
-    return;
-  }
-  buf last = {0};
-  long prompt_tokens = 0;
-  for (jv *m = messages->kids; m != NULL; m = m->next) {
-    buf text = {0};
-    content_text(jv_get(m, "content"), &text);
-    prompt_tokens += count_words(text.data ? text.data : "", text.len);
-    jv *role = jv_get(m, "role");
-    if (role != NULL && role->type == J_STR && strcmp(role->str, "user") == 0) {
-      buf_free(&last);
-      last = text;
+    build_stream(c, r, req, ans, id, prompt_tokens, completion_tokens, limit_headers.data);
+    c->busy = 1;
+    if (delay > 0) uv_timer_start(&c->timer, on_stream_tick, (uint64_t)delay, 0);
+    else stream_run(c, 1);
+  } else {
+    jv *model = jv_get(req, "model");
+    buf b = {0};
+    buf_printf(&b, "{\"id\": \"chatcmpl-mock-%ld\", \"object\": \"chat.completion\", "
+               "\"created\": 1700000000, \"model\": ", id);
+    if (model != NULL && model->type == J_STR) buf_json_string(&b, model->str, model->len);
+    else buf_str(&b, "\"mock-model\"");
+    buf_str(&b, ", \"choices\": [{\"index\": 0, \"message\": {\"role\": \"assistant\", "
+                "\"content\": ");
+    if (ans->ncalls > 0) {
+      buf_str(&b, "null, \"tool_calls\": [");
+      for (int k = 0; k < ans->ncalls; k++) {
+        if (k > 0) buf_str(&b, ", ");
+        buf_printf(&b, "{\"id\": \"call_%ld_%d\", \"type\": \"function\", \"function\": "
+                   "{\"name\": ", id, k);
+        buf_json_string(&b, ans->calls[k].name.data, ans->calls[k].name.len);
+        buf_str(&b, ", \"arguments\": ");
+        buf_json_string(&b, ans->calls[k].args.data, ans->calls[k].args.len);
+        buf_str(&b, "}}");
+      }
+      buf_str(&b, "]");
     } else {
-      buf_free(&text);
+      buf_json_string(&b, ans->content.data ? ans->content.data : "", ans->content.len);
     }
+    buf_printf(&b, "}, \"finish_reason\": \"%s\"}], \"usage\": {\"prompt_tokens\": %ld, "
+               "\"completion_tokens\": %ld, \"total_tokens\": %ld}}",
+               ans->ncalls > 0 ? "tool_calls" : "stop",
+               prompt_tokens, completion_tokens, prompt_tokens + completion_tokens);
+    if (delay > 0) {
+      buf out = {0};
+      build(&out, 200, "application/json", b.data, b.len, 0, limit_headers.data, r->keep_alive);
+      defer(c, r, &out, (uint64_t)delay);
+    } else {
+      respond_json(c, r, 200, &b, limit_headers.data);
+      flight_end(c);
+    }
+    buf_free(&b);
   }
-  const char *msg = last.data ? last.data : "";
-  int json_mode = jv_get(req, "response_format") != NULL;
-  for (size_t i = 0; !json_mode && i + 4 <= last.len; i++)
-    json_mode = strncasecmp(msg + i, "json", 4) == 0;
-  buf content = {0};
-  const char *verbatim = header_value(r, "x-mock-content");
-  if (verbatim != NULL) {
-    buf_str(&content, verbatim);
-  } else if (json_mode) {
-    buf_str(&content, "{\"reply\": ");
-    buf_json_string(&content, msg, last.len);
-    buf_printf(&content, ", \"words\": %ld}", count_words(msg, last.len));
-  } else {
-    buf_str(&content, "Mock reply to: ");
-    buf_add(&content, msg, last.len);
+  for (int i = 0; i < ans->ncalls; i++) {
+    buf_free(&ans->calls[i].name);
+    buf_free(&ans->calls[i].args);
   }
-  long completion_tokens = count_words(content.data, content.len);
-  jv *model = jv_get(req, "model");
-  buf b = {0};
-  buf_printf(&b, "{\"id\": \"chatcmpl-mock-%ld\", \"object\": \"chat.completion\", "
-             "\"created\": 1700000000, \"model\": ", ++chat_count);
-  if (model != NULL && model->type == J_STR) buf_json_string(&b, model->str, model->len);
-  else buf_str(&b, "\"mock-model\"");
-  buf_str(&b, ", \"choices\": [{\"index\": 0, \"message\": {\"role\": \"assistant\", "
-              "\"content\": ");
-  buf_json_string(&b, content.data, content.len);
-  buf_printf(&b, "}, \"finish_reason\": \"stop\"}], \"usage\": {\"prompt_tokens\": %ld, "
-             "\"completion_tokens\": %ld, \"total_tokens\": %ld}}",
-             prompt_tokens, completion_tokens, prompt_tokens + completion_tokens);
-  const char *delay = header_value(r, "x-mock-delay-ms");
-  if (delay != NULL && atol(delay) > 0) {
-    buf out = {0};
-    build(&out, 200, "application/json", b.data, b.len, 0, NULL, r->keep_alive);
-    defer(c, r, &out, (uint64_t)atol(delay));
-  } else {
-    respond_json(c, r, 200, &b, NULL);
-  }
-  buf_free(&b);
-  buf_free(&content);
-  buf_free(&last);
+  buf_free(&ans->content);
+  free(ans);
+  for (int i = 0; i < nm; i++) buf_free(&ms[i].text);
+  free(ms);
+  buf_free(&limit_headers);
   jv_free(req);
+}
+
+/* GET /v1/mock/stats, /v1/mock/requests, /v1/mock/reset ?key=K */
+static void route_mock(conn *c, request *r, const char *what) {
+  char key[128] = "";
+  query_param(r, "key", key, sizeof key);
+  bucket *bk = find_bucket(key);
+  buf b = {0};
+  if (strcmp(what, "stats") == 0) {
+    buf_printf(&b, "{\"requests\": %ld, \"in_flight\": %ld, \"max_in_flight\": %ld, "
+               "\"arrivals_ms\": [", bk->requests, bk->in_flight, bk->max_in_flight);
+    buf_add(&b, bk->arrivals.data ? bk->arrivals.data : "", bk->arrivals.len);
+    buf_printf(&b, "], \"rejected\": %ld}", bk->rejected);
+  } else if (strcmp(what, "requests") == 0) {
+    buf_str(&b, "[");
+    buf_add(&b, bk->bodies.data ? bk->bodies.data : "", bk->bodies.len);
+    buf_str(&b, "]");
+  } else {
+    long in_flight = bk->in_flight;
+    bucket_clear(bk);
+    bk->in_flight = bk->max_in_flight = in_flight;   /* those are still in flight */
+    buf_str(&b, "{\"reset\": true}");
+  }
+  respond_json(c, r, 200, &b, NULL);
+  buf_free(&b);
 }
 
 static void route_echo(conn *c, request *r) {
@@ -924,6 +1675,9 @@ static void route(conn *c, request *r) {
     respond_json(c, r, 200, &b, NULL);
   } else if (strcmp(p, "/v1/chat/completions") == 0) {
     route_chat(c, r);
+  } else if (strncmp(p, "/v1/mock/", 9) == 0 && (strcmp(p + 9, "stats") == 0 ||
+             strcmp(p + 9, "requests") == 0 || strcmp(p + 9, "reset") == 0)) {
+    route_mock(c, r, p + 9);
   } else if (strncmp(p, "/status/", 8) == 0) {
     int status = atoi(p + 8);
     if (status < 200 || status > 599) status = 400;
@@ -1145,6 +1899,12 @@ int main(int argc, char **argv) {
   uv_signal_start(&sig_int, on_signal, SIGINT);
   uv_run(loop, UV_RUN_DEFAULT);
 
+  while (buckets != NULL) {
+    bucket *next = buckets->next;
+    bucket_clear(buckets);
+    free(buckets);
+    buckets = next;
+  }
   while (entries != NULL) {
     entry *next = entries->next;
     free(entries);

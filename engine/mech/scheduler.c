@@ -273,6 +273,21 @@ int sl_task_sleep(lua_State *L, sl_task *t, double seconds,
   return sl_task_suspend(L, t, SL_WAIT_SLEEP, k, kctx);
 }
 
+int sl_task_park(lua_State *L, sl_task *t, double seconds,
+                 lua_KFunction k, lua_KContext kctx) {
+  sl_task_check_suspend(L, t);
+  if (seconds >= 0) sl_timer_start(&t->timer, on_timer, to_ms(seconds), 0);
+  t->parked = SL_PARK_WAITING;
+  return sl_task_suspend(L, t, SL_WAIT_SLEEP, k, kctx);
+}
+
+int sl_task_unpark(sl_task *t) {
+  if (t->parked != SL_PARK_WAITING || t->wait != SL_WAIT_SLEEP) return 0;
+  t->parked = SL_PARK_GRANTED;
+  sl_timer_start(&t->timer, on_timer, 0, 0);
+  return 1;
+}
+
 void sl_task_backoff(sl_task *t, double seconds) {
   sl_timer_start(&t->timer, on_timer, to_ms(seconds), 0);
   t->wait = SL_WAIT_BACKOFF;
@@ -296,6 +311,7 @@ void sl_task_stop(sl_task *t) {
     lua_settop(t->co, 0);
   }
   t->wait = SL_WAIT_NONE;
+  t->parked = SL_PARK_NONE;
 }
 
 void sl_task_cancel(sl_task *t, const char *kind, const char *msg, int quiet) {

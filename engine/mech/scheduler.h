@@ -104,6 +104,7 @@ struct sl_task {
   unsigned char wait;            /* SL_WAIT_* */
   unsigned char running;         /* on the C stack inside lua_resume */
   unsigned char queued;          /* in the ready queue */
+  unsigned char parked;          /* SL_PARK_*: in sl_task_park */
   uv_timer_t timer;              /* initialized once, closed with the task */
 };
 
@@ -168,6 +169,21 @@ int sl_task_sleep(lua_State *L, sl_task *t, double seconds,
    must never touch t again. */
 int sl_task_suspend_io(lua_State *L, sl_task *t, sl_wait_cancel cancel,
                        void *data, lua_KFunction k, lua_KContext kctx);
+
+/* Where a parked task stands. */
+enum { SL_PARK_NONE, SL_PARK_WAITING, SL_PARK_GRANTED };
+
+/* Suspends t until sl_task_unpark(t) or, when seconds >= 0, until seconds
+   pass, whichever comes first; it continues in k, where t->parked is
+   SL_PARK_GRANTED if it was unparked (the continuation resets it). The
+   wait is a sleep to everything else (deadlines, stops). */
+int sl_task_park(lua_State *L, sl_task *t, double seconds,
+                 lua_KFunction k, lua_KContext kctx);
+
+/* Wakes a parked t from the loop's next turn (never from inside the
+   caller, which may be a stop path or another task). Returns 0 if t is not
+   parked (it ended, was stopped, or was unparked already). */
+int sl_task_unpark(sl_task *t);
 
 /* Waits seconds on t's timer (not running) before hooks->backoff_over. */
 void sl_task_backoff(sl_task *t, double seconds);

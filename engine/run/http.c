@@ -64,6 +64,7 @@ static struct {
   const char *(*multi_strerror)(CURLMcode);
   struct curl_slist *(*slist_append)(struct curl_slist *, const char *);
   void (*slist_free_all)(struct curl_slist *);
+  CURLcode (*easy_pause)(CURL *, int);
 } api;
 static char api_error[300];
 static pthread_once_t api_once = PTHREAD_ONCE_INIT;
@@ -104,6 +105,7 @@ static void load_api(void) {
   LOAD(multi_strerror, "curl_multi_strerror")
   LOAD(slist_append, "curl_slist_append")
   LOAD(slist_free_all, "curl_slist_free_all")
+  LOAD(easy_pause, "curl_easy_pause")
 #undef LOAD
   api_error[0] = '\0';
 }
@@ -136,6 +138,7 @@ static const char *need_api(void) {
 #define curl_multi_strerror api.multi_strerror
 #define curl_slist_append api.slist_append
 #define curl_slist_free_all api.slist_free_all
+#define curl_easy_pause api.easy_pause
 
 /* }====================================================== */
 
@@ -166,8 +169,16 @@ struct mux {
   sock *socks;               /* sockets watched now */
   req *reqs;                 /* requests in flight */
   int nhandles;              /* uv handles not yet closed: freed at 0 once closing */
+  int nstreams;              /* streamed requests among reqs */
   int closing;
 };
+
+/* The stream object ctx:http{stream = true} returns: the response whose
+   body is read piece by piece. It owns its request once it has one. */
+typedef struct hstream {
+  req *r;                    /* NULL once closed (or the engine closed) */
+  sl_exec *x;                /* the step that opened it */
+} hstream;
 
 struct req {
   mux *m;
@@ -181,6 +192,13 @@ struct req {
   size_t max_response;
   CURLcode code;
   unsigned char too_big, nomem;
+  /* A streamed response: body holds what was received and not yet read. */
+  unsigned char stream;
+  unsigned char reading;     /* stage: 0 until the headers were delivered */
+  unsigned char headers_done;/* the final response's header block ended */
+  unsigned char finished;    /* the transfer ended (code says how) */
+  unsigned char paused;      /* curl is paused: body is full */
+  hstream *handle;           /* the Lua object, once made */
   char method[16];
   char where[192];
   char errbuf[CURL_ERROR_SIZE];
@@ -217,6 +235,8 @@ static void on_timer_closed(uv_handle_t *h) {
 /* Frees a request that is done or abandoned. */
 static void req_free(req *r) {
   mux *m = r->m;
+  if (r->stream) m->nstreams--;
+  if (r->handle != NULL) r->handle->r = NULL;
   if (r->prev) r->prev->next = r->next;
   else m->reqs = r->next;
   if (r->next) r->next->prev = r->prev;
@@ -324,6 +344,177 @@ static int deliver_p(lua_State *L) {
   return 0;
 }
 
+/* {======================================================
+** Streamed responses
+** ======================================================= */
+
+#define STREAM_MT "sluice.http_stream"
+/* Bytes a stream holds unread before curl is paused. */
+#define STREAM_HIGH_WATER ((size_t)1 << 20)
+
+static void stream_unpause(req *r) {
+  if (r->paused && r->easy != NULL && !r->finished) {
+    r->paused = 0;
+    curl_easy_pause(r->easy, CURLPAUSE_CONT);
+  }
+}
+
+/* Pushes what a read of r gives now: 1 and a chunk, 1 and nil at the end,
+   or 0 and the failure; returns 0 (pushing nothing) when it must wait. */
+static int stream_take(lua_State *L, req *r) {
+  if (r->body.len > 0) {
+    lua_pushboolean(L, 1);
+    lua_pushlstring(L, r->body.data, r->body.len);
+    sl_buf_reset(&r->body);
+    stream_unpause(r);
+    return 1;
+  }
+  if (!r->finished) return 0;
+  lua_pushboolean(L, r->code == CURLE_OK);
+  if (r->code == CURLE_OK) lua_pushnil(L);
+  else push_failure(L, r);
+  return 1;
+}
+
+/* Pushes the stream object for r: its status and headers, read and close. */
+static void push_stream(lua_State *L, req *r) {
+  hstream *h = lua_newuserdatauv(L, sizeof *h, 1);
+  h->r = NULL;
+  h->x = r->t;
+  luaL_setmetatable(L, STREAM_MT);
+  lua_createtable(L, 0, 2);
+  long status = 0;
+  curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+  lua_pushinteger(L, status);
+  lua_setfield(L, -2, "status");
+  push_headers(L, r);
+  lua_setfield(L, -2, "headers");
+  lua_setiuservalue(L, -2, 1);
+  h->r = r;
+  r->handle = h;
+  r->reading = 1;
+}
+
+/* Delivers to the step waiting on stream request r what it waits for.
+   Runs under a protected call. */
+static int deliver_stream_p(lua_State *L) {
+  req *r = lua_touserdata(L, 1);
+  sl_exec *t = r->t;
+  if (!lua_checkstack(t->task.co, 2)) return luaL_error(L, "not enough memory");
+  if (!r->reading) {
+    int ok = r->headers_done && r->easy != NULL;
+    lua_pushboolean(L, ok);
+    if (ok) push_stream(L, r);
+    else push_failure(L, r);
+  } else if (!stream_take(L, r)) {
+    return 0;
+  }
+  lua_xmove(L, t->task.co, 2);
+  r->t = NULL;
+  t->task.wait_cancel = NULL;
+  sl_task_wake(&t->task, 2);
+  return 0;
+}
+
+/* Wakes the steps whose streams have something for them: the headers, a
+   chunk, the end. */
+static void feed_streams(mux *m) {
+  sl_core *e = m->e;
+  req *next;
+  for (req *r = m->reqs; r != NULL; r = next) {
+    next = r->next;
+    if (!r->stream || r->t == NULL) continue;
+    int ready = r->reading ? (r->body.len > 0 || r->finished) : (r->headers_done || r->finished);
+    if (!ready) continue;
+    int opening = !r->reading;
+    if (sl_protect(e->L, deliver_stream_p, r, e->errmsg, sizeof e->errmsg) != LUA_OK && r->t) {
+      sl_exec *t = r->t;
+      r->t = NULL;
+      t->task.wait_cancel = NULL;
+      sl_step_stop_run(t->run, "error", e->errmsg);
+    }
+    /* A request that failed before its headers has nobody to hold it. */
+    if (opening && r->handle == NULL && r->t == NULL) req_free(r);
+  }
+}
+
+static hstream *check_stream(lua_State *L) {
+  return luaL_checkudata(L, 1, STREAM_MT);
+}
+
+static int stream_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status; (void)kctx;
+  if (!lua_toboolean(L, -2)) return lua_error(L);
+  return 1;
+}
+
+static void stream_cancel(sl_task *t, void *data) {
+  req *r = data;
+  (void)t;
+  r->t = NULL;
+  req_free(r);
+}
+
+/* stream:read(): the next piece of the body as it arrives, or nil at its
+   end; raises when the transfer fails midway (a connection cut before the
+   response was whole, a timeout), as ctx:http does. Suspends only the
+   step that opened the stream. */
+static int stream_read(lua_State *L) {
+  hstream *h = check_stream(L);
+  req *r = h->r;
+  if (r == NULL) return luaL_error(L, "the stream is closed");
+  lua_settop(L, 1);
+  if (stream_take(L, r)) {
+    if (!lua_toboolean(L, -2)) return lua_error(L);
+    return 1;
+  }
+  sl_exec *x = sl_exec_running(L);
+  if (x == NULL || x != h->x)
+    return luaL_error(L, "a stream is read by the step that opened it");
+  sl_task_check_suspend(L, &x->task);
+  r->t = x;
+  return sl_task_suspend_io(L, &x->task, stream_cancel, r, stream_k, 0);
+}
+
+/* stream:close() (also when a to-be-closed variable holding it goes out of
+   scope, and when it is collected): drops the transfer if it is still
+   going. */
+static int stream_close(lua_State *L) {
+  hstream *h = check_stream(L);
+  req *r = h->r;
+  if (r != NULL && r->t == NULL) req_free(r);
+  h->r = NULL;
+  return 0;
+}
+
+static int stream_index(lua_State *L) {
+  check_stream(L);
+  const char *k = luaL_checkstring(L, 2);
+  if (strcmp(k, "read") == 0) {
+    lua_pushcfunction(L, stream_read);
+  } else if (strcmp(k, "close") == 0) {
+    lua_pushcfunction(L, stream_close);
+  } else {
+    lua_getiuservalue(L, 1, 1);
+    lua_getfield(L, -1, k);
+  }
+  return 1;
+}
+
+static void open_stream_mt(lua_State *L) {
+  if (luaL_newmetatable(L, STREAM_MT)) {
+    lua_pushcfunction(L, stream_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, stream_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, stream_close);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+}
+
+/* }====================================================== */
+
 /* Collects the transfers curl has finished, queues their steps and then
    resumes them. Called after curl returns, never from its callbacks. */
 static void collect(mux *m) {
@@ -338,6 +529,13 @@ static void collect(mux *m) {
     if (r == NULL) continue;
     curl_multi_remove_handle(m->multi, r->easy);   /* msg is invalid from here */
     r->code = code;
+    if (r->stream) {
+      /* The stream object reads what is left; a request nobody waits for
+         or holds is done with. */
+      r->finished = 1;
+      if (r->t == NULL && r->handle == NULL) req_free(r);
+      continue;
+    }
     if (r->done != NULL) {
       long status = 0;
       char why[CURL_ERROR_SIZE + 64];
@@ -370,6 +568,7 @@ static void collect(mux *m) {
     }
     req_free(r);
   }
+  if (m->nstreams > 0) feed_streams(m);
   sl_sched_drain(&e->sched);
 }
 
@@ -545,12 +744,32 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud) {
     r->nomem = 1;
     return 0;
   }
+  /* The blank line that ends a final (not 1xx) response's headers: a
+     stream can be handed to its step. */
+  if (r->stream && (len == 2 || len == 1) && (data[0] == '\r' || data[0] == '\n')) {
+    long status = 0;
+    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (status >= 200) r->headers_done = 1;
+  }
   return len;
 }
 
 static size_t on_body(char *data, size_t size, size_t n, void *ud) {
   req *r = ud;
   size_t len = size * n;
+  if (r->stream) {
+    /* A reader that falls behind pauses the transfer, not memory. */
+    if (r->body.len >= STREAM_HIGH_WATER) {
+      r->paused = 1;
+      return CURL_WRITEFUNC_PAUSE;
+    }
+    r->headers_done = 1;
+    if (sl_buf_add(&r->body, data, len) != 0) {
+      r->nomem = 1;
+      return 0;
+    }
+    return len;
+  }
   if (len > r->max_response - r->body.len) {
     r->too_big = 1;
     return 0;
@@ -605,7 +824,7 @@ static int setup_easy(CURL *h, req *r, const char *url) {
 }
 
 static const char *const http_options[] = {
-  "method", "url", "headers", "body", "timeout", "max_response", NULL
+  "method", "url", "headers", "body", "timeout", "max_response", "stream", NULL
 };
 
 static int opt_error(lua_State *L, const char *opt, const char *expected) {
@@ -758,6 +977,11 @@ static int ctx_http(lua_State *L) {
     if (!isint || max_response < 1 || max_response > MAX_MAX_RESPONSE)
       opt_error(L, "max_response", "a positive integer number of bytes");
   }
+  int stream = 0;
+  if (lua_getfield(L, 2, "stream") != LUA_TNIL) {       /* 9 */
+    if (!lua_isboolean(L, 9)) opt_error(L, "stream", "true or false");
+    stream = lua_toboolean(L, 9);
+  }
   /* A request that announces a body gets one, if only an empty one. */
   if (body == NULL && (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0
                        || strcmp(method, "PATCH") == 0))
@@ -814,6 +1038,10 @@ static int ctx_http(lua_State *L) {
     return luaL_error(L, "cannot start the request: %s", curl_multi_strerror(mc));
   }
   r->t = t;
+  if (stream) {
+    r->stream = 1;
+    m->nstreams++;
+  }
   return sl_task_suspend_io(L, &t->task, http_cancel, r, http_k, 0);
 }
 
@@ -879,5 +1107,6 @@ static const luaL_Reg http_methods[] = {
 };
 
 void sl_http_open(lua_State *L, sl_core *e) {
+  open_stream_mt(L);
   sl_ctx_register(L, e, http_methods);
 }

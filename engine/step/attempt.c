@@ -169,7 +169,14 @@ int sl_attempt_next(lua_State *L, sl_exec *x) {
   if (a->in_fallback) return SL_NEXT_FINAL;
   const char *kind, *msg, *where;
   sl_error_fields(L, -1, &kind, &msg, &where);
-  if (retryable(kind) && a->attempt < x->plan->max_attempts) {
+  /* An error that says retry = false (an input that does not match the
+     step's input_schema, say) goes straight to the fallback. */
+  int again = retryable(kind);
+  if (again && lua_istable(L, -1)) {
+    again = lua_getfield(L, -1, "retry") != LUA_TBOOLEAN || lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  if (again && a->attempt < x->plan->max_attempts) {
     a->attempt++;
     sl_hist_set_attempts(&r->hist, x->hist, a->attempt);
     if (kind != NULL && strcmp(kind, "validation") == 0) {

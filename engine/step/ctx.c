@@ -44,6 +44,12 @@ sl_exec *sl_ctx_check(lua_State *L, int idx) {
   return x;
 }
 
+int sl_ctx_live(lua_State *L, int idx) {
+  int live = lua_rawgeti(L, idx, CTX_EXEC) == LUA_TLIGHTUSERDATA;
+  lua_pop(L, 1);
+  return live;
+}
+
 void sl_ctx_detach(lua_State *L, sl_exec *x) {
   if (sl_exec_get(L, x, SL_REC_CTX) == LUA_TTABLE) {
     lua_pushnil(L);

@@ -24,6 +24,9 @@ void sl_ctx_push(lua_State *L, sl_exec *x);
    its execution has ended. */
 sl_exec *sl_ctx_check(lua_State *L, int idx);
 
+/* Whether the ctx table at idx still belongs to a live execution. */
+int sl_ctx_live(lua_State *L, int idx);
+
 /* x ended: its ctx, if it had one, names nothing any more. */
 void sl_ctx_detach(lua_State *L, sl_exec *x);
 

@@ -28,6 +28,7 @@
 #include "clock.h"
 #include "ctx.h"
 #include "durable.h"
+#include "stats.h"
 #include "error.h"
 #include "memo.h"
 #include "memory.h"
@@ -1259,6 +1260,40 @@ static int ctx_sleep(lua_State *L) {
   return sl_task_sleep(L, &x->task, (double)s, ctx_sleep_k, 0);
 }
 
+static int ctx_park_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  sl_task *t = (sl_task *)kctx;
+  lua_pushboolean(L, t->parked == SL_PARK_GRANTED);
+  t->parked = SL_PARK_NONE;
+  return 1;
+}
+
+/* ctx:park([seconds]): suspends only the calling step until another step
+   calls ctx:unpark() on this ctx (true) or seconds pass (false). What
+   builds waiting on it (a limiter's queue) keeps its own record of who
+   waits; a step stopped while parked runs its to-be-closed variables. */
+static int ctx_park(lua_State *L) {
+  sl_exec *x = sl_ctx_check(L, 1);
+  lua_Number s = luaL_optnumber(L, 2, -1);
+  luaL_argcheck(L, s == s && (s >= 0 || lua_isnoneornil(L, 2)), 2,
+                "seconds must be a non-negative number");
+  return sl_task_park(L, &x->task, (double)s, ctx_park_k, (lua_KContext)&x->task);
+}
+
+/* ctx:unpark(): wakes the step of this ctx if it is parked, from the
+   loop's next turn; returns whether it was (false once it ended, was
+   stopped or was unparked already). Any step may call it. */
+static int ctx_unpark(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (!sl_ctx_live(L, 1)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  sl_exec *x = sl_ctx_check(L, 1);
+  lua_pushboolean(L, sl_task_unpark(&x->task));
+  return 1;
+}
+
 static const luaL_Reg step_methods[] = {
   {"run", ctx_run},
   {"spawn", ctx_spawn},
@@ -1267,6 +1302,8 @@ static const luaL_Reg step_methods[] = {
   {"await_any", ctx_await_any},
   {"cancel", ctx_cancel},
   {"sleep", ctx_sleep},
+  {"park", ctx_park},
+  {"unpark", ctx_unpark},
   {NULL, NULL}
 };
 
@@ -1288,6 +1325,7 @@ void sl_step_open(lua_State *L, sl_core *c, uv_loop_t *loop, sl_handles *handles
   sl_ctx_register(L, c, step_methods);
   sl_meter_open(L, c);
   sl_durable_register(L, c);
+  sl_stats_register(L, c);
 }
 
 /* }====================================================== */

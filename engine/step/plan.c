@@ -115,7 +115,12 @@ static void read_options(lua_State *L, sl_plan *p, int si) {
     p->opts |= SL_OPT_LIMITS;
   }
   lua_pop(L, 1);
+  /* Schemas are checked by the attempt runner, as validators are. */
   if (lua_getfield(L, si, "validate") != LUA_TNIL) p->opts |= SL_OPT_VALIDATE;
+  lua_pop(L, 1);
+  if (lua_getfield(L, si, "input_schema") != LUA_TNIL) p->opts |= SL_OPT_VALIDATE;
+  lua_pop(L, 1);
+  if (lua_getfield(L, si, "output_schema") != LUA_TNIL) p->opts |= SL_OPT_VALIDATE;
   lua_pop(L, 1);
   if (lua_getfield(L, si, "fallback") != LUA_TNIL) p->opts |= SL_OPT_FALLBACK;
   lua_pop(L, 1);

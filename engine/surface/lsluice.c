@@ -10,6 +10,7 @@
 
 #include "engine.h"
 #include "owner.h"
+#include "pattern.h"
 #include "ctx.h"
 #include "lifecycle.h"
 #include "plan.h"
@@ -952,5 +953,6 @@ int luaopen_sluice_core(lua_State *L) {
   lua_setfield(L, -2, "max_fallback_depth");
   lua_pushliteral(L, SLUICE_VERSION);
   lua_setfield(L, -2, "version");
+  sl_pattern_open(L);
   return 1;
 }

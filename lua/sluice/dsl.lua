@@ -197,6 +197,14 @@ function check.background(v)
   return v == true or v == false or v == "required", 'true, false or "required"'
 end
 
+-- A JSON Schema in the subset schema.lua checks.
+function check.schema(v)
+  if type(v) ~= "table" then return false, "a JSON Schema (a table)" end
+  local ok, err = pcall(require("sluice.schema").check, v)
+  if not ok then return false, "a JSON Schema", "one with a mistake: " .. tostring(err) end
+  return true
+end
+
 M.check = check
 
 -- Options every step takes, whatever its kind.
@@ -204,6 +212,8 @@ local common = {
   name = check.string,
   kind = check.string,
   description = check.string,
+  input_schema = check.schema,
+  output_schema = check.schema,
   retries = check.nonneg_integer,
   backoff = check.backoff,
   timeout = check.positive_number,
@@ -251,6 +261,12 @@ kinds.step = {
     end
     if s.run ~= nil and s.agent ~= nil then
       fail(w, "step '%s' takes run or agent, not both", s.name)
+    end
+    -- An agent may say how often a step running it tries by default (a
+    -- chat agent with a schema refines its reply twice).
+    local mt = s.agent ~= nil and getmetatable(s.agent)
+    if s.retries == nil and type(mt) == "table" and type(mt.default_retries) == "function" then
+      s.retries = mt.default_retries(s.agent)
     end
     if s.run == nil then
       local agent = s.agent

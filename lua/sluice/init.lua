@@ -189,7 +189,8 @@ sl.error = core.error
 local parts = {
   { module = "sluice.kinds", names = { "parallel", "map", "loop", "branch", "router", "dag" } },
   { module = "sluice.import", names = { "import" } },
-  { module = "sluice.agent", names = { "agent", "prices", "template" } },
+  { module = "sluice.agent", names = { "agent", "prices", "limits", "template" } },
+  { module = "sluice.select", names = { "select", "compose" } },
   { module = "sluice.human", names = { "human" } },
 }
 local part_of = {}

@@ -3,6 +3,7 @@
 -- The C dispatcher decides when each runs (lua/../engine/attempt.c); these
 -- decide what running it means.
 local core = require "sluice.core"
+local schema = require "sluice.schema"
 
 local M = {}
 
@@ -25,10 +26,31 @@ end
 --- Runs the handler, then each validator on its output. A validator
 --- returns ok[, feedback] or raises; a rejection is an error of kind
 --- "validation" whose message is the feedback, which the next attempt sees
---- as ctx.feedback.
+--- as ctx.feedback. A step's input_schema is checked before the handler
+--- runs (a mismatch fails the step with kind "validation" and is not
+--- retried: the same input would fail again) and its output_schema after
+--- it, before the validators, refining as they do.
+local no_validators = {}
 function M.attempt_runner(handler, step, input, ctx)
+  local ins = step.input_schema
+  if ins ~= nil then
+    local ok, msg = schema.validate_checked(ins, input)
+    if not ok then
+      local e = step_error(step, "validation", "the input does not match its input_schema: " .. msg)
+      e.retry = false
+      error(e, 0)
+    end
+  end
   local out, usage = handler(step, input, ctx)
-  local validators = step.validate
+  local outs = step.output_schema
+  if outs ~= nil then
+    local ok, msg = schema.validate_checked(outs, out)
+    if not ok then
+      if usage ~= nil then ctx:charge(usage) end
+      error(step_error(step, "validation", "the output does not match its output_schema: " .. msg), 0)
+    end
+  end
+  local validators = step.validate or no_validators
   for i = 1, #validators do
     local ok, verdict, feedback = pcall(validators[i], out, ctx)
     if not ok or not verdict then

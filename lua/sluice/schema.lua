@@ -3,9 +3,13 @@
 --
 -- Keywords: type (one of string, number, integer, boolean, object, array,
 -- null, or a list of them), properties, required, additionalProperties
--- (true, false or a schema), enum and items (one schema for every item),
--- plus the annotations title, description, default, examples, $schema, $id
--- and $comment, which are allowed and not enforced. Any other keyword is a
+-- (true, false or a schema), enum, const, items (one schema for every
+-- item), minimum, maximum, exclusiveMinimum, exclusiveMaximum (numbers),
+-- minLength, maxLength (characters), pattern (an ECMA regular expression,
+-- not anchored, in the subset engine/base/pattern.c translates), minItems,
+-- maxItems and minProperties, maxProperties; plus the annotations title,
+-- description, default, examples, format, $schema, $id and $comment,
+-- which are allowed and not enforced. Any other keyword is a
 -- mistake in the schema, reported with the closest valid one.
 --
 -- As in JSON Schema, a keyword applies only to values of its own type:
@@ -46,6 +50,7 @@ local KEYWORDS = {}
 local ANNOTATIONS = {
   title = "string", description = "string",
   default = false, examples = false, ["$schema"] = false, ["$id"] = false,
+  format = "string",
   ["$comment"] = "string",
 }
 
@@ -243,6 +248,55 @@ KEYWORDS.items = function(v, path)
   check_node(v, path .. ".items")
 end
 
+KEYWORDS.const = function(v, path)
+  local t = type(v)
+  if t ~= "string" and t ~= "number" and t ~= "boolean" and t ~= "table" and v ~= null then
+    bad(path, "'const' must be a JSON value, got %s", t)
+  end
+end
+
+local function number_keyword(name)
+  KEYWORDS[name] = function(v, path)
+    if type(v) ~= "number" or v ~= v then
+      bad(path, "'%s' must be a number, got %s", name, describe_type(v))
+    end
+  end
+end
+for _, name in ipairs { "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum" } do
+  number_keyword(name)
+end
+
+local function count_keyword(name)
+  KEYWORDS[name] = function(v, path)
+    if not (type(v) == "number" and is_integral(v) and v >= 0) then
+      bad(path, "'%s' must be a whole number >= 0, got %s", name, render(v))
+    end
+  end
+end
+for _, name in ipairs { "minLength", "maxLength", "minItems", "maxItems",
+    "minProperties", "maxProperties" } do
+  count_keyword(name)
+end
+
+-- Compiled patterns, by source text.
+local patterns = setmetatable({}, { __mode = "v" })
+local function compiled(src)
+  local p = patterns[src]
+  if p == nil then
+    p = core.pattern(src)
+    patterns[src] = p
+  end
+  return p
+end
+
+KEYWORDS.pattern = function(v, path)
+  if type(v) ~= "string" then
+    bad(path, "'pattern' must be a regular expression (a string), got %s", describe_type(v))
+  end
+  local ok, err = pcall(compiled, v)
+  if not ok then bad(path, "'pattern' %s: %s", render(v), tostring(err):gsub("^bad pattern: ", "")) end
+end
+
 -- Checks the schema s found at path, raising at the first mistake.
 function check_node(s, path)
   if type(s) ~= "table" then
@@ -322,6 +376,60 @@ local function validate_node(s, v, path)
     end
   end
 
+  if s.const ~= nil and not same(v, s.const) then
+    return ("%s: expected %s, got %s"):format(path, render(s.const), render(v))
+  end
+
+  if type(v) == "number" then
+    if s.minimum ~= nil and v < s.minimum then
+      return ("%s: %s is less than the minimum %s"):format(path, render(v), render(s.minimum))
+    end
+    if s.maximum ~= nil and v > s.maximum then
+      return ("%s: %s is more than the maximum %s"):format(path, render(v), render(s.maximum))
+    end
+    if s.exclusiveMinimum ~= nil and v <= s.exclusiveMinimum then
+      return ("%s: %s must be more than %s"):format(path, render(v), render(s.exclusiveMinimum))
+    end
+    if s.exclusiveMaximum ~= nil and v >= s.exclusiveMaximum then
+      return ("%s: %s must be less than %s"):format(path, render(v), render(s.exclusiveMaximum))
+    end
+  end
+
+  if type(v) == "string" then
+    if s.minLength ~= nil or s.maxLength ~= nil then
+      local n = utf8.len(v) or #v
+      if s.minLength ~= nil and n < s.minLength then
+        return ("%s: expected at least %d characters, got %d"):format(path, s.minLength, n)
+      end
+      if s.maxLength ~= nil and n > s.maxLength then
+        return ("%s: expected at most %d characters, got %d"):format(path, s.maxLength, n)
+      end
+    end
+    if s.pattern ~= nil and not core.pattern_match(compiled(s.pattern), v) then
+      return ("%s: %s does not match the pattern %s"):format(path, render(v), render(s.pattern))
+    end
+  end
+
+  if has_type(v, "object") and (s.minProperties ~= nil or s.maxProperties ~= nil) then
+    local n = 0
+    for _ in next, v do n = n + 1 end
+    if s.minProperties ~= nil and n < s.minProperties then
+      return ("%s: expected at least %d properties, got %d"):format(path, s.minProperties, n)
+    end
+    if s.maxProperties ~= nil and n > s.maxProperties then
+      return ("%s: expected at most %d properties, got %d"):format(path, s.maxProperties, n)
+    end
+  end
+
+  if has_type(v, "array") then
+    if s.minItems ~= nil and #v < s.minItems then
+      return ("%s: expected at least %d items, got %d"):format(path, s.minItems, #v)
+    end
+    if s.maxItems ~= nil and #v > s.maxItems then
+      return ("%s: expected at most %d items, got %d"):format(path, s.maxItems, #v)
+    end
+  end
+
   if has_type(v, "object") then
     if s.required then
       for _, name in ipairs(s.required) do
@@ -362,6 +470,14 @@ end
 --- path that failed, e.g. "$.items[2]: expected integer, got string".
 function M.validate(s, value)
   check_node(s, "$")
+  local msg = validate_node(s, value, "$")
+  if msg then return false, msg end
+  return true
+end
+
+--- As validate, for a schema already checked with schema.check (a step's
+--- schemas are checked where the step is defined, not at every call).
+function M.validate_checked(s, value)
   local msg = validate_node(s, value, "$")
   if msg then return false, msg end
   return true

@@ -20,14 +20,14 @@
 --   SLUICE_LLM_BASE_URL=http://127.0.0.1:PORT/v1 ./build/sluice run \
 --     scripts/examples/research.lua --input '{"topic":"tides"}'
 --
--- scripts/examples/research_demo.sh runs it against the local mock server
+-- `bash scripts/examples/demo.sh research` runs it against the local mock server
 -- (build/mock_server), whose replies echo the prompts they were given.
 local sl = require "sluice"
 
 local base_url = os.getenv("SLUICE_LLM_BASE_URL")
 if base_url == nil or base_url == "" then
   error("research.lua: set SLUICE_LLM_BASE_URL to the base URL of an OpenAI-compatible "
-    .. "API (such as https://api.openai.com/v1), or run scripts/examples/research_demo.sh "
+    .. "API (such as https://api.openai.com/v1), or run bash scripts/examples/demo.sh research "
     .. "to use the local mock server", 0)
 end
 local model = os.getenv("SLUICE_LLM_MODEL") or "gpt-4o"
