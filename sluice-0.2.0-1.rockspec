@@ -23,6 +23,7 @@ external_dependencies = {
   SQLITE = { header = "sqlite3.h" },
   XXHASH = { header = "xxhash.h" },
   LIBPQ = { header = "postgresql/libpq-fe.h" },
+  LIBMICROHTTPD = { header = "microhttpd.h" },
 }
 build = {
   type = "cmake",

@@ -9,7 +9,8 @@ packages=(
   gcc make cmake pkg-config
   lua5.4 liblua5.4-dev lua-cjson lua-lpeg lua-busted luarocks
   libuv1-dev libcmocka-dev libsqlite3-dev libcurl4-openssl-dev libxxhash-dev
-  libpq-dev postgresql
+  libpq-dev postgresql libmicrohttpd-dev
+  chromium
 )
 
 missing=()
@@ -17,7 +18,7 @@ for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 
-# Node.js serves tests only (tests/otlp); a machine that has node and npm
+# Node.js serves tests only (tests/otlp, tests/ui); a machine that has node and npm
 # from elsewhere keeps them.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   missing+=(nodejs npm)
@@ -34,11 +35,15 @@ fi
 
 # The OTLP check decodes traces with the official protobuf definitions,
 # from npm (tests/otlp/package-lock.json).
-if [ ! -d tests/otlp/node_modules ] || [ tests/otlp/package-lock.json -nt tests/otlp/node_modules ]; then
-  echo "setup: installing the test tools in tests/otlp (npm ci)" >&2
-  (cd tests/otlp && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-  touch tests/otlp/node_modules
-fi
+# The ui's browser tests drive Debian's chromium with playwright-core
+# (tests/ui/package-lock.json); no browser is downloaded.
+for dir in tests/otlp tests/ui; do
+  if [ ! -d $dir/node_modules ] || [ $dir/package-lock.json -nt $dir/node_modules ]; then
+    echo "setup: installing the test tools in $dir (npm ci)" >&2
+    (cd $dir && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    touch $dir/node_modules
+  fi
+done
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE="${SLUICE_BUILD_TYPE:-RelWithDebInfo}" >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null

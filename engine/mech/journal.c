@@ -1,13 +1,15 @@
 /*
 ** Step journal records: encoding and decoding (journal.h).
 */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "journal.h"
 
 #define NSTR_V1 13  /* path parent name kind key status usage error state
                        output output_ref changes changes_ref */
-#define NSTR 14     /* and logs */
+#define NSTR 16     /* and logs, input, epoch (decimal) */
 /* A record in the later form starts with this in place of its first
    string's length, then its number of strings: a reader skips the strings
    it does not know, and reads a record of the first form as before. */
@@ -26,9 +28,12 @@ static unsigned char *put_u32 (unsigned char *q, uint32_t v) {
 int sl_journal_append (sl_buf *b, const sl_store_checkpoint *c, const char *output,
                        const unsigned char *output_ref, const char *changes,
                        const unsigned char *changes_ref) {
+  char epoch[24];
+  snprintf(epoch, sizeof epoch, "%lld", (long long)c->epoch);
   const char *f[NSTR] = {
     c->path, c->parent, c->name, c->kind, c->key, c->status, c->usage, c->error,
-    c->state, output, (const char *)output_ref, changes, (const char *)changes_ref, c->logs
+    c->state, output, (const char *)output_ref, changes, (const char *)changes_ref, c->logs,
+    c->input, epoch
   };
   size_t lens[NSTR], total = 8 + 4 * 8;
   for (int i = 0; i < NSTR; i++) {
@@ -80,6 +85,8 @@ int sl_journal_decode (const unsigned char **p, const unsigned char *end,
   c->path = f[0]; c->parent = f[1]; c->name = f[2]; c->kind = f[3];
   c->key = f[4]; c->status = f[5]; c->usage = f[6]; c->error = f[7];
   c->state = f[8]; c->output = f[9]; c->changes = f[11]; c->logs = f[13];
+  c->input = f[14];
+  c->epoch = f[15] ? strtoll(f[15], NULL, 10) : 0;
   refs[0] = (const unsigned char *)f[10];
   refs[1] = (const unsigned char *)f[12];
   c->attempts = (int)n[0];

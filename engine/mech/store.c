@@ -136,7 +136,8 @@ sl_store_checkpoint *sl_store_copy_checkpoint (const sl_store_checkpoint *c) {
     offsetof(sl_store_checkpoint, key), offsetof(sl_store_checkpoint, status),
     offsetof(sl_store_checkpoint, output), offsetof(sl_store_checkpoint, state),
     offsetof(sl_store_checkpoint, usage), offsetof(sl_store_checkpoint, error),
-    offsetof(sl_store_checkpoint, changes), offsetof(sl_store_checkpoint, logs)
+    offsetof(sl_store_checkpoint, changes), offsetof(sl_store_checkpoint, logs),
+    offsetof(sl_store_checkpoint, input)
   };
   return pack_record(c, sizeof *c, strs, (int)(sizeof strs / sizeof strs[0]));
 }
@@ -251,7 +252,7 @@ void sl_store_run_free (sl_store_run *r) {
 
 int sl_store_run_list (sl_store *s, const sl_store_run_filter *f,
                        sl_store_run_cb cb, void *ud) {
-  static const sl_store_run_filter all = { NULL, NULL, 0, 0, NULL, NULL };
+  static const sl_store_run_filter all = { NULL, NULL, 0, 0, NULL, NULL, NULL };
   ARG(s, cb != NULL, "run_list", "no callback");
   if (f == NULL)
     f = &all;

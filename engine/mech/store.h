@@ -114,6 +114,9 @@ typedef struct sl_store_run_filter {
   int64_t offset;          /* after skipping this many */
   const char *before;      /* only runs older than this id (paging), or NULL */
   const char *queue;       /* only runs submitted to this queue, or NULL */
+  const char *text;        /* only runs whose id, pipeline, error or inline
+                              input or output holds this text (ignoring
+                              ASCII case), or NULL */
 } sl_store_run_filter;
 
 /*
@@ -124,7 +127,8 @@ typedef struct sl_store_checkpoint {
   const char *run_id, *path;
   const char *owner;       /* as an argument: the writer's owner id and */
   int64_t epoch;           /* epoch, checked against the run's (NULL owner:
-                              unchecked); not set in results */
+                              unchecked); in results, the epoch it was
+                              recorded under (0 if the store did not say) */
   const char *parent;      /* the parent's path, NULL for the root */
   const char *name, *kind;
   const char *key;         /* the key its parent gave it (a map item, a
@@ -140,6 +144,8 @@ typedef struct sl_store_checkpoint {
                               changes were recorded */
   const char *logs;        /* JSON text: its ctx:log records, an array of
                               {time_ms, level, message[, fields]}, or NULL */
+  const char *input;       /* JSON text: what it was given, or NULL (not
+                              recorded by stores written before inputs were) */
   int64_t t0, t1;          /* start and end on the engine's clock, in ns;
                               stored as given */
 } sl_store_checkpoint;

@@ -487,11 +487,14 @@ static int pg_run_list (sl_store *b, const sl_store_run_filter *f, sl_store_run_
   p_str(&p, f->status); p_str(&p, f->pipeline);
   if (f->limit > 0) p_int(&p, f->limit);
   else p_str(&p, NULL);
-  p_int(&p, f->offset); p_str(&p, f->before); p_str(&p, f->queue);
+  p_int(&p, f->offset); p_str(&p, f->before); p_str(&p, f->queue); p_str(&p, f->text);
   PGresult *r;
   int rc = pg_run(s, "SELECT " RUN_LIST_COLS " FROM sluice.runs WHERE "
                   "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR pipeline = $2) "
                   "AND ($5::text IS NULL OR id < $5) AND ($6::text IS NULL OR queue = $6) "
+                  "AND ($7::text IS NULL OR strpos(lower(id || ' ' || pipeline || ' ' || "
+                  "coalesce(error::text, '') || ' ' || coalesce(input::text, '') || ' ' || "
+                  "coalesce(output::text, '')), lower($7)) > 0) "
                   "ORDER BY id DESC LIMIT $3::bigint OFFSET $4::bigint", &p, &r, "listing runs");
   if (rc != 0) return rc;
   int stop = 0;

@@ -219,7 +219,7 @@ enum {
   ST_CACHE_TOTAL, ST_CACHE_BY_STEP,
   ST_RUN_CLAIM, ST_RUN_RENEW, ST_RUN_FINISH, ST_RUN_EXISTS, ST_BLOB_PUT,
   ST_CP_STATUS, ST_JOURNAL_PUT, ST_JOURNAL_LAST, ST_JOURNAL_READ, ST_BLOB_GET,
-  ST_BLOB_REF, ST_RUN_LIST_QUEUE, ST_QUEUED, ST_TAKEOVERS, ST_RUN_TAKE, ST_RUN_REQUEUE,
+  ST_BLOB_REF, ST_RUN_LIST_QUEUE, ST_RUN_LIST_TEXT, ST_QUEUED, ST_TAKEOVERS, ST_RUN_TAKE, ST_RUN_REQUEUE,
   ST_COUNT
 };
 
@@ -274,6 +274,13 @@ static const char *const sql[ST_COUNT] = {
   [ST_RUN_LIST_QUEUE] =
     "SELECT " RUN_LIST_COLS " FROM runs WHERE queue = ?6 AND (?1 IS NULL OR status = ?1) "
     "AND (?2 IS NULL OR pipeline = ?2) AND " RUN_BEFORE RUN_ORDER,
+  /* A search: a scan, newest first, of what each run says of itself. */
+  [ST_RUN_LIST_TEXT] =
+    "SELECT " RUN_LIST_COLS " FROM runs WHERE (?6 IS NULL OR queue = ?6) "
+    "AND (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR pipeline = ?2) AND "
+    "instr(lower(id || ' ' || pipeline || ' ' || coalesce(error, '') || ' ' || "
+    "coalesce(input, '') || ' ' || coalesce(output, '')), lower(?7)) > 0 AND "
+    RUN_BEFORE RUN_ORDER,
   /* The oldest queued runs of a queue, and the active ones whose owner may
      be gone: what a worker may claim. */
   [ST_QUEUED] =
@@ -1050,12 +1057,14 @@ static int sq_run_list (sl_store *b, const sl_store_run_filter *f,
   sqlite3_stmt *st;
   sl_store_run r;
   int stop = 0;
-  int rc = sq_stmt(s, f->queue ? ST_RUN_LIST_QUEUE
-                             : which[f->status != NULL][f->pipeline != NULL], &st);
+  int rc = sq_stmt(s, f->text ? ST_RUN_LIST_TEXT
+                     : f->queue ? ST_RUN_LIST_QUEUE
+                     : which[f->status != NULL][f->pipeline != NULL], &st);
   if (rc != SQLITE_OK)
     return sq_fail(s, rc, "listing runs");
   rc = bind_text(st, 1, f->status) | bind_text(st, 2, f->pipeline)
-     | (f->queue ? bind_text(st, 6, f->queue) : 0)
+     | (f->queue || f->text ? bind_text(st, 6, f->queue) : 0)
+     | (f->text ? bind_text(st, 7, f->text) : 0)
      | sqlite3_bind_int64(st, 3, f->limit > 0 ? f->limit : -1)
      | sqlite3_bind_int64(st, 4, f->offset)
      | (f->before ? bind_text(st, 5, f->before) : sqlite3_bind_null(st, 5));

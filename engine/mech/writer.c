@@ -198,7 +198,8 @@ uint64_t sl_writer_checkpoint(sl_writer *w, const sl_store_checkpoint *c) {
     OFF(sl_store_checkpoint, key), OFF(sl_store_checkpoint, status),
     OFF(sl_store_checkpoint, output), OFF(sl_store_checkpoint, state),
     OFF(sl_store_checkpoint, usage), OFF(sl_store_checkpoint, error),
-    OFF(sl_store_checkpoint, changes), OFF(sl_store_checkpoint, logs)
+    OFF(sl_store_checkpoint, changes), OFF(sl_store_checkpoint, logs),
+    OFF(sl_store_checkpoint, input)
   };
   return enqueue(w, make_op(OP_CHECKPOINT, c, sizeof *c, offs,
                             (int)(sizeof offs / sizeof offs[0])));

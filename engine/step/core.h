@@ -212,6 +212,7 @@ struct sl_exec {
   struct sl_memo_fetch *fetch;   /* its persistent-tier lookup in flight */
   sl_buf sealed_out;         /* a durable step's output as JSON text */
   sl_buf sealed_changes;     /* and its changes to the state ("" if none) */
+  sl_buf sealed_in;          /* its input as JSON text, for show and the ui */
 };
 
 /* The execution of the task t. */

@@ -279,6 +279,23 @@ int sl_durable_seal(lua_State *L, sl_exec *x) {
   return 1;
 }
 
+void sl_durable_input(lua_State *L, sl_exec *x, int ii) {
+  sl_run *r = x->run;
+  if (sl_core_of(x)->writer == NULL || r->lost || x->hist < 0) return;
+  char err[300];
+  sl_buf_reset(&x->sealed_in);
+  int rc = sl_json_encode(L, ii, &x->sealed_in, 0, err, sizeof err);
+  if (rc == 0 && x->sealed_in.len <= SL_DURABLE_MAX_INPUT) return;
+  char note[420];
+  if (rc == 0)
+    snprintf(note, sizeof note, "{\"sluice\":\"input not kept: %zu bytes of JSON, more than "
+             "%d\"}", x->sealed_in.len, SL_DURABLE_MAX_INPUT);
+  else
+    snprintf(note, sizeof note, "{\"sluice\":\"input not kept: not storable as JSON\"}");
+  sl_buf_reset(&x->sealed_in);
+  if (sl_buf_add(&x->sealed_in, note, strlen(note)) != 0) sl_buf_reset(&x->sealed_in);
+}
+
 void sl_durable_checkpoint(lua_State *L, sl_exec *x, int ok, int out) {
   sl_run *r = x->run;
   sl_core *c = sl_core_of(x);
@@ -310,6 +327,7 @@ void sl_durable_checkpoint(lua_State *L, sl_exec *x, int ok, int out) {
   sl_buf_init(&logs);
   if (sl_hist_logs_json(rec, &logs) != 0) writes_lost(c, "not enough memory");
   cp.logs = logs.data;
+  if (x->sealed_in.len > 0) cp.input = x->sealed_in.data;
   if (ok) {
     /* A completed step was sealed when it succeeded: what is recorded is
        exactly what it returned and changed. */

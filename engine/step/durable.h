@@ -46,6 +46,12 @@ void sl_durable_path(sl_exec *x);
    without what it produced. */
 int sl_durable_seal(lua_State *L, sl_exec *x);
 
+/* Encodes the input at ii of x, about to run, for its checkpoint: what the
+   step was given, to be shown. An input that cannot be stored as JSON, or
+   is larger than SL_DURABLE_MAX_INPUT, is recorded as a note saying so. */
+#define SL_DURABLE_MAX_INPUT (256 * 1024)
+void sl_durable_input(lua_State *L, sl_exec *x, int ii);
+
 /* Records a checkpoint for the execution x that ended: its sealed output
    and changes when ok, else the error table at out. */
 void sl_durable_checkpoint(lua_State *L, sl_exec *x, int ok, int out);

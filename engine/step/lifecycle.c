@@ -99,6 +99,7 @@ static void release(lua_State *L, sl_exec *x) {
      memory of a large output. */
   if (x->sealed_out.cap > 65536) sl_buf_free(&x->sealed_out);
   if (x->sealed_changes.cap > 65536) sl_buf_free(&x->sealed_changes);
+  if (x->sealed_in.cap > 65536) sl_buf_free(&x->sealed_in);
   x->run = NULL;
   sl_task_release(&x->task);
 }
@@ -400,6 +401,7 @@ static sl_exec *begin(lua_State *L, sl_run *r, sl_exec *parent, int si, int ii,
       lua_settop(L, top);
       return x;
     }
+    sl_durable_input(L, x, ii);
   }
   if (p->opts != 0 || c->cache_all) {
     if (p->opts & SL_OPT_ATTEMPTS) sl_attempt_setup(L, x);
@@ -1165,6 +1167,7 @@ static void on_forget(sl_task *t) {
   sl_attempt_close(x);
   sl_buf_free(&x->sealed_out);
   sl_buf_free(&x->sealed_changes);
+  sl_buf_free(&x->sealed_in);
 }
 
 /* hooks.idle: before the loop waits, what completed is made durable, and

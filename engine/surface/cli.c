@@ -30,6 +30,7 @@
 #include "run.h"
 #include "suggest.h"
 #include "owner.h"
+#include "ui.h"
 #include "worker.h"
 #include "value.h"
 
@@ -87,6 +88,7 @@ static const char *usage_main =
   "  submit FILE  queue a run for a worker and print its id\n"
   "  worker       execute queued runs until stopped\n"
   "  wait ID      wait for a run to end and print its output\n"
+  "  ui           serve a web page of the runs, live, on 127.0.0.1\n"
   "  check FILE   check a pipeline file without running it\n"
   "  graph FILE   draw a pipeline for Mermaid or Graphviz\n"
   "  cache stats|clear  the persistent step cache\n"
@@ -168,10 +170,22 @@ static const char *usage_store =
   "  stats   runs, checkpoints, stored values and cache entries, with their bytes\n";
 
 static const char *usage_show =
-  "usage: sluice show RUN_ID [--json] [--store PATH]\n"
+  "usage: sluice show RUN_ID [--json] [--timeline] [--store PATH]\n"
   "\n"
   "Shows one run: its status, usage, error, and the tree of its step\n"
-  "executions with kind, status, attempts, time, cache hits and usage.\n";
+  "executions with kind, status, attempts, time, cache hits and usage.\n"
+  "--timeline draws each execution as a bar on the run's time axis.\n";
+
+static const char *usage_ui =
+  "usage: sluice ui [--store PATH|URL] [--host ADDR] [--port N]\n"
+  "\n"
+  "Serves a web page of the store's runs: each run's steps on a timeline\n"
+  "with their inputs, outputs, errors, usage and logs, live while it runs,\n"
+  "and a paused run's question with a form that answers it. Prints the\n"
+  "page's URL first. --port 0 (the default) picks a free port; --host\n"
+  "(default 127.0.0.1) other than a loopback address makes the store's\n"
+  "contents visible to that network. The JSON API under /api/ is in the\n"
+  "README. Stops on Ctrl-C.\n";
 
 static const char *usage_submit =
   "usage: sluice submit FILE [--input JSON|@FILE|-] [--pipeline NAME]\n"
@@ -202,10 +216,13 @@ static const char *usage_wait =
   "--timeout, or interrupted). --json prints the run as sluice show --json.\n";
 
 static const char *usage_graph =
-  "usage: sluice graph FILE [--format mermaid|dot] [--pipeline NAME]\n"
+  "usage: sluice graph FILE [--format mermaid|dot] [--pipeline NAME] [--tree]\n"
   "\n"
-  "Prints the structure of the pipelines in FILE (kinds, names, nesting,\n"
-  "branch, case and route labels) for Mermaid (default) or Graphviz.\n";
+  "Draws the pipelines in FILE for Mermaid (default) or Graphviz as a flow:\n"
+  "steps in the order they run, branches side by side between a fork and a\n"
+  "join, a loop's way back, a dag's dependencies, fallbacks, each container\n"
+  "as a group. --tree draws what contains what instead (kinds, names,\n"
+  "nesting, branch, case and route labels).\n";
 
 static const char *usage_cache =
   "usage: sluice cache stats [--json] [--store PATH]\n"
@@ -808,15 +825,44 @@ static int cmd_runs(lua_State *L, cli *c) {
 }
 
 static int cmd_show(lua_State *L, cli *c) {
-  cli_opt opts[] = {{"--json", 0, NULL}, {"--store", 1, NULL}, {NULL, 0, NULL}};
+  cli_opt opts[] = {{"--json", 0, NULL}, {"--store", 1, NULL}, {"--timeline", 0, NULL},
+                    {NULL, 0, NULL}};
   parse_opts(L, c, 2, opts, usage_show);
+  if (opts[0].value != NULL && opts[2].value != NULL)
+    usage_error(L, c, "sluice show: --json and --timeline are two forms; give one");
   if (!open_store_to_read(L, c, opts[1].value))
     usage_error(L, c, "sluice show: no run with id '%s': there is no store at %s",
                 c->file, store_path(opts[1].value));
   lua_pushstring(L, c->file);
   lua_pushboolean(L, opts[0].value != NULL);
+  lua_pushboolean(L, opts[2].value != NULL);
   c->code = EXIT_USAGE;
-  return call_cli_lua(L, c, "show", 2);
+  return call_cli_lua(L, c, "show", 3);
+}
+
+static long long count_opt(lua_State *L, cli *c, const char *name, const char *v,
+                           long long dflt, long long lo);
+
+/* sluice ui: the runs as a web page (ui.c). */
+static int cmd_ui(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--store", 1, NULL}, {"--host", 1, NULL}, {"--port", 1, NULL},
+                    {NULL, 0, NULL}};
+  c->file = "";
+  parse_opts(L, c, 2, opts, usage_ui);
+  if (c->file[0] != '\0') usage_error(L, c, "sluice ui: unexpected argument '%s'", c->file);
+  const char *host = opts[1].value ? opts[1].value : "127.0.0.1";
+  int port = (int)count_opt(L, c, "--port", opts[2].value, 0, 0);
+  if (port > 65535) usage_error(L, c, "sluice ui: --port must be from 0 to 65535, got %d", port);
+  if (strcmp(host, "127.0.0.1") != 0 && strcmp(host, "localhost") != 0 &&
+      strcmp(host, "::1") != 0 && strncmp(host, "127.", 4) != 0)
+    fprintf(stderr, "sluice ui: warning: listening on %s: anyone who can reach it on that "
+                    "network can read every run in the store and answer paused ones\n", host);
+  open_store(L, c, opts[0].value);
+  char err[300];
+  if (sl_ui_run(L, c->e, store_path(opts[0].value), host, port, err, sizeof err) != 0)
+    usage_error(L, c, "sluice ui: %s", err);
+  c->code = EXIT_COMPLETED;
+  return 0;
 }
 
 /* sluice store check | vacuum | stats [--json]. */
@@ -864,7 +910,8 @@ static int cmd_cache(lua_State *L, cli *c) {
 }
 
 static int cmd_graph(lua_State *L, cli *c) {
-  cli_opt opts[] = {{"--format", 1, NULL}, {"--pipeline", 1, NULL}, {NULL, 0, NULL}};
+  cli_opt opts[] = {{"--format", 1, NULL}, {"--pipeline", 1, NULL}, {"--tree", 0, NULL},
+                    {NULL, 0, NULL}};
   parse_opts(L, c, 2, opts, usage_graph);
   const char *format = opts[0].value ? opts[0].value : "mermaid";
   if (strcmp(format, "mermaid") != 0 && strcmp(format, "dot") != 0)
@@ -877,7 +924,8 @@ static int cmd_graph(lua_State *L, cli *c) {
   lua_getfield(L, -1, "render");
   lua_pushvalue(L, -3);
   lua_pushstring(L, format);
-  lua_call(L, 2, 1);
+  lua_pushstring(L, opts[2].value ? "tree" : "flow");
+  lua_call(L, 3, 1);
   fputs(lua_tostring(L, -1), stdout);
   c->code = EXIT_COMPLETED;
   return 0;
@@ -1099,6 +1147,7 @@ static int cli_main(lua_State *L) {
   if (strcmp(c->command, "submit") == 0) return cmd_submit(L, c);
   if (strcmp(c->command, "worker") == 0) return cmd_worker(L, c);
   if (strcmp(c->command, "wait") == 0) return cmd_wait(L, c);
+  if (strcmp(c->command, "ui") == 0) return cmd_ui(L, c);
   if (strcmp(c->command, "version") == 0 || strcmp(c->command, "--version") == 0) {
     printf("sluice %s (%s, libuv %s)\n", SLUICE_VERSION, LUA_RELEASE, uv_version_string());
     c->code = EXIT_COMPLETED;
@@ -1119,12 +1168,13 @@ static int cli_main(lua_State *L) {
           : strcmp(topic, "submit") == 0 ? usage_submit
           : strcmp(topic, "worker") == 0 ? usage_worker
           : strcmp(topic, "wait") == 0 ? usage_wait
+          : strcmp(topic, "ui") == 0 ? usage_ui
           : strcmp(topic, "check") == 0 ? usage_check : usage_main, stdout);
     c->code = EXIT_COMPLETED;
     return 0;
   }
   static const char *commands[] = {"run", "dev", "resume", "runs", "store", "show", "check",
-                                   "graph", "cache", "submit", "worker", "wait", "help",
+                                   "graph", "cache", "submit", "worker", "wait", "ui", "help",
                                    "version", NULL};
   const char *best = sl_suggest(c->command, commands,
                                 sizeof commands / sizeof *commands - 1);

@@ -400,6 +400,8 @@ static int push_row(lua_State *L, const sl_store_run *r, int whole) {
     lua_pushinteger(L, r->lease_ms);
     lua_setfield(L, -2, "lease_ms");
   }
+  lua_pushinteger(L, r->epoch);
+  lua_setfield(L, -2, "epoch");
   const char *strs[] = {r->queue, r->waiting_for, r->def_hash};
   const char *snames[] = {"queue", "waiting_for", "code_version"};
   for (int i = 0; i < 3; i++) {
@@ -431,19 +433,23 @@ static int push_row(lua_State *L, const sl_store_run *r, int whole) {
 /* A listing: the rows, and, for a listing by a status whose runs are told
    apart only here (running, interrupted), the one status wanted and how
    many may still be added. */
-typedef struct row_list { lua_State *L; const char *want; int64_t left; } row_list;
+typedef struct row_list { lua_State *L; const char *want; int64_t left, skip; } row_list;
 
 static int push_run_row(void *ud, const sl_store_run *r) {
   row_list *rl = ud;
   if (rl->want != NULL) {
     if (strcmp(shown_status(r, sl_owner_now_ms()), rl->want) != 0) return 0;
+    if (rl->skip > 0) {
+      rl->skip--;
+      return 0;
+    }
     if (rl->left == 0) return 1;   /* enough */
     if (rl->left > 0) rl->left--;
   }
   return push_row(rl->L, r, 0);
 }
 
-/* engine:runs([{status=, pipeline=, limit=, before=, queue=}]): stored
+/* engine:runs([{status=, pipeline=, limit=, offset=, before=, queue=, text=}]): stored
    runs, newest first. */
 static int e_runs(lua_State *L) {
   sl_engine *e = sl_engine_check(L, 1);
@@ -455,13 +461,20 @@ static int e_runs(lua_State *L) {
     lua_getfield(L, 2, "limit");
     lua_getfield(L, 2, "before");
     lua_getfield(L, 2, "queue");
-    f.status = lua_tostring(L, -5);
-    f.pipeline = lua_tostring(L, -4);
-    f.limit = lua_tointeger(L, -3);
-    f.before = lua_tostring(L, -2);
-    f.queue = lua_tostring(L, -1);
+    lua_getfield(L, 2, "text");
+    lua_getfield(L, 2, "offset");
+    f.status = lua_tostring(L, -7);
+    f.pipeline = lua_tostring(L, -6);
+    f.limit = lua_tointeger(L, -5);
+    f.before = lua_tostring(L, -4);
+    f.queue = lua_tostring(L, -3);
+    f.text = lua_tostring(L, -2);
+    f.offset = lua_tointeger(L, -1);
+    if (f.text != NULL && f.text[0] == '\0') f.text = NULL;
+    if (f.limit < 0 || f.offset < 0)
+      return luaL_error(L, "engine:runs: limit and offset must not be negative");
   }
-  row_list rl = {L, NULL, -1};
+  row_list rl = {L, NULL, -1, 0};
   if (f.status != NULL && (strcmp(f.status, "running") == 0 ||
                            strcmp(f.status, "interrupted") == 0)) {
     /* Which of these a run is depends on its owner: read them all and
@@ -470,6 +483,9 @@ static int e_runs(lua_State *L) {
     rl.left = f.limit > 0 ? f.limit : -1;
     f.status = NULL;
     f.limit = 0;
+    /* The offset counts wanted runs, which the store cannot tell apart. */
+    rl.skip = f.offset;
+    f.offset = 0;
   }
   lua_newtable(L);
   sl_json_pusharraymt(L);
@@ -497,9 +513,13 @@ static int push_checkpoint(void *ud, const sl_store_checkpoint *c) {
   lua_setfield(L, -2, "ms");
   lua_pushinteger(L, c->t0);
   lua_setfield(L, -2, "t0");
-  const char *json[] = {c->usage, c->error, c->output, c->logs};
-  const char *jn[] = {"usage", "error", "output", "logs"};
-  for (int i = 0; i < 4; i++) {
+  if (c->epoch > 0) {
+    lua_pushinteger(L, c->epoch);
+    lua_setfield(L, -2, "epoch");
+  }
+  const char *json[] = {c->usage, c->error, c->output, c->logs, c->changes, c->input};
+  const char *jn[] = {"usage", "error", "output", "logs", "changes", "input"};
+  for (int i = 0; i < 6; i++) {
     if (json[i] == NULL) continue;
     if (sl_json_decode(L, json[i], strlen(json[i])) != 0) {
       lua_pop(L, 1);

@@ -62,11 +62,14 @@ local function steps_of(checkpoints)
   return steps
 end
 
---- sluice show RUN_ID.
-function M.show(eng, id, json)
+--- sluice show RUN_ID [--json | --timeline].
+function M.show(eng, id, json, timeline)
   local show = require "sluice.show"
   local run, checkpoints, waits = eng:show(id)
   if not run then error(checkpoints, 0) end
+  if timeline then
+    return show.timeline(run, checkpoints, waits, { width = tonumber(os.getenv("COLUMNS")) }), 0
+  end
   local steps = steps_of(checkpoints)
   if json then
     local t = show.run_json(run, steps)

@@ -156,11 +156,283 @@ local function dot(nodes, edges)
   return table.concat(out, "\n") .. "\n"
 end
 
+-- {======================================================
+-- The flow: how control passes
+-- =======================================================
+
+-- Where the tree above draws containment, the flow draws the order steps
+-- run in: a pipeline's children one after another, the branches of a
+-- parallel, map, router or branch side by side between a fork and a join,
+-- a loop's body with its way back, a dag's nodes along their
+-- dependencies, and a fallback beside the step it stands in for. Every
+-- leaf step is one node; each container becomes its fork (and join) nodes
+-- inside a group named after it.
+
+-- Fields holding the steps a kind runs side by side, and how a fork of that
+-- kind is drawn.
+local side_by_side = { parallel = "branches", router = "routes", branch = "cases" }
+
+local function flow_build(root)
+  local nodes, edges, groups = {}, {}, {}
+  local drawn = {}   -- a step met again (used twice) is drawn again: the flow differs
+
+  local function node(text, kind, shape, group, name)
+    local id = "f" .. (#nodes + 1)
+    nodes[#nodes + 1] = { id = id, text = text, kind = kind, name = name, shape = shape,
+      group = group }
+    return id
+  end
+  local function edge(from, to, label, dashed)
+    edges[#edges + 1] = { from = from, to = to, label = label, dashed = dashed or nil }
+  end
+
+  local visit
+
+  -- Each child step of a step, with its label, in drawing order (as build).
+  local function children(step)
+    local out = {}
+    for _, k in ipairs(ordered_keys(step)) do
+      local v = rawget(step, k)
+      if is_step(v) then
+        out[#out + 1] = { step = v, label = type(k) == "number" and tostring(k)
+          or field_label[k] or k, field = k }
+      elseif type(v) == "table" and getmetatable(v) == nil then
+        for _, ck in ipairs(ordered_keys(v)) do
+          if is_step(v[ck]) then
+            out[#out + 1] = { step = v[ck], field = k, key = ck,
+              label = type(ck) == "number" and (tostring(k) .. " " .. ck) or tostring(ck) }
+          end
+        end
+      end
+    end
+    return out
+  end
+
+  -- Draws step in group; returns its entry and exit node ids.
+  function visit(step, group)
+    local kind, name = tostring(rawget(step, "kind")), tostring(rawget(step, "name"))
+    local text = kind .. ": " .. name
+    if kind == "import" and type(rawget(step, "file")) == "string" then
+      text = text .. " (" .. rawget(step, "file") .. ")"
+    end
+    if drawn[step] and drawn[step] > 50 then   -- a cycle in the definition
+      local id = node(text .. " (again)", kind, nil, group, name)
+      return id, id
+    end
+    drawn[step] = (drawn[step] or 0) + 1
+    local kids = children(step)
+    local fallback
+    for i = #kids, 1, -1 do
+      if kids[i].field == "fallback" then
+        fallback = table.remove(kids, i)
+      end
+    end
+    local entry, exit
+    if #kids == 0 then
+      entry = node(text, kind, shape_of[kind], group, name)
+      exit = entry
+    else
+      local g = "g" .. (#groups + 1)
+      groups[#groups + 1] = { id = g, text = text, kind = kind, name = name, parent = group }
+      local seq = kind == "pipeline" or (kind ~= "dag" and kind ~= "loop" and
+        not side_by_side[kind] and #kids > 0 and kids[1].key == nil and
+        math.type(kids[1].field) == "integer")
+      if kind == "loop" then
+        entry = node(text, kind, "repeat", g, name)
+        local be, bx = visit(kids[1].step, g)
+        edge(entry, be, kids[1].label)
+        edge(bx, entry, "again", true)
+        for i = 2, #kids do
+          local ke, kx = visit(kids[i].step, g)
+          edge(entry, ke, kids[i].label)
+          edge(kx, entry, nil, true)
+        end
+        exit = entry
+      elseif kind == "dag" then
+        local nodes_t, after = rawget(step, "nodes"), rawget(step, "after")
+        entry = node(text, kind, "fork", g, name)
+        exit = node("end " .. name, kind, "join", g, name)
+        local ends, needed = {}, {}
+        for _, c in ipairs(kids) do
+          local ce, cx = visit(c.step, g)
+          ends[c.key or c.label] = { ce, cx }
+        end
+        for _, c in ipairs(kids) do
+          local key = c.key or c.label
+          local deps = type(after) == "table" and after[key] or nil
+          if type(deps) == "string" then deps = { deps } end
+          local has = false
+          if type(deps) == "table" and type(nodes_t) == "table" then
+            local sorted = {}
+            for i = 1, #deps do sorted[i] = deps[i] end
+            table.sort(sorted, function(a, b) return tostring(a) < tostring(b) end)
+            for _, d in ipairs(sorted) do
+              if ends[d] then
+                edge(ends[d][2], ends[key][1], nil)
+                needed[d] = true
+                has = true
+              end
+            end
+          end
+          if not has then edge(entry, ends[key][1], tostring(key)) end
+        end
+        for _, c in ipairs(kids) do
+          local key = c.key or c.label
+          if not needed[key] then edge(ends[key][2], exit, nil) end
+        end
+      elseif seq then
+        local prev
+        for _, c in ipairs(kids) do
+          local ce, cx = visit(c.step, g)
+          if prev then edge(prev, ce, nil) else entry = ce end
+          prev = cx
+        end
+        exit = prev
+      else
+        -- Side by side: a fork (a decision for branch and router), each
+        -- child, a join.
+        local decision = kind == "branch" or kind == "router"
+        entry = node(text, kind, decision and "decision" or "fork", g, name)
+        exit = node("end " .. name, kind, "join", g, name)
+        for _, c in ipairs(kids) do
+          local ce, cx = visit(c.step, g)
+          local label = c.label
+          if kind == "map" then label = "each item" end
+          edge(entry, ce, label)
+          edge(cx, exit, nil)
+        end
+      end
+    end
+    if fallback then
+      local fe, fx = visit(fallback.step, group)
+      edge(entry, fe, "on failure", true)
+      local join = node("after " .. name, kind, "join", group, name)
+      edge(exit, join, nil)
+      edge(fx, join, nil)
+      exit = join
+    end
+    return entry, exit
+  end
+
+  local roots = {}
+  if is_step(root) then
+    roots[1] = root
+  else
+    for _, k in ipairs(ordered_keys(root)) do
+      if is_step(root[k]) then roots[#roots + 1] = root[k] end
+    end
+  end
+  for _, r in ipairs(roots) do
+    local s = node("start", "start", "start", nil, nil)
+    local e, x = visit(r, nil)
+    edge(s, e, nil)
+    local t = node("end", "end", "end", nil, nil)
+    edge(x, t, nil)
+  end
+  return nodes, edges, groups
+end
+
+--- The flow of a step (or of a table of named pipelines) as data, for the
+--- ui: nodes {id, text, kind, name, shape, group}, edges {from, to, label,
+--- dashed} and groups {id, text, kind, name, parent}, each in drawing order.
+function M.flow(step)
+  local nodes, edges, groups = flow_build(step)
+  local arr = core.array_mt
+  return { nodes = setmetatable(nodes, arr), edges = setmetatable(edges, arr),
+    groups = setmetatable(groups, arr) }
+end
+
+local function mermaid_flow(nodes, edges, groups)
+  local out = { "flowchart TD" }
+  local open = { decision = "{", ["repeat"] = "{{", start = "([", ["end"] = "([",
+    fork = "[/", join = "[\\" }
+  local close = { decision = "}", ["repeat"] = "}}", start = "])", ["end"] = "])",
+    fork = "\\]", join = "/]" }
+  local in_group, sub = {}, {}
+  for _, n in ipairs(nodes) do
+    local k = n.group or ""
+    in_group[k] = in_group[k] or {}
+    table.insert(in_group[k], n)
+  end
+  for _, g in ipairs(groups) do
+    local k = g.parent or ""
+    sub[k] = sub[k] or {}
+    table.insert(sub[k], g)
+  end
+  local function emit(key, indent)
+    for _, n in ipairs(in_group[key] or {}) do
+      out[#out + 1] = ('%s%s%s"%s"%s'):format(indent, n.id, open[n.shape] or "[",
+        mermaid_text(n.text), close[n.shape] or "]")
+    end
+    for _, g in ipairs(sub[key] or {}) do
+      out[#out + 1] = ('%ssubgraph %s["%s"]'):format(indent, g.id, mermaid_text(g.text))
+      emit(g.id, indent .. "  ")
+      out[#out + 1] = indent .. "end"
+    end
+  end
+  emit("", "  ")
+  for _, e in ipairs(edges) do
+    local arrow = e.dashed and "-.->" or "-->"
+    if e.label then
+      out[#out + 1] = ('  %s %s|"%s"| %s'):format(e.from, arrow, mermaid_text(e.label), e.to)
+    else
+      out[#out + 1] = ("  %s %s %s"):format(e.from, arrow, e.to)
+    end
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+local function dot_flow(nodes, edges, groups)
+  local out = { "digraph sluice {", "  node [shape=box];" }
+  local shapes = { decision = "diamond", ["repeat"] = "hexagon", start = "oval", ["end"] = "oval",
+    fork = "trapezium", join = "invtrapezium" }
+  local in_group, sub = {}, {}
+  for _, n in ipairs(nodes) do
+    local k = n.group or ""
+    in_group[k] = in_group[k] or {}
+    table.insert(in_group[k], n)
+  end
+  for _, g in ipairs(groups) do
+    local k = g.parent or ""
+    sub[k] = sub[k] or {}
+    table.insert(sub[k], g)
+  end
+  local function emit(key, indent)
+    for _, n in ipairs(in_group[key] or {}) do
+      local shape = shapes[n.shape]
+      out[#out + 1] = ('%s%s [label="%s"%s];'):format(indent, n.id, dot_text(n.text),
+        shape and (", shape=" .. shape) or "")
+    end
+    for _, g in ipairs(sub[key] or {}) do
+      out[#out + 1] = ('%ssubgraph cluster_%s {'):format(indent, g.id)
+      out[#out + 1] = ('%s  label="%s";'):format(indent, dot_text(g.text))
+      emit(g.id, indent .. "  ")
+      out[#out + 1] = indent .. "}"
+    end
+  end
+  emit("", "  ")
+  for _, e in ipairs(edges) do
+    local attrs = {}
+    if e.label then attrs[#attrs + 1] = ('label="%s"'):format(dot_text(e.label)) end
+    if e.dashed then attrs[#attrs + 1] = "style=dashed" end
+    out[#out + 1] = ("  %s -> %s%s;"):format(e.from, e.to,
+      #attrs > 0 and (" [" .. table.concat(attrs, ", ") .. "]") or "")
+  end
+  out[#out + 1] = "}"
+  return table.concat(out, "\n") .. "\n"
+end
+
+local flow_formats = { mermaid = mermaid_flow, dot = dot_flow }
+
+-- }======================================================
+
 local formats = { mermaid = mermaid, dot = dot }
 
 --- The drawing of a step, or of a table of named pipelines (each drawn
---- from its own root), as text in format "mermaid" (default) or "dot".
-function M.render(step, format)
+--- from its own root), as text in format "mermaid" (default) or "dot";
+--- layout "tree" (default) draws what contains what, "flow" the order
+--- steps run in (M.flow).
+function M.render(step, format, layout)
   if not is_step(step) and (type(step) ~= "table" or getmetatable(step) ~= nil) then
     error(("bad argument #1 to 'render' (step or table of pipelines expected, got %s)"):format(
       type(step)), 2)
@@ -169,6 +441,11 @@ function M.render(step, format)
   if draw == nil then
     error(("bad argument #2 to 'render' (format must be 'mermaid' or 'dot', got %s)"):format(
       type(format) == "string" and ("'" .. format .. "'") or type(format)), 2)
+  end
+  if layout == "flow" then return flow_formats[format or "mermaid"](flow_build(step)) end
+  if layout ~= nil and layout ~= "tree" then
+    error(("bad argument #3 to 'render' (layout must be 'tree' or 'flow', got %s)"):format(
+      tostring(layout)), 2)
   end
   return draw(build(step))
 end

@@ -379,6 +379,165 @@ end
 -- }======================================================
 
 
+local function array(t)
+  return setmetatable(t or {}, core.array_mt)
+end
+
+local function micro(ms)
+  return math.floor(ms * 1000 + 0.5) / 1000
+end
+
+--- A run's step executions on its time axis, for the timeline (show
+--- --timeline and the ui): from engine:show's checkpoints and waits, one
+--- record per execution in the order they started, each {id, parent_id,
+--- epoch, path, parent, name, kind, key, status, attempts, cached,
+--- restored, answered, start_ms, ms, usage, error (text), logs (a count)},
+--- start_ms from the run's first step; and the axis's length in ms.
+--- status is the checkpoint's, but "waiting" for a question still open,
+--- "waited" for one answered, and "paused" for the steps a pause ended.
+function M.executions(checkpoints, waits)
+  table.sort(checkpoints, function(a, b)
+    if a.t0 ~= b.t0 then return a.t0 < b.t0 end
+    return #a.path < #b.path
+  end)
+  local waiting = {}
+  for _, w in ipairs(waits) do waiting[w.path] = w.answer == nil and "waiting" or "waited" end
+  -- The time axis starts at the first step. Steps recorded by an earlier
+  -- process (the run was resumed) are on that process's clock: each
+  -- epoch's steps are placed after the previous epoch's.
+  local first = {}
+  for _, c in ipairs(checkpoints) do
+    local ep = c.epoch or 0
+    if first[ep] == nil or c.t0 < first[ep] then first[ep] = c.t0 end
+  end
+  local epochs = {}
+  for ep in next, first do epochs[#epochs + 1] = ep end
+  table.sort(epochs)
+  local shift, at = {}, 0
+  for _, ep in ipairs(epochs) do
+    shift[ep] = at - first[ep] / 1e6
+    local last = at
+    for _, c in ipairs(checkpoints) do
+      if (c.epoch or 0) == ep then
+        local e = c.t0 / 1e6 + shift[ep] + (c.ms or 0)
+        if e > last then last = e end
+      end
+    end
+    at = last
+  end
+  local steps = array()
+  local latest = epochs[#epochs]
+  -- A path runs again when the run is resumed (the step that paused, and
+  -- those around it): each execution is its own row, id'd by its place,
+  -- under its parent's execution of the same epoch where there is one.
+  local by_path = {}
+  for i, c in ipairs(checkpoints) do
+    local ep = c.epoch or 0
+    by_path[c.path] = by_path[c.path] or {}
+    by_path[c.path][ep] = i
+    by_path[c.path].last = i
+  end
+  for i, c in ipairs(checkpoints) do
+    local ep = c.epoch or 0
+    local pp = c.parent_path and by_path[c.parent_path]
+    -- How a pause shows: the step waiting for a person (or that waited,
+    -- in an earlier epoch, for the answer the run resumed with), and the
+    -- steps around it that the pause ended.
+    local status, err = c.status, c.error
+    local w = waiting[c.path]
+    if w and c.kind == "human" and (status == "cancelled" or status == "running") then
+      status = (w == "waiting" and ep == latest) and "waiting" or "waited"
+      err = nil
+    elseif type(err) == "table" and err.kind == "paused" then
+      status = ep == latest and "paused" or "waited"
+    end
+    steps[i] = {
+      id = i, parent_id = pp and (pp[ep] or pp.last) or nil, epoch = c.epoch,
+      path = c.path, parent = c.parent_path, name = c.name, kind = c.kind, key = c.key,
+      status = status, attempts = c.attempts,
+      answered = (w == "waited" and c.kind == "human") or nil,
+      cached = c.cached or nil,
+      restored = (#epochs > 1 and ep ~= latest) or nil,
+      start_ms = micro(c.t0 / 1e6 + shift[ep]), ms = c.ms and micro(c.ms),
+      usage = c.usage,
+      error = err ~= nil and error_text(err) or nil,
+      logs = c.logs and #c.logs or nil,
+    }
+  end
+  return steps, micro(at)
+end
+
+-- Bar glyphs by status; the legend under the timeline says which is which.
+local glyph = { completed = "█", failed = "▓", cancelled = "░", paused = "┅", waiting = "┅",
+  waited = "┄", running = "▒" }
+
+--- sluice show RUN_ID --timeline: one line per step execution, its name
+--- indented under its parent's, a bar from its start to its end on the
+--- run's time axis (opts.width columns in all, 100 unless told), its time
+--- and what marks it (a cache hit, restored on resume, retries, a wait).
+function M.timeline(run, checkpoints, waits, opts)
+  opts = opts or {}
+  local steps, span = M.executions(checkpoints, waits or {})
+  local out = { ("run %s  %s  %s  %s"):format(run.run_id, run.pipeline or "?", run.status or "?",
+    run_duration(run, duration)) }
+  if #steps == 0 then
+    out[#out + 1] = "no step has been recorded"
+    return table.concat(out, "\n") .. "\n"
+  end
+  local depth, labels = {}, {}
+  local name_w = 0
+  for i, s in ipairs(steps) do
+    depth[i] = s.parent_id and (depth[s.parent_id] or 0) + 1 or 0
+    local name = s.name or "?"
+    if s.key and s.key ~= s.name then name = name .. "[" .. s.key .. "]" end
+    labels[i] = ("  "):rep(math.min(depth[i], 12)) .. name .. " (" .. tostring(s.kind) .. ")"
+    if width(labels[i]) > 48 then labels[i] = labels[i]:sub(1, 46) .. "…" end
+    name_w = math.max(name_w, width(labels[i]))
+  end
+  local total = math.max(tonumber(opts.width) or 100, 60)
+  local bar_w = math.max(total - name_w - 14, 20)
+  if span <= 0 then span = 0.001 end
+  -- The axis: its start, middle and end.
+  local axis = { (" "):rep(name_w + 2) }
+  local ticks = { "0", duration(span / 2), duration(span) }
+  local line = {}
+  for c = 1, bar_w do line[c] = " " end
+  local function put(col, text)
+    local k = 0
+    for _, cp in utf8.codes(text) do
+      if col + k >= 1 and col + k <= bar_w then line[col + k] = utf8.char(cp) end
+      k = k + 1
+    end
+  end
+  put(1, ticks[1])
+  put(bar_w // 2 - width(ticks[2]) // 2, ticks[2])
+  put(bar_w - width(ticks[3]) + 1, ticks[3])
+  axis[2] = table.concat(line)
+  out[#out + 1] = table.concat(axis)
+  out[#out + 1] = (" "):rep(name_w + 2) .. "├" .. ("─"):rep(bar_w - 2) .. "┤"
+  for i, s in ipairs(steps) do
+    local from = math.floor(s.start_ms / span * bar_w)
+    local to = math.floor((s.start_ms + (s.ms or 0)) / span * bar_w + 0.5)
+    if from >= bar_w then from = bar_w - 1 end
+    if to <= from then to = from + 1 end
+    if to > bar_w then to = bar_w end
+    local g = glyph[s.status] or "█"
+    if s.cached then g = "▚" end
+    local bar = (" "):rep(from) .. g:rep(to - from) .. (" "):rep(bar_w - to)
+    local marks = { duration(s.ms) }
+    if s.status ~= "completed" then marks[#marks + 1] = s.status end
+    if (s.attempts or 1) > 1 then marks[#marks + 1] = "×" .. s.attempts .. " attempts" end
+    if s.cached then marks[#marks + 1] = "cache hit" end
+    if s.restored then marks[#marks + 1] = "restored" end
+    if s.answered then marks[#marks + 1] = "answered" end
+    out[#out + 1] = pad_right(labels[i], name_w) .. "  " .. bar .. "  " .. table.concat(marks, " ")
+  end
+  out[#out + 1] = ""
+  out[#out + 1] = "█ completed  ▓ failed  ░ cancelled  ┅ waiting or paused  ┄ waited  ▚ cache hit"
+  return table.concat(out, "\n") .. "\n"
+end
+
+
 -- {======================================================
 -- --json
 -- =======================================================
