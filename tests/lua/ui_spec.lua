@@ -1,5 +1,6 @@
 -- sluice ui: its JSON API over real HTTP (curl) against the command on a
--- free port, and sluice show --timeline.
+-- free port, and sluice show --timeline. Runs against SQLite, and against
+-- PostgreSQL beside a server (tests/pg_env.sh).
 local h = require "helpers"
 local core = require "sluice.core"
 
@@ -79,7 +80,7 @@ describe("sluice ui", function()
 
   setup(function()
     dir = h.tmpdir()
-    store = dir .. "/s.db"
+    store = h.new_store(dir)
     file = h.write(dir .. "/p.lua", PIPELINES)
     for _, name in ipairs({ "ok", "bad", "ask" }) do
       local code, out, err = h.cli({ "run", file, "--pipeline", name, "--input", '{"n":7}',
