@@ -379,7 +379,6 @@ static const char *const sql[ST_COUNT] = {
 
 
 typedef struct sq_runbuf sq_runbuf;
-typedef struct sq_journal sq_journal;
 
 typedef struct sq_store {
   sl_store base;
@@ -1442,59 +1441,10 @@ static void journal_discard (sq_store *s) {
   }
 }
 
-/* The journal of one run, read whole for the gets of a resume. */
-typedef struct sq_jrec { const char *path; sl_store_checkpoint c; } sq_jrec;
-
-struct sq_journal {
-  char run_id[64];
-  sq_jrec *recs;
-  int n, cap;
-  char **texts;            /* what the records point into */
-  int ntexts, captexts;
-};
-
-static void sq_journal_free (sq_journal *j) {
-  if (j == NULL) return;
-  for (int i = 0; i < j->ntexts; i++) free(j->texts[i]);
-  free(j->texts);
-  free(j->recs);
-  free(j);
-}
-
-/* Copies the record c, strings and all, into j. */
+/* Keeps each path's latest record of a run's journal (a completed one
+   stays): the store's shared replay index (store.c), hashed by path. */
 static int keep_record (void *ud, const sl_store_checkpoint *c) {
-  sq_journal *j = ud;
-  sl_store_checkpoint *copy = sl_store_copy_checkpoint(c);
-  if (copy == NULL) return SL_STORE_ENOMEM;
-  if (j->ntexts == j->captexts) {
-    int cap = j->captexts ? j->captexts * 2 : 64;
-    char **t = realloc(j->texts, (size_t)cap * sizeof *t);
-    if (t == NULL) { free(copy); return SL_STORE_ENOMEM; }
-    j->texts = t;
-    j->captexts = cap;
-  }
-  j->texts[j->ntexts++] = (char *)copy;
-  if (j->n == j->cap) {
-    int cap = j->cap ? j->cap * 2 : 64;
-    sq_jrec *r = realloc(j->recs, (size_t)cap * sizeof *r);
-    if (r == NULL) return SL_STORE_ENOMEM;
-    j->recs = r;
-    j->cap = cap;
-  }
-  /* A later record of the same path (a step that ran again after a failed
-     attempt at the run) replaces the earlier one, unless that one is
-     completed: a completed step's record is the one kept. */
-  for (int i = j->n - 1; i >= 0; i--) {
-    if (strcmp(j->recs[i].path, copy->path) != 0) continue;
-    if (j->recs[i].c.status && strcmp(j->recs[i].c.status, "completed") == 0) return 0;
-    j->recs[i].c = *copy;
-    j->recs[i].path = copy->path;
-    return 0;
-  }
-  j->recs[j->n].path = copy->path;
-  j->recs[j->n].c = *copy;
-  j->n++;
-  return 0;
+  return sl_store_replay_keep(ud, c);
 }
 
 /* }====================================================== */
@@ -1589,29 +1539,29 @@ static int sq_checkpoint_get (sl_store *b, const char *run_id,
     return sq_fail(s, rc, "reading checkpoint %s of run %s", path, run_id);
   /* The journal, read whole: a resume reads a run once (sl_store_replay),
      so a get is rare. */
-  sq_journal *j = calloc(1, sizeof *j);
+  sl_store_replay *j = sl_store_replay_new();
   if (j == NULL)
     return sl_store_seterr(b, SL_STORE_ENOMEM, "reading run %s: out of memory", run_id);
-  snprintf(j->run_id, sizeof j->run_id, "%s", run_id);
   int stopped;
   rc = journal_each(s, run_id, keep_record, j, &stopped);
   if (rc != SQLITE_OK || stopped) {
-    sq_journal_free(j);
+    sl_store_replay_free(j);
     if (stopped)
       return sl_store_seterr(b, SL_STORE_ENOMEM, "reading run %s: out of memory", run_id);
     return sq_fail(s, rc, "reading the steps of run %s", run_id);
   }
-  for (int i = 0; i < j->n; i++) {
-    if (strcmp(j->recs[i].path, path) != 0) continue;
-    j->recs[i].c.run_id = run_id;
-    *out = sl_store_copy_checkpoint(&j->recs[i].c);
-    sq_journal_free(j);
+  const sl_store_checkpoint *found = sl_store_replay_step(j, path);
+  if (found != NULL) {
+    sl_store_checkpoint got = *found;
+    got.run_id = run_id;
+    *out = sl_store_copy_checkpoint(&got);
+    sl_store_replay_free(j);
     if (*out == NULL)
       return sl_store_seterr(b, SL_STORE_ENOMEM, "reading checkpoint %s of "
                              "run %s: out of memory", path, run_id);
     return 0;
   }
-  sq_journal_free(j);
+  sl_store_replay_free(j);
   return sl_store_seterr(b, SL_STORE_ENOTFOUND, "no checkpoint %s in run "
                          "%s", path, run_id);
 }
@@ -1639,22 +1589,23 @@ static int sq_checkpoint_list (sl_store *b, const char *run_id,
   if (rc != SQLITE_DONE)
     return sq_fail(s, rc, "listing checkpoints of run %s", run_id);
   /* The journal, with each path's latest record (a completed one kept). */
-  sq_journal *j = calloc(1, sizeof *j);
+  sl_store_replay *j = sl_store_replay_new();
   if (j == NULL)
     return sl_store_seterr(b, SL_STORE_ENOMEM, "listing run %s: out of memory", run_id);
   int stopped;
   rc = journal_each(s, run_id, keep_record, j, &stopped);
   if (rc != SQLITE_OK || stopped) {
-    sq_journal_free(j);
+    sl_store_replay_free(j);
     if (stopped)
       return sl_store_seterr(b, SL_STORE_ENOMEM, "listing run %s: out of memory", run_id);
     return sq_fail(s, rc, "listing checkpoints of run %s", run_id);
   }
-  for (int i = 0; i < j->n && stop == 0; i++) {
-    j->recs[i].c.run_id = run_id;
-    stop = cb(ud, &j->recs[i].c);
+  for (int i = 0; i < sl_store_replay_nsteps(j) && stop == 0; i++) {
+    sl_store_checkpoint c2 = *sl_store_replay_step_at(j, i);
+    c2.run_id = run_id;
+    stop = cb(ud, &c2);
   }
-  sq_journal_free(j);
+  sl_store_replay_free(j);
   return stop;
 }
 
