@@ -7,6 +7,7 @@
 ** services (exec, http); each registers its own.
 */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -87,11 +88,24 @@ void sl_ctx_push_state(lua_State *L, sl_exec *x) {
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
+/* Debug records are kept like any other, but written to stderr only when
+   SLUICE_LOG=debug (the engine's own, such as each model call's prompt and
+   reply, are many and long). */
+static int debug_on_stderr(void) {
+  static int on = -1;
+  if (on < 0) {
+    const char *v = getenv("SLUICE_LOG");
+    on = v != NULL && strcmp(v, "debug") == 0;
+  }
+  return on;
+}
+
 /* ctx:log([level,] ...): one record, with a level (debug, info, warn or
    error; info unless the first of several arguments names one), the
    message (the rest, joined by tabs, a table written as JSON when it has
    that form) and fields (the last argument, when it is a table). It goes
-   to stderr, naming the run and the step, and into the step's record: its
+   to stderr (debug only with SLUICE_LOG=debug), naming the run and the
+   step, and into the step's record: its
    checkpoint (`sluice show`), the result's steps and its span's events. */
 static int ctx_log(lua_State *L) {
   sl_exec *x = sl_ctx_check(L, 1);
@@ -136,8 +150,9 @@ static int ctx_log(lua_State *L) {
     ftext = lua_tostring(L, -1);
   }
   int info = strcmp(level, "info") == 0;
-  fprintf(stderr, "[%s %s] %s%s%s%s%s\n", x->run->id, x->plan->name, info ? "" : level,
-          info ? "" : ": ", msg, fields ? "\t" : "", fields ? ftext : "");
+  if (level != log_levels[0] || debug_on_stderr())
+    fprintf(stderr, "[%s %s] %s%s%s%s%s\n", x->run->id, x->plan->name, info ? "" : level,
+            info ? "" : ": ", msg, fields ? "\t" : "", fields ? ftext : "");
   /* The record: kept with the step for its checkpoint, its span and the
      run's result. */
   sl_run *r = x->run;

@@ -739,6 +739,10 @@ local function chat_call(a, input, ctx)
   local messages, past, said = conversation(a, p, input, ctx, env)
   if not p.tools then
     local message, usage = model_request(a, p, ctx, messages)
+    -- The exchange, kept with the step (show, the ui); a call with tools
+    -- keeps its turns as steps, prompt in and reply out.
+    ctx:log("debug", "model call", { model = a.model, prompt = messages, reply = message.content,
+      tokens = usage and usage.tokens })
     local out = reply_value(a, p, ctx, message.content, usage)
     remember(a, ctx, past, said, message.content)
     return out, usage

@@ -258,6 +258,8 @@ local function log_line(l, start_ms)
   local fields = ""
   if l.fields ~= nil then
     fields = "  " .. (core.json_encode(l.fields) or tostring(l.fields))
+    -- A long record (a model call's prompt) in full is in show --json and the ui.
+    if width(fields) > 200 then fields = fields:sub(1, (utf8.offset(fields, 197) or 197) - 1) .. " …" end
   end
   return "log " .. at .. level .. tostring(l.message or "") .. fields
 end

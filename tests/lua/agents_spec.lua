@@ -228,6 +228,20 @@ describe("agents", function()
       assert.equal("first", sent[2].messages[2].content)
     end)
 
+    it("keeps each call's prompt and reply with its step, at debug level", function()
+      local a = chat{ system = "Be brief.", prompt = "Hello {{ input.name }}" }
+      local r = sl.run(sl.step{ name = "greet", agent = a }, { name = "Ada" })
+      assert.equal("completed", r.status, r.error and r.error.message)
+      local logs = r.steps[1].logs
+      assert.equal(1, #logs)
+      assert.equal("debug", logs[1].level)
+      assert.equal("model call", logs[1].message)
+      assert.same({ { role = "system", content = "Be brief." },
+        { role = "user", content = "Hello Ada" } }, logs[1].fields.prompt)
+      assert.equal("Mock reply to: Hello Ada", logs[1].fields.reply)
+      assert.equal("mock-model", logs[1].fields.model)
+    end)
+
     it("takes messages from a function of the input", function()
       local a = chat{ messages = function(input) return { { role = "user", content = input.q } } end }
       local r = sl.run(sl.step{ name = "ask", agent = a }, { q = "why" })
@@ -340,9 +354,12 @@ describe("agents", function()
         sl.step{ name = "next", run = function(_, ctx) return ok({}, ctx) end } })
       assert.equal("completed", r.status, r.error and r.error.message)
       local by = steps_by_name(r)
+      -- The wait, then the call itself (kept at debug level).
       local logs = by.next[1].logs or {}
-      assert.equal(1, #logs)
+      assert.equal(2, #logs)
       assert.equal("shared-model", logs[1].fields.limit)
+      assert.equal("debug", logs[2].level)
+      assert.equal("model call", logs[2].message)
       -- The mock asked for 100 ms.
       assert.is_true(logs[1].fields.waited_ms >= 90, sl.encode(logs))
     end)

@@ -353,3 +353,24 @@ describe("the command's messages", function()
     h.rm(dir)
   end)
 end)
+
+describe("ctx:log levels on stderr", function()
+  it("keeps debug records with the step but writes them only with SLUICE_LOG=debug", function()
+    local p = script([[
+      local sl = require "sluice"
+      return sl.step{ name = "s", run = function(x, ctx)
+        ctx:log("debug", "quiet one", { n = 1 })
+        ctx:log("loud one")
+        return 1
+      end }
+    ]])
+    local code, out, err = h.cli{ "run", p, "--json" }
+    assert.equal(0, code, err)
+    assert.matches("loud one", err, 1, true)
+    assert.not_matches("quiet one", err, 1, true)
+    assert.matches('"message":"quiet one"', out, 1, true)
+    code, out, err = h.cli({ "run", p }, { env = { SLUICE_LOG = "debug" } })
+    assert.equal(0, code, err)
+    assert.matches("debug: quiet one", err, 1, true)
+  end)
+end)
