@@ -5,7 +5,7 @@ _sluice() {
   prev=${COMP_WORDS[COMP_CWORD-1]}
   cmd=${COMP_WORDS[1]}
   if [ "$COMP_CWORD" -eq 1 ]; then
-    COMPREPLY=($(compgen -W "run dev resume runs show submit worker wait check graph cache store version help" -- "$cur"))
+    COMPREPLY=($(compgen -W "run dev resume runs show submit worker wait ui check graph cache store version help" -- "$cur"))
     return
   fi
   case "$prev" in
@@ -23,11 +23,12 @@ _sluice() {
       else
         COMPREPLY=($(compgen -W "--older-than --status --keep --pipeline --limit --before --json --store" -- "$cur"))
       fi ;;
-    show) COMPREPLY=($(compgen -W "--json --store" -- "$cur")) ;;
+    show) COMPREPLY=($(compgen -W "--json --timeline --store" -- "$cur")) ;;
+    ui) COMPREPLY=($(compgen -W "--store --host --port" -- "$cur")) ;;
     submit) COMPREPLY=($(compgen -W "--input --pipeline --budget --queue --store" -- "$cur")) ;;
     worker) COMPREPLY=($(compgen -W "--concurrency --queue --store --grace --poll --until-idle" -- "$cur")) ;;
     wait) COMPREPLY=($(compgen -W "--json --timeout --store" -- "$cur")) ;;
-    graph) COMPREPLY=($(compgen -W "--format --pipeline" -- "$cur")) ;;
+    graph) COMPREPLY=($(compgen -W "--format --pipeline --tree" -- "$cur")) ;;
     cache) COMPREPLY=($(compgen -W "stats clear --step --json --store" -- "$cur")) ;;
     store) COMPREPLY=($(compgen -W "check vacuum stats --json --store" -- "$cur")) ;;
     *) COMPREPLY=() ;;

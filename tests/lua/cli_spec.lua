@@ -259,6 +259,12 @@ describe("sluice graph", function()
     assert.equal(0, code)
     assert.matches("flowchart", out, 1, true)
     assert.matches('"step: greet"', out, 1, true)
+    -- A flow by default: the pipeline is a group around its steps.
+    assert.matches('subgraph g1["pipeline: ', out, 1, true)
+    code, out = h.cli{ "graph", "scripts/examples/hello.lua", "--tree" }
+    assert.equal(0, code)
+    assert.not_matches("subgraph", out, 1, true)
+    assert.matches('-->|"1"|', out, 1, true)
     code, out = h.cli{ "graph", "scripts/examples/hello.lua", "--format", "dot" }
     assert.equal(0, code)
     assert.matches("digraph", out, 1, true)

@@ -148,3 +148,75 @@ describe("graph.render", function()
     assert.matches("bad argument #1 to 'render' (step or table of pipelines expected, got number)", e, 1, true)
   end)
 end)
+
+describe("graph.flow", function()
+  -- The flow's edges as "from -> to [label]" by node text.
+  local function edges(g)
+    local text = {}
+    for _, n in ipairs(g.nodes) do text[n.id] = n.text end
+    local out = {}
+    for _, e in ipairs(g.edges) do
+      out[#out + 1] = text[e.from] .. " -> " .. text[e.to] .. (e.label and (" [" .. e.label .. "]") or "")
+        .. (e.dashed and " (dashed)" or "")
+    end
+    return out
+  end
+
+  it("draws a pipeline's steps in order and branches side by side between a fork and a join", function()
+    local p = sl.pipeline{ name = "main", step("first"),
+      sl.parallel{ name = "fan", branches = { b = step("right"), a = step("left") } },
+      step("last") }
+    local g = graph.flow(p)
+    assert.same({
+      "parallel: fan -> step: left [a]", "step: left -> end fan",
+      "parallel: fan -> step: right [b]", "step: right -> end fan",
+      "step: first -> parallel: fan", "end fan -> step: last",
+      "start -> step: first", "step: last -> end",
+    }, edges(g))
+    -- Each container is a group, the parallel inside the pipeline.
+    assert.same({ "pipeline: main", "parallel: fan" }, { g.groups[1].text, g.groups[2].text })
+    assert.equal(g.groups[1].id, g.groups[2].parent)
+  end)
+
+  it("draws a branch as a decision, a loop's way back, a dag's dependencies and a fallback", function()
+    local b = sl.branch{ name = "pick", on = function() return "x" end,
+      cases = { x = step("ex"), y = step("why") } }
+    local l = sl.loop{ name = "again", body = step("body"), stop_when = function() return true end }
+    local d = sl.dag{ name = "d", nodes = { a = step("a"), b = step("b"), c = step("c") },
+      after = { c = { "a", "b" } } }
+    local f = sl.step{ name = "risky", run = print, fallback = step("safe") }
+    local e = edges(graph.flow(sl.pipeline{ name = "p", b, l, d, f }))
+    local has = {}
+    for _, x in ipairs(e) do has[x] = true end
+    for _, want in ipairs({ "branch: pick -> step: ex [x]", "branch: pick -> step: why [y]",
+      "loop: again -> step: body [body]", "step: body -> loop: again [again] (dashed)",
+      "dag: d -> step: a [a]", "dag: d -> step: b [b]", "step: a -> step: c", "step: b -> step: c",
+      "step: c -> end d", "step: risky -> step: safe [on failure] (dashed)",
+      "step: risky -> after risky", "step: safe -> after risky" }) do
+      assert.is_true(has[want], want .. " not in " .. table.concat(e, "; "))
+    end
+    local shapes = {}
+    for _, n in ipairs(graph.flow(b).nodes) do shapes[n.text] = n.shape end
+    assert.equal("decision", shapes["branch: pick"])
+  end)
+
+  it("renders the flow as Mermaid subgraphs and DOT clusters", function()
+    local p = sl.pipeline{ name = "hello", step("greet"), step("shout") }
+    assert.equal(table.concat({
+      "flowchart TD",
+      '  f1(["start"])',
+      '  f4(["end"])',
+      '  subgraph g1["pipeline: hello"]',
+      '    f2["step: greet"]',
+      '    f3["step: shout"]',
+      "  end",
+      "  f2 --> f3",
+      "  f1 --> f2",
+      "  f3 --> f4",
+    }, "\n") .. "\n", graph.render(p, "mermaid", "flow"))
+    assert.matches("subgraph cluster_g1 {", graph.render(p, "dot", "flow"), 1, true)
+    local ok, e = pcall(graph.render, p, "mermaid", "sideways")
+    assert.is_false(ok)
+    assert.matches("layout must be 'tree' or 'flow'", e, 1, true)
+  end)
+end)
