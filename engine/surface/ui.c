@@ -139,18 +139,24 @@ int sl_ui_run(lua_State *L, sl_engine *e, const char *store, const char *host, i
   u.e = e;
   lua_getglobal(L, "require");
   lua_pushliteral(L, "sluice.ui");
-  lua_call(L, 1, 1);
+  lua_call(L, 1, 1);                                    /* ui */
   lua_pushstring(L, store);
   lua_setfield(L, -2, "store");
   lua_getfield(L, -1, "handle");
   u.handler = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pop(L, 1);
   uv_loop_t *loop = sl_engine_loop(e);
   sl_server *s = sl_serve_start(loop, host, port, on_request, &u, err, errlen);
   if (s == NULL) {
+    lua_pop(L, 1);
     luaL_unref(L, LUA_REGISTRYINDEX, u.handler);
     return -1;
   }
+  /* The API answers only requests naming this server (no DNS rebinding). */
+  lua_getfield(L, -1, "listening");
+  lua_pushstring(L, host);
+  lua_pushinteger(L, sl_serve_port(s));
+  lua_call(L, 2, 0);
+  lua_pop(L, 1);
   const char *fmt = strchr(host, ':') ? "http://[%s]:%d/\n" : "http://%s:%d/\n";
   printf(fmt, host, sl_serve_port(s));
   fflush(stdout);

@@ -178,8 +178,31 @@ local function info(eng)
   return 200, encode({ version = core.version, store = M.store })
 end
 
+-- The Host names a request to a loopback server may carry: a page of
+-- another site whose name was made to resolve to 127.0.0.1 (DNS
+-- rebinding) sends its own name, and is refused.
+local hosts
+
+--- Called once the server listens on host:port.
+function M.listening(host, port)
+  local loopback = host == "localhost" or host == "::1" or host:match("^127%.") ~= nil
+  if not loopback then
+    hosts = nil   -- the user chose to serve a network: any name reaching it
+    return
+  end
+  hosts = {}
+  for _, h in ipairs({ host, "127.0.0.1", "localhost", "[::1]" }) do
+    if h:find(":", 1, true) and not h:find("^%[") then h = "[" .. h .. "]" end
+    hosts[h .. ":" .. port] = true
+  end
+end
+
 local function route(eng, req)
   local m, p, q = req.method, req.path, req.query or {}
+  if hosts and not hosts[req.host or ""] then
+    return fail(403, "this server answers requests for 127.0.0.1, not for '" ..
+      tostring(req.host) .. "'")
+  end
   -- A page of another site must not read the store through the visitor's
   -- browser: a request that says where it comes from must come from here.
   if req.origin and req.host and req.origin ~= "http://" .. req.host then

@@ -240,6 +240,11 @@ describe("sluice ui", function()
     assert.equal(400, code)
     code, body = http(url, { method = "GET" })
     assert.equal(405, code)
+    -- A name that was made to point here (DNS rebinding) is not this server.
+    code, body = http(ui.url .. "api/runs", { headers = { Host = "evil.example:" ..
+      ui.url:match(":(%d+)/$") } })
+    assert.equal(403, code)
+    assert.matches("not for 'evil.example:", body.error, 1, true)
 
     code, body = http(url, { method = "POST", data = '{"answer":{"ok":true,"note":"fine"}}',
       headers = { ["Content-Type"] = "application/json" } })

@@ -272,7 +272,7 @@ function runView(main, id, params) {
         fact("Pipeline", run.pipeline),
         fact("Started", fmtTime(run.started_ms)),
         fact("Duration", run.duration_ms !== undefined ? fmtMs(run.duration_ms) : "–"),
-        fact("Steps", String(run.steps.length)),
+        fact("Steps", fmtInt(run.steps.length)),
         fact("Cost", fmtCost(run.cost)),
         fact("Tokens", fmtInt(run.tokens)),
         fact("Requests", fmtInt(run.requests)),
@@ -407,7 +407,14 @@ function makeTimeline(box, onSelect, collapsed) {
       ["var(--cache)", "cache hit"], ["var(--restored)", "restored on resume"],
       ["var(--warn)", "retried"]].map(([c, t]) => el("span", {},
         el("i", { style: "background:" + c }), t)));
-  const root = el("div", { class: "tl" }, headEl, scroll, legend);
+  // Finding steps in a large run: by name, kind, key or status.
+  const find = el("input", { type: "search", placeholder: "find steps (name, kind, status)",
+    "aria-label": "find steps" });
+  const found = el("span", { class: "sub" });
+  let filter = "";
+  find.addEventListener("input", () => { filter = find.value.trim().toLowerCase(); build(); draw(); });
+  const tools = el("div", { class: "tl-tools" }, find, found);
+  const root = el("div", { class: "tl" }, tools, headEl, scroll, legend);
   let run = null, rows = [], selected = null, kids = new Map();
   scroll.addEventListener("scroll", draw);
 
@@ -428,6 +435,14 @@ function makeTimeline(box, onSelect, collapsed) {
       for (const k of kids.get(stepKey(s)) || []) walk(k, depth + 1);
     };
     for (const r of roots) walk(r, 0);
+    if (filter) {
+      const hit = (s) => [s.name, s.kind, s.key, s.status, s.path].some((v) =>
+        v !== undefined && v !== null && String(v).toLowerCase().includes(filter));
+      rows = run.steps.filter(hit).map((s) => ({ s, depth: 0 }));
+      found.textContent = `${rows.length.toLocaleString("en-US")} of ${run.steps.length.toLocaleString("en-US")}`;
+    } else {
+      found.textContent = "";
+    }
     rowsBox.style.height = rows.length * ROW + "px";
     scroll.style.height = Math.min(560, rows.length * ROW + 2) + "px";
     const span = Math.max(run.span_ms || 0, 0.001);
@@ -466,7 +481,8 @@ function makeTimeline(box, onSelect, collapsed) {
           el("span", { class: "caret", text: has ? (collapsed.has(key) ? "▸" : "▾") : "",
             onclick: has ? (ev) => { ev.stopPropagation(); toggle(key); } : null }),
           el("span", { class: "nm", text: s.key && s.key !== s.name ? `${s.name} [${s.key}]` : s.name }),
-          el("span", { class: "kind", text: s.kind }), ...marks),
+          el("span", { class: "kind", text: has ? `${s.kind} · ${fmtInt(kids.get(key).length)}` : s.kind }),
+          ...marks),
         el("div", { class: "tl-lane" },
           el("div", { class: cls, style: `left:${left}%;width:${width}%` }),
           el("span", { class: "bar-label", text: fmtMs(s.ms),
