@@ -9,7 +9,7 @@ packages=(
   gcc make cmake pkg-config
   lua5.4 liblua5.4-dev lua-cjson lua-lpeg lua-busted luarocks
   libuv1-dev libcmocka-dev libsqlite3-dev libcurl4-openssl-dev libxxhash-dev
-  libpq-dev postgresql libmicrohttpd-dev
+  libpq-dev postgresql libmicrohttpd-dev curl
   chromium
 )
 
