@@ -342,13 +342,11 @@ function M.flow(step)
     groups = setmetatable(groups, arr) }
 end
 
-local function mermaid_flow(nodes, edges, groups)
-  local out = { "flowchart TD" }
-  local open = { decision = "{", ["repeat"] = "{{", start = "([", ["end"] = "([",
-    fork = "[/", join = "[\\" }
-  local close = { decision = "}", ["repeat"] = "}}", start = "])", ["end"] = "])",
-    fork = "\\]", join = "/]" }
-  local in_group, sub = {}, {}
+-- Walks the flow's groups from the outside in: node(n, indent) for each
+-- node of a group, then open(g, indent), its contents one level deeper and
+-- close(g, indent) for each group inside it.
+local function nest(nodes, groups, node, open, close)
+  local in_group, inner = {}, {}
   for _, n in ipairs(nodes) do
     local k = n.group or ""
     in_group[k] = in_group[k] or {}
@@ -356,21 +354,34 @@ local function mermaid_flow(nodes, edges, groups)
   end
   for _, g in ipairs(groups) do
     local k = g.parent or ""
-    sub[k] = sub[k] or {}
-    table.insert(sub[k], g)
+    inner[k] = inner[k] or {}
+    table.insert(inner[k], g)
   end
-  local function emit(key, indent)
-    for _, n in ipairs(in_group[key] or {}) do
-      out[#out + 1] = ('%s%s%s"%s"%s'):format(indent, n.id, open[n.shape] or "[",
-        mermaid_text(n.text), close[n.shape] or "]")
-    end
-    for _, g in ipairs(sub[key] or {}) do
-      out[#out + 1] = ('%ssubgraph %s["%s"]'):format(indent, g.id, mermaid_text(g.text))
-      emit(g.id, indent .. "  ")
-      out[#out + 1] = indent .. "end"
+  local function walk(key, indent)
+    for _, n in ipairs(in_group[key] or {}) do node(n, indent) end
+    for _, g in ipairs(inner[key] or {}) do
+      open(g, indent)
+      walk(g.id, indent .. "  ")
+      close(g, indent)
     end
   end
-  emit("", "  ")
+  walk("", "  ")
+end
+
+local function mermaid_flow(nodes, edges, groups)
+  local out = { "flowchart TD" }
+  local open = { decision = "{", ["repeat"] = "{{", start = "([", ["end"] = "([",
+    fork = "[/", join = "[\\" }
+  local close = { decision = "}", ["repeat"] = "}}", start = "])", ["end"] = "])",
+    fork = "\\]", join = "/]" }
+  nest(nodes, groups, function(n, indent)
+    out[#out + 1] = ('%s%s%s"%s"%s'):format(indent, n.id, open[n.shape] or "[",
+      mermaid_text(n.text), close[n.shape] or "]")
+  end, function(g, indent)
+    out[#out + 1] = ('%ssubgraph %s["%s"]'):format(indent, g.id, mermaid_text(g.text))
+  end, function(_, indent)
+    out[#out + 1] = indent .. "end"
+  end)
   for _, e in ipairs(edges) do
     local arrow = e.dashed and "-.->" or "-->"
     if e.label then
@@ -386,31 +397,16 @@ local function dot_flow(nodes, edges, groups)
   local out = { "digraph sluice {", "  node [shape=box];" }
   local shapes = { decision = "diamond", ["repeat"] = "hexagon", start = "oval", ["end"] = "oval",
     fork = "trapezium", join = "invtrapezium" }
-  local in_group, sub = {}, {}
-  for _, n in ipairs(nodes) do
-    local k = n.group or ""
-    in_group[k] = in_group[k] or {}
-    table.insert(in_group[k], n)
-  end
-  for _, g in ipairs(groups) do
-    local k = g.parent or ""
-    sub[k] = sub[k] or {}
-    table.insert(sub[k], g)
-  end
-  local function emit(key, indent)
-    for _, n in ipairs(in_group[key] or {}) do
-      local shape = shapes[n.shape]
-      out[#out + 1] = ('%s%s [label="%s"%s];'):format(indent, n.id, dot_text(n.text),
-        shape and (", shape=" .. shape) or "")
-    end
-    for _, g in ipairs(sub[key] or {}) do
-      out[#out + 1] = ('%ssubgraph cluster_%s {'):format(indent, g.id)
-      out[#out + 1] = ('%s  label="%s";'):format(indent, dot_text(g.text))
-      emit(g.id, indent .. "  ")
-      out[#out + 1] = indent .. "}"
-    end
-  end
-  emit("", "  ")
+  nest(nodes, groups, function(n, indent)
+    local shape = shapes[n.shape]
+    out[#out + 1] = ('%s%s [label="%s"%s];'):format(indent, n.id, dot_text(n.text),
+      shape and (", shape=" .. shape) or "")
+  end, function(g, indent)
+    out[#out + 1] = ('%ssubgraph cluster_%s {'):format(indent, g.id)
+    out[#out + 1] = ('%s  label="%s";'):format(indent, dot_text(g.text))
+  end, function(_, indent)
+    out[#out + 1] = indent .. "}"
+  end)
   for _, e in ipairs(edges) do
     local attrs = {}
     if e.label then attrs[#attrs + 1] = ('label="%s"'):format(dot_text(e.label)) end
