@@ -14,6 +14,7 @@
 
 #include "serve.h"
 #include "host.h"
+#include "value.h"
 
 typedef struct ui {
   lua_State *L;
@@ -36,29 +37,28 @@ static int traceback(lua_State *L) {
   return 1;
 }
 
+/* Answers {"error": msg}, written here: the failure may be Lua's own. */
 static void set_json_error(ui *u, sl_http_response *res, int status, const char *msg) {
-  lua_State *L = u->L;
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "cjson");
-  int ok = lua_pcall(L, 1, 1, 0) == LUA_OK;
-  size_t n = 0;
-  const char *text = NULL;
-  if (ok) {
-    lua_getfield(L, -1, "encode");
-    lua_createtable(L, 0, 1);
-    lua_pushstring(L, msg);
-    lua_setfield(L, -2, "error");
-    if (lua_pcall(L, 1, 1, 0) == LUA_OK) text = lua_tolstring(L, -1, &n);
-  }
-  if (text == NULL) text = "{\"error\":\"internal error\"}", n = strlen(text);
+  sl_buf b;
+  sl_buf_init(&b);
+  int bad = sl_buf_add(&b, "{\"error\":", 9) != 0 || sl_json_add_string(&b, msg, strlen(msg)) != 0 ||
+            sl_buf_add(&b, "}", 1) != 0;
   free(u->body);
-  u->body = malloc(n + 1);
-  if (u->body) memcpy(u->body, text, n + 1);
-  lua_settop(L, 0);
+  u->body = NULL;
+  if (!bad) {
+    u->body = malloc(b.len + 1);
+    if (u->body) {
+      memcpy(u->body, b.data, b.len);
+      u->body[b.len] = '\0';
+    }
+  }
+  size_t n = u->body ? b.len : 0;
+  sl_buf_free(&b);
+  static const char fallback[] = "{\"error\":\"not enough memory\"}";
   res->status = status;
   res->content_type = "application/json";
-  res->body = u->body ? u->body : "";
-  res->body_len = u->body ? n : 0;
+  res->body = u->body ? u->body : fallback;
+  res->body_len = u->body ? n : sizeof fallback - 1;
 }
 
 static void on_request(void *ud, const sl_http_request *req, sl_http_response *res) {
