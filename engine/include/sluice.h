@@ -57,6 +57,8 @@ typedef struct sl_run sl_run;
 #define SL_RUN_PAUSED      3
 #define SL_RUN_CANCELLED   4
 #define SL_RUN_INTERRUPTED 5
+#define SL_RUN_WAITING     6   /* a worker parked it in a long durable wait:
+                                  a worker takes it up again when it is due */
 
 /* Options for sl_engine_new. Start from SL_ENGINE_OPTIONS_INIT (or set
    size to sizeof(sl_engine_options)) and set what you need: a later

@@ -86,7 +86,8 @@ typedef struct sl_store_run {
   const char *pipeline;    /* the root step's name */
   const char *file;        /* the pipeline file, or NULL */
   const char *def_hash;    /* hash of the pipeline's definition, or NULL */
-  const char *status;      /* "queued", "running", "waiting", "paused",
+  const char *status;      /* "queued", "running", "waiting" (parked in a
+                              durable wait until due_ms), "paused",
                               "completed", "failed", "cancelled" (ended for
                               good) or "interrupted" (stopped, resumable) */
   const char *input, *output, *error, *usage, *budget;   /* JSON text */
@@ -105,6 +106,9 @@ typedef struct sl_store_run {
                               its own process */
   const char *waiting_for; /* why a queued run is not being executed (a
                               worker with its code version), or NULL */
+  int64_t due_ms;          /* a waiting (parked) or paused run: when its
+                              first wait is due, Unix ms, and a worker of
+                              its queue claims it; 0: none */
 } sl_store_run;
 
 typedef struct sl_store_run_filter {

@@ -94,7 +94,12 @@ static const char *const migrations[] = {
   "  value       text NOT NULL"
   ");"
   "CREATE INDEX cache_by_step ON sluice.cache (step);"
-  "CREATE INDEX cache_by_expiry ON sluice.cache (expires_ms) WHERE expires_ms IS NOT NULL;"
+  "CREATE INDEX cache_by_expiry ON sluice.cache (expires_ms) WHERE expires_ms IS NOT NULL;",
+
+  /* 2: when a parked or paused run's first wait is due (a durable sleep,
+     a person's timeout): workers claim the due ones of their queue. */
+  "ALTER TABLE sluice.runs ADD COLUMN due_ms bigint;"
+  "CREATE INDEX runs_by_due ON sluice.runs (queue, due_ms) WHERE due_ms IS NOT NULL;"
 };
 
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -374,12 +379,13 @@ static int64_t ival (PGresult *r, int row, int col) {
 ** Records out of rows
 ** ======================================================= */
 
-#define RUN_COLS "id, pipeline, file, def_hash, status, input, output, error, usage, " \
-                 "budget, started_ms, ended_ms, options, owner, lease_ms, epoch, queue, " \
-                 "waiting_for"
+#define RUN_INS_COLS "id, pipeline, file, def_hash, status, input, output, error, usage, " \
+                     "budget, started_ms, ended_ms, options, owner, lease_ms, epoch, queue, " \
+                     "waiting_for"
+#define RUN_COLS RUN_INS_COLS ", due_ms"
 #define RUN_LIST_COLS "id, pipeline, file, def_hash, status, NULL, NULL, error, usage, " \
                       "budget, started_ms, ended_ms, options, owner, lease_ms, epoch, " \
-                      "queue, waiting_for"
+                      "queue, waiting_for, due_ms"
 
 static void row_to_run (PGresult *r, int i, sl_store_run *o) {
   memset(o, 0, sizeof *o);
@@ -401,6 +407,7 @@ static void row_to_run (PGresult *r, int i, sl_store_run *o) {
   o->epoch = ival(r, i, 15);
   o->queue = val(r, i, 16);
   o->waiting_for = val(r, i, 17);
+  o->due_ms = ival(r, i, 18);
 }
 
 /* }====================================================== */
@@ -430,7 +437,7 @@ static int pg_run_begin (sl_store *b, const sl_store_run *r) {
   p_time(&p, r->lease_ms); p_int(&p, r->epoch); p_str(&p, r->queue);
   p_str(&p, r->waiting_for);
   int64_t n;
-  rc = pg_cmd(s, "INSERT INTO sluice.runs (" RUN_COLS ") VALUES ($1, $2, $3, $4, $5, $6, "
+  rc = pg_cmd(s, "INSERT INTO sluice.runs (" RUN_INS_COLS ") VALUES ($1, $2, $3, $4, $5, $6, "
               "$7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) "
               "ON CONFLICT (id) DO NOTHING", &p, &n, "recording run");
   if (rc != 0) return rc;
@@ -554,7 +561,7 @@ static int pg_run_claim (sl_store *b, const char *id, const char *owner, int64_t
   p_str(&p, id); p_str(&p, owner); p_time(&p, lease_ms); p_int(&p, expect); p_str(&p, status);
   int64_t n;
   rc = pg_cmd(s, "UPDATE sluice.runs SET owner = $2, lease_ms = $3, epoch = epoch + 1, "
-              "status = coalesce($5, status) WHERE id = $1 AND epoch = $4", &p, &n,
+              "status = coalesce($5, status), due_ms = NULL WHERE id = $1 AND epoch = $4", &p, &n,
               "taking over run");
   if (rc != 0) return rc;
   b->pending++;
@@ -595,7 +602,9 @@ static int pg_run_finish (sl_store *b, const char *id, const char *owner, int64_
   p_time(&p, ended_ms); p_str(&p, owner); p_int(&p, epoch); p_str(&p, release ? "t" : "f");
   int64_t n;
   rc = pg_cmd(s, "UPDATE sluice.runs SET status = $2, output = $3, error = $4, usage = $5, "
-              "ended_ms = $6, owner = CASE WHEN $9::boolean THEN NULL ELSE owner END, "
+              "ended_ms = CASE WHEN $2 IN ('waiting', 'paused') THEN NULL ELSE $6::bigint END, "
+              "due_ms = CASE WHEN $2 IN ('waiting', 'paused') THEN $6::bigint END, "
+              "owner = CASE WHEN $9::boolean THEN NULL ELSE owner END, "
               "lease_ms = CASE WHEN $9::boolean THEN NULL ELSE lease_ms END "
               "WHERE id = $1 AND ($7::text IS NULL OR (owner = $7 AND epoch = $8))", &p, &n,
               "updating run");
@@ -661,12 +670,32 @@ static int pg_run_claim_some (sl_store *b, const char *queue, const char *owner,
     PQclear(r);
   }
   if (rc == 0 && took < max) {
+    /* Then parked and paused runs that are due, the earliest first. */
+    pgp q = {0};
+    p_str(&q, queue); p_str(&q, owner); p_time(&q, lease_ms); p_str(&q, arr.data);
+    p_int(&q, max - took); p_int(&q, now_ms);
+    rc = pg_run(s, "UPDATE sluice.runs SET owner = $2, lease_ms = $3, epoch = epoch + 1, "
+                "status = 'running', waiting_for = NULL, due_ms = NULL WHERE id IN (SELECT "
+                "id FROM sluice.runs WHERE queue = $1 AND due_ms <= $6 AND status IN "
+                "('waiting', 'paused') AND NOT (id = ANY ($4::text[])) ORDER BY due_ms "
+                "LIMIT $5 FOR UPDATE SKIP LOCKED) RETURNING " RUN_COLS, &q, &r,
+                "claiming a run that is due");
+    if (rc == 0) {
+      for (int i = 0; i < PQntuples(r) && took < max; i++) {
+        sl_store_run row;
+        row_to_run(r, i, &row);
+        if ((out[took] = sl_store_copy_run(&row)) != NULL) took++;
+      }
+      PQclear(r);
+    }
+  }
+  if (rc == 0 && took < max) {
     /* Then runs whose owner is gone: their lease ran out, or their process
        on this host died. */
     pgp q = {0};
     p_str(&q, queue); p_str(&q, arr.data);
     rc = pg_run(s, "SELECT id, status, owner, lease_ms, epoch FROM sluice.runs WHERE "
-                "queue = $1 AND status IN ('running', 'waiting', 'interrupted') AND NOT "
+                "queue = $1 AND status IN ('running', 'interrupted') AND NOT "
                 "(id = ANY ($2::text[])) ORDER BY id LIMIT 16", &q, &r, "claiming a run");
     pg_candidate c[16];
     int nc = 0;

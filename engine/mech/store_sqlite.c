@@ -194,7 +194,12 @@ static const char *const migrations[] = {
      is not being executed; workers find the oldest by queue and status. */
   "ALTER TABLE runs ADD COLUMN queue TEXT;"
   "ALTER TABLE runs ADD COLUMN waiting_for TEXT;"
-  "CREATE INDEX runs_by_queue ON runs (queue, status, id) WHERE queue IS NOT NULL;"
+  "CREATE INDEX runs_by_queue ON runs (queue, status, id) WHERE queue IS NOT NULL;",
+
+  /* 7: when a parked or paused run's first wait is due (a durable sleep,
+     a person's timeout): workers claim the due ones of their queue. */
+  "ALTER TABLE runs ADD COLUMN due_ms INTEGER;"
+  "CREATE INDEX runs_by_due ON runs (queue, due_ms) WHERE due_ms IS NOT NULL;"
 };
 
 #define NMIGRATIONS  ((int)(sizeof migrations / sizeof migrations[0]))
@@ -219,7 +224,7 @@ enum {
   ST_CACHE_TOTAL, ST_CACHE_BY_STEP,
   ST_RUN_CLAIM, ST_RUN_RENEW, ST_RUN_FINISH, ST_RUN_EXISTS, ST_BLOB_PUT,
   ST_CP_STATUS, ST_JOURNAL_PUT, ST_JOURNAL_LAST, ST_JOURNAL_READ, ST_BLOB_GET,
-  ST_BLOB_REF, ST_RUN_LIST_QUEUE, ST_RUN_LIST_TEXT, ST_QUEUED, ST_TAKEOVERS, ST_RUN_TAKE, ST_RUN_REQUEUE,
+  ST_BLOB_REF, ST_RUN_LIST_QUEUE, ST_RUN_LIST_TEXT, ST_QUEUED, ST_DUE, ST_TAKEOVERS, ST_RUN_TAKE, ST_RUN_REQUEUE,
   ST_COUNT
 };
 
@@ -234,11 +239,11 @@ enum {
                  "coalesce(input, " BLOB_OF("input_ref") "), " \
                  "coalesce(output, " BLOB_OF("output_ref") "), " \
                  "error, usage, budget, started_ms, ended_ms, options, " \
-                 "owner, lease_ms, epoch, queue, waiting_for"
+                 "owner, lease_ms, epoch, queue, waiting_for, due_ms"
 /* Listings leave large values where they are. */
 #define RUN_LIST_COLS "id, pipeline, file, def_hash, status, input, output, " \
                       "error, usage, budget, started_ms, ended_ms, options, " \
-                      "owner, lease_ms, epoch, queue, waiting_for"
+                      "owner, lease_ms, epoch, queue, waiting_for, due_ms"
 #define CP_INS_COLS "run_id, path, parent, name, kind, key, status, attempts, " \
                     "cached, output, state, usage, error, t0, t1, changes, " \
                     "output_ref, changes_ref"
@@ -286,12 +291,17 @@ static const char *const sql[ST_COUNT] = {
   [ST_QUEUED] =
     "SELECT id, status, owner, lease_ms, epoch FROM runs "
     "WHERE queue = ?1 AND status = 'queued' ORDER BY id LIMIT ?2",
+  /* Parked and paused runs whose first wait is due, the earliest first. */
+  [ST_DUE] =
+    "SELECT id, status, owner, lease_ms, epoch FROM runs "
+    "WHERE queue = ?1 AND due_ms <= ?3 AND status IN ('waiting', 'paused') "
+    "ORDER BY due_ms LIMIT ?2",
   [ST_TAKEOVERS] =
     "SELECT id, status, owner, lease_ms, epoch FROM runs "
-    "WHERE queue = ?1 AND status IN ('running', 'waiting', 'interrupted') ORDER BY id LIMIT ?2",
+    "WHERE queue = ?1 AND status IN ('running', 'interrupted') ORDER BY id LIMIT ?2",
   [ST_RUN_TAKE] =
     "UPDATE runs SET owner = ?2, lease_ms = ?3, epoch = epoch + 1, status = 'running', "
-    "waiting_for = NULL WHERE id = ?1 AND epoch = ?4 AND status = ?5",
+    "waiting_for = NULL, due_ms = NULL WHERE id = ?1 AND epoch = ?4 AND status = ?5",
   [ST_RUN_REQUEUE] =
     "UPDATE runs SET status = 'queued', owner = NULL, lease_ms = NULL, waiting_for = ?4 "
     "WHERE id = ?1 AND owner = ?2 AND epoch = ?3",
@@ -354,12 +364,13 @@ static const char *const sql[ST_COUNT] = {
 
   [ST_RUN_CLAIM] =
     "UPDATE runs SET owner = ?2, lease_ms = ?3, epoch = epoch + 1, "
-    "status = coalesce(?5, status) WHERE id = ?1 AND epoch = ?4",
+    "status = coalesce(?5, status), due_ms = NULL WHERE id = ?1 AND epoch = ?4",
   [ST_RUN_RENEW] =
     "UPDATE runs SET lease_ms = ?4 WHERE id = ?1 AND owner = ?2 AND epoch = ?3",
   [ST_RUN_FINISH] =
     "UPDATE runs SET status = ?2, output = ?3, error = ?4, usage = ?5, "
-    "ended_ms = ?6, output_ref = ?7, "
+    "ended_ms = CASE WHEN ?2 IN ('waiting', 'paused') THEN NULL ELSE ?6 END, "
+    "due_ms = CASE WHEN ?2 IN ('waiting', 'paused') THEN ?6 END, output_ref = ?7, "
     "owner = CASE WHEN ?10 THEN NULL ELSE owner END, "
     "lease_ms = CASE WHEN ?10 THEN NULL ELSE lease_ms END "
     "WHERE id = ?1 AND (?8 IS NULL OR (owner = ?8 AND epoch = ?9))",
@@ -623,6 +634,7 @@ static void row_to_run (sqlite3_stmt *st, sl_store_run *r) {
   r->epoch = sqlite3_column_int64(st, 15);
   r->queue = column_text(st, 16);
   r->waiting_for = column_text(st, 17);
+  r->due_ms = sqlite3_column_int64(st, 18);
 }
 
 
@@ -838,7 +850,8 @@ static int read_candidates (sq_store *s, int which, const char *queue, int64_t n
   *n = 0;
   if (rc != SQLITE_OK)
     return rc;
-  rc = bind_failed(s, bind_text(st, 1, queue) | sqlite3_bind_int(st, 2, NCANDIDATES));
+  rc = bind_failed(s, bind_text(st, 1, queue) | sqlite3_bind_int(st, 2, NCANDIDATES)
+                      | (which == ST_DUE ? sqlite3_bind_int64(st, 3, now_ms) : SQLITE_OK));
   while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
     const char *id = column_text(st, 0), *status = column_text(st, 1);
     rc = SQLITE_OK;
@@ -880,13 +893,15 @@ static int sq_run_claim_some (sl_store *b, const char *queue, const char *owner,
   int n = 0, rc = SQLITE_OK, took = 0;
   sq_candidate kept[NCANDIDATES * 2];   /* the runs taken */
   if (max > (int)(sizeof kept / sizeof kept[0])) max = (int)(sizeof kept / sizeof kept[0]);
-  /* Queued runs first, oldest first; then runs whose owner is gone. All in
-     the one transaction that holds the write lock, so no other worker can
-     take the same run between the look and the claim. */
-  for (int pass = 0; pass < 2 && took < max && rc == SQLITE_OK; pass++) {
-    rc = read_candidates(s, pass == 0 ? ST_QUEUED : ST_TAKEOVERS, queue, now_ms, c, &n);
+  /* Queued runs first, oldest first; then parked and paused runs that are
+     due; then runs whose owner is gone. All in the one transaction that
+     holds the write lock, so no other worker can take the same run between
+     the look and the claim. */
+  static const int passes[] = {ST_QUEUED, ST_DUE, ST_TAKEOVERS};
+  for (int pass = 0; pass < 3 && took < max && rc == SQLITE_OK; pass++) {
+    rc = read_candidates(s, passes[pass], queue, now_ms, c, &n);
     for (int i = 0; i < n && rc == SQLITE_OK && took < max; i++) {
-      if (skipped(c[i].id, skip, nskip) || (pass == 1 && c[i].owner_alive))
+      if (skipped(c[i].id, skip, nskip) || (passes[pass] == ST_TAKEOVERS && c[i].owner_alive))
         continue;
       sqlite3_stmt *st;
       if ((rc = sq_write_stmt(s, ST_RUN_TAKE, &st)) != SQLITE_OK)

@@ -180,7 +180,8 @@ uint64_t sl_record_run_end(lua_State *L, sl_run *r) {
   const char *name = r->unrecorded ? "interrupted" : sl_status_name(status);
   uint64_t seq = sl_writer_finish(e->writer, r->id, e->owner, r->epoch, 1, name, o, x,
                                   sl_durable_usage_json(&r->quota.spent, usage, sizeof usage),
-                                  status == SL_RUN_PAUSED ? 0 : sl_durable_wall_ms());
+                                  status == SL_RUN_PAUSED || status == SL_RUN_WAITING
+                                      ? r->due_ms : sl_durable_wall_ms());
   lua_pop(L, 3);
   sl_buf_free(&out);
   sl_buf_free(&err);

@@ -301,7 +301,7 @@ sl_run *sl_resume(lua_State *L, sl_host *h, const char *id, int ii, int force) {
   if (row->owner) lua_pushstring(L, row->owner);
   else lua_pushnil(L);                                  /* ... owner */
   int queued = row->queue != NULL;
-  int64_t lease = row->lease_ms, epoch = row->epoch;
+  int64_t lease = row->lease_ms, epoch = row->epoch, due = row->due_ms;
   sl_store_run_free(row);
   const char *status = lua_tostring(L, top + 1);
   const char *file = lua_tostring(L, top + 2);
@@ -344,8 +344,21 @@ sl_run *sl_resume(lua_State *L, sl_host *h, const char *id, int ii, int force) {
   }
   if (ii && !lua_isnil(L, ii) && !paused)
     luaL_error(L, "run %s is %s, not paused: --input answers a paused run only", id, status);
-  if (paused && (ii == 0 || lua_isnil(L, ii)))
+  /* A question that timed out needs no answer: the resume takes its
+     timeout path. */
+  int timed_out = paused && due > 0 && due <= now;
+  if (paused && !timed_out && (ii == 0 || lua_isnil(L, ii))) {
+    if (due > 0) {
+      char when[64];
+      time_t t = (time_t)(due / 1000);
+      struct tm tmv;
+      strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tmv));
+      luaL_error(L, "run %s is paused waiting for input: resume it with --input JSON, "
+                    "or after %s, when its question times out", id, when);
+    }
     luaL_error(L, "run %s is paused waiting for input: resume it with --input JSON", id);
+  }
+  if (timed_out && (ii == 0 || lua_isnil(L, ii))) paused = 0;
   if (queued && paused) {
     /* A run workers execute goes back to its queue with its answers; this
        process need not have its file. */
@@ -395,12 +408,13 @@ sl_run *sl_resume(lua_State *L, sl_host *h, const char *id, int ii, int force) {
      be recorded for it by anyone else. */
   sl_store_replay **box = push_replay_box(L, NULL);
   if (sl_store_replay_read(e->store, id, box) != 0) luaL_error(L, "%s", sl_store_errmsg(e->store));
-  sl_run_opts o = {bi, id, ai, epoch + 1, box};
+  sl_run_opts o = {bi, id, ai, epoch + 1, box, 0};
   return sl_run_launch(L, h, si, in, &o);
 }
 
 sl_run *sl_resume_claimed(lua_State *L, sl_host *h, const sl_store_run *row,
-                          sl_store_replay *rp, char *why, size_t whylen) {
+                          sl_store_replay *rp, int64_t park_after_ms, char *why,
+                          size_t whylen) {
   sl_core *e = &h->core;
   why[0] = '\0';
   int top = lua_gettop(L);
@@ -441,7 +455,7 @@ sl_run *sl_resume_claimed(lua_State *L, sl_host *h, const sl_store_run *row,
   if (sl_json_decode(L, input, strlen(input)) != 0) lua_error(L);
   int in = lua_gettop(L);
   int bi = apply_options(L, e, id, top + 6);
-  sl_run_opts o = {bi, id, answered ? ai : 0, epoch, box};
+  sl_run_opts o = {bi, id, answered ? ai : 0, epoch, box, park_after_ms};
   sl_run *r = sl_run_launch(L, h, si, in, &o);
   /* Only the run is left, where the box and the row's strings were. */
   lua_replace(L, top);

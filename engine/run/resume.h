@@ -24,8 +24,10 @@ sl_run *sl_resume(lua_State *L, sl_host *h, const char *id, int ii, int force);
    pipeline is not the version the run began with, and the pipeline does
    not say on_code_change = "continue", starts nothing: returns NULL with
    why (whylen bytes) saying what the run waits for. Otherwise pushes the
-   run. Raises on a file that cannot be loaded. */
+   run. It parks in a durable wait longer than park_after_ms (0: never;
+   see sl_run.park_after_ms). Raises on a file that cannot be loaded. */
 sl_run *sl_resume_claimed(lua_State *L, sl_host *h, const struct sl_store_run *row,
-                          struct sl_store_replay *rp, char *why, size_t whylen);
+                          struct sl_store_replay *rp, int64_t park_after_ms,
+                          char *why, size_t whylen);
 
 #endif

@@ -135,6 +135,7 @@ sl_run *sl_run_launch(lua_State *L, sl_host *h, int si, int ii, const sl_run_opt
       *o->replay = NULL;
     }
     r->epoch = o->epoch;
+    r->park_after_ms = o->park_after_ms;
   } else {
     sl_run_new_id(h, r->id);
   }
@@ -277,6 +278,7 @@ static void run_ended(sl_run *r, lua_State *L) {
     r->end_status = kind && strcmp(kind, "cancelled") == 0 ? SL_RUN_CANCELLED
                   : kind && strcmp(kind, "interrupted") == 0 ? SL_RUN_INTERRUPTED
                   : kind && strcmp(kind, "paused") == 0 ? SL_RUN_PAUSED
+                  : kind && strcmp(kind, "waiting") == 0 ? SL_RUN_WAITING
                   : SL_RUN_FAILED;
     lua_pop(L, 2);
   }

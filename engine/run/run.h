@@ -17,6 +17,8 @@ typedef struct sl_run_opts {
   int64_t epoch;           /* a resumed run: the epoch its resume claimed */
   sl_store_replay **replay;   /* a resumed run: its record, read after the
                               claim; the run takes it (*replay becomes NULL) */
+  int64_t park_after_ms;   /* a worker's run: park it in a durable wait
+                              longer than this (sl_run.park_after_ms); 0: never */
 } sl_run_opts;
 
 /* What the core tells the runs layer (its run_hooks). */

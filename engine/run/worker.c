@@ -37,6 +37,7 @@ struct sl_worker {
   char *queue;
   int concurrency;
   int64_t poll_ms, grace_ms;
+  int64_t park_after_ms;     /* 0: never */
   int until_idle;
   uv_timer_t tick;           /* looks for work */
   uv_timer_t grace;          /* ends the grace period */
@@ -128,7 +129,8 @@ static int launch_p(lua_State *L) {
   launch_args *a = lua_touserdata(L, 1);
   sl_store_replay *rp = a->rp;
   a->rp = NULL;
-  a->run = sl_resume_claimed(L, a->w->h, a->row, rp, a->why, sizeof a->why);
+  a->run = sl_resume_claimed(L, a->w->h, a->row, rp, a->w->park_after_ms, a->why,
+                             sizeof a->why);
   return 0;
 }
 
@@ -261,6 +263,8 @@ sl_worker *sl_worker_start(sl_host *h, const sl_worker_options *o) {
   w->poll_ms = o && o->poll_ms > 0 ? o->poll_ms : 200;
   w->grace_ms = o && o->grace_ms >= 0 ? o->grace_ms : 30000;
   w->until_idle = o ? o->until_idle : 0;
+  w->park_after_ms = !o || o->park_after_ms == 0 ? 5000
+                   : o->park_after_ms < 0 ? 0 : o->park_after_ms;
   w->runs = calloc((size_t)w->concurrency, sizeof *w->runs);
   if (w->queue == NULL || w->runs == NULL) {
     free(w->queue);

@@ -20,6 +20,10 @@ typedef struct sl_worker_options {
                               go on before they are handed back; < 0: 30 s */
   int until_idle;          /* 1: stop by itself once the queue has nothing
                               it can take and nothing runs */
+  int64_t park_after_ms;   /* a run in a durable wait (ctx:sleep, a
+                              person's timeout) longer than this is parked:
+                              status waiting, its slot freed, claimed again
+                              when due; 0: 5 s; < 0: never parked */
 } sl_worker_options;
 
 typedef struct sl_worker sl_worker;

@@ -69,6 +69,7 @@ const char *sl_status_name(int s) {
     case SL_RUN_PAUSED: return "paused";
     case SL_RUN_CANCELLED: return "cancelled";
     case SL_RUN_INTERRUPTED: return "interrupted";
+    case SL_RUN_WAITING: return "waiting";
     default: return "running";
   }
 }

@@ -135,7 +135,13 @@ struct sl_run {
   uint64_t end_seq;        /* the write of its end, while waiting for it */
   int awaiting_record;     /* its end is written, not yet committed */
   int end_status;          /* the status it ends with, once its root ended */
-  int pausing;             /* a step waits for a person: pause once quiet */
+  int pausing;             /* a step waits for a person or a long durable
+                              sleep: pause (or park) once quiet */
+  int64_t park_after_ms;   /* a worker's run: a durable wait longer than
+                              this parks it (status waiting, its slot
+                              freed); 0: it waits in process */
+  int64_t due_ms;          /* parked or paused: when its first wait is due
+                              (Unix ms), a worker claims it then; 0: none */
   char file[1024];         /* the pipeline file, for resume ("" if none) */
   char def_hash[40];       /* the pipeline's definition hash */
   int64_t start_unix_ns;   /* wall-clock start, for trace spans */
@@ -213,6 +219,11 @@ struct sl_exec {
   sl_buf sealed_out;         /* a durable step's output as JSON text */
   sl_buf sealed_changes;     /* and its changes to the state ("" if none) */
   sl_buf sealed_in;          /* its input as JSON text, for show and the ui */
+  unsigned short sleep_attempt, nsleeps;   /* its ctx:sleep calls so far, in
+                                               that attempt (durable sleeps) */
+  unsigned char parkable;    /* in a durable wait its run may be parked for */
+  int64_t due_ms;            /* when that wait (a sleep, a person's timeout)
+                                is due, Unix ms; 0: none */
 };
 
 /* The execution of the task t. */

@@ -8,6 +8,7 @@
 #include <lauxlib.h>
 
 #include "durable.h"
+#include "clock.h"
 #include "ctx.h"
 #include "error.h"
 #include "plan.h"
@@ -296,6 +297,55 @@ void sl_durable_input(lua_State *L, sl_exec *x, int ii) {
   if (sl_buf_add(&x->sealed_in, note, strlen(note)) != 0) sl_buf_reset(&x->sealed_in);
 }
 
+double sl_durable_due(sl_exec *x, double seconds, const char *name, int64_t *due) {
+  sl_run *r = x->run;
+  sl_core *c = sl_core_of(x);
+  int64_t now = sl_durable_wall_ms();
+  *due = now + (int64_t)(seconds * 1000.0 + 0.999);
+  if (c->writer == NULL || r->lost || x->hist < 0) return seconds;
+  sl_hist_rec *rec = &r->hist.recs[x->hist];
+  if (rec->path == NULL) return seconds;
+  unsigned short attempt = (unsigned short)(rec->attempts > 0 ? rec->attempts : 1);
+  if (x->sleep_attempt != attempt) {
+    x->sleep_attempt = attempt;
+    x->nsleeps = 0;
+  }
+  char path[512];
+  snprintf(path, sizeof path, "%s/s%u.%u", rec->path, (unsigned)attempt,
+           (unsigned)++x->nsleeps);
+  if (r->replay && r->replay_from != NULL) {
+    const sl_store_checkpoint *cp = sl_store_replay_step(r->replay_from, path);
+    const char *at = cp && cp->output ? strstr(cp->output, "\"due_ms\":") : NULL;
+    const char *was = cp && cp->output ? strstr(cp->output, "\"seconds\":") : NULL;
+    if (at != NULL && was != NULL) {
+      /* Due as first recorded; a sleep whose length was edited since is
+         due that long after the recorded one began. */
+      *due = strtoll(at + 9, NULL, 10);
+      double then = strtod(was + 10, NULL);
+      if (then != seconds) *due += (int64_t)((seconds - then) * 1000.0 + 0.5);
+      return *due > now ? (double)(*due - now) / 1000.0 : 0.0;
+    }
+  }
+  char out[96];
+  snprintf(out, sizeof out, "{\"due_ms\":%lld,\"seconds\":%.17g}", (long long)*due, seconds);
+  sl_store_checkpoint cp;
+  memset(&cp, 0, sizeof cp);
+  cp.run_id = r->id;
+  cp.path = path;
+  cp.owner = c->owner;
+  cp.epoch = r->epoch;
+  cp.parent = rec->path;
+  cp.name = name;
+  cp.kind = "sleep";
+  cp.status = "waiting";
+  cp.attempts = 1;
+  cp.output = out;
+  cp.t0 = (int64_t)sl_now();
+  cp.t1 = cp.t0 + (int64_t)(seconds * 1e9);
+  if (sl_writer_checkpoint(c->writer, &cp) == 0) writes_lost(c, "not enough memory");
+  return seconds;
+}
+
 void sl_durable_checkpoint(lua_State *L, sl_exec *x, int ok, int out) {
   sl_run *r = x->run;
   sl_core *c = sl_core_of(x);
@@ -399,7 +449,7 @@ static int human_k(lua_State *L, int status, lua_KContext kctx) {
   return 0;  /* never resumed: a paused run ends, and its resume replays */
 }
 
-int sl_durable_human(lua_State *L, sl_exec *x, int mi, int si) {
+int sl_durable_human(lua_State *L, sl_exec *x, int mi, int si, double timeout) {
   sl_run *r = x->run;
   sl_core *c = sl_core_of(x);
   sl_hist_rec *rec = &r->hist.recs[x->hist];
@@ -412,6 +462,14 @@ int sl_durable_human(lua_State *L, sl_exec *x, int mi, int si) {
   if (lua_getfield(L, -1, rec->path) != LUA_TNIL) return 1;   /* answered */
   lua_pop(L, 3);
   sl_task_check_suspend(L, &x->task);
+  int64_t due = 0;
+  if (timeout > 0 && sl_durable_due(x, timeout, "timeout", &due) <= 0) {
+    /* Nobody answered in time, whether or not a process was running when
+       it fell due. */
+    lua_pushnil(L);
+    lua_pushboolean(L, 1);
+    return 2;
+  }
   sl_buf schema;
   sl_buf_init(&schema);
   sl_store_wait w;
@@ -425,16 +483,21 @@ int sl_durable_human(lua_State *L, sl_exec *x, int mi, int si) {
   sl_buf_free(&schema);
   if (seq == 0) return luaL_error(L, "not enough memory to record the wait");
   r->pausing = 1;
+  x->due_ms = due;   /* the paused run is taken up then, to time out */
   return sl_task_suspend(L, &x->task, SL_WAIT_HUMAN, human_k, 0);
 }
 
-/* ctx:human(message[, schema]): waits for a person's answer, which a
-   resume supplies (checked against schema); the run pauses meanwhile. */
+/* ctx:human(message[, schema[, timeout]]): waits for a person's answer,
+   which a resume supplies (checked against schema); the run pauses
+   meanwhile. With a timeout (seconds), returns nil, true once it passed
+   with no answer. */
 static int ctx_human(lua_State *L) {
   sl_exec *x = sl_ctx_check(L, 1);
   luaL_checkstring(L, 2);
+  lua_Number t = luaL_optnumber(L, 4, 0);
+  luaL_argcheck(L, t >= 0 && t == t, 4, "timeout must be a non-negative number of seconds");
   lua_settop(L, 3);
-  return sl_durable_human(L, x, 2, 3);
+  return sl_durable_human(L, x, 2, 3, (double)t);
 }
 
 static const luaL_Reg durable_methods[] = {

@@ -50,6 +50,16 @@ int sl_durable_seal(lua_State *L, sl_exec *x);
    step was given, to be shown. An input that cannot be stored as JSON, or
    is larger than SL_DURABLE_MAX_INPUT, is recorded as a note saying so. */
 #define SL_DURABLE_MAX_INPUT (256 * 1024)
+
+/* A durable wait of a step: ctx:sleep(seconds), or a person's timeout.
+   Its due time (wall clock) is recorded under the step (path
+   STEP/s<attempt>.<n>, kind "sleep", the name given), so that when the
+   run is resumed and the step runs again, the same wait ends at that due
+   time rather than starting over (a wait whose length was edited since is
+   due that long after the recorded one began). Returns the seconds left:
+   all of them the first time, what remains on a resume (0 once it is
+   due), and sets *due to the due time (Unix ms). */
+double sl_durable_due(sl_exec *x, double seconds, const char *name, int64_t *due);
 void sl_durable_input(lua_State *L, sl_exec *x, int ii);
 
 /* Records a checkpoint for the execution x that ended: its sealed output
@@ -63,8 +73,10 @@ int sl_durable_restore(lua_State *L, sl_exec *x);
 /* ctx:human(message, schema): returns the answer of a resumed run (pushed,
    1), or records the wait and suspends the step; the run pauses once
    nothing else in it can make progress. mi and si index the message and
-   the schema. */
-int sl_durable_human(lua_State *L, sl_exec *x, int mi, int si);
+   the schema. With a timeout (seconds, 0: none) its due time is recorded
+   as a durable wait and the paused run is due then; once it has passed
+   with no answer, pushes nil, true (2) instead. */
+int sl_durable_human(lua_State *L, sl_exec *x, int mi, int si, double timeout);
 
 /* Milliseconds of Unix time. */
 int64_t sl_durable_wall_ms(void);

@@ -85,6 +85,9 @@ static void init_exec(sl_exec *x, sl_run *r, sl_plan *p, sl_exec *parent, int de
   x->memo = SL_MEMO_NONE;
   x->fetch = NULL;
   x->cache_hit = 0;
+  x->sleep_attempt = x->nsleeps = 0;
+  x->parkable = 0;
+  x->due_ms = 0;
 }
 
 /* Returns x's task to the pool once it has ended. */
@@ -1070,30 +1073,44 @@ void sl_step_cancel(lua_State *L, sl_exec *x, int idx, const char *why) {
 ** Ending runs from the top, and the scheduler's hooks
 ** ======================================================= */
 
-/* Is any execution in the list from t still able to make progress by
-   itself (waiting on a timer, a process, a request, or queued to run)? */
-static int busy(sl_task *t) {
+/* Can the execution t make progress by itself (waiting on a timer that is
+   not a long durable wait, a process, a request, or queued to run)? */
+static int goes_on(const sl_task *t) {
+  if (t->queued || t->running) return 1;
+  if (t->wait == SL_WAIT_SLEEP) return !((const sl_exec *)t)->parkable;
+  return t->wait == SL_WAIT_IO || t->wait == SL_WAIT_BACKOFF || t->wait == SL_WAIT_NONE;
+}
+
+/* Is any execution in the list from t, or below, able to go on by itself?
+   Also finds the earliest due time of the waits there (*due, 0: none) and
+   whether one is a durable sleep (*sleeps). */
+static int busy(sl_task *t, int64_t *due, int *sleeps) {
   for (; t != NULL; t = t->next_sib) {
-    if (t->queued || t->running) return 1;
-    if (t->wait == SL_WAIT_SLEEP || t->wait == SL_WAIT_IO ||
-        t->wait == SL_WAIT_BACKOFF || t->wait == SL_WAIT_NONE)
-      return 1;
-    if (busy(t->children)) return 1;
+    if (goes_on(t) || busy(t->children, due, sleeps)) return 1;
+    const sl_exec *x = (const sl_exec *)t;
+    if (x->due_ms > 0 && (*due == 0 || x->due_ms < *due)) *due = x->due_ms;
+    if (t->wait == SL_WAIT_SLEEP) *sleeps = 1;
   }
   return 0;
 }
 
 void sl_step_check_pause(sl_run *r) {
   if (!r->pausing || r->status != SL_RUN_RUNNING || r->core == NULL) return;
-  sl_task *root = r->root ? &r->root->task : NULL;
-  if ((root != NULL && (root->queued || root->running || root->wait == SL_WAIT_SLEEP ||
-                        root->wait == SL_WAIT_IO || root->wait == SL_WAIT_BACKOFF ||
-                        busy(root->children))) ||
-      busy(r->background ? &r->background->task : NULL))
+  int64_t due = 0;
+  int sleeps = 0;
+  if (busy(r->root ? &r->root->task : NULL, &due, &sleeps) ||
+      busy(r->background ? &r->background->task : NULL, &due, &sleeps))
     return;
-  /* Everything left waits for a person: the run pauses as a whole. Its
-     executions end; a resume replays it from the store to the waits. */
-  sl_step_stop_run(r, "paused", "the run waits for input: resume it with the answer");
+  /* Everything left waits for a person or a long durable sleep: the run
+     pauses (or is parked until its first wait is due) as a whole. Its
+     executions end; a resume, or a worker's claim once it is due, replays
+     it from the store to the waits. */
+  r->due_ms = due;
+  if (sleeps)
+    sl_step_stop_run(r, "waiting", "the run is parked until its wait is due: "
+                                   "a worker takes it up again then");
+  else
+    sl_step_stop_run(r, "paused", "the run waits for input: resume it with the answer");
 }
 
 void sl_step_stop_run(sl_run *r, const char *kind, const char *msg) {
@@ -1251,7 +1268,10 @@ static int ctx_cancel(lua_State *L) {
 }
 
 static int ctx_sleep_k(lua_State *L, int status, lua_KContext kctx) {
-  (void)L; (void)status; (void)kctx;
+  (void)L; (void)status;
+  sl_exec *x = (sl_exec *)kctx;
+  x->parkable = 0;
+  x->due_ms = 0;
   return 0;
 }
 
@@ -1260,7 +1280,20 @@ static int ctx_sleep(lua_State *L) {
   sl_exec *x = sl_ctx_check(L, 1);
   lua_Number s = luaL_checknumber(L, 2);
   luaL_argcheck(L, s >= 0 && s == s, 2, "seconds must be a non-negative number");
-  return sl_task_sleep(L, &x->task, (double)s, ctx_sleep_k, 0);
+  sl_run *r = x->run;
+  double left = (double)s;
+  if (r->durable) {
+    /* A durable run's sleep ends at the due time it first recorded; a
+       worker parks the run for a long one once nothing else can go on. */
+    int64_t due;
+    left = sl_durable_due(x, left, "sleep", &due);
+    if (r->park_after_ms > 0 && left * 1000.0 > (double)r->park_after_ms) {
+      x->parkable = 1;
+      x->due_ms = due;
+      r->pausing = 1;
+    }
+  }
+  return sl_task_sleep(L, &x->task, left, ctx_sleep_k, (lua_KContext)x);
 }
 
 static int ctx_park_k(lua_State *L, int status, lua_KContext kctx) {

@@ -171,6 +171,7 @@ static int read_stats(lua_State *L, sl_store *store, const char *pipeline,
     for (int j = 0; j < nsteps; j++) {
       const sl_store_checkpoint *cp = sl_store_replay_step_at(rp, j);
       if (cp == NULL || cp->name == NULL) continue;
+      if (cp->kind != NULL && strcmp(cp->kind, "sleep") == 0) continue;   /* a sleep's due time */
       /* No break: a name listed twice gets the same counts twice. */
       for (int k = 0; k < nst; k++)
         if (strcmp(cp->name, st[k].name) == 0) count(L, &st[k], cp, list.runs[i].started_ms);

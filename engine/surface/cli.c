@@ -197,7 +197,7 @@ static const char *usage_submit =
 
 static const char *usage_worker =
   "usage: sluice worker [--concurrency N] [--queue Q] [--store PATH] [--grace S]\n"
-  "                    [--poll S] [--until-idle]\n"
+  "                    [--poll S] [--park-after S] [--until-idle]\n"
   "\n"
   "Executes runs submitted to queue Q (default \"default\"), oldest first, N at a\n"
   "time (default 1), and takes over runs whose worker died. A run begun on other\n"
@@ -206,6 +206,10 @@ static const char *usage_worker =
   "stops claiming; runs still going after the grace period (default 30 s) are\n"
   "handed back to the queue, to go on from their last completed step.\n"
   "  --poll S        how often an idle worker looks for work (default 0.2)\n"
+  "  --park-after S  a run whose durable wait (ctx:sleep, a person's timeout)\n"
+  "                  is longer than S is parked (status waiting, its slot\n"
+  "                  freed) and claimed again when due (default 5; 0: every\n"
+  "                  such wait)\n"
   "  --until-idle    exit once the queue has nothing left for this worker\n";
 
 static const char *usage_wait =
@@ -1032,7 +1036,8 @@ static void on_stop_signal(uv_signal_t *h, int signum) {
 static int cmd_worker(lua_State *L, cli *c) {
   cli_opt opts[] = {{"--concurrency", 1, NULL}, {"--queue", 1, NULL},
                     {"--store", 1, NULL}, {"--grace", 1, NULL},
-                    {"--poll", 1, NULL}, {"--until-idle", 0, NULL}, {NULL, 0, NULL}};
+                    {"--poll", 1, NULL}, {"--until-idle", 0, NULL},
+                    {"--park-after", 1, NULL}, {NULL, 0, NULL}};
   c->file = "";
   parse_opts(L, c, 2, opts, usage_worker);
   if (c->file[0] != '\0')
@@ -1045,6 +1050,8 @@ static int cmd_worker(lua_State *L, cli *c) {
   o.poll_ms = seconds_opt(L, c, "--poll", opts[4].value, 200);
   if (o.poll_ms < 1) o.poll_ms = 1;
   o.until_idle = opts[5].value != NULL;
+  o.park_after_ms = seconds_opt(L, c, "--park-after", opts[6].value, 5000);
+  if (o.park_after_ms < 1) o.park_after_ms = 1;
   const char *path = store_path(opts[2].value);
   if (strcmp(path, ":memory:") == 0)
     usage_error(L, c, "sluice worker: a worker needs a store that submit can reach, "

@@ -422,7 +422,7 @@ void sl_engine_push_pipelines(lua_State *L, sl_engine *e) {
 }
 
 sl_run *sl_engine_start(lua_State *L, sl_engine *e, int si, int ii, int bi) {
-  sl_run_opts o = {bi, NULL, 0, 0, NULL};
+  sl_run_opts o = {bi, NULL, 0, 0, NULL, 0};
   return sl_run_launch(L, &e->host, si, ii, &o);
 }
 

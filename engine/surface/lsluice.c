@@ -71,7 +71,7 @@ static int e_start(lua_State *L) {
   lua_settop(L, 4);
   push_target(L, e, 2);                                 /* e p in opts step */
   int bi = push_budget(L, 4);
-  sl_run_opts o = {bi, NULL, 0, 0, NULL};
+  sl_run_opts o = {bi, NULL, 0, 0, NULL, 0};
   sl_run_launch(L, &e->host, 5, 3, &o);                 /* ... run */
   sl_sched_drain(&e->host.core.sched);
   return 1;
@@ -86,7 +86,7 @@ static int e_run(lua_State *L) {
                          "(from a step, use ctx:run; from a callback, use start/poll)");
   push_target(L, e, 2);                                 /* e p in opts step */
   int bi = push_budget(L, 4);
-  sl_run_opts o = {bi, NULL, 0, 0, NULL};
+  sl_run_opts o = {bi, NULL, 0, 0, NULL, 0};
   sl_run *r = sl_run_launch(L, &e->host, 5, 3, &o);     /* ... run */
   sl_run_block(L, r);
   sl_run_push_result(L, r, -1);
@@ -379,9 +379,10 @@ static int e_resume(lua_State *L) {
 /* Pushes a stored run as a table onto the list on top of L; a listing row
    leaves out the input and output, which only `show` needs. */
 /* The status a stored run shows: one stored as running whose owner is gone
-   (its process died, or its lease ran out) is interrupted. */
+   (its process died, or its lease ran out) is interrupted. A waiting run
+   has no owner: it is parked until it is due. */
 static const char *shown_status(const sl_store_run *r, int64_t now_ms) {
-  int active = strcmp(r->status, "running") == 0 || strcmp(r->status, "waiting") == 0;
+  int active = strcmp(r->status, "running") == 0;
   if (active && !sl_owner_alive(r->owner, r->lease_ms, now_ms)) return "interrupted";
   return r->status;
 }
@@ -414,6 +415,10 @@ static int push_row(lua_State *L, const sl_store_run *r, int whole) {
   if (r->ended_ms) {
     lua_pushinteger(L, r->ended_ms);
     lua_setfield(L, -2, "ended_ms");
+  }
+  if (r->due_ms) {
+    lua_pushinteger(L, r->due_ms);
+    lua_setfield(L, -2, "due_ms");
   }
   const char *json[] = {r->usage, r->error, r->file, r->output, r->input};
   const char *names[] = {"usage", "error", "file", "output", "input"};

@@ -53,9 +53,11 @@ local function steps_of(checkpoints)
   end)
   local id_of, steps = {}, setmetatable({}, core.array_mt)
   for i, c in ipairs(checkpoints) do id_of[c.path] = i end
+  local show = require "sluice.show"
   for i, c in ipairs(checkpoints) do
     steps[i] = { id = i, parent = c.parent_path and id_of[c.parent_path], path = c.path,
-      name = c.name, kind = c.kind, status = c.status, attempts = c.attempts,
+      name = c.name, kind = c.kind, attempts = c.attempts,
+      status = c.kind == "sleep" and show.sleep_status(c) or c.status,
       cached = c.cached, ms = c.ms, usage = c.usage, error = c.error, key = c.key,
       logs = c.logs }
   end

@@ -172,7 +172,7 @@ function M.runs(rows, opts)
   local queued, waiting = false, false
   for _, r in ipairs(rows) do
     queued = queued or r.queue ~= nil
-    waiting = waiting or r.waiting_for ~= nil
+    waiting = waiting or r.waiting_for ~= nil or r.due_ms ~= nil
   end
   local head = { "ID", "PIPELINE", "STATUS", "STARTED", "DURATION", "USAGE" }
   if queued then head[#head + 1] = "QUEUE" end
@@ -184,7 +184,10 @@ function M.runs(rows, opts)
       time(r.started_ms, opts), run_duration(r, seconds), usage(r.usage),
     }
     if queued then line[#line + 1] = r.queue or "" end
-    if waiting then line[#line + 1] = r.waiting_for or "" end
+    if waiting then
+      -- A parked or paused run waits for its due time.
+      line[#line + 1] = r.waiting_for or r.due_ms and "due " .. time(r.due_ms, opts) or ""
+    end
     cells[i + 1] = line
   end
   local widths = {}
@@ -356,6 +359,7 @@ function M.run(run, steps, opts)
   if run.waiting_for ~= nil then
     header[#header + 1] = { "waiting", "for " .. tostring(run.waiting_for) }
   end
+  if run.due_ms ~= nil then header[#header + 1] = { "due", time(run.due_ms, opts) } end
   if run.error ~= nil then
     local text = error_text(run.error)
     if type(run.error) == "table" and run.error.step then
@@ -389,6 +393,13 @@ local function micro(ms)
   return math.floor(ms * 1000 + 0.5) / 1000
 end
 
+--- The status a durable sleep's record shows (kind "sleep", its output
+--- {due_ms, seconds}): "waiting" until it is due, then "waited".
+function M.sleep_status(c, now_ms)
+  local due = type(c.output) == "table" and tonumber(c.output.due_ms)
+  return due and due > (now_ms or core.wall_ms()) and "waiting" or "waited"
+end
+
 --- A run's step executions on its time axis, for the timeline (show
 --- --timeline and the ui): from engine:show's checkpoints and waits, one
 --- record per execution in the order they started, each {id, parent_id,
@@ -396,7 +407,8 @@ end
 --- restored, answered, start_ms, ms, usage, error (text), logs (a count)},
 --- start_ms from the run's first step; and the axis's length in ms.
 --- status is the checkpoint's, but "waiting" for a question still open,
---- "waited" for one answered, and "paused" for the steps a pause ended.
+--- "waited" for one answered (and for a durable sleep, as sleep_status
+--- says), and "paused" for the steps a pause ended.
 function M.executions(checkpoints, waits)
   table.sort(checkpoints, function(a, b)
     if a.t0 ~= b.t0 then return a.t0 < b.t0 end
@@ -450,6 +462,8 @@ function M.executions(checkpoints, waits)
     if w and c.kind == "human" and (status == "cancelled" or status == "running") then
       status = (w == "waiting" and ep == latest) and "waiting" or "waited"
       err = nil
+    elseif c.kind == "sleep" then
+      status = M.sleep_status(c)
     elseif type(err) == "table" and err.kind == "paused" then
       status = ep == latest and "paused" or "waited"
     end

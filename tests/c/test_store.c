@@ -283,8 +283,9 @@ static void a_store_from_an_older_sluice_is_read_once_a_writer_updates_it (void 
   sl_store_run r = a_run("01A", "p", "completed", 1);
   OK(s, sl_store_run_begin(s, &r));
   close_ok(s);
-  /* As the schema of version 3 left it (migrations 4 to 6 undone). */
-  raw_exec(f->path, "DROP INDEX runs_by_queue; ALTER TABLE runs DROP COLUMN queue; "
+  /* As the schema of version 3 left it (migrations 4 to 7 undone). */
+  raw_exec(f->path, "DROP INDEX runs_by_due; ALTER TABLE runs DROP COLUMN due_ms; "
+                    "DROP INDEX runs_by_queue; ALTER TABLE runs DROP COLUMN queue; "
                     "ALTER TABLE runs DROP COLUMN waiting_for; DROP TABLE meta; "
                     "PRAGMA user_version = 3");
   sl_store_options ro = {0};

@@ -74,7 +74,8 @@ describe("the PostgreSQL store", function()
     assert.matches("├─ a %(step%)", shown)
     assert.matches("log %+[%d.]+s warn: from a  {\"n\":1}", shown)
     local _, js = h.cli({ "show", "--json", rows[1].run_id }, { env = env })
-    assert.equal(8, #sl.decode(js).steps)
+    -- Its steps, and the record of a step's sleep (its due time).
+    assert.equal(9, #sl.decode(js).steps)
     for _ = 1, 3 do h.cli({ "run", file, "--input", "1" }, { env = env }) end
     code, out = h.cli({ "runs", "prune", "--keep", "2" }, { env = env })
     assert.equal(0, code)

@@ -161,7 +161,8 @@ describe("sluice submit, worker and wait", function()
     local env = { SLUICE_STORE = h.new_store(dir) }
     local file = logged(dir, { nap = "30" })
     local id = submit(file, env, "1")
-    local pid = h.cli({ "worker" }, { env = env, background = true })
+    -- It sleeps in process rather than park the run (time_spec parks).
+    local pid = h.cli({ "worker", "--park-after", "60" }, { env = env, background = true })
     assert.is_true(h.wait_for(function() return counts(dir)[id .. " b"] == 1 end))
     os.execute("sleep 0.2")   -- what completed before b is committed by now
     os.execute("kill -9 " .. pid)
@@ -180,7 +181,8 @@ describe("sluice submit, worker and wait", function()
     assert.matches("WAITING FOR", listed, 1, true)
     -- Back to the code it began with: it goes on from after step a.
     h.write(file, (h.read(file):gsub("ctx:sleep%(0%.001%)", "ctx:sleep(30)")))
-    local wpid = h.cli({ "worker", "--until-idle", "--grace", "0" }, { env = env, background = true })
+    local wpid = h.cli({ "worker", "--until-idle", "--grace", "0", "--park-after", "60" },
+      { env = env, background = true })
     assert.is_true(h.wait_for(function() return counts(dir)[id .. " b"] == 2 end))
     os.execute("kill -TERM " .. wpid)
     assert.is_true(wait_dead(wpid))

@@ -154,10 +154,19 @@ describe("sluice ui", function()
     assert.equal("completed", run.status)
     assert.same({ n = 7 }, run.input)
     assert.equal(file, run.file)
-    -- The root, fetch, each, and each's three items.
-    assert.equal(6, #run.steps)
-    local by = {}
-    for _, s in ipairs(run.steps) do by[s.name .. (s.key or "")] = s end
+    -- The root, fetch, each, and each's three items, each with its sleep
+    -- (the record of its due time, over by now).
+    assert.equal(9, #run.steps)
+    local by, sleeps = {}, 0
+    for _, s in ipairs(run.steps) do
+      by[s.name .. (s.key or "")] = s
+      if s.kind == "sleep" then
+        sleeps = sleeps + 1
+        assert.equal("waited", s.status)
+        assert.equal("item", run.steps[s.parent_id].name)
+      end
+    end
+    assert.equal(3, sleeps)
     assert.equal(0, run.steps[1].start_ms)
     assert.is_true(by.item3.ms >= 30 - 1)
     assert.is_true(by.item3.start_ms >= by.fetch.start_ms)
