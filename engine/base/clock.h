@@ -10,8 +10,31 @@
 #include <stdint.h>
 #include <uv.h>
 
+/* The virtual clock, for tests of pipelines (sluice.testing). While it is
+   on, a timer of one loop started through sl_timer_start does not wait:
+   when that loop has nothing left to do but wait for such timers, the
+   clock jumps to the earliest one and fires it. What the clock has
+   jumped in all is the skew, added to sl_now (and to the wall clock of
+   durable waits, sl_clock_skew_ms), so every wait measures the same as it
+   would have and time never runs backwards (clock.c). */
+extern uint64_t sl_clock_skew_ns;
+extern uv_loop_t *sl_clock_virtual_loop;
+
+/* Starts h as a virtual timer of ms > 0 (sl_timer_start does when h's
+   loop is the virtual one). Returns uv_timer_start's code. */
+int sl_clock_timer_start(uv_timer_t *h, uv_timer_cb cb, uint64_t ms);
+
+/* Makes loop's clock virtual (on) or real again. Returns 0, or UV_EBUSY
+   when another loop's clock is virtual. Turning it off starts the timers
+   still waiting for their remaining virtual time, in real time. */
+int sl_clock_set_virtual(uv_loop_t *loop, int on);
+
 /* Monotonic time in nanoseconds. */
-static inline uint64_t sl_now(void) { return uv_hrtime(); }
+static inline uint64_t sl_now(void) { return uv_hrtime() + sl_clock_skew_ns; }
+
+/* What the virtual clock has jumped so far, in milliseconds: a wall clock
+   adds it, so a durable wait's due time moves as the waits do. */
+static inline int64_t sl_clock_skew_ms(void) { return (int64_t)(sl_clock_skew_ns / 1000000u); }
 
 /* Starts h to fire cb once, no sooner than ms milliseconds from now
    (then every repeat ms when repeat is not 0). The loop's clock counts
@@ -20,6 +43,8 @@ static inline uint64_t sl_now(void) { return uv_hrtime(); }
    Returns uv_timer_start's code. */
 static inline int sl_timer_start(uv_timer_t *h, uv_timer_cb cb, uint64_t ms,
                                  uint64_t repeat) {
+  if (sl_clock_virtual_loop != NULL && h->loop == sl_clock_virtual_loop && repeat == 0)
+    return sl_clock_timer_start(h, cb, ms);
   uv_update_time(h->loop);
   return uv_timer_start(h, cb, ms > 0 ? ms + 1 : 0, repeat);
 }

@@ -32,6 +32,7 @@
 #include "run.h"
 #include "scheduler.h"
 #include "value.h"
+#include "clock.h"
 
 /* Pushes the step to run: the step at idx, or the loaded pipeline it names. */
 static void push_target(lua_State *L, sl_engine *e, int idx) {
@@ -335,6 +336,19 @@ static int e_set_otlp(lua_State *L) {
   char err[1200];
   if (sl_engine_set_otlp(e, luaL_optstring(L, 2, NULL), err, sizeof err) != 0)
     return luaL_error(L, "%s", err);
+  return 0;
+}
+
+/* engine:set_clock("virtual" | "real"): on a virtual clock the engine's
+   waits (ctx:sleep, timeouts, backoff, durable waits) take no time: the
+   clock jumps to the next one due whenever nothing else is left to do
+   (clock.h). For tests of pipelines; one loop at a time may have it. */
+static int e_set_clock(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  static const char *const modes[] = {"real", "virtual", NULL};
+  int on = luaL_checkoption(L, 2, NULL, modes);
+  if (sl_clock_set_virtual(sl_engine_loop(e), on) != 0)
+    return luaL_error(L, "another engine's loop already runs on the virtual clock");
   return 0;
 }
 
@@ -709,6 +723,7 @@ static const luaL_Reg engine_methods[] = {
   {"set_retain", e_set_retain},
   {"set_trace", e_set_trace},
   {"set_otlp", e_set_otlp},
+  {"set_clock", e_set_clock},
   {"flush_spans", e_flush_spans},
   {"resume", e_resume},
   {"submit", e_submit},
@@ -892,9 +907,10 @@ static int l_wall_ms(lua_State *L) {
   return 1;
 }
 
-/* now(): monotonic time in seconds, for timing. */
+/* now(): monotonic time in seconds, for timing (on the virtual clock
+   while one runs). */
 static int l_now(lua_State *L) {
-  lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e9);
+  lua_pushnumber(L, (lua_Number)sl_now() / 1e9);
   return 1;
 }
 
