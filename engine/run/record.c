@@ -24,8 +24,8 @@ static const char *record_json(lua_State *L, int idx, sl_buf *b) {
 }
 
 /* Writes, as JSON text, the options run r starts with that a resume must
-   honour: its budget (whatever set it), the engine's memory limit and
-   where its spans go. Returns NULL, raising nothing, when memory ran out. */
+   honour: its budget (whatever set it), the engine's memory limit, where
+   its spans go and its breakpoints. Returns NULL, raising nothing, when memory ran out. */
 static const char *options_json(sl_run *r, sl_buf *b) {
   sl_core *e = r->core;
   char num[64];
@@ -54,6 +54,19 @@ static const char *options_json(sl_run *r, sl_buf *b) {
     const char *path = sl_trace_path(e->trace);
     rc |= sl_buf_add(b, first ? "\"trace\":" : ",\"trace\":", first ? 8 : 9);
     rc |= sl_json_add_string(b, path, strlen(path));
+    first = 0;
+  }
+  if (r->nbreaks > 0) {
+    /* Its breakpoints hold on resume: a loop's later turns pause too. */
+    static const char *const when[] = {"", "before", "after", "both"};
+    rc |= sl_buf_add(b, first ? "\"breaks\":{" : ",\"breaks\":{", first ? 10 : 11);
+    for (int i = 0; i < r->nbreaks; i++) {
+      const char *w = when[r->breaks[i].when & 3];
+      rc |= sl_buf_add(b, i ? "," : "", i ? 1 : 0);
+      rc |= sl_json_add_string(b, r->breaks[i].name, strlen(r->breaks[i].name));
+      rc |= sl_buf_add(b, ":", 1) | sl_json_add_string(b, w, strlen(w));
+    }
+    rc |= sl_buf_add(b, "}", 1);
   }
   rc |= sl_buf_add(b, "}", 1);
   return rc == 0 ? b->data : NULL;

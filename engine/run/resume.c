@@ -21,6 +21,7 @@
 #include "plan.h"
 #include "reload.h"
 #include "run.h"
+#include "suggest.h"
 #include "trace.h"
 #include "value.h"
 
@@ -39,11 +40,36 @@ static void name_waits(lua_State *L, sl_core *e, const char *run_id, int wi) {
   }
 }
 
+/* Is the wait at path a breakpoint's (STEP@before, STEP@after)? */
+static int is_break(const char *path) {
+  const char *at = path ? strrchr(path, '@') : NULL;
+  return at != NULL && (strcmp(at, "@before") == 0 || strcmp(at, "@after") == 0);
+}
+
+/* Counts the run's open waits, and of them the breakpoints'. */
+static void count_open(lua_State *L, sl_core *e, const char *run_id, int *open, int *breaks) {
+  sl_record_push_waits(L, e, run_id);
+  *open = *breaks = 0;
+  lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    if (lua_getfield(L, -1, "answer") == LUA_TNIL) {
+      (*open)++;
+      lua_getfield(L, -2, "path");
+      *breaks += is_break(lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 1);
+}
+
 /*
 ** Matches the answer at ii to the run's open waits (one wait: the answer
 ** itself; several: an object keyed by step name or path), checks each
-** against its schema, and records it. Pushes the answers by path. A wrong
-** answer raises with the schema path that failed, changing nothing.
+** against its schema, and records it; ii may be 0 or nil when only
+** breakpoints wait (each goes on as it was). Pushes the answers by path. A
+** wrong answer raises with the schema path that failed, changing nothing.
 */
 static void take_answers(lua_State *L, sl_core *e, const char *run_id, int ii) {
   sl_record_push_waits(L, e, run_id);                  /* waits */
@@ -69,6 +95,43 @@ static void take_answers(lua_State *L, sl_core *e, const char *run_id, int ii) {
       continue;
     }
     lua_pop(L, 1);
+    if (is_break(path)) {
+      /* A breakpoint: go on as it was, or with the input (before) or
+         output (after) the answer gives. */
+      int given = 0;
+      if (ii != 0 && !lua_isnil(L, ii)) {
+        if (open == 1) {
+          lua_pushvalue(L, ii);
+          given = 1;
+        } else if (lua_istable(L, ii)) {
+          given = lua_getfield(L, ii, path) != LUA_TNIL;
+          if (!given) {
+            lua_pop(L, 1);
+            lua_getfield(L, w, "name");
+            const char *name = lua_tostring(L, -1);
+            lua_pop(L, 1);
+            given = name != NULL && lua_getfield(L, ii, name) != LUA_TNIL;
+            if (!given) lua_pop(L, 1);
+          }
+        }
+      }
+      lua_createtable(L, 0, 2);
+      if (given) {
+        lua_insert(L, -2);
+        lua_setfield(L, -2, "value");
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "replace");
+      } else {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "continue");
+      }
+      lua_setfield(L, ai, path);
+      lua_settop(L, w - 1);
+      continue;
+    }
+    if (ii == 0 || lua_isnil(L, ii))
+      luaL_error(L, "run %s is paused waiting for input at '%s': resume it with --input JSON",
+                 run_id, path);
     if (open == 1) {
       lua_pushvalue(L, ii);
     } else {
@@ -225,12 +288,15 @@ static int continues_on_change(lua_State *L, int si) {
 /* Decodes the stored options at oi (a string or nil): the budget table is
    pushed (its index returned; 0 and nothing pushed when none), and the
    memory limit and trace are applied where the engine sets none. */
-static int apply_options(lua_State *L, sl_core *e, const char *id, int oi) {
+static int apply_options(lua_State *L, sl_core *e, const char *id, int oi, int *bki) {
+  *bki = 0;
   if (lua_isnil(L, oi)) return 0;
   const char *text = lua_tostring(L, oi);
   if (sl_json_decode(L, text, strlen(text)) != 0) lua_error(L);
   int di = lua_gettop(L);
   int bi = 0;
+  if (lua_getfield(L, di, "breaks") == LUA_TTABLE) *bki = lua_gettop(L);
+  else lua_pop(L, 1);
   if (lua_getfield(L, di, "memory_limit") == LUA_TNUMBER && sl_memory_get_limit(L) == 0)
     sl_memory_limit(L, (size_t)lua_tointeger(L, -1));
   lua_pop(L, 1);
@@ -243,13 +309,9 @@ static int apply_options(lua_State *L, sl_core *e, const char *id, int oi) {
     }
   }
   lua_pop(L, 1);
-  lua_getfield(L, di, "budget");
-  if (lua_istable(L, -1)) {
-    lua_remove(L, di);
-    bi = lua_gettop(L);
-  } else {
-    lua_pop(L, 2);
-  }
+  /* The options table stays on the stack under what is kept of it. */
+  if (lua_getfield(L, di, "budget") == LUA_TTABLE) bi = lua_gettop(L);
+  else lua_pop(L, 1);
   return bi;
 }
 
@@ -277,6 +339,23 @@ static sl_store_replay **push_replay_box(lua_State *L, sl_store_replay *rp) {
 
 /* }====================================================== */
 
+
+/* The answers recorded for rp's waits, by path, pushed; 0 (nothing
+   pushed) when there are none. */
+static int push_recorded_answers(lua_State *L, const sl_store_replay *rp) {
+  int ai = 0;
+  for (int i = 0; i < sl_store_replay_nwaits(rp); i++) {
+    const sl_store_wait *w = sl_store_replay_wait(rp, i);
+    if (w->answer == NULL) continue;
+    if (ai == 0) {
+      lua_newtable(L);
+      ai = lua_gettop(L);
+    }
+    if (sl_json_decode(L, w->answer, strlen(w->answer)) != 0) lua_error(L);
+    lua_setfield(L, ai, w->path);
+  }
+  return ai;
+}
 
 sl_run *sl_resume(lua_State *L, sl_host *h, const char *id, int ii, int force) {
   sl_core *e = &h->core;
@@ -347,7 +426,11 @@ sl_run *sl_resume(lua_State *L, sl_host *h, const char *id, int ii, int force) {
   /* A question that timed out needs no answer: the resume takes its
      timeout path. */
   int timed_out = paused && due > 0 && due <= now;
-  if (paused && !timed_out && (ii == 0 || lua_isnil(L, ii))) {
+  int nopen = 0, nbreaks = 0;
+  if (paused) count_open(L, e, id, &nopen, &nbreaks);
+  /* Only breakpoints wait: a resume goes on without an answer. */
+  int at_breaks = paused && nopen > 0 && nopen == nbreaks;
+  if (paused && !timed_out && !at_breaks && (ii == 0 || lua_isnil(L, ii))) {
     if (due > 0) {
       char when[64];
       time_t t = (time_t)(due / 1000);
@@ -392,7 +475,8 @@ sl_run *sl_resume(lua_State *L, sl_host *h, const char *id, int ii, int force) {
   const char *input = lua_tostring(L, top + 5);
   if (sl_json_decode(L, input, strlen(input)) != 0) lua_error(L);
   int in = lua_gettop(L);
-  int bi = apply_options(L, e, id, top + 6);
+  int bki;
+  int bi = apply_options(L, e, id, top + 6, &bki);
   /* Take it over: of two processes resuming the run at once, one wins. */
   int64_t lease_until = sl_owner_now_ms() + e->lease_ms;
   if (e->writer != NULL) {
@@ -408,7 +492,8 @@ sl_run *sl_resume(lua_State *L, sl_host *h, const char *id, int ii, int force) {
      be recorded for it by anyone else. */
   sl_store_replay **box = push_replay_box(L, NULL);
   if (sl_store_replay_read(e->store, id, box) != 0) luaL_error(L, "%s", sl_store_errmsg(e->store));
-  sl_run_opts o = {bi, id, ai, epoch + 1, box, 0};
+  if (ai == 0) ai = push_recorded_answers(L, *box);
+  sl_run_opts o = {bi, id, ai, epoch + 1, box, 0, bki};
   return sl_run_launch(L, h, si, in, &o);
 }
 
@@ -454,11 +539,208 @@ sl_run *sl_resume_claimed(lua_State *L, sl_host *h, const sl_store_run *row,
   const char *input = lua_tostring(L, top + 5);
   if (sl_json_decode(L, input, strlen(input)) != 0) lua_error(L);
   int in = lua_gettop(L);
-  int bi = apply_options(L, e, id, top + 6);
-  sl_run_opts o = {bi, id, answered ? ai : 0, epoch, box, park_after_ms};
+  int bki;
+  int bi = apply_options(L, e, id, top + 6, &bki);
+  sl_run_opts o = {bi, id, answered ? ai : 0, epoch, box, park_after_ms, bki};
   sl_run *r = sl_run_launch(L, h, si, in, &o);
   /* Only the run is left, where the box and the row's strings were. */
   lua_replace(L, top);
   lua_settop(L, top);
   return r;
 }
+
+/*
+** {======================================================
+** Forking a stored run
+** =======================================================
+*/
+
+/* Does the execution at path a come before the one at f, in the order of
+   the run's tree (an earlier sibling of f or of one of its ancestors, or
+   below one)? Neither f, its ancestors nor what is below it do. Paths
+   compare by their ordinals; what follows them ("@before", a sleep's
+   "/s1.2") is not an ordinal. */
+static int precedes(const char *a, const char *f) {
+  for (;;) {
+    if (*a < '0' || *a > '9' || *f < '0' || *f > '9') return 0;
+    char *ea, *ef;
+    long x = strtol(a, &ea, 10), y = strtol(f, &ef, 10);
+    if (x != y) return x < y;
+    if (*ea != '/' || *ef != '/') return 0;   /* an ancestor, f itself, or below f */
+    a = ea + 1;
+    f = ef + 1;
+  }
+}
+
+static int run_box_gc(lua_State *L) {
+  sl_store_run **box = lua_touserdata(L, 1);
+  sl_store_run_free(*box);
+  *box = NULL;
+  return 0;
+}
+
+/* Raises for a fork from a path the run has no execution at, naming the
+   nearest paths it has. */
+static void no_such_path(lua_State *L, const char *id, const char *from,
+                         const sl_store_replay *rp) {
+  const char *paths[64];
+  size_t n = 0;
+  for (int i = 0; i < sl_store_replay_nsteps(rp) && n < 64; i++) {
+    const sl_store_checkpoint *cp = sl_store_replay_step_at(rp, i);
+    if (cp != NULL && (cp->kind == NULL || strcmp(cp->kind, "sleep") != 0))
+      paths[n++] = cp->path;
+  }
+  const char *best = sl_suggest(from, paths, n);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (size_t i = 0; i < n && i < 12; i++) {
+    if (i) luaL_addstring(&b, ", ");
+    luaL_addstring(&b, paths[i]);
+  }
+  if (n > 12) luaL_addstring(&b, ", ...");
+  luaL_pushresult(&b);
+  if (best != NULL)
+    luaL_error(L, "run %s has no step execution at path '%s' (did you mean '%s'? "
+                  "its paths: %s)", id, from, best, lua_tostring(L, -1));
+  luaL_error(L, "run %s has no step execution at path '%s' (its paths: %s)", id, from,
+             lua_tostring(L, -1));
+}
+
+/* The options of the fork: the old run's, and where it came from. */
+static const char *fork_options(lua_State *L, const char *old, const char *id,
+                                const char *from) {
+  if (old != NULL && sl_json_decode(L, old, strlen(old)) == 0 && lua_istable(L, -1)) {
+    /* options */
+  } else {
+    if (old != NULL) lua_pop(L, 1);
+    lua_newtable(L);
+  }
+  lua_createtable(L, 0, 2);
+  lua_pushstring(L, id);
+  lua_setfield(L, -2, "run_id");
+  lua_pushstring(L, from);
+  lua_setfield(L, -2, "path");
+  lua_setfield(L, -2, "fork");
+  sl_buf b;
+  sl_buf_init(&b);
+  char err[200];
+  if (sl_json_encode(L, -1, &b, 0, err, sizeof err) != 0) {
+    sl_buf_free(&b);
+    luaL_error(L, "the options of run %s cannot be copied: %s", id, err);
+  }
+  lua_pop(L, 1);
+  lua_pushlstring(L, b.data, b.len);
+  sl_buf_free(&b);
+  return lua_tostring(L, -1);
+}
+
+sl_run *sl_fork(lua_State *L, sl_host *h, const char *id, const char *from, int ii,
+                int sti, int force) {
+  sl_core *e = &h->core;
+  if (e->store == NULL || e->writer == NULL) luaL_error(L, "cannot fork: the engine has no store");
+  ii = ii ? lua_absindex(L, ii) : 0;
+  sti = sti ? lua_absindex(L, sti) : 0;
+  if (sti && !lua_isnil(L, sti) && !lua_istable(L, sti))
+    luaL_error(L, "the state to fork with must be a JSON object, got %s", luaL_typename(L, sti));
+  int top = lua_gettop(L);
+  sl_store_run *row;
+  int rc = sl_store_run_get(e->store, id, &row);
+  if (rc == SL_STORE_ENOTFOUND)
+    luaL_error(L, "no run with id '%s' in %s", id, sl_store_path(e->store));
+  if (rc != 0) luaL_error(L, "%s", sl_store_errmsg(e->store));
+  sl_store_run *old = sl_store_copy_run(row);
+  sl_store_run_free(row);
+  if (old == NULL) luaL_error(L, "not enough memory to fork run %s", id);
+  /* Held by a box from here: a raise frees it with the record. */
+  sl_store_run **rbox = lua_newuserdatauv(L, sizeof *rbox, 0);
+  *rbox = old;
+  lua_newtable(L);
+  lua_pushcfunction(L, run_box_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  sl_store_replay **box = push_replay_box(L, NULL);
+  if (sl_store_replay_read(e->store, id, box) != 0) luaL_error(L, "%s", sl_store_errmsg(e->store));
+  const sl_store_checkpoint *at = sl_store_replay_step(*box, from);
+  if (at == NULL || (at->kind != NULL && strcmp(at->kind, "sleep") == 0))
+    no_such_path(L, id, from, *box);
+  if (old->file == NULL)
+    luaL_error(L, "run %s was not started from a pipeline file, so it cannot be forked", id);
+  char nid[32];
+  sl_run_new_id(h, nid);
+  sl_store_run nr;
+  memset(&nr, 0, sizeof nr);
+  nr.id = nid;
+  nr.pipeline = old->pipeline;
+  nr.file = old->file;
+  nr.def_hash = old->def_hash;
+  nr.status = "interrupted";
+  nr.input = old->input;
+  nr.options = fork_options(L, old->options, id, from);
+  nr.started_ms = sl_owner_now_ms();
+  sl_store *s = e->store;
+  /* What the old run completed before the fork path, as the new run's. */
+  rc = sl_store_run_begin(s, &nr);
+  for (int i = 0; rc == 0 && i < sl_store_replay_nsteps(*box); i++) {
+    const sl_store_checkpoint *cp = sl_store_replay_step_at(*box, i);
+    if (cp == NULL || strcmp(cp->status, "completed") != 0 || !precedes(cp->path, from))
+      continue;
+    sl_store_checkpoint c = *cp;
+    c.run_id = nid;
+    c.owner = NULL;
+    c.epoch = 0;
+    rc = sl_store_checkpoint_put(s, &c);
+  }
+  for (int i = 0; rc == 0 && i < sl_store_replay_nwaits(*box); i++) {
+    const sl_store_wait *w = sl_store_replay_wait(*box, i);
+    if (w->answer == NULL || !precedes(w->path, from)) continue;
+    sl_store_wait c = *w;
+    c.run_id = nid;
+    rc = sl_store_wait_put(s, &c);
+    if (rc == 0) rc = sl_store_wait_answer(s, nid, w->path, w->answer);
+  }
+  int edits = (ii && !lua_isnil(L, ii)) || (sti && !lua_isnil(L, sti));
+  if (rc == 0 && edits) {
+    /* The edits, as the answer of a breakpoint before the fork path. */
+    char path[520];
+    snprintf(path, sizeof path, "%s@before", from);
+    lua_createtable(L, 0, 3);
+    if (ii && !lua_isnil(L, ii)) {
+      lua_pushboolean(L, 1);
+      lua_setfield(L, -2, "replace");
+      lua_pushvalue(L, ii);
+      lua_setfield(L, -2, "value");
+    } else {
+      lua_pushboolean(L, 1);
+      lua_setfield(L, -2, "continue");
+    }
+    if (sti && !lua_isnil(L, sti)) {
+      lua_pushvalue(L, sti);
+      lua_setfield(L, -2, "state");
+    }
+    sl_buf b;
+    sl_buf_init(&b);
+    char err[200];
+    if (sl_json_encode(L, -1, &b, 0, err, sizeof err) != 0) {
+      sl_buf_free(&b);
+      luaL_error(L, "the edits cannot be stored as JSON: %s", err);
+    }
+    sl_store_wait w;
+    memset(&w, 0, sizeof w);
+    w.run_id = nid;
+    w.path = path;
+    w.message = "the edits this run was forked with";
+    w.created_ms = nr.started_ms;
+    rc = sl_store_wait_put(s, &w);
+    if (rc == 0) rc = sl_store_wait_answer(s, nid, path, b.data);
+    sl_buf_free(&b);
+  }
+  if (rc == 0) rc = sl_store_flush(s);
+  if (rc != 0) luaL_error(L, "cannot fork run %s: %s", id, sl_store_errmsg(s));
+  lua_settop(L, top);
+  lua_pushstring(L, nid);
+  sl_run *r = sl_resume(L, h, lua_tostring(L, -1), 0, force);
+  lua_remove(L, -2);
+  return r;
+}
+
+/* }====================================================== */

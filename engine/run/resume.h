@@ -12,6 +12,18 @@
    with; completed steps are restored, not run. Pushes the run. Raises with
    a clear message (a cancelled run is refused, naming why). */
 sl_run *sl_resume(lua_State *L, sl_host *h, const char *id, int ii, int force);
+/* Forks run id at the execution at path from: a new run of the same file
+   and input that has what id completed before that execution (its tree
+   order: earlier siblings of it and of its ancestors, and what is below
+   them) and runs the rest, that execution first. The input at ii (0 or
+   nil: as recorded) replaces that execution's input, and the state
+   fields of the table at sti (0 or nil: none) are set before it runs.
+   The old run is unchanged; the new one's options say where it came from
+   (fork = {run_id, path}). Starts it as sl_resume does and pushes it.
+   Raises for a path the run has no execution at, naming its nearest. */
+sl_run *sl_fork(lua_State *L, sl_host *h, const char *id, const char *from, int ii,
+                int sti, int force);
+
 /* (For a run submitted to a queue and paused, the answers are recorded and
    the run goes back to its queue for a worker: nothing is pushed and NULL
    is returned.) */

@@ -82,6 +82,8 @@ void sl_run_release(sl_run *r) {
   sl_store_replay_free(r->replay_from);
   sl_hist_free(&r->hist);
   free(r->result_json);
+  for (int i = 0; i < r->nbreaks; i++) free(r->breaks[i].name);
+  free(r->breaks);
   free(r);
 }
 
@@ -94,6 +96,32 @@ static void note_file(lua_State *L, sl_host *h, sl_run *r, int si) {
   if (lua_rawequal(L, -1, si) && realpath(h->load_path, r->file) == NULL)
     r->file[0] = '\0';
   lua_pop(L, 2);
+}
+
+/* Copies the breakpoints in the table at bi (step name -> "before",
+   "after" or "both"; a name in its list part: before) to r. Raises on a bad entry or a memory error. */
+static void take_breaks(lua_State *L, sl_run *r, int bi) {
+  luaL_checktype(L, bi, LUA_TTABLE);
+  int n = 0;
+  for (lua_pushnil(L); lua_next(L, bi); lua_pop(L, 1)) n++;
+  if (n == 0) return;
+  r->breaks = calloc((size_t)n, sizeof *r->breaks);
+  if (r->breaks == NULL) luaL_error(L, "not enough memory for the breakpoints");
+  for (lua_pushnil(L); lua_next(L, bi); lua_pop(L, 1)) {
+    /* { name = when } or, in the list part, { name } for before. */
+    int listed = lua_isinteger(L, -2);
+    const char *name = listed ? (lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL)
+                     : lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    const char *w = listed ? "before" : lua_tostring(L, -1);
+    unsigned char when = w == NULL ? 0 : strcmp(w, "before") == 0 ? SL_PAUSE_BEFORE
+                       : strcmp(w, "after") == 0 ? SL_PAUSE_AFTER
+                       : strcmp(w, "both") == 0 ? SL_PAUSE_BEFORE | SL_PAUSE_AFTER : 0;
+    if (name == NULL || when == 0)
+      luaL_error(L, "a breakpoint is a step name and \"before\", \"after\" or \"both\"");
+    if ((r->breaks[r->nbreaks].name = strdup(name)) == NULL)
+      luaL_error(L, "not enough memory for the breakpoints");
+    r->breaks[r->nbreaks++].when = when;
+  }
 }
 
 sl_run *sl_run_launch(lua_State *L, sl_host *h, int si, int ii, const sl_run_opts *o) {
@@ -148,10 +176,19 @@ sl_run *sl_run_launch(lua_State *L, sl_host *h, int si, int ii, const sl_run_opt
   lua_setiuservalue(L, -2, SL_RUN_UV_STATE);
   lua_pushstring(L, r->id);
   lua_setiuservalue(L, -2, SL_RUN_UV_ID);
-  if (ai != 0) lua_pushvalue(L, ai);
-  else lua_newtable(L);
+  if (ai != 0) {
+    /* Answers at STEP@before / STEP@after edit a step's input or output
+       (a breakpoint's, a fork's): its steps look for them as they begin. */
+    for (lua_pushnil(L); lua_next(L, ai); lua_pop(L, 1))
+      if (lua_type(L, -2) == LUA_TSTRING && strchr(lua_tostring(L, -2), '@') != NULL)
+        r->edits = 1;
+    lua_pushvalue(L, ai);
+  } else {
+    lua_newtable(L);
+  }
   lua_setiuservalue(L, -2, SL_RUN_UV_ANSWERS);
   note_file(L, h, r, si);
+  if (o->bki != 0) take_breaks(L, r, lua_absindex(L, o->bki));
   sl_meter_budget(L, r, si, bi);
   /* A run as long as the last of its pipeline never regrows its history. */
   sl_hist_reserve(&r->hist, root->hist_hint);

@@ -19,6 +19,9 @@ typedef struct sl_run_opts {
                               claim; the run takes it (*replay becomes NULL) */
   int64_t park_after_ms;   /* a worker's run: park it in a durable wait
                               longer than this (sl_run.park_after_ms); 0: never */
+  int bki;                 /* index of its breakpoints, a table of step name
+                              -> "before" | "after" | "both" (or names in
+                              its list part: before), or 0 */
 } sl_run_opts;
 
 /* What the core tells the runs layer (its run_hooks). */

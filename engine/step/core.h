@@ -78,6 +78,13 @@ struct sl_core {
   char errmsg[1024];         /* the message of the last failure */
 };
 
+/* A breakpoint of a run: the steps named name pause it (SL_PAUSE_* bits,
+   plan.h). */
+typedef struct sl_break {
+  char *name;
+  unsigned char when;
+} sl_break;
+
 /* Uservalue slots of a run's userdata. */
 enum {
   SL_RUN_UV_PIPELINE = 1,  /* the root step */
@@ -142,6 +149,11 @@ struct sl_run {
                               freed); 0: it waits in process */
   int64_t due_ms;          /* parked or paused: when its first wait is due
                               (Unix ms), a worker claims it then; 0: none */
+  sl_break *breaks;        /* breakpoints by step name (sluice run --break),
+                              nbreaks of them; kept in its options */
+  int nbreaks;
+  int edits;               /* its answers hold a breakpoint's or a fork's
+                              edits (paths STEP@before, STEP@after) */
   char file[1024];         /* the pipeline file, for resume ("" if none) */
   char def_hash[40];       /* the pipeline's definition hash */
   int64_t start_unix_ns;   /* wall-clock start, for trace spans */
@@ -222,6 +234,7 @@ struct sl_exec {
   unsigned short sleep_attempt, nsleeps;   /* its ctx:sleep calls so far, in
                                                that attempt (durable sleeps) */
   unsigned char parkable;    /* in a durable wait its run may be parked for */
+  unsigned char break_after; /* pauses its run once it completed */
   int64_t due_ms;            /* when that wait (a sleep, a person's timeout)
                                 is due, Unix ms; 0: none */
 };

@@ -20,7 +20,8 @@
 #define LEASE_MS 30000
 
 int64_t sl_durable_wall_ms(void) {
-  return sl_owner_now_ms();
+  /* On a virtual clock (clock.h), durable waits are due by it too. */
+  return sl_owner_now_ms() + sl_clock_skew_ms();
 }
 
 /* A failed write discards the whole batch it belonged to, and a batch
@@ -485,6 +486,147 @@ int sl_durable_human(lua_State *L, sl_exec *x, int mi, int si, double timeout) {
   r->pausing = 1;
   x->due_ms = due;   /* the paused run is taken up then, to time out */
   return sl_task_suspend(L, &x->task, SL_WAIT_HUMAN, human_k, 0);
+}
+
+/* Breakpoints. */
+
+unsigned sl_durable_breaks(const sl_exec *x) {
+  unsigned w = x->plan->pause;
+  const sl_run *r = x->run;
+  for (int i = 0; i < r->nbreaks; i++)
+    if (strcmp(r->breaks[i].name, x->plan->name) == 0) w |= r->breaks[i].when;
+  return w;
+}
+
+/* The wait path of x's breakpoint (STEP@before, STEP@after) in path. */
+static const char *break_path(const sl_exec *x, const char *which, char *path, size_t n) {
+  const sl_hist_rec *rec = &x->run->hist.recs[x->hist];
+  snprintf(path, n, "%s@%s", rec->path, which);
+  return path;
+}
+
+/* Looks for the answer a resume gave x's breakpoint: 0, none (it has not
+   paused there yet); 1, go on as it was; 2, go on with the value that
+   replaces the step's input or output (pushed). An answer is
+   {"replace": true, "value": V} or {"continue": true} (resume.c). */
+static int break_answer(lua_State *L, const sl_exec *x, const char *which) {
+  char path[520];
+  int top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, x->run->ref);
+  lua_getiuservalue(L, -1, SL_RUN_UV_ANSWERS);
+  if (lua_getfield(L, -1, break_path(x, which, path, sizeof path)) != LUA_TTABLE) {
+    lua_settop(L, top);
+    return 0;
+  }
+  if (lua_getfield(L, -1, "replace") != LUA_TBOOLEAN || !lua_toboolean(L, -1)) {
+    lua_settop(L, top);
+    return 1;
+  }
+  lua_getfield(L, -2, "value");
+  lua_replace(L, top + 1);
+  lua_settop(L, top + 1);
+  return 2;
+}
+
+/* Records the wait of x's breakpoint. */
+static int break_wait(sl_exec *x, const char *which) {
+  sl_run *r = x->run;
+  sl_core *c = sl_core_of(x);
+  char path[520], msg[300];
+  snprintf(msg, sizeof msg, "paused %s step '%s' (a breakpoint): resume to go on, with "
+           "--input to replace its %s", which, x->plan->name,
+           strcmp(which, "before") == 0 ? "input" : "output");
+  sl_store_wait w;
+  memset(&w, 0, sizeof w);
+  w.run_id = r->id;
+  w.path = break_path(x, which, path, sizeof path);
+  w.message = msg;
+  w.created_ms = sl_durable_wall_ms();
+  return sl_writer_wait(c->writer, &w) != 0;
+}
+
+static int break_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)L; (void)status; (void)kctx;
+  return 0;  /* never resumed: a paused run ends, and its resume replays */
+}
+
+/* The body of a step paused before it runs: records the breakpoint's wait
+   and waits, as a human step does, for the run to pause. On a run that is
+   not durable, fails the step saying why. */
+static int break_body(lua_State *L) {
+  sl_task *t = sl_sched_running(L);
+  sl_exec *x = sl_exec_of(t);
+  sl_run *r = x->run;
+  if (!r->durable || sl_core_of(x)->writer == NULL || r->hist.recs[x->hist].path == NULL)
+    return luaL_error(L, "step '%s' has a breakpoint, which pauses its run and needs a "
+                         "durable run: give the engine a store (--store, SLUICE_STORE or "
+                         "store = in the APIs)", x->plan->name);
+  if (!break_wait(x, "before")) return luaL_error(L, "not enough memory to record the wait");
+  r->pausing = 1;
+  return sl_task_suspend(L, t, SL_WAIT_HUMAN, break_k, 0);
+}
+
+/* A fork's edit of the state at x: the fields of the "state" table of the
+   answer at x's path@before, set on x's view before it runs. */
+static void edit_state(lua_State *L, sl_exec *x) {
+  char path[520];
+  int top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, x->run->ref);
+  lua_getiuservalue(L, -1, SL_RUN_UV_ANSWERS);
+  if (lua_getfield(L, -1, break_path(x, "before", path, sizeof path)) == LUA_TTABLE &&
+      lua_getfield(L, -1, "state") == LUA_TTABLE) {
+    lua_createtable(L, 0, 1);                           /* ... state rec */
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "set");
+    sl_state_changes_from_record(L, -1);                /* ... rec changes */
+    sl_ctx_push_state(L, x);                            /* ... rec changes view */
+    sl_state_apply(L, -1, -2);
+  }
+  lua_settop(L, top);
+}
+
+int sl_durable_break_begin(lua_State *L, sl_exec *x, int ii, unsigned when) {
+  sl_run *r = x->run;
+  int durable = r->durable && sl_core_of(x)->writer != NULL &&
+                r->hist.recs[x->hist].path != NULL;
+  if (durable && r->edits) {
+    edit_state(L, x);
+    if (!(when & SL_PAUSE_BEFORE) && break_answer(L, x, "before") == 2)
+      lua_replace(L, ii);   /* the input a fork gave it */
+  }
+  if (when == 0) return 0;
+  if (!durable || (when & SL_PAUSE_BEFORE)) {
+    int got = durable ? break_answer(L, x, "before") : 0;
+    if (got == 0) {
+      lua_pushcfunction(x->task.co, break_body);
+      x->task.nargs = 0;
+      return 1;
+    }
+    if (got == 2) lua_replace(L, ii);   /* the input it was given on resume */
+  }
+  if (when & SL_PAUSE_AFTER) {
+    int got = break_answer(L, x, "after");
+    if (got == 2) lua_pop(L, 1);
+    if (got == 0) x->break_after = 1;   /* it pauses the run once it completed */
+  }
+  return 0;
+}
+
+void sl_durable_break_restored(lua_State *L, sl_exec *x) {
+  if (!(sl_durable_breaks(x) & SL_PAUSE_AFTER) && !x->run->edits) return;
+  if (break_answer(L, x, "after") == 2) lua_replace(L, -2);   /* its new output */
+}
+
+void sl_durable_break_after(sl_exec *x) {
+  x->break_after = 0;
+  if (!break_wait(x, "after")) {
+    sl_core_abort_run(x->run, "error", "not enough memory to record a breakpoint's wait");
+    return;
+  }
+  char msg[300];
+  snprintf(msg, sizeof msg, "the run paused after step '%s' (a breakpoint): resume it "
+           "to go on", x->plan->name);
+  sl_core_abort_run(x->run, "paused", msg);
 }
 
 /* ctx:human(message[, schema[, timeout]]): waits for a person's answer,

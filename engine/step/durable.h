@@ -70,6 +70,28 @@ void sl_durable_checkpoint(lua_State *L, sl_exec *x, int ok, int out);
    applies its state changes and usage, and returns 1. Otherwise 0. */
 int sl_durable_restore(lua_State *L, sl_exec *x);
 
+/* Breakpoints (sl.step{ pause = }, sluice run --break): the SL_PAUSE_*
+   bits of x's step, from its plan and its run's breakpoints. */
+unsigned sl_durable_breaks(const sl_exec *x);
+
+/* As x begins (not restored), with its breakpoints when: one before it
+   that a resume has not answered primes x with a body that records the
+   wait and pauses the run (returns 1; so does a breakpoint on a run that
+   is not durable, whose body fails the step saying why). One answered
+   with a new input replaces the input at ii. One after it arms x to pause
+   the run once it completed (sl_durable_break_after). Returns 0 when x
+   runs as usual. */
+int sl_durable_break_begin(lua_State *L, sl_exec *x, int ii, unsigned when);
+
+/* x was restored with its output on top of L: a breakpoint after it that
+   a resume answered with a new output replaces it. */
+void sl_durable_break_restored(lua_State *L, sl_exec *x);
+
+/* x, armed by sl_durable_break_begin, completed and is recorded: records
+   the breakpoint's wait and pauses the run at once (what else runs in it
+   stops, to run again on resume). */
+void sl_durable_break_after(sl_exec *x);
+
 /* ctx:human(message, schema): returns the answer of a resumed run (pushed,
    1), or records the wait and suspends the step; the run pauses once
    nothing else in it can make progress. mi and si index the message and

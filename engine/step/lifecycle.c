@@ -87,6 +87,7 @@ static void init_exec(sl_exec *x, sl_run *r, sl_plan *p, sl_exec *parent, int de
   x->cache_hit = 0;
   x->sleep_attempt = x->nsleeps = 0;
   x->parkable = 0;
+  x->break_after = 0;
   x->due_ms = 0;
 }
 
@@ -396,16 +397,22 @@ static sl_exec *begin(lua_State *L, sl_run *r, sl_exec *parent, int si, int ii,
     lua_pushvalue(L, hi);
     sl_exec_set(L, x, SL_REC_HANDLE);
   }
+  unsigned breaks = (p->pause || r->nbreaks) ? sl_durable_breaks(x) : 0;
   if (r->durable) {
     sl_durable_path(x);
     if (r->replay && sl_durable_restore(L, x)) {
       /* Completed in an earlier attempt at the run: its output comes back. */
+      if (breaks || r->edits) sl_durable_break_restored(L, x);
       preset(L, x);
       lua_settop(L, top);
       return x;
     }
-    sl_durable_input(L, x, ii);
   }
+  if ((breaks || r->edits) && sl_durable_break_begin(L, x, ii, breaks)) {
+    lua_settop(L, top);
+    return x;
+  }
+  if (r->durable) sl_durable_input(L, x, ii);
   if (p->opts != 0 || c->cache_all) {
     if (p->opts & SL_OPT_ATTEMPTS) sl_attempt_setup(L, x);
     /* Later attempts (a retry, the fallback) start again from these. */
@@ -771,6 +778,7 @@ static void finish(lua_State *L, sl_exec *x, int ok, int how) {
     sl_hist_end(&r->hist, x->hist, SL_STEP_COMPLETED, now);
   }
   if (r->durable) sl_durable_checkpoint(L, x, ok, out);
+  if (x->break_after && ok) sl_durable_break_after(x);
   if (c->trace != NULL) trace_step(c, r, x->hist);
   if (vi != 0) {
     pass_state(L, x, vi, ci);

@@ -102,6 +102,13 @@ static void read_options(lua_State *L, sl_plan *p, int si) {
     p->opts |= SL_OPT_BACKOFF;
   }
   lua_pop(L, 1);
+  if (lua_getfield(L, si, "pause") != LUA_TNIL) {
+    const char *w = lua_tostring(L, -1);
+    if (w != NULL && strcmp(w, "before") == 0) p->pause = SL_PAUSE_BEFORE;
+    else if (w != NULL && strcmp(w, "after") == 0) p->pause = SL_PAUSE_AFTER;
+    else bad_option(L, si, p->name, "pause", "must be \"before\" or \"after\"");
+  }
+  lua_pop(L, 1);
   if (lua_getfield(L, si, "timeout") != LUA_TNIL) {
     lua_Number s = lua_tonumber(L, -1);
     if (!(s > 0)) bad_option(L, si, p->name, "timeout", "must be a positive number of seconds");

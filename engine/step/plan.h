@@ -35,6 +35,10 @@ enum {
    same bound, read from the core module). */
 #define SL_MAX_FALLBACK_DEPTH 8
 
+/* Where a breakpoint pauses a run at a step: before it runs (its input
+   may be replaced on resume), after it completed (its output may be). */
+enum { SL_PAUSE_BEFORE = 1, SL_PAUSE_AFTER = 2 };
+
 /* What a background option asks for. */
 enum { SL_BG_NONE, SL_BG_BESIDE, SL_BG_REQUIRED };
 
@@ -61,6 +65,7 @@ struct sl_plan {
   unsigned char cache;       /* cache = true or a table */
   unsigned char key_fn;      /* cache = {key = fn} */
   unsigned char background;  /* SL_BG_* */
+  unsigned char pause;       /* SL_PAUSE_* bits: a breakpoint (pause =) */
   unsigned char has_run;     /* the step has a run field */
   unsigned char run_ctx;     /* its run function may read a ctx */
   unsigned char call;        /* SL_CALL_* of the handler resolved */

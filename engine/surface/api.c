@@ -236,7 +236,7 @@ static int start_p(lua_State *L) {
   else if (sl_json_decode(L, a->input, strlen(a->input)) != 0)
     luaL_error(L, "bad input JSON: %s", lua_tostring(L, -1));
   a->base.code = SL_EINVAL;
-  sl_run_opts o = {0, NULL, 0, 0, NULL, 0};
+  sl_run_opts o = {0, NULL, 0, 0, NULL, 0, 0};
   sl_run_launch(L, &e->host, -2, -1, &o);               /* set step input run */
   a->run = hold_for_host(L);
   a->base.code = SL_OK;

@@ -41,10 +41,13 @@
 #define EXIT_PAUSED 3
 #define EXIT_INTERRUPTED 130
 
+#define CLI_MAX_REPEAT 32
+
 typedef struct cli_opt {
   const char *name;      /* "--input" */
-  int takes_value;
-  const char *value;     /* set by parsing; "1" for flags */
+  int takes_value;       /* 1: a value; 2: a value, and may be repeated
+                            (each kept in the cli's repeated list) */
+  const char *value;     /* set by parsing; "1" for flags; the last given */
 } cli_opt;
 
 typedef struct cli cli;
@@ -62,6 +65,8 @@ struct cli {
   int code;              /* exit code cli_main decided */
   const char *command;
   const char *file;
+  const char *repeated[CLI_MAX_REPEAT];   /* the values of a repeated option */
+  int nrepeated;
   sl_engine *e;
   sl_run *run;
   int interrupted;
@@ -82,6 +87,7 @@ static const char *usage_main =
   "  run FILE     run a pipeline and print its output as JSON\n"
   "  dev FILE     run a pipeline again each time its files change\n"
   "  resume ID    continue a paused or interrupted run\n"
+  "  fork ID      run again from one step of a stored run, with edits\n"
   "  runs         list stored runs (runs prune: delete old ones)\n"
   "  store check|vacuum|stats  look after the store\n"
   "  show ID      show one run's step history\n"
@@ -101,7 +107,7 @@ static const char *usage_main =
 static const char *usage_run =
   "usage: sluice run FILE [--input JSON|@FILE|-] [--pipeline NAME] [--json]\n"
   "                 [--memory-limit MB] [--budget cost=0.5,tokens=20000,requests=100]\n"
-  "                 [--store PATH] [--trace FILE] [--otlp URL]\n"
+  "                 [--store PATH] [--trace FILE] [--otlp URL] [--break STEP]...\n"
   "\n"
   "Runs a pipeline from FILE and prints its output as JSON.\n"
   "  --input JSON     the pipeline's input: JSON text, @FILE to read a file,\n"
@@ -118,7 +124,11 @@ static const char *usage_run =
   "                   .sluice/state.db; :memory: for none)\n"
   "  --trace FILE     append one OpenTelemetry span per step execution (JSON lines)\n"
   "  --otlp URL       also export the spans over OTLP/HTTP to a collector (default:\n"
-  "                   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT)\n";
+  "                   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT)\n"
+  "  --break STEP     pause the run before each execution of the step named STEP\n"
+  "                   (STEP:after: once it completed; STEP:both), as a human step\n"
+  "                   does (exit 3); sluice resume goes on, --input replacing the\n"
+  "                   step's input (before) or output (after). Repeatable.\n";
 
 static const char *usage_dev =
   "usage: sluice dev FILE [--input JSON|@FILE|-] [--pipeline NAME] [--debounce MS]\n"
@@ -138,6 +148,21 @@ static const char *usage_resume =
   "  --input JSON     the answer a paused run waits for (several waits: an\n"
   "                   object keyed by step name)\n"
   "  --force          resume even though the pipeline file changed\n"
+  "  --json           print the whole result\n"
+  "  --store PATH     the store (default: SLUICE_STORE or .sluice/state.db)\n";
+
+static const char *usage_fork =
+  "usage: sluice fork RUN_ID --from STEP_PATH [--input JSON|@FILE|-] [--state JSON]\n"
+  "                  [--force] [--json] [--store PATH]\n"
+  "\n"
+  "Starts a new run of RUN_ID's pipeline file and input that has what RUN_ID\n"
+  "completed before the step execution at STEP_PATH (the paths sluice show\n"
+  "--json gives: 1/2/3), and runs from there. RUN_ID is unchanged; the new\n"
+  "run says where it came from.\n"
+  "  --from PATH      the step execution to run again, and all after it\n"
+  "  --input JSON     that step's input instead of the one it had\n"
+  "  --state JSON     an object whose fields are set in the run's state before it\n"
+  "  --force          fork even though the pipeline file changed\n"
   "  --json           print the whole result\n"
   "  --store PATH     the store (default: SLUICE_STORE or .sluice/state.db)\n";
 
@@ -321,6 +346,12 @@ static void parse_opts(lua_State *L, cli *c, int first, cli_opt *opts,
         if (eq) o->value = eq + 1;
         else if (i + 1 < c->argc) o->value = c->argv[++i];
         else usage_error(L, c, "sluice %s: option '%s' needs a value", c->command, o->name);
+        if (o->takes_value == 2) {
+          if (c->nrepeated == CLI_MAX_REPEAT)
+            usage_error(L, c, "sluice %s: option '%s' given more than %d times", c->command,
+                        o->name, CLI_MAX_REPEAT);
+          c->repeated[c->nrepeated++] = o->value;
+        }
       } else {
         if (eq) usage_error(L, c, "sluice %s: option '%s' takes no value", c->command, o->name);
         o->value = "1";
@@ -334,6 +365,7 @@ static void parse_opts(lua_State *L, cli *c, int first, cli_opt *opts,
   if (c->file == NULL)
     usage_error(L, c, "sluice %s: missing %s\n%s", c->command,
                 strcmp(c->command, "resume") == 0 || strcmp(c->command, "show") == 0 ||
+                strcmp(c->command, "fork") == 0 ||
                 strcmp(c->command, "wait") == 0
                   ? "RUN_ID" : strcmp(c->command, "cache") == 0 ? "stats or clear"
                   : strcmp(c->command, "store") == 0 ? "check, vacuum or stats"
@@ -454,7 +486,7 @@ static int dev_start_p(lua_State *L) {
   sl_load_select(L, -1, c->pipeline, c->file, "--pipeline NAME");   /* set step */
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref_input);      /* set step input */
   c->runs++;
-  c->run = sl_engine_start(L, c->e, -2, -1, 0);         /* ... run */
+  c->run = sl_engine_start(L, c->e, -2, -1, 0, 0);         /* ... run */
   luaL_unref(L, LUA_REGISTRYINDEX, c->ref_run);
   c->ref_run = luaL_ref(L, LUA_REGISTRYINDEX);
   sl_run_on_end(c->run, dev_on_end, c);
@@ -559,11 +591,33 @@ static int push_budget(lua_State *L, cli *c, const char *value) {
   return lua_gettop(L);
 }
 
+/* The breakpoints of sluice run --break STEP[:before|:after|:both], as a
+   table of step name -> when, pushed (0: none). Each must name a step of
+   the pipeline at si (cli.lua), or nothing runs. */
+static int push_breaks(lua_State *L, cli *c, int si) {
+  if (c->nrepeated == 0) return 0;
+  si = lua_absindex(L, si);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "sluice.cli");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "breaks");
+  lua_remove(L, -2);
+  lua_pushvalue(L, si);
+  lua_createtable(L, c->nrepeated, 0);
+  for (int i = 0; i < c->nrepeated; i++) {
+    lua_pushstring(L, c->repeated[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  c->code = EXIT_USAGE;
+  lua_call(L, 2, 1);                                    /* ... breaks */
+  return lua_gettop(L);
+}
+
 static int cmd_run(lua_State *L, cli *c) {
   cli_opt opts[] = {{"--input", 1, NULL}, {"--pipeline", 1, NULL},
                     {"--json", 0, NULL}, {"--memory-limit", 1, NULL},
                     {"--budget", 1, NULL}, {"--store", 1, NULL}, {"--trace", 1, NULL},
-                    {"--otlp", 1, NULL}, {NULL, 0, NULL}};
+                    {"--otlp", 1, NULL}, {"--break", 2, NULL}, {NULL, 0, NULL}};
   parse_opts(L, c, 2, opts, usage_run);
   if (opts[3].value != NULL) {
     /* A bare number is in MB here (SPEC); a unit may be given. */
@@ -581,8 +635,11 @@ static int cmd_run(lua_State *L, cli *c) {
   open_exporter(L, c, opts[7].value);
   start_sigint(c);
   int bi = push_budget(L, c, opts[4].value);
+  int bki = push_breaks(L, c, bi ? -3 : -2);
+  int si = bi ? -3 : -2, ii = bi ? -2 : -1;
+  if (bki) si--, ii--;
   c->code = EXIT_FAILED;
-  c->run = sl_engine_start(L, c->e, bi ? -3 : -2, bi ? -2 : -1, bi);  /* ... run */
+  c->run = sl_engine_start(L, c->e, si, ii, bi, bki);  /* ... run */
   return finish_run(L, c, opts[2].value != NULL);
 }
 
@@ -591,17 +648,24 @@ static void print_waits(lua_State *L, cli *c, sl_run *r) {
   sl_record_push_waits(L, sl_engine_core(c->e), sl_run_id(r));   /* waits */
   fprintf(stderr, "sluice: run %s paused, waiting for input:\n", sl_run_id(r));
   lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+  int open = 0, breaks = 0;
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, -1, i);
     if (lua_getfield(L, -1, "answer") == LUA_TNIL) {
       lua_getfield(L, -2, "path");
       lua_getfield(L, -3, "message");
-      fprintf(stderr, "  at %s: %s\n", lua_tostring(L, -2), luaL_optstring(L, -1, ""));
+      const char *path = lua_tostring(L, -2);
+      fprintf(stderr, "  at %s: %s\n", path, luaL_optstring(L, -1, ""));
+      open++;
+      breaks += strstr(path, "@before") != NULL || strstr(path, "@after") != NULL;
       lua_pop(L, 2);
     }
     lua_pop(L, 2);
   }
-  fprintf(stderr, "resume with: sluice resume %s --input JSON\n", sl_run_id(r));
+  if (breaks == open)
+    fprintf(stderr, "resume with: sluice resume %s [--input JSON]\n", sl_run_id(r));
+  else
+    fprintf(stderr, "resume with: sluice resume %s --input JSON\n", sl_run_id(r));
   printf("%s\n", sl_run_id(r));
   lua_pop(L, 1);
 }
@@ -760,6 +824,38 @@ static int cmd_resume(lua_State *L, cli *c) {
   }
   c->code = EXIT_FAILED;
   return finish_run(L, c, opts[2].value != NULL);
+}
+
+/* sluice fork RUN_ID --from PATH: a new run from one step of a stored one. */
+static int cmd_fork(lua_State *L, cli *c) {
+  cli_opt opts[] = {{"--from", 1, NULL}, {"--input", 1, NULL}, {"--state", 1, NULL},
+                    {"--force", 0, NULL}, {"--json", 0, NULL}, {"--store", 1, NULL},
+                    {NULL, 0, NULL}};
+  parse_opts(L, c, 2, opts, usage_fork);
+  if (c->file == NULL) usage_error(L, c, "sluice fork: which run? (sluice fork RUN_ID --from PATH)");
+  if (opts[0].value == NULL)
+    usage_error(L, c, "sluice fork: --from STEP_PATH is needed (the paths sluice show --json %s "
+                      "gives)", c->file);
+  open_store(L, c, opts[5].value);
+  if (opts[1].value != NULL) push_input(L, c, opts[1].value);
+  else lua_pushnil(L);
+  int ii = lua_gettop(L);
+  if (opts[2].value != NULL) {
+    push_input(L, c, opts[2].value);
+    if (!lua_istable(L, -1) || lua_rawlen(L, -1) > 0)
+      usage_error(L, c, "sluice fork: --state must be a JSON object of state fields, got %s",
+                  lua_istable(L, -1) ? "an array" : luaL_typename(L, -1));
+  } else {
+    lua_pushnil(L);
+  }
+  int sti = lua_gettop(L);
+  start_sigint(c);
+  c->code = EXIT_USAGE;
+  c->run = sl_fork(L, &c->e->host, c->file, opts[0].value, ii, sti, opts[3].value != NULL);
+  fprintf(stderr, "sluice: run %s forked from %s at %s\n", sl_run_id(c->run), c->file,
+          opts[0].value);
+  c->code = EXIT_FAILED;
+  return finish_run(L, c, opts[4].value != NULL);
 }
 
 /* Calls the Lua side of the listing commands (lua/sluice/cli.lua). */
@@ -1148,6 +1244,7 @@ static int cli_main(lua_State *L) {
   if (strcmp(c->command, "graph") == 0) return cmd_graph(L, c);
   if (strcmp(c->command, "cache") == 0) return cmd_cache(L, c);
   if (strcmp(c->command, "resume") == 0) return cmd_resume(L, c);
+  if (strcmp(c->command, "fork") == 0) return cmd_fork(L, c);
   if (strcmp(c->command, "runs") == 0) return cmd_runs(L, c);
   if (strcmp(c->command, "store") == 0) return cmd_store(L, c);
   if (strcmp(c->command, "show") == 0) return cmd_show(L, c);
@@ -1168,6 +1265,7 @@ static int cli_main(lua_State *L) {
           : strcmp(topic, "graph") == 0 ? usage_graph
           : strcmp(topic, "cache") == 0 ? usage_cache
           : strcmp(topic, "resume") == 0 ? usage_resume
+          : strcmp(topic, "fork") == 0 ? usage_fork
           : strcmp(topic, "runs") == 0 ? usage_runs
           : strcmp(topic, "prune") == 0 ? usage_prune
           : strcmp(topic, "store") == 0 ? usage_store
@@ -1180,7 +1278,7 @@ static int cli_main(lua_State *L) {
     c->code = EXIT_COMPLETED;
     return 0;
   }
-  static const char *commands[] = {"run", "dev", "resume", "runs", "store", "show", "check",
+  static const char *commands[] = {"run", "dev", "resume", "fork", "runs", "store", "show", "check",
                                    "graph", "cache", "submit", "worker", "wait", "ui", "help",
                                    "version", NULL};
   const char *best = sl_suggest(c->command, commands,

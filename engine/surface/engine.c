@@ -421,8 +421,8 @@ void sl_engine_push_pipelines(lua_State *L, sl_engine *e) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, e->host.ref_pipelines);
 }
 
-sl_run *sl_engine_start(lua_State *L, sl_engine *e, int si, int ii, int bi) {
-  sl_run_opts o = {bi, NULL, 0, 0, NULL, 0};
+sl_run *sl_engine_start(lua_State *L, sl_engine *e, int si, int ii, int bi, int bki) {
+  sl_run_opts o = {bi, NULL, 0, 0, NULL, 0, bki};
   return sl_run_launch(L, &e->host, si, ii, &o);
 }
 

@@ -91,8 +91,9 @@ void sl_engine_push_box(lua_State *L, sl_engine *e);
 void sl_engine_push_pipelines(lua_State *L, sl_engine *e);
 
 /* Starts a run of the pipeline at si on the input at ii (a budget table at
-   bi overrides its budget; 0 for none) and pushes its userdata. */
-sl_run *sl_engine_start(lua_State *L, sl_engine *e, int si, int ii, int bi);
+   bi overrides its budget; 0 for none; breakpoints at bki as for
+   sl_run_opts, or 0) and pushes its userdata. */
+sl_run *sl_engine_start(lua_State *L, sl_engine *e, int si, int ii, int bi, int bki);
 
 /* Registers the metatables every engine of a state shares. */
 void sl_engine_open_shared(lua_State *L);

@@ -60,10 +60,24 @@ static int push_budget(lua_State *L, int oi) {
   while (lua_next(L, oi)) {
     lua_pop(L, 1);
     const char *k = lua_tostring(L, -1);
-    if (lua_type(L, -1) != LUA_TSTRING || strcmp(k, "budget") != 0)
-      luaL_error(L, "bad run option '%s' (known: budget)", k ? k : "?");
+    if (lua_type(L, -1) != LUA_TSTRING || (strcmp(k, "budget") != 0 && strcmp(k, "breaks") != 0))
+      luaL_error(L, "bad run option '%s' (known: budget, breaks)", k ? k : "?");
   }
   lua_getfield(L, oi, "budget");
+  return lua_gettop(L);
+}
+
+/* The index of the breakpoints in the run options at oi (breaks = a list
+   of step names, or step name -> "before" | "after" | "both"), pushed, or
+   0 for none. */
+static int push_breaks(lua_State *L, int oi) {
+  if (!lua_istable(L, oi) || lua_getfield(L, oi, "breaks") == LUA_TNIL) {
+    if (lua_istable(L, oi)) lua_pop(L, 1);
+    return 0;
+  }
+  if (!lua_istable(L, -1))
+    luaL_error(L, "bad run option 'breaks' (a list of step names expected, got %s)",
+               luaL_typename(L, -1));
   return lua_gettop(L);
 }
 
@@ -72,7 +86,7 @@ static int e_start(lua_State *L) {
   lua_settop(L, 4);
   push_target(L, e, 2);                                 /* e p in opts step */
   int bi = push_budget(L, 4);
-  sl_run_opts o = {bi, NULL, 0, 0, NULL, 0};
+  sl_run_opts o = {bi, NULL, 0, 0, NULL, 0, push_breaks(L, 4)};
   sl_run_launch(L, &e->host, 5, 3, &o);                 /* ... run */
   sl_sched_drain(&e->host.core.sched);
   return 1;
@@ -87,7 +101,7 @@ static int e_run(lua_State *L) {
                          "(from a step, use ctx:run; from a callback, use start/poll)");
   push_target(L, e, 2);                                 /* e p in opts step */
   int bi = push_budget(L, 4);
-  sl_run_opts o = {bi, NULL, 0, 0, NULL, 0};
+  sl_run_opts o = {bi, NULL, 0, 0, NULL, 0, push_breaks(L, 4)};
   sl_run *r = sl_run_launch(L, &e->host, 5, 3, &o);     /* ... run */
   sl_run_block(L, r);
   sl_run_push_result(L, r, -1);
@@ -390,6 +404,34 @@ static int e_resume(lua_State *L) {
   return 1;
 }
 
+/* engine:fork(run_id, path[, {input =, state =, force =}]): a new run from
+   the step execution at path of a stored run (sl_fork); returns it. */
+static int e_fork(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  const char *id = luaL_checkstring(L, 2);
+  const char *path = luaL_checkstring(L, 3);
+  lua_settop(L, 4);
+  int ii = 0, sti = 0, force = 0;
+  if (!lua_isnil(L, 4)) {
+    luaL_checktype(L, 4, LUA_TTABLE);
+    for (lua_pushnil(L); lua_next(L, 4); lua_pop(L, 1)) {
+      const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+      if (k == NULL || (strcmp(k, "input") != 0 && strcmp(k, "state") != 0 &&
+                        strcmp(k, "force") != 0))
+        luaL_error(L, "bad fork option '%s' (known: input, state, force)", k ? k : "?");
+    }
+    lua_getfield(L, 4, "input");
+    ii = lua_gettop(L);
+    lua_getfield(L, 4, "state");
+    sti = lua_gettop(L);
+    lua_getfield(L, 4, "force");
+    force = lua_toboolean(L, -1);
+  }
+  sl_fork(L, &e->host, id, path, ii, sti, force);
+  sl_sched_drain(&e->host.core.sched);
+  return 1;
+}
+
 /* Pushes a stored run as a table onto the list on top of L; a listing row
    leaves out the input and output, which only `show` needs. */
 /* The status a stored run shows: one stored as running whose owner is gone
@@ -444,6 +486,16 @@ static int push_row(lua_State *L, const sl_store_run *r, int whole) {
       continue;
     }
     lua_setfield(L, -2, names[i]);
+  }
+  if (whole && r->options != NULL && strstr(r->options, "\"fork\"") != NULL) {
+    /* A forked run: the run and step execution it came from. The decode
+       pushes the options, or a message. */
+    if (sl_json_decode(L, r->options, strlen(r->options)) == 0 &&
+        lua_getfield(L, -1, "fork") == LUA_TTABLE)
+      lua_setfield(L, -3, "forked_from");
+    else if (lua_istable(L, -1))
+      lua_pop(L, 1);
+    lua_pop(L, 1);
   }
   lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
   return 0;
@@ -726,6 +778,7 @@ static const luaL_Reg engine_methods[] = {
   {"set_clock", e_set_clock},
   {"flush_spans", e_flush_spans},
   {"resume", e_resume},
+  {"fork", e_fork},
   {"submit", e_submit},
   {"runs", e_runs},
   {"show", e_show},

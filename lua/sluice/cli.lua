@@ -64,6 +64,29 @@ local function steps_of(checkpoints)
   return steps
 end
 
+--- sluice run --break: the breakpoints given (STEP, STEP:before,
+--- STEP:after, STEP:both) as step name -> when, each checked against the
+--- steps of the pipeline step, so a misspelt one stops the run before it
+--- starts.
+function M.breaks(step, given)
+  local dsl = require "sluice.dsl"
+  local names = dsl.step_names(step)
+  local out = {}
+  for _, b in ipairs(given) do
+    local name, when = b:match("^(.-):(%a+)$")
+    if not name or not ({ before = true, after = true, both = true })[when] then
+      name, when = b, "before"
+    end
+    if not names[name] then
+      error(("sluice run: --break '%s' names no step of pipeline '%s'%s"):format(name,
+        tostring(step.name), dsl.suggest(name, names)), 0)
+    end
+    local had = out[name]
+    out[name] = (had and had ~= when) and "both" or when
+  end
+  return out
+end
+
 --- sluice show RUN_ID [--json | --timeline].
 function M.show(eng, id, json, timeline)
   local show = require "sluice.show"

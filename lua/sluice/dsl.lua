@@ -17,6 +17,26 @@ local function is_step(v)
 end
 M.is_step = is_step
 
+--- The names of the steps in the tree from root (itself, the steps in its
+--- fields and in plain tables of steps in its fields), as a set.
+function M.step_names(root)
+  local names, seen = {}, {}
+  local function visit(s)
+    if seen[s] then return end
+    seen[s] = true
+    names[rawget(s, "name")] = true
+    for _, v in next, s do
+      if is_step(v) then
+        visit(v)
+      elseif type(v) == "table" and getmetatable(v) == nil then
+        for _, c in next, v do if is_step(c) then visit(c) end end
+      end
+    end
+  end
+  visit(root)
+  return names
+end
+
 -- "file:line" of the function `level` frames above the caller.
 -- The place of a definition: a step table, or the function of a
 -- definition inside it (its run, or a child step's place).
@@ -76,6 +96,10 @@ end
 
 function check.any()
   return true
+end
+
+function check.pause(v)
+  return v == "before" or v == "after", '"before" or "after"'
 end
 
 function check.nonneg_integer(v)
@@ -217,6 +241,7 @@ local common = {
   retries = check.nonneg_integer,
   backoff = check.backoff,
   timeout = check.positive_number,
+  pause = check.pause,
   validate = check.validate,
   fallback = check.fallback,
   limits = check.limits,

@@ -360,6 +360,10 @@ function M.run(run, steps, opts)
     header[#header + 1] = { "waiting", "for " .. tostring(run.waiting_for) }
   end
   if run.due_ms ~= nil then header[#header + 1] = { "due", time(run.due_ms, opts) } end
+  local fork = run.forked_from
+  if type(fork) == "table" then
+    header[#header + 1] = { "forked", ("from %s at %s"):format(tostring(fork.run_id), tostring(fork.path)) }
+  end
   if run.error ~= nil then
     local text = error_text(run.error)
     if type(run.error) == "table" and run.error.step then

@@ -57,6 +57,8 @@ return {
     sl.step{ name = "s2", run = function(x, ctx) ctx:sleep(0.4); return 2 end },
     sl.step{ name = "s3", run = function(x, ctx) ctx:sleep(0.4); return 3 end },
     sl.step{ name = "s4", run = function(x, ctx) ctx:sleep(0.4); return 4 end },
+    sl.step{ name = "s5", run = function(x, ctx) ctx:sleep(0.4); return 5 end },
+    sl.step{ name = "s6", run = function(x, ctx) ctx:sleep(0.4); return 6 end },
   },
 }
 `;
