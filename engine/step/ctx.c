@@ -232,6 +232,14 @@ void sl_ctx_register(lua_State *L, sl_core *c, const luaL_Reg *methods) {
   lua_pop(L, 3);
 }
 
+void sl_ctx_push_methods(lua_State *L) {
+  if (luaL_getmetatable(L, SL_CTX_MT) != LUA_TTABLE) return;   /* nil */
+  lua_getfield(L, -1, "__index");                       /* mt index */
+  lua_getupvalue(L, -1, 1);                             /* mt index methods */
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+}
+
 void sl_ctx_open(lua_State *L, sl_core *c) {
   /* One metatable serves every engine of the state: its methods find their
      execution through the ctx. */

@@ -17,6 +17,11 @@ void sl_ctx_open(lua_State *L, sl_core *c);
 /* Adds methods to every ctx of core c (the I/O services register theirs). */
 void sl_ctx_register(lua_State *L, sl_core *c, const luaL_Reg *methods);
 
+/* Pushes the table of the methods every ctx of L's state has (nil before
+   an engine opened it): a test harness may wrap one, ctx:http for
+   cassettes, for every step of every engine. */
+void sl_ctx_push_methods(lua_State *L);
+
 /* Pushes x's ctx, making it on first use. */
 void sl_ctx_push(lua_State *L, sl_exec *x);
 

@@ -999,7 +999,14 @@ static int l_note_file(lua_State *L) {
   return 0;
 }
 
+/* ctx_methods(): the table of the methods every ctx has, or nil. */
+static int l_ctx_methods(lua_State *L) {
+  sl_ctx_push_methods(L);
+  return 1;
+}
+
 static const luaL_Reg core_funcs[] = {
+  {"ctx_methods", l_ctx_methods},
   {"loading_engine", l_loading_engine},
   {"note_file", l_note_file},
   {"abort", l_abort},

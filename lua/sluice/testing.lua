@@ -757,12 +757,8 @@ end
 -- The ctx methods the harness sees: http (mocked agents, cassettes)
 
 local function methods_table()
-  local mt = debug.getregistry()["sluice.ctx"]
-  if type(mt) ~= "table" or mt.__index == nil then return nil end
-  for i = 1, 4 do
-    local _, v = debug.getupvalue(mt.__index, i)
-    if type(v) == "table" and type(rawget(v, "http")) == "function" then return v end
-  end
+  local methods = require("sluice.core").ctx_methods()
+  if type(methods) == "table" and type(rawget(methods, "http")) == "function" then return methods end
   return nil
 end
 

@@ -18,6 +18,7 @@ local function start_mock(env)
 end
 
 local function stop_mock(pid, server)
+  if io.type(server) ~= "file" then return end   -- stopped already
   os.execute("kill " .. pid)
   server:close()
 end
@@ -136,6 +137,9 @@ describe("a cassette", function()
     local dir = h.tmpdir()
     local cassette = dir .. "/support.json"
     local pid, server, url = start_mock("MOCK_API_KEY=" .. TOKEN)
+    -- A failed assertion must not leave the server running (busted would
+    -- wait for it on exit).
+    finally(function() stop_mock(pid, server) end)
     local env = { SUPPORT_BASE_URL = url, SUPPORT_TOKEN = TOKEN }
     local t = testing.new{ file = FIXTURE, env = env, cassette = cassette }
     t:mock("polish", "ok")

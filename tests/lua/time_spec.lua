@@ -36,6 +36,16 @@ local function kill(pid, sig)
   assert.is_true(h.wait_for(function() return not h.alive(pid) end))
 end
 
+-- A worker in the background, stopped when the test ends however it ends
+-- (a failed assertion must not leave it running).
+local function worker(args, env)
+  local cmd = { "worker" }
+  for _, a in ipairs(args) do cmd[#cmd + 1] = a end
+  local pid, out, err = h.cli(cmd, { env = env, background = true })
+  finally(function() os.execute(("kill -9 %d 2>/dev/null"):format(pid)) end)
+  return pid, out, err
+end
+
 -- A step that marks the file `mark` once it began its sleep, then returns
 -- when it woke (Unix ms).
 local function sleeper(dir, seconds)
@@ -74,15 +84,14 @@ describe("durable time", function()
     local file = sleeper(dir, 3)
     local id = submit(file, env, "nap")
     -- This worker sleeps in process (the wait is below its threshold).
-    local pid = h.cli({ "worker", "--poll", "0.05", "--park-after", "60" }, { env = env, background = true })
+    local pid = worker({ "--poll", "0.05", "--park-after", "60" }, env)
     assert.is_true(h.wait_for(function() return #began(dir) == 1 end))
     local first = began(dir)[1]
     os.execute("sleep 1")
     kill(pid, "9")
     -- A second worker takes the run over from the dead one: the step runs
     -- again, and its sleep ends when the first one was due, not 3 s later.
-    local pid2, out2, err2 = h.cli({ "worker", "--poll", "0.05", "--park-after", "60" },
-      { env = env, background = true })
+    local pid2, out2, err2 = worker({ "--poll", "0.05", "--park-after", "60" }, env)
     assert.is_true(h.wait_for(status_is(id, env, "completed")))
     kill(pid2)
     local run = show(id, env)
@@ -106,8 +115,7 @@ describe("durable time", function()
     local env = { SLUICE_STORE = h.new_store(dir) }
     local file = sleeper(dir, 2.5)
     local long = submit(file, env, "nap")
-    local pid = h.cli({ "worker", "--concurrency", "1", "--poll", "0.05", "--park-after", "1" },
-      { env = env, background = true })
+    local pid = worker({ "--concurrency", "1", "--poll", "0.05", "--park-after", "1" }, env)
     assert.is_true(h.wait_for(status_is(long, env, "waiting")))
     local parked = show(long, env)
     assert.is_nil(parked.owner)
@@ -136,7 +144,7 @@ describe("durable time", function()
     local env = { SLUICE_STORE = h.new_store(dir) }
     local file = sleeper(dir, 1.5)
     local id = submit(file, env, "nap")
-    local pid = h.cli({ "worker", "--poll", "0.05", "--park-after", "0.5" }, { env = env, background = true })
+    local pid = worker({ "--poll", "0.05", "--park-after", "0.5" }, env)
     assert.is_true(h.wait_for(status_is(id, env, "waiting")))
     kill(pid)
     local due = show(id, env).due_ms
@@ -263,7 +271,7 @@ return {
     assert.equal(0, code, err)
     assert.equal("paused", show(id, env).status)
     os.execute("sleep 1.2")
-    local pid = h.cli({ "worker", "--poll", "0.05" }, { env = env, background = true })
+    local pid = worker({ "--poll", "0.05" }, env)
     assert.is_true(h.wait_for(status_is(id, env, "completed")))
     kill(pid)
     assert.equal("rejected", show(id, env).output)
