@@ -4,7 +4,7 @@
 # would, with a clean environment: the command runs a pipeline; a C program
 # builds with pkg-config and runs; a CMake project finds sluice::sluice;
 # stock lua5.4 requires the module; only the public API is exported and the
-# SONAME is versioned.
+# SONAME is versioned; the self-contained library, when built, works alone.
 #   tests/install.sh BUILD_DIR SOURCE_DIR
 set -eu
 build=$1
@@ -84,5 +84,23 @@ core=$(nm -D --defined-only "$pfx/lib/lua/5.4/sluice/core.so" | awk '{print $3}'
 [ "$core" = luaopen_sluice_core ] || fail "core.so exports more than luaopen_sluice_core: $core"
 readelf -d "$pfx/lib/libsluice.so" | grep -q 'SONAME.*\[libsluice\.so\.0\]' || fail "the SONAME is not versioned"
 [ -f "$pfx/lib/libsluice.a" ] || fail "no static library"
+
+# The self-contained library: the same C program, built with its
+# pkg-config file, runs with no Lua of its own; only sl_* is exported.
+if [ -e "$pfx/lib/libsluice_embed.so" ]; then
+  flags=$(PKG_CONFIG_PATH=$pfx/lib/pkgconfig pkg-config --cflags --libs sluice-embed) \
+    || fail "pkg-config sluice-embed"
+  cc -o "$tmp/host_embed" "$tmp/host.c" $flags -Wl,-rpath,"$pfx/lib" \
+    || fail "the C program did not build with sluice-embed"
+  ! ldd "$tmp/host_embed" | grep -q liblua || fail "the self-contained library links a shared Lua"
+  out=$($clean "$tmp/host_embed" "$src/scripts/examples/hello.lua") \
+    || fail "the C program failed with sluice-embed: $out"
+  case "$out" in "0."*" 1 ok") ;; *) fail "the C program printed $out with sluice-embed" ;; esac
+  extra=$(nm -D --defined-only "$pfx/lib/libsluice_embed.so" | awk '{print $3}' \
+    | grep -v -E '^sl_[a-z_]+$' || true)
+  [ -z "$extra" ] || fail "libsluice_embed exports beyond sl_*: $extra"
+  readelf -d "$pfx/lib/libsluice_embed.so" | grep -q 'SONAME.*\[libsluice_embed\.so\.0\]' \
+    || fail "the self-contained library's SONAME is not versioned"
+fi
 [ -f "$pfx/share/man/man1/sluice.1" ] || fail "no man page"
 echo "install test: passed"

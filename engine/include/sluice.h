@@ -9,6 +9,12 @@
 ** time. Engines in different threads are independent (each has its own Lua
 ** state and loop; they share no state), so each thread may have its own.
 ** Engines that share one Lua state (sl_engine_options.L) share its thread.
+**
+** Two libraries implement it: libsluice, on the system's Lua 5.4
+** (liblua5.4), and libsluice_embed, the self-contained one, with a Lua 5.4
+** of its own linked in and hidden, for processes that already hold
+** another Lua (LuaJIT, 5.1, 5.3). It exports the sl_* functions only, and
+** its engines always make their own state.
 */
 #ifndef SLUICE_H
 #define SLUICE_H
@@ -47,6 +53,7 @@ typedef struct sl_run sl_run;
 #define SL_EINPUT    (-4)   /* malformed input (JSON) */
 #define SL_ENOTFOUND (-5)   /* no such pipeline, file or run */
 #define SL_EBUSY     (-6)   /* the engine cannot do that from where it was called */
+#define SL_ECANCELLED (-7)  /* a host kind's step ended before its host completed it */
 
 /* Run states, as reported by sl_run_status. A cancelled run (sl.abort, or
    cancelled by its host) ended for good; an interrupted one (SIGINT, its
@@ -159,10 +166,28 @@ SL_API int sl_run_start(sl_engine *e, const char *name, const char *input_json,
 SL_API int sl_run_resume(sl_engine *e, const char *run_id, const char *answer_json,
                   int force, sl_run **out);
 
-/* Advances the engine without blocking; returns the number of runs still
-   active. With a host loop this is a no-op beyond counting: the host's loop
-   does the work. */
+/* Advances the engine without blocking: one turn of its own loop
+   (uv_run UV_RUN_NOWAIT) and what that turn made ready. Returns the number
+   of runs still active (SL_EINVAL for NULL). With a host loop this is a
+   no-op beyond counting: the host's loop does the work. */
 SL_API int sl_engine_poll(sl_engine *e);
+
+/* For a host with a loop of its own (select, poll, epoll, a GUI toolkit's
+   main loop) that drives an engine without spinning: the engine's loop's
+   backend descriptor (uv_backend_fd), which becomes readable when the
+   engine has I/O to handle. SL_EINVAL for NULL. The descriptor belongs to
+   the engine: watch it, never read, write or close it. */
+SL_API int sl_engine_fd(sl_engine *e);
+
+/* The milliseconds until the engine next needs a turn even if its
+   descriptor stays quiet (its next timer), 0 when it needs one now, -1
+   when nothing is pending (wait for the descriptor alone; -1 also for
+   NULL). A host loop is: sl_engine_poll, then wait until sl_engine_fd is
+   readable or sl_engine_timeout ms have passed, and again, until poll
+   returns 0. Ask again after every poll or sl_run_start: the answer is
+   only good until the engine next does something. With a host loop (see
+   sl_engine_options.loop), both describe that loop, which the host drives. */
+SL_API int sl_engine_timeout(sl_engine *e);
 
 /* Drives the engine's own loop until run r ends; returns its status.
    SL_EBUSY with a host loop (the host drives it) or from inside a step. */
@@ -180,7 +205,9 @@ SL_API const char *sl_run_result_json(sl_run *r);
    run goes on to its end. */
 SL_API void sl_run_free(sl_run *r);
 
-/* The engine's Lua state, for hosts that use the DSL from their own scripts. */
+/* The engine's Lua state, for hosts that use the DSL from their own scripts.
+   The self-contained library (libsluice_embed) keeps its Lua to itself: the
+   state it returns is not for another Lua's API. */
 SL_API struct lua_State *sl_engine_lua(sl_engine *e);
 
 /* Sends the spans the exporter (sl_engine_options.otlp) holds and, on the
@@ -189,7 +216,39 @@ SL_API struct lua_State *sl_engine_lua(sl_engine *e);
    not, sl_engine_errmsg(e) says how many, where and why. */
 SL_API long long sl_engine_flush_spans(sl_engine *e, int timeout_ms);
 
-/* Opens the "sluice.core" Lua module; `require "sluice"` calls it. */
+/* Host kinds: a step kind the host implements. A step of kind name calls
+   fn(handle, input_json, ud) on the engine's thread, with the step's input
+   as JSON; the host completes it during the call or later, from the
+   engine's thread (a callback of its loop, a host loop between polls),
+   with exactly one sl_step_complete or sl_step_fail. Meanwhile the step
+   waits as on any I/O: its timeout, retries, fallback, budget and
+   durability apply as to any step. A step that ends first (its timeout,
+   its run cancelled, the engine freed) is cancelled: completing it then
+   returns SL_ECANCELLED and changes nothing. A handle completed already,
+   or never given, is refused with SL_EINVAL (never followed into freed
+   memory). Registered in the engine's policy table, like a kind of a
+   loaded file; SL_EINVAL for a NULL argument or an empty name. */
+typedef struct sl_step_handle sl_step_handle;
+typedef void (*sl_kind_fn)(sl_step_handle *handle, const char *input_json, void *ud);
+SL_API int sl_engine_kind(sl_engine *e, const char *name, sl_kind_fn fn, void *ud);
+
+/* Completes a host kind's step with its output (JSON text; NULL: null).
+   SL_OK; SL_ECANCELLED (the step ended first: the handle is let go);
+   SL_EINVAL (a stale or unknown handle); SL_EBUSY (from inside another
+   step; the handle stays pending). Malformed JSON fails the step, naming
+   the kind. */
+SL_API int sl_step_complete(sl_step_handle *handle, const char *output_json);
+
+/* Fails a host kind's step with kind "error" and the message; codes as for
+   sl_step_complete. */
+SL_API int sl_step_fail(sl_step_handle *handle, const char *message);
+
+/* 1 when the handle's step ended before its host completed it (complete
+   or fail it to let it go), 0 while it waits, SL_EINVAL for a stale one. */
+SL_API int sl_step_cancelled(const sl_step_handle *handle);
+
+/* Opens the "sluice.core" Lua module; `require "sluice"` calls it. (Not in
+   libsluice_embed, whose Lua is its own.) */
 SL_API int luaopen_sluice_core(struct lua_State *L);
 
 #ifdef __cplusplus

@@ -16,6 +16,7 @@
 #include <lualib.h>
 
 #include "engine.h"
+#include "hostkind.h"
 #include "loader.h"
 #include "protect.h"
 #include "reload.h"
@@ -29,6 +30,9 @@
 /* The message of the last sl_engine_new that failed in this thread: with
    no engine to hold it, sl_engine_errmsg(NULL) returns it. */
 static _Thread_local char new_errmsg[1024];
+
+/* The self-contained library's hook (engine.h). */
+void (*sl_engine_private_lua)(lua_State *L);
 
 /* What every protected call receives: its engine, and the code a failure
    means at the point the work has reached. */
@@ -60,6 +64,7 @@ typedef struct new_args {
 
 static int new_p(lua_State *L) {
   new_args *a = lua_touserdata(L, 1);
+  if (sl_engine_private_lua != NULL) sl_engine_private_lua(L);
   sl_engine_prepare_state(L);
   sl_engine_make(L, a->opts, &a->made);
   return 0;
@@ -91,6 +96,11 @@ int sl_engine_new(sl_engine **out, const sl_engine_options *given) {
     opts = &copy;
   }
   lua_State *L = opts && opts->L ? opts->L : NULL;
+  if (L != NULL && sl_engine_private_lua != NULL) {
+    snprintf(new_errmsg, sizeof new_errmsg, "sl_engine_new: sl_engine_options.L must be "
+             "NULL with the self-contained library: its Lua is its own");
+    return SL_EINVAL;
+  }
   int owns_L = L == NULL;
   if (owns_L) {
     L = luaL_newstate();
@@ -302,6 +312,21 @@ int sl_engine_poll(sl_engine *e) {
   return sl_host_poll(&e->host);
 }
 
+int sl_engine_fd(sl_engine *e) {
+  if (e == NULL) return SL_EINVAL;
+  return uv_backend_fd(sl_engine_core(e)->loop);
+}
+
+int sl_engine_timeout(sl_engine *e) {
+  if (e == NULL) return -1;
+  sl_core *c = sl_engine_core(e);
+  if (c->sched.ready_head != NULL) return 0;
+  /* uv_backend_timeout says 0 for a loop with nothing to do; for the
+     host that means "nothing pending", not "turn now". */
+  if (!uv_loop_alive(c->loop)) return -1;
+  return uv_backend_timeout(c->loop);
+}
+
 typedef struct wait_args {
   api_args base;
   sl_run *run;
@@ -342,4 +367,29 @@ void sl_run_free(sl_run *r) {
   if (r->core != NULL) luaL_unref(r->core->L, LUA_REGISTRYINDEX, r->ref_host);
   r->ref_host = LUA_NOREF;
   sl_run_release(r);
+}
+
+/* Host kinds (the handles' side is hostkind.c). */
+
+typedef struct kind_args {
+  api_args base;
+  const char *name;
+  sl_kind_fn fn;
+  void *ud;
+} kind_args;
+
+static int kind_p(lua_State *L) {
+  kind_args *a = lua_touserdata(L, 1);
+  lua_pushstring(L, a->name);
+  sl_hostkind_push(L, a->name, a->fn, a->ud);
+  sl_engine_set_kind(L, a->base.e, -2, -1);
+  return 0;
+}
+
+int sl_engine_kind(sl_engine *e, const char *name, sl_kind_fn fn, void *ud) {
+  if (e == NULL) return SL_EINVAL;
+  if (name == NULL || name[0] == '\0' || fn == NULL)
+    return sl_engine_fail(e, SL_EINVAL, "sl_engine_kind: a kind needs a name and a function");
+  kind_args a = {{e, SL_ENOMEM}, name, fn, ud};
+  return api_call(&a.base, kind_p);
 }

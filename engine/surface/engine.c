@@ -27,6 +27,7 @@
 #include "lifecycle.h"
 #include "memory.h"
 #include "reload.h"
+#include "state.h"
 #include "result.h"
 #include "run.h"
 
@@ -411,6 +412,33 @@ void sl_engine_run_loop(sl_engine *e) {
   e->host.in_uv_run = 1;
   uv_run(e->host.core.loop, UV_RUN_DEFAULT);
   e->host.in_uv_run = 0;
+}
+
+void sl_engine_set_kind(lua_State *L, sl_engine *e, int ni, int fi) {
+  ni = lua_absindex(L, ni);
+  fi = lua_absindex(L, fi);
+  int top = lua_gettop(L);
+  /* During a load of this engine, registrations go to the snapshot being
+     built; it is swapped in whole, or not at all. */
+  sl_reload_push_loading(L);                            /* box? */
+  sl_engine_push_box(L, e);
+  if (lua_rawequal(L, -1, -2)) {
+    lua_getfield(L, LUA_REGISTRYINDEX, "sluice.loading");
+    lua_getfield(L, -1, "kinds");
+    lua_pushvalue(L, ni);
+    lua_pushvalue(L, fi);
+    lua_rawset(L, -3);
+    lua_settop(L, top);
+    return;
+  }
+  lua_settop(L, top);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->host.core.ref_kinds);      /* old */
+  sl_state_shallow_copy(L, -1);                         /* old new */
+  lua_remove(L, -2);                                    /* new */
+  lua_pushvalue(L, ni);
+  lua_pushvalue(L, fi);
+  lua_rawset(L, -3);
+  lua_rawseti(L, LUA_REGISTRYINDEX, e->host.core.ref_kinds);
 }
 
 void sl_engine_push_box(lua_State *L, sl_engine *e) {

@@ -86,6 +86,11 @@ void sl_engine_drain(sl_engine *e);
 /* Runs the engine's own loop until nothing is left to do (sluice dev). */
 void sl_engine_run_loop(sl_engine *e);
 
+/* Registers the function at fi as the handler of the kind named at ni: in
+   the snapshot a load of this engine is building, else in its policy
+   table (a new copy, so runs under way keep the table they began with). */
+void sl_engine_set_kind(lua_State *L, sl_engine *e, int ni, int fi);
+
 /* Pushes the engine's box (its Lua value) and its pipelines by name. */
 void sl_engine_push_box(lua_State *L, sl_engine *e);
 void sl_engine_push_pipelines(lua_State *L, sl_engine *e);
@@ -106,6 +111,12 @@ void sl_engine_prepare_state(lua_State *L);
    loads the DSL into it. Raises on failure, with *out set as far as it got
    (NULL, or an engine for the caller to destroy). */
 void sl_engine_make(lua_State *L, const sl_engine_options *opts, sl_engine **out);
+
+/* Set only in the self-contained library (embed.c, before anything in it
+   runs), whose Lua 5.4 is linked in and hidden; NULL elsewhere. When set,
+   sl_engine_new refuses a host's lua_State and passes each state it makes
+   to it (protected), after the standard libraries and before the engine. */
+extern void (*sl_engine_private_lua)(lua_State *L);
 
 /* Tears e down: ends its runs (as interrupted), releases its handles and
    refs; lua_alive: its Lua state is still open. */

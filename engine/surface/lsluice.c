@@ -116,6 +116,20 @@ static int e_poll(lua_State *L) {
   return 1;
 }
 
+/* engine:fd(): the descriptor of the engine's loop, readable when the
+   engine has I/O to handle (sl_engine_fd). */
+static int e_fd(lua_State *L) {
+  lua_pushinteger(L, sl_engine_fd(sl_engine_check(L, 1)));
+  return 1;
+}
+
+/* engine:timeout(): the milliseconds until the engine next needs a poll
+   even if its descriptor stays quiet; 0 now, -1 none (sl_engine_timeout). */
+static int e_timeout(lua_State *L) {
+  lua_pushinteger(L, sl_engine_timeout(sl_engine_check(L, 1)));
+  return 1;
+}
+
 /* engine:load(path): loads and checks a pipeline file; returns its
    pipelines by name, or nil and the message. */
 static int e_load(lua_State *L) {
@@ -182,25 +196,7 @@ static int e_kind(lua_State *L) {
     luaL_argexpected(L, callable, 3, "function");
   }
   lua_settop(L, 3);
-  /* During a load of this engine, registrations go to the snapshot being
-     built; it is swapped in whole, or not at all. */
-  sl_reload_push_loading(L);                            /* e name fn box? */
-  if (lua_rawequal(L, -1, 1)) {
-    lua_getfield(L, LUA_REGISTRYINDEX, "sluice.loading");
-    lua_getfield(L, -1, "kinds");
-    lua_pushvalue(L, 2);
-    lua_pushvalue(L, 3);
-    lua_rawset(L, -3);
-    return 0;
-  }
-  lua_settop(L, 3);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, e->host.core.ref_kinds);      /* e name fn old */
-  sl_state_shallow_copy(L, -1);                         /* ... old new */
-  lua_remove(L, -2);                                    /* ... new */
-  lua_pushvalue(L, 2);
-  lua_pushvalue(L, 3);
-  lua_rawset(L, -3);
-  lua_rawseti(L, LUA_REGISTRYINDEX, e->host.core.ref_kinds);
+  sl_engine_set_kind(L, e, 2, 3);
   return 0;
 }
 
@@ -789,6 +785,8 @@ static const luaL_Reg engine_methods[] = {
   {"run", e_run},
   {"start", e_start},
   {"poll", e_poll},
+  {"fd", e_fd},
+  {"timeout", e_timeout},
   {"load", e_load},
   {"check", e_check},
   {"kind", e_kind},
