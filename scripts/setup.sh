@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 packages=(
   gcc make cmake pkg-config
   lua5.4 liblua5.4-dev lua-cjson lua-lpeg lua-busted luarocks
-  lua-cjson-dev lua-lpeg-dev liblua5.3-0 luajit neovim
+  lua-cjson-dev lua-lpeg-dev liblua5.3-0 luajit neovim lua-luv
   libuv1-dev libcmocka-dev libsqlite3-dev libcurl4-openssl-dev libxxhash-dev
   libpq-dev postgresql libmicrohttpd-dev curl
   chromium

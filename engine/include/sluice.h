@@ -216,6 +216,15 @@ SL_API struct lua_State *sl_engine_lua(sl_engine *e);
    not, sl_engine_errmsg(e) says how many, where and why. */
 SL_API long long sl_engine_flush_spans(sl_engine *e, int timeout_ms);
 
+/* The stored runs, newest first, as a JSON array of the records `sluice
+   runs --json` prints (run_id, pipeline, status, started_ms, ...).
+   filter_json (NULL: all) is an object of status, pipeline, queue, text,
+   limit (default 50; 0: all), offset, before. The text is the engine's
+   until its next call of this function or sl_engine_free; NULL on failure
+   (SL_ENOTFOUND without a store, SL_EINPUT for a bad filter: see
+   sl_engine_errmsg). */
+SL_API const char *sl_engine_runs_json(sl_engine *e, const char *filter_json);
+
 /* Host kinds: a step kind the host implements. A step of kind name calls
    fn(handle, input_json, ud) on the engine's thread, with the step's input
    as JSON; the host completes it during the call or later, from the

@@ -393,3 +393,73 @@ int sl_engine_kind(sl_engine *e, const char *name, sl_kind_fn fn, void *ud) {
   kind_args a = {{e, SL_ENOMEM}, name, fn, ud};
   return api_call(&a.base, kind_p);
 }
+
+/* Listing runs. */
+
+typedef struct runs_args {
+  api_args base;
+  const char *filter;
+  char *json;
+} runs_args;
+
+static int runs_p(lua_State *L) {
+  runs_args *a = lua_touserdata(L, 1);
+  sl_engine *e = a->base.e;
+  if (sl_engine_core(e)->store == NULL) {
+    a->base.code = SL_ENOTFOUND;
+    luaL_error(L, "cannot list runs: the engine has no store");
+  }
+  a->base.code = SL_EINPUT;
+  if (a->filter == NULL) lua_newtable(L);
+  else if (sl_json_decode(L, a->filter, strlen(a->filter)) != 0)
+    luaL_error(L, "bad filter JSON: %s", lua_tostring(L, -1));
+  else if (!lua_istable(L, -1))
+    luaL_error(L, "the filter must be a JSON object, got %s", luaL_typename(L, -1));
+  int fi = lua_gettop(L);
+  static const char *const known[] = {"status", "pipeline", "queue", "text", "limit",
+                                      "offset", "before", NULL};
+  for (lua_pushnil(L); lua_next(L, fi); lua_pop(L, 1)) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    int i = 0;
+    while (k != NULL && known[i] != NULL && strcmp(k, known[i]) != 0) i++;
+    if (k == NULL || known[i] == NULL)
+      luaL_error(L, "bad filter field '%s' (known: status, pipeline, queue, text, limit, "
+                    "offset, before)", k ? k : "?");
+  }
+  if (lua_getfield(L, fi, "limit") == LUA_TNIL) {
+    lua_pushinteger(L, 50);
+    lua_setfield(L, fi, "limit");
+  }
+  lua_pop(L, 1);
+  sl_engine_push_box(L, e);                             /* filter box */
+  lua_getfield(L, -1, "runs");
+  lua_insert(L, -2);
+  lua_pushvalue(L, fi);
+  lua_call(L, 2, 1);                                    /* filter rows */
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "sluice.show");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "runs_json");
+  lua_remove(L, -2);
+  lua_insert(L, -2);
+  lua_call(L, 1, 1);                                    /* filter list */
+  a->base.code = SL_ENOMEM;
+  sl_buf b;
+  sl_buf_init(&b);
+  char err[200];
+  if (sl_json_encode(L, -1, &b, 0, err, sizeof err) != 0) {
+    sl_buf_free(&b);
+    luaL_error(L, "the runs cannot be given as JSON: %s", err);
+  }
+  a->json = b.data;   /* taken */
+  return 0;
+}
+
+const char *sl_engine_runs_json(sl_engine *e, const char *filter_json) {
+  if (e == NULL) return NULL;
+  runs_args a = {{e, SL_ESCRIPT}, filter_json, NULL};
+  if (api_call(&a.base, runs_p) != SL_OK) return NULL;
+  free(e->runs_json);
+  e->runs_json = a.json;
+  return e->runs_json;
+}

@@ -109,6 +109,7 @@ static void all_closed(void *ud) {
   sl_engine *e = ud;
   if (e->teardown != 2) return;
   if (e->host.owns_loop) uv_loop_close(e->host.core.loop);
+  free(e->runs_json);
   free(e);
 }
 

@@ -25,6 +25,7 @@ struct sl_engine {
   int ref_watch_cb;        /* the Lua function engine:watch calls, or LUA_NOREF */
   sl_watch_fn watch_fn;    /* what sl_engine_watch calls after a reload */
   void *watch_ud;
+  char *runs_json;         /* what sl_engine_runs_json returned last */
 };
 
 /* The engine's core, and its state's main thread. */

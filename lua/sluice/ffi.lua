@@ -48,6 +48,7 @@ int sl_run_status(const sl_run *r);
 const char *sl_run_id(const sl_run *r);
 const char *sl_run_result_json(sl_run *r);
 void sl_run_free(sl_run *r);
+const char *sl_engine_runs_json(sl_engine *e, const char *filter_json);
 int sl_engine_kind(sl_engine *e, const char *name, sl_kind_fn fn, void *ud);
 int sl_step_complete(sl_step_handle *handle, const char *output_json);
 int sl_step_fail(sl_step_handle *handle, const char *message);
@@ -166,6 +167,15 @@ function Engine:resume(id, answer, force)
     force and 1 or 0, out), "resume " .. tostring(id))
   if out[0] == nil then return nil, "queued" end
   return new_run(self, out[0])
+end
+
+--- e:runs{ status =, pipeline =, queue =, text =, limit =, offset =,
+--- before = }: the stored runs, newest first (limit 50 unless given; 0:
+--- all), as `sluice runs --json` gives them.
+function Engine:runs(filter)
+  local j = lib.sl_engine_runs_json(self.ptr, filter ~= nil and encode(filter) or nil)
+  if j == nil then check(self, -1, "runs") end
+  return decode(ffi.string(j))
 end
 
 --- e:poll(): one turn that does not block; the runs still active.

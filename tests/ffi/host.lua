@@ -75,8 +75,17 @@ local again = assert(e:resume(p.run_id, "yes"))
 local done = again:wait()
 assert(done.status == "completed" and done.output == "yes", tostring(done.status))
 
+-- The store's runs, newest first, as tables.
+local ok, err
+local rows = e:runs{ limit = 3 }
+assert(#rows == 3, "runs: " .. #rows)
+assert(rows[1].run_id == p.run_id and rows[1].status == "completed", tostring(rows[1].status))
+assert(#e:runs{ status = "failed" } == 1)
+ok, err = pcall(e.runs, e, { colour = "red" })
+assert(not ok and err:find("colour", 1, true), err)
+
 -- Misuse is an error naming what went wrong.
-local ok, err = pcall(e.load, e, dir .. "/missing.lua")
+ok, err = pcall(e.load, e, dir .. "/missing.lua")
 assert(not ok and err:find("missing.lua", 1, true), err)
 ok, err = pcall(e.run, e, "nosuch", {})
 assert(not ok and err:find("no pipeline named 'nosuch'", 1, true), err)
