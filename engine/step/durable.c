@@ -523,6 +523,11 @@ static int break_answer(lua_State *L, const sl_exec *x, const char *which) {
     return 1;
   }
   lua_getfield(L, -2, "value");
+  if (lua_type(L, -1) == LUA_TTABLE) {
+    /* The step's own copy: the answers table keeps the recorded one. */
+    sl_state_copy(L, -1);
+    lua_replace(L, -2);
+  }
   lua_replace(L, top + 1);
   lua_settop(L, top + 1);
   return 2;
