@@ -156,3 +156,9 @@ int sl_clock_set_virtual(uv_loop_t *loop, int on) {
   sl_clock_virtual_loop = NULL;
   return 0;
 }
+
+int sl_clock_advance(uv_loop_t *loop, uint64_t ns) {
+  if (loop == NULL || loop != sl_clock_virtual_loop) return UV_EINVAL;
+  sl_clock_skew_ns += ns;
+  return 0;
+}

@@ -29,6 +29,11 @@ int sl_clock_timer_start(uv_timer_t *h, uv_timer_cb cb, uint64_t ms);
    still waiting for their remaining virtual time, in real time. */
 int sl_clock_set_virtual(uv_loop_t *loop, int on);
 
+/* Moves loop's virtual clock on by ns, as if that time had passed: its
+   timers due by then fire at its next turn. Returns 0, or UV_EINVAL when
+   loop's clock is not virtual. */
+int sl_clock_advance(uv_loop_t *loop, uint64_t ns);
+
 /* Monotonic time in nanoseconds. */
 static inline uint64_t sl_now(void) { return uv_hrtime() + sl_clock_skew_ns; }
 

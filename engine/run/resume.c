@@ -425,7 +425,7 @@ sl_run *sl_resume(lua_State *L, sl_host *h, const char *id, int ii, int force) {
     luaL_error(L, "run %s is %s, not paused: --input answers a paused run only", id, status);
   /* A question that timed out needs no answer: the resume takes its
      timeout path. */
-  int timed_out = paused && due > 0 && due <= now;
+  int timed_out = paused && due > 0 && due <= sl_durable_wall_ms();
   int nopen = 0, nbreaks = 0;
   if (paused) count_open(L, e, id, &nopen, &nbreaks);
   /* Only breakpoints wait: a resume goes on without an answer. */

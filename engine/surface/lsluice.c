@@ -362,6 +362,18 @@ static int e_set_clock(lua_State *L) {
   return 0;
 }
 
+/* engine:advance(seconds): on the virtual clock, lets that much time pass
+   at once (a paused run's question falls due, say). */
+static int e_advance(lua_State *L) {
+  sl_engine *e = sl_engine_check(L, 1);
+  lua_Number s = luaL_checknumber(L, 2);
+  luaL_argcheck(L, s >= 0 && s == s && s < 1e12, 2, "a non-negative number of seconds");
+  if (sl_clock_advance(sl_engine_loop(e), (uint64_t)(s * 1e9)) != 0)
+    return luaL_error(L, "engine:advance needs the engine on the virtual clock "
+                         "(engine:set_clock(\"virtual\"))");
+  return 0;
+}
+
 /* engine:flush_spans([seconds]): sends what the exporter holds and waits
    (on the engine's own loop) up to seconds (default 5) for the collector;
    returns the spans not exported so far and, if any, why. */
@@ -772,6 +784,7 @@ static const luaL_Reg engine_methods[] = {
   {"set_trace", e_set_trace},
   {"set_otlp", e_set_otlp},
   {"set_clock", e_set_clock},
+  {"advance", e_advance},
   {"flush_spans", e_flush_spans},
   {"resume", e_resume},
   {"fork", e_fork},
@@ -954,7 +967,8 @@ static int l_next_done(lua_State *L) {
 
 /* wall_ms(): Unix time in milliseconds. */
 static int l_wall_ms(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)sl_owner_now_ms());
+  /* On the virtual clock, the wall clock durable waits are due by. */
+  lua_pushinteger(L, (lua_Integer)(sl_owner_now_ms() + sl_clock_skew_ms()));
   return 1;
 }
 

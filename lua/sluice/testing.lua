@@ -826,9 +826,17 @@ end
 --- recovered from it.
 function Harness:run(input)
   return self:within(function()
-    return self.engine:run(self.pipeline, input)
+    -- From a file, by name: a resume loads the file again, and a run of the
+    -- pipeline the engine holds now is one it can resume in turn.
+    local p = self.file and rawget(self.pipeline, "name") or self.pipeline
+    return self.engine:run(p, input)
   end)
 end
+
+--- testing.no_answer: an answer that gives none. On the virtual clock,
+--- resuming with it lets the time pass until the paused run's question
+--- falls due (sl.human{ timeout = }), so the run takes its timeout path.
+M.no_answer = setmetatable({}, { __tostring = function() return "testing.no_answer" end })
 
 --- t:resume(result_or_run_id, answer): continues a paused run with an
 --- answer and returns its result.
@@ -836,6 +844,21 @@ function Harness:resume(r, answer)
   local id = type(r) == "table" and r.run_id or r
   if type(id) ~= "string" then
     fail(2, "bad argument #1 to 'resume' (a result or a run id expected, got %s)", type(r))
+  end
+  if answer == M.no_answer then
+    if self.clock ~= "virtual" then
+      fail(2, "testing.no_answer lets a question time out on the virtual clock; this harness's is real")
+    end
+    local run = self.engine:show(id)
+    local due = run and run.due_ms
+    if due == nil then
+      fail(2, "run %s waits for an answer that never times out (no timeout = on its human step)", id)
+    end
+    return self:within(function()
+      local left = (due - require("sluice.core").wall_ms()) / 1000
+      if left > 0 then self.engine:advance(left + 0.001) end   -- counted in t:time()
+      return self.engine:resume(id, nil, true):wait()
+    end)
   end
   return self:within(function()
     -- The harness loaded the file itself: the run resumes with the

@@ -121,6 +121,36 @@ describe("a paused run", function()
     t:close()
   end)
 
+  it("lets a question nobody answers time out on the virtual clock", function()
+    local dir = h.tmpdir()
+    local file = h.write(dir .. "/ask.lua", [[
+local sl = require "sluice"
+return sl.pipeline{ name = "ask",
+  sl.human{ name = "approve", message = "Ship it?", timeout = 3600, on_timeout = "shelved" } }
+]])
+    local file2 = h.write(dir .. "/ask2.lua", [[
+local sl = require "sluice"
+return sl.pipeline{ name = "ask2", sl.human{ name = "approve", message = "Ship it?" } }
+]])
+    local t = testing.new{ file = file }
+    local r = t:until_pause{}
+    local before = t:time()
+    local done = t:resume(r, testing.no_answer)
+    assert.equal("completed", done.status, done.error and done.error.message)
+    assert.equal("shelved", done.output)
+    assert.is_true(t:time() - before >= 3600, "virtual time " .. (t:time() - before))
+    -- Through t:answer as well, and a question with no timeout is told apart.
+    assert.equal("shelved", (t:answer({}, { testing.no_answer })).output)
+    t:close()
+    local t2 = testing.new{ file = file2 }
+    local r2 = t2:until_pause{}
+    local ok, err = pcall(t2.resume, t2, r2, testing.no_answer)
+    assert.is_false(ok)
+    assert.matches("waits for an answer that never times out", err, 1, true)
+    t2:close()
+    h.rm(dir)
+  end)
+
   it("says how the run ended when it did not pause", function()
     local t = mocked()
     t:mock("approve", "yes")
