@@ -22,6 +22,8 @@
 #include "hostkind.h"
 #include "ctx.h"
 #include "error.h"
+#include "lifecycle.h"
+#include "protect.h"
 #include "scheduler.h"
 #include "value.h"
 
@@ -188,6 +190,25 @@ void sl_hostkind_push(lua_State *L, const char *name, sl_kind_fn fn, void *ud) {
   lua_pushcclosure(L, hostkind_call, 3);
 }
 
+/* Hands a waiting step its outcome: built on the engine's main thread
+   under a protected call (a memory error is caught, not a panic), then
+   moved to the step's coroutine. */
+typedef struct deliver_args {
+  sl_exec *x;
+  const char *name, *text;
+  int ok;
+} deliver_args;
+
+static int deliver_p(lua_State *L) {
+  deliver_args *a = lua_touserdata(L, 1);
+  lua_State *co = a->x->task.co;
+  if (!lua_checkstack(co, 2)) return luaL_error(L, "not enough memory");
+  lua_settop(L, 0);
+  push_outcome(L, a->name, a->ok, a->text);
+  lua_xmove(L, co, 2);
+  return 0;
+}
+
 /* Ends h's step with ok and text (output JSON or message). */
 static int complete(sl_step_handle *h, int ok, const char *text) {
   slot *s = slot_of(h);
@@ -216,18 +237,24 @@ static int complete(sl_step_handle *h, int ok, const char *text) {
   }
   sl_exec *x = s->x;
   sl_core *c = s->core;
-  if (c->sched.depth > 0) {
+  if (c->sched.depth > 0 || c->sched.shared->current != NULL) {
+    /* From inside a step (of this engine or another on its state): the
+       handle stays pending. */
     pthread_mutex_unlock(&lock);
-    return SL_EBUSY;   /* from inside another step: the handle stays pending */
+    return SL_EBUSY;
   }
-  char *name = strdup(s->name ? s->name : "?");
+  char name[128];
+  snprintf(name, sizeof name, "%s", s->name ? s->name : "?");
   let_go(s);
   pthread_mutex_unlock(&lock);
-  lua_State *co = x->task.co;
-  lua_checkstack(co, 4);
-  push_outcome(co, name ? name : "?", ok, text);
-  free(name);
+  deliver_args a = {x, name, text, ok};
   x->task.wait_cancel = NULL;   /* done: a cancel before it resumes stops nothing */
+  if (sl_protect(c->L, deliver_p, &a, c->errmsg, sizeof c->errmsg) != LUA_OK) {
+    /* Not even the outcome fits in memory: the run cannot go on. */
+    sl_step_stop_run(x->run, "error", c->errmsg);
+    sl_sched_drain(&c->sched);
+    return SL_ENOMEM;
+  }
   sl_task_wake(&x->task, 2);
   sl_sched_drain(&c->sched);
   return SL_OK;

@@ -579,6 +579,14 @@ static int run_box_gc(lua_State *L) {
   return 0;
 }
 
+/* Is the execution at path a (a wait's path may end in "@before" or
+   "@after") an ancestor of the one at f? */
+static int is_ancestor(const char *a, const char *f) {
+  const char *at = strchr(a, '@');
+  size_t n = at ? (size_t)(at - a) : strlen(a);
+  return strncmp(a, f, n) == 0 && f[n] == '/';
+}
+
 /* Raises for a fork from a path the run has no execution at, naming the
    nearest paths it has. */
 static void no_such_path(lua_State *L, const char *id, const char *from,
@@ -692,7 +700,10 @@ sl_run *sl_fork(lua_State *L, sl_host *h, const char *id, const char *from, int 
   }
   for (int i = 0; rc == 0 && i < sl_store_replay_nwaits(*box); i++) {
     const sl_store_wait *w = sl_store_replay_wait(*box, i);
-    if (w->answer == NULL || !precedes(w->path, from)) continue;
+    /* Answers given before the fork path, and to its ancestors (which
+       run again, and would ask again). */
+    if (w->answer == NULL || !(precedes(w->path, from) || is_ancestor(w->path, from)))
+      continue;
     sl_store_wait c = *w;
     c.run_id = nid;
     rc = sl_store_wait_put(s, &c);

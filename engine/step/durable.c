@@ -450,36 +450,57 @@ static int human_k(lua_State *L, int status, lua_KContext kctx) {
   return 0;  /* never resumed: a paused run ends, and its resume replays */
 }
 
+/* What a question that timed out is recorded as answered with: it is
+   closed, and a resume takes the timeout path again. */
+#define TIMED_OUT "{\"sluice\":\"timed out\"}"
+
+static int is_timed_out(lua_State *L, int idx) {
+  if (!lua_istable(L, idx)) return 0;
+  lua_getfield(L, idx, "sluice");
+  int yes = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "timed out") == 0;
+  lua_pop(L, 1);
+  return yes;
+}
+
 int sl_durable_human(lua_State *L, sl_exec *x, int mi, int si, double timeout) {
   sl_run *r = x->run;
   sl_core *c = sl_core_of(x);
+  if (x->hist < 0) return luaL_error(L, "not enough memory to record the step");
   sl_hist_rec *rec = &r->hist.recs[x->hist];
   if (!r->durable || c->writer == NULL || rec->path == NULL)
     return luaL_error(L, "step '%s' waits for a person, which needs a durable "
                          "run: give the engine a store (--store, SLUICE_STORE "
                          "or store = in the APIs)", rec->name);
+  /* The question's due time is looked up (or recorded) whether or not it
+     was answered, so the step's later durable waits keep their numbers. */
+  int64_t due = 0;
+  double left = timeout > 0 ? sl_durable_due(x, timeout, "timeout", &due) : 1;
   lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
   lua_getiuservalue(L, -1, SL_RUN_UV_ANSWERS);
-  if (lua_getfield(L, -1, rec->path) != LUA_TNIL) return 1;   /* answered */
+  if (lua_getfield(L, -1, rec->path) != LUA_TNIL) {
+    if (!is_timed_out(L, -1)) return 1;                  /* answered */
+    left = 0;                                            /* timed out before */
+  }
   lua_pop(L, 3);
   sl_task_check_suspend(L, &x->task);
-  int64_t due = 0;
-  if (timeout > 0 && sl_durable_due(x, timeout, "timeout", &due) <= 0) {
+  sl_store_wait w;
+  memset(&w, 0, sizeof w);
+  w.run_id = r->id;
+  w.path = rec->path;
+  w.message = lua_tostring(L, mi);
+  w.created_ms = sl_durable_wall_ms();
+  if (timeout > 0 && left <= 0) {
     /* Nobody answered in time, whether or not a process was running when
-       it fell due. */
+       it fell due: the question is closed as timed out. */
+    w.answer = TIMED_OUT;
+    if (sl_writer_wait(c->writer, &w) == 0) return luaL_error(L, "not enough memory to record the wait");
     lua_pushnil(L);
     lua_pushboolean(L, 1);
     return 2;
   }
   sl_buf schema;
   sl_buf_init(&schema);
-  sl_store_wait w;
-  memset(&w, 0, sizeof w);
-  w.run_id = r->id;
-  w.path = rec->path;
-  w.message = lua_tostring(L, mi);
   w.schema = lua_isnoneornil(L, si) ? NULL : to_json(L, si, &schema);
-  w.created_ms = sl_durable_wall_ms();
   uint64_t seq = sl_writer_wait(c->writer, &w);
   sl_buf_free(&schema);
   if (seq == 0) return luaL_error(L, "not enough memory to record the wait");
@@ -562,7 +583,8 @@ static int break_body(lua_State *L) {
   sl_task *t = sl_sched_running(L);
   sl_exec *x = sl_exec_of(t);
   sl_run *r = x->run;
-  if (!r->durable || sl_core_of(x)->writer == NULL || r->hist.recs[x->hist].path == NULL)
+  if (!r->durable || sl_core_of(x)->writer == NULL || x->hist < 0 ||
+      r->hist.recs[x->hist].path == NULL)
     return luaL_error(L, "step '%s' has a breakpoint, which pauses its run and needs a "
                          "durable run: give the engine a store (--store, SLUICE_STORE or "
                          "store = in the APIs)", x->plan->name);
@@ -592,7 +614,7 @@ static void edit_state(lua_State *L, sl_exec *x) {
 
 int sl_durable_break_begin(lua_State *L, sl_exec *x, int ii, unsigned when) {
   sl_run *r = x->run;
-  int durable = r->durable && sl_core_of(x)->writer != NULL &&
+  int durable = r->durable && sl_core_of(x)->writer != NULL && x->hist >= 0 &&
                 r->hist.recs[x->hist].path != NULL;
   if (durable && r->edits) {
     edit_state(L, x);
@@ -609,7 +631,8 @@ int sl_durable_break_begin(lua_State *L, sl_exec *x, int ii, unsigned when) {
     }
     if (got == 2) lua_replace(L, ii);   /* the input it was given on resume */
   }
-  if (when & SL_PAUSE_AFTER) {
+  /* After the root the run has ended: there is nothing to pause. */
+  if ((when & SL_PAUSE_AFTER) && x->deliver != SL_DELIVER_ROOT) {
     int got = break_answer(L, x, "after");
     if (got == 2) lua_pop(L, 1);
     if (got == 0) x->break_after = 1;   /* it pauses the run once it completed */

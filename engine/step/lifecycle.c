@@ -1172,7 +1172,10 @@ static void on_cancelled(sl_task *t, const char *kind, const char *msg, int quie
 }
 
 static void on_stopping(sl_task *t) {
-  sl_attempt_disarm(sl_exec_of(t));
+  sl_exec *x = sl_exec_of(t);
+  sl_attempt_disarm(x);
+  x->parkable = 0;   /* what it waited on is over, however it ended */
+  x->due_ms = 0;
 }
 
 static void on_backoff_over(sl_task *t) {
@@ -1295,11 +1298,10 @@ static int ctx_sleep(lua_State *L) {
        worker parks the run for a long one once nothing else can go on. */
     int64_t due;
     left = sl_durable_due(x, left, "sleep", &due);
-    if (r->park_after_ms > 0 && left * 1000.0 > (double)r->park_after_ms) {
-      x->parkable = 1;
-      x->due_ms = due;
-      r->pausing = 1;
-    }
+    int park = r->park_after_ms > 0 && left * 1000.0 > (double)r->park_after_ms;
+    x->parkable = (unsigned char)park;
+    x->due_ms = park ? due : 0;
+    if (park) r->pausing = 1;
   }
   return sl_task_sleep(L, &x->task, left, ctx_sleep_k, (lua_KContext)x);
 }

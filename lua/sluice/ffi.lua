@@ -196,6 +196,8 @@ function Engine:kind(name, fn)
   function Handle:complete(v) return lib.sl_step_complete(self.h, encode(v)) == 0 end
   function Handle:fail(msg) return lib.sl_step_fail(self.h, tostring(msg)) == 0 end
   function Handle:cancelled() return lib.sl_step_cancelled(self.h) == 1 end
+  -- Completing runs what the step unblocks, which may call back into Lua.
+  if jit then jit.off(Handle.complete); jit.off(Handle.fail) end
   local cb = ffi.cast("sl_kind_fn", function(h, input, _)
     local handle = setmetatable({ h = h }, Handle)
     local ok, out = pcall(fn, decode(ffi.string(input)), handle)

@@ -31,8 +31,9 @@ function M.attach(engine, uv, on_idle)
   end
   poll:start("r", turn)
   local h = {}
-  --- Gives the engine a turn now: call it after starting a run from
-  --- outside the loop's callbacks, so its first steps are scheduled.
+  --- Gives the engine a turn now: call it after starting a run, or after
+  --- completing a host kind's step, from outside the engine's own
+  --- callbacks, so what that made ready runs and its next timer is watched.
   function h.kick() turn() end
   function h.close()
     if closed then return end

@@ -100,6 +100,20 @@ return sl.pipeline{ name = "loop",
     h.rm(dir)
   end)
 
+  it("ignore a breakpoint after the pipeline itself, which has nothing after it", function()
+    local dir = h.tmpdir()
+    local env = { SLUICE_STORE = dir .. "/s.db" }
+    local code, out, err = h.cli({ "run", pipeline(dir), "--input", "3", "--break", "calc:after",
+      "--json" }, { env = env })
+    assert.equal(0, code, err)
+    local res = sl.decode(out)
+    assert.same({ value = 49, trail = "di" }, res.output)
+    -- No wait is left open behind the completed run.
+    local _, _, waits = sl.engine{ store = env.SLUICE_STORE }:show(res.run_id)
+    assert.equal(0, #waits)
+    h.rm(dir)
+  end)
+
   it("refuse a breakpoint naming no step before the run starts", function()
     local dir = h.tmpdir()
     local env = { SLUICE_STORE = dir .. "/s.db" }
@@ -163,6 +177,30 @@ describe("sluice fork", function()
     assert.equal(0, code, err)
     assert.same({ value = 49, trail = "di" }, sl.decode(out))
     assert.equal("square report", ran(dir))
+    h.rm(dir)
+  end)
+
+  it("give a step that runs again the answers its questions had, so the fork does not ask", function()
+    local dir = h.tmpdir()
+    local env = { SLUICE_STORE = dir .. "/s.db" }
+    local file = h.script([[
+local sl = require "sluice"
+local greet = sl.step{ name = "greet", run = function(name) return "Hello, " .. name end }
+return sl.pipeline{ name = "ask",
+  sl.step{ name = "outer", run = function(x, ctx)
+    local name = ctx:human("Whom to greet?")
+    return ctx:run(greet, name)
+  end } }
+]], dir, "ask.lua")
+    local code, out, err = h.cli({ "run", file }, { env = env })
+    local id = paused_id(code, out, err)
+    code, out, err = h.cli({ "resume", id, "--input", '"Ada"' }, { env = env })
+    assert.equal(0, code, err)
+    assert.equal('"Hello, Ada"\n', out)
+    -- outer runs again in the fork; its question was answered already.
+    code, out, err = h.cli({ "fork", id, "--from", "1/1/1", "--input", '"Bob"' }, { env = env })
+    assert.equal(0, code, err)
+    assert.equal('"Hello, Bob"\n', out)
     h.rm(dir)
   end)
 

@@ -278,6 +278,49 @@ return {
     h.rm(dir)
   end)
 
+  it("close a question that timed out, so the run's next question is the only one open", function()
+    local dir = h.tmpdir()
+    local env = { SLUICE_STORE = dir .. "/s.db" }
+    local file = h.script([[
+local sl = require "sluice"
+return sl.pipeline{ name = "two",
+  sl.human{ name = "first", message = "quick?", timeout = 0.5, on_timeout = "skipped" },
+  sl.human{ name = "second", message = "and now?" } }
+]], dir, "two.lua")
+    local id = paused(file, env, "two")
+    os.execute("sleep 0.7")
+    local code, out, err = h.cli({ "resume", id }, { env = env })
+    assert.equal(3, code, err)
+    assert.matches("at 1/2: and now%?", err)
+    assert.not_matches("quick%?", err)
+    code, out, err = h.cli({ "resume", id, "--input", '"yes"' }, { env = env })
+    assert.equal(0, code, err)
+    assert.equal('"yes"\n', out)
+    h.rm(dir)
+  end)
+
+  it("keep a step's later sleep its own after its question with a timeout was answered", function()
+    local dir = h.tmpdir()
+    local env = { SLUICE_STORE = dir .. "/s.db" }
+    local file = h.script([[
+local sl = require "sluice"
+return sl.pipeline{ name = "asknap", sl.step{ name = "s", run = function(_, ctx)
+  local a = ctx:human("go?", nil, 3600)
+  local t0 = sl.now()
+  ctx:sleep(1)
+  return { answer = a, slept = sl.now() - t0 }
+end } }
+]], dir, "asknap.lua")
+    local id = paused(file, env, "asknap")
+    local code, out, err = h.cli({ "resume", id, "--input", '"go"' }, { env = env })
+    assert.equal(0, code, err)
+    local r = sl.decode(out)
+    assert.equal("go", r.answer)
+    -- Not skipped as if it were the question's hour-long wait.
+    assert.is_true(r.slept >= 0.99, "slept " .. r.slept .. " s")
+    h.rm(dir)
+  end)
+
   it("refuse on_timeout without a timeout, naming the file and line", function()
     local dir = h.tmpdir()
     local file = h.script([[
