@@ -628,6 +628,18 @@ typedef struct pg_candidate {
   int64_t epoch;
 } pg_candidate;
 
+/* Copies the runs a claim returned (RUN_COLS rows of r, cleared) into
+   out[took..max); returns how many out holds now. */
+static int take_claimed (PGresult *r, sl_store_run **out, int took, int max) {
+  for (int i = 0; i < PQntuples(r) && took < max; i++) {
+    sl_store_run row;
+    row_to_run(r, i, &row);
+    if ((out[took] = sl_store_copy_run(&row)) != NULL) took++;
+  }
+  PQclear(r);
+  return took;
+}
+
 static int pg_run_claim_some (sl_store *b, const char *queue, const char *owner,
                               int64_t lease_ms, int64_t now_ms, const char *const *skip,
                               int nskip, int max, sl_store_run **out, int *nout) {
@@ -661,14 +673,7 @@ static int pg_run_claim_some (sl_store *b, const char *queue, const char *owner,
               "WHERE queue = $1 AND status = 'queued' AND NOT (id = ANY ($4::text[])) "
               "ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED) RETURNING " RUN_COLS, &p, &r,
               "claiming a run");
-  if (rc == 0) {
-    for (int i = 0; i < PQntuples(r) && took < max; i++) {
-      sl_store_run row;
-      row_to_run(r, i, &row);
-      if ((out[took] = sl_store_copy_run(&row)) != NULL) took++;
-    }
-    PQclear(r);
-  }
+  if (rc == 0) took = take_claimed(r, out, took, max);
   if (rc == 0 && took < max) {
     /* Then parked and paused runs that are due, the earliest first. */
     pgp q = {0};
@@ -680,14 +685,7 @@ static int pg_run_claim_some (sl_store *b, const char *queue, const char *owner,
                 "('waiting', 'paused') AND NOT (id = ANY ($4::text[])) ORDER BY due_ms "
                 "LIMIT $5 FOR UPDATE SKIP LOCKED) RETURNING " RUN_COLS, &q, &r,
                 "claiming a run that is due");
-    if (rc == 0) {
-      for (int i = 0; i < PQntuples(r) && took < max; i++) {
-        sl_store_run row;
-        row_to_run(r, i, &row);
-        if ((out[took] = sl_store_copy_run(&row)) != NULL) took++;
-      }
-      PQclear(r);
-    }
+    if (rc == 0) took = take_claimed(r, out, took, max);
   }
   if (rc == 0 && took < max) {
     /* Then runs whose owner is gone: their lease ran out, or their process
@@ -718,14 +716,7 @@ static int pg_run_claim_some (sl_store *b, const char *queue, const char *owner,
       rc = pg_run(s, "UPDATE sluice.runs SET owner = $2, lease_ms = $3, epoch = epoch + 1, "
                   "status = 'running', waiting_for = NULL WHERE id = $1 AND epoch = $4 AND "
                   "status = $5 RETURNING " RUN_COLS, &t, &r, "claiming a run");
-      if (rc == 0) {
-        if (PQntuples(r) > 0) {
-          sl_store_run row;
-          row_to_run(r, 0, &row);
-          if ((out[took] = sl_store_copy_run(&row)) != NULL) took++;
-        }
-        PQclear(r);
-      }
+      if (rc == 0) took = take_claimed(r, out, took, max);
     }
   }
   sl_buf_free(&arr);
